@@ -1,0 +1,105 @@
+"""RFC 6455 §5 framing: opcodes, close codes, frame headers and masking.
+
+Everything here works on whole payloads with C-level operations (``int.from_bytes`` XOR for
+masking); nothing loops over bytes in Python.
+"""
+
+from __future__ import annotations
+
+import os
+from struct import Struct
+
+__all__ = [
+    "OPCODE_CONTINUATION",
+    "OPCODE_TEXT",
+    "OPCODE_BINARY",
+    "OPCODE_CLOSE",
+    "OPCODE_PING",
+    "OPCODE_PONG",
+    "DATA_OPCODES",
+    "CONTROL_OPCODES",
+    "is_valid_close_code",
+    "mask",
+    "frame_header",
+    "build_frame",
+    "encode_close_payload",
+]
+
+OPCODE_CONTINUATION = 0x0
+OPCODE_TEXT = 0x1
+OPCODE_BINARY = 0x2
+OPCODE_CLOSE = 0x8
+OPCODE_PING = 0x9
+OPCODE_PONG = 0xA
+
+DATA_OPCODES = frozenset((OPCODE_CONTINUATION, OPCODE_TEXT, OPCODE_BINARY))
+CONTROL_OPCODES = frozenset((OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG))
+
+FIN = 0x80
+RSV1 = 0x40
+MASK_BIT = 0x80
+
+_H16 = Struct("!BBH")
+_H64 = Struct("!BBQ")
+_CODE = Struct("!H")
+
+# Close codes a peer may put on the wire (RFC 6455 §7.4, IANA registry). 1005, 1006 and 1015 are
+# reserved for local use and never sent; 1004 is reserved.
+_SENDABLE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
+
+
+def is_valid_close_code(code: int) -> bool:
+    """Whether ``code`` may appear in a close frame on the wire."""
+    return code in _SENDABLE_CODES or 3000 <= code <= 4999
+
+
+def mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
+    """XOR ``data`` with the 4-byte masking ``key`` (masking and unmasking are the same)."""
+    n = len(data)
+    if not n:
+        return b""
+    keys = key * ((n >> 2) + 1)
+    return (
+        int.from_bytes(data, "little") ^ int.from_bytes(keys[:n], "little")
+    ).to_bytes(n, "little")
+
+
+def frame_header(
+    opcode: int, length: int, fin: bool = True, rsv1: bool = False, mask_key: bytes | None = None
+) -> bytes:
+    """The header of one frame carrying ``length`` payload bytes (with ``mask_key`` if given)."""
+    b0 = opcode | (FIN if fin else 0) | (RSV1 if rsv1 else 0)
+    m = MASK_BIT if mask_key is not None else 0
+    if length < 126:
+        header = bytes((b0, m | length))
+    elif length < 65536:
+        header = _H16.pack(b0, m | 126, length)
+    else:
+        header = _H64.pack(b0, m | 127, length)
+    return header + mask_key if mask_key is not None else header
+
+
+def build_frame(
+    opcode: int,
+    payload: bytes | bytearray | memoryview = b"",
+    fin: bool = True,
+    rsv1: bool = False,
+    masked: bool = False,
+) -> bytes:
+    """One whole frame as bytes; a client (``masked=True``) masks with a fresh random key."""
+    if masked:
+        key = os.urandom(4)
+        return frame_header(opcode, len(payload), fin, rsv1, key) + mask(payload, key)
+    return frame_header(opcode, len(payload), fin, rsv1) + payload
+
+
+def encode_close_payload(code: int | None = 1000, reason: str | bytes = b"") -> bytes:
+    """The payload of a close frame: the 2-byte code then the UTF-8 reason (≤ 123 bytes)."""
+    if code is None:
+        return b""
+    if isinstance(reason, str):
+        reason = reason.encode("utf-8")
+    if len(reason) > 123:
+        # Cut on a character boundary so the reason stays valid UTF-8.
+        reason = reason[:123].decode("utf-8", "ignore").encode("utf-8")
+    return _CODE.pack(code) + reason

@@ -1,0 +1,331 @@
+"""The opening handshake (RFC 6455 §4), for servers and clients, free of I/O.
+
+Server side: :func:`parse_request` turns the bytes of an HTTP/1.1 request into a
+:class:`Request` (or ``None`` while the header section is incomplete); :func:`validate_request`
+checks it is a WebSocket upgrade, raising :class:`~wsloop.exc.HandshakeError` with the HTTP
+status to answer; :func:`accept_response` builds the 101 and :func:`error_response` any other
+answer. Client side: :func:`client_request` and :func:`validate_response`. The standalone server,
+every framework adapter and the client all use these.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+from .exc import HandshakeError
+
+__all__ = [
+    "GUID",
+    "MAX_HEADER_SIZE",
+    "Request",
+    "Response",
+    "parse_request",
+    "validate_request",
+    "validate_key",
+    "accept_value",
+    "select_subprotocol",
+    "accept_response",
+    "accept",
+    "error_response",
+    "http_response",
+    "new_key",
+    "client_request",
+    "parse_response",
+    "validate_response",
+    "split_header_list",
+]
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_HEADER_SIZE = 16 * 1024
+SUPPORTED_VERSION = "13"
+
+
+@dataclass
+class Request:
+    """An HTTP request head: request line and headers (names lower-cased, repeated ones joined)."""
+
+    method: str
+    path: str
+    version: str
+    headers: dict[str, str] = field(default_factory=dict)
+    raw_headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.headers.get("sec-websocket-key", "")
+
+    @property
+    def protocols(self) -> list[str]:
+        """The subprotocols the client offers, in its order of preference."""
+        return split_header_list(self.headers.get("sec-websocket-protocol", ""))
+
+    @property
+    def extensions(self) -> list[str]:
+        """The extension offers, each as its raw text (``permessage-deflate; ...``)."""
+        return split_header_list(self.headers.get("sec-websocket-extensions", ""))
+
+    @property
+    def is_upgrade(self) -> bool:
+        """Whether the request asks for a WebSocket upgrade at all (valid or not)."""
+        return "upgrade" in self.headers or "sec-websocket-key" in self.headers
+
+
+@dataclass
+class Response:
+    """An HTTP response head, as the client reads it."""
+
+    status: int
+    reason: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def split_header_list(value: str) -> list[str]:
+    """Split a comma-separated header value, dropping empty items and surrounding spaces."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _parse_head(data: bytes, max_size: int) -> tuple[str, list[tuple[str, str]], int] | None:
+    """Split an HTTP head into its start line and headers; ``None`` while incomplete."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        if len(data) > max_size:
+            raise HandshakeError("request header section too large", 431)
+        return None
+    if end + 4 > max_size:
+        raise HandshakeError("request header section too large", 431)
+    try:
+        text = data[:end].decode("ascii")
+    except UnicodeDecodeError:
+        # Header values may be Latin-1 by the HTTP grammar; names and start line must be ASCII.
+        text = data[:end].decode("latin-1")
+    lines = text.split("\r\n")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            raise HandshakeError("obsolete header line folding")
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip() or not name.isascii():
+            raise HandshakeError("malformed header line")
+        headers.append((name.lower(), value.strip()))
+    return lines[0], headers, end + 4
+
+
+def _join_headers(raw: list[tuple[str, str]]) -> dict[str, str]:
+    joined: dict[str, str] = {}
+    for name, value in raw:
+        joined[name] = f"{joined[name]}, {value}" if name in joined else value
+    return joined
+
+
+def parse_request(data: bytes, max_size: int = MAX_HEADER_SIZE) -> tuple[Request, int] | None:
+    """Parse a request head at the start of ``data``.
+
+    Returns ``(request, head_length)``, or ``None`` if the head is not complete yet. Raises
+    :class:`HandshakeError` (400, or 431 past ``max_size`` bytes) on a malformed head.
+    """
+    head = _parse_head(data, max_size)
+    if head is None:
+        return None
+    start, raw, length = head
+    parts = start.split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise HandshakeError("malformed request line")
+    method, path, version = parts
+    if not path.startswith("/"):
+        raise HandshakeError("request target must be a path")
+    return Request(method, path, version, _join_headers(raw), raw), length
+
+
+def validate_key(key: str) -> None:
+    """Check a ``Sec-WebSocket-Key``: base64 of exactly 16 bytes."""
+    try:
+        decoded = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise HandshakeError("Sec-WebSocket-Key is not base64") from None
+    if len(decoded) != 16:
+        raise HandshakeError("Sec-WebSocket-Key is not 16 bytes")
+
+
+def validate_request(request: Request) -> None:
+    """Check that ``request`` is a valid WebSocket upgrade; raise :class:`HandshakeError`."""
+    if request.method != "GET":
+        raise HandshakeError(f"method {request.method} is not GET")
+    if request.version != "HTTP/1.1":
+        raise HandshakeError(f"{request.version} is not HTTP/1.1")
+    headers = request.headers
+    if "websocket" not in [v.lower() for v in split_header_list(headers.get("upgrade", ""))]:
+        raise HandshakeError("missing Upgrade: websocket")
+    if "upgrade" not in [v.lower() for v in split_header_list(headers.get("connection", ""))]:
+        raise HandshakeError("missing Connection: Upgrade")
+    if "host" not in headers:
+        raise HandshakeError("missing Host header")
+    if "sec-websocket-key" not in headers:
+        raise HandshakeError("missing Sec-WebSocket-Key")
+    validate_key(headers["sec-websocket-key"])
+    version = headers.get("sec-websocket-version")
+    if version is None:
+        raise HandshakeError("missing Sec-WebSocket-Version", 426, [("Sec-WebSocket-Version", SUPPORTED_VERSION)])
+    if version.strip() != SUPPORTED_VERSION:
+        raise HandshakeError(
+            f"unsupported Sec-WebSocket-Version {version}",
+            426,
+            [("Sec-WebSocket-Version", SUPPORTED_VERSION)],
+        )
+
+
+def accept_value(key: str) -> str:
+    """The ``Sec-WebSocket-Accept`` value for a ``Sec-WebSocket-Key``."""
+    return base64.b64encode(hashlib.sha1((key + GUID).encode("ascii")).digest()).decode("ascii")
+
+
+def select_subprotocol(offered: Sequence[str], supported: Sequence[str] | None) -> str | None:
+    """The first of the server's ``supported`` subprotocols that the client offered."""
+    if not supported or not offered:
+        return None
+    for name in supported:
+        if name in offered:
+            return name
+    return None
+
+
+def accept_response(
+    key: str,
+    subprotocol: str | None = None,
+    extensions: Sequence[str] = (),
+    extra_headers: Iterable[tuple[str, str]] = (),
+) -> bytes:
+    """The ``101 Switching Protocols`` response for a validated request."""
+    lines = [
+        "HTTP/1.1 101 Switching Protocols",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Accept: {accept_value(key)}",
+    ]
+    if subprotocol:
+        lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {', '.join(extensions)}")
+    lines.extend(f"{name}: {value}" for name, value in extra_headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def accept(
+    request: Request,
+    protocols: Sequence[str] | None = None,
+    extra_headers: Iterable[tuple[str, str]] = (),
+) -> tuple[bytes, str | None]:
+    """Validate an upgrade request and answer it: ``(101 response bytes, chosen subprotocol)``.
+
+    Raises :class:`HandshakeError` with the status to answer when the request is not valid.
+    """
+    validate_request(request)
+    subprotocol = select_subprotocol(request.protocols, protocols)
+    return accept_response(request.key, subprotocol, (), extra_headers), subprotocol
+
+
+def http_response(
+    status: int,
+    body: bytes = b"",
+    content_type: str = "text/plain; charset=utf-8",
+    headers: Iterable[tuple[str, str]] = (),
+) -> bytes:
+    """A complete HTTP/1.1 response that closes the connection."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    lines = [
+        f"HTTP/1.1 {status} {phrase}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def error_response(error: HandshakeError) -> bytes:
+    """The HTTP response for a failed handshake: its status and a one-line reason."""
+    return http_response(error.status, (error.reason + "\n").encode("utf-8"), headers=error.headers)
+
+
+# ---------------------------------------------------------------------- client side
+
+
+def new_key() -> str:
+    """A fresh random ``Sec-WebSocket-Key``."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def client_request(
+    host: str,
+    path: str,
+    key: str,
+    protocols: Sequence[str] | None = None,
+    extensions: Sequence[str] | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+) -> bytes:
+    """The upgrade request a client sends (``host`` as it goes in the Host header)."""
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        f"Sec-WebSocket-Version: {SUPPORTED_VERSION}",
+    ]
+    if protocols:
+        lines.append(f"Sec-WebSocket-Protocol: {', '.join(protocols)}")
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {', '.join(extensions)}")
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def parse_response(data: bytes, max_size: int = MAX_HEADER_SIZE) -> tuple[Response, int] | None:
+    """Parse a response head at the start of ``data``; ``None`` while incomplete."""
+    head = _parse_head(data, max_size)
+    if head is None:
+        return None
+    start, raw, length = head
+    version, _, rest = start.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/") or not code.isdigit():
+        raise HandshakeError("malformed status line")
+    return Response(int(code), reason, _join_headers(raw)), length
+
+
+def validate_response(
+    response: Response,
+    key: str,
+    protocols: Sequence[str] | None = None,
+    extensions: Sequence[str] | None = None,
+) -> tuple[str | None, list[str]]:
+    """Check the server's answer to our upgrade; return (subprotocol, extensions) it chose."""
+    if 300 <= response.status < 400:
+        location = response.headers.get("location", "")
+        raise HandshakeError(f"redirect ({response.status} to {location!r}) refused", response.status)
+    if response.status != 101:
+        raise HandshakeError(f"server answered {response.status} {response.reason}", response.status)
+    headers = response.headers
+    if headers.get("upgrade", "").lower() != "websocket":
+        raise HandshakeError("response lacks Upgrade: websocket")
+    if "upgrade" not in [v.lower() for v in split_header_list(headers.get("connection", ""))]:
+        raise HandshakeError("response lacks Connection: Upgrade")
+    if headers.get("sec-websocket-accept") != accept_value(key):
+        raise HandshakeError("wrong Sec-WebSocket-Accept")
+    subprotocol = headers.get("sec-websocket-protocol") or None
+    if subprotocol is not None and subprotocol not in (protocols or ()):
+        raise HandshakeError(f"server chose subprotocol {subprotocol!r}, which was not offered")
+    chosen = split_header_list(headers.get("sec-websocket-extensions", ""))
+    offered = {offer.split(";")[0].strip() for offer in extensions or ()}
+    for ext in chosen:
+        if ext.split(";")[0].strip() not in offered:
+            raise HandshakeError(f"server chose extension {ext!r}, which was not offered")
+    return subprotocol, chosen

@@ -1,0 +1,510 @@
+"""The reactor: one thread, one ``selectors`` loop, every connection non-blocking.
+
+One loop turn::
+
+    select() ─▶ for each readable socket: recv_into(shared buffer) ─▶ websocket.process(view)
+            │      (parses every frame of the read, runs the callbacks; their sends append
+            │       to the connection's output list)
+            ├─▶ calls queued by other threads (send/close/add from elsewhere)
+            ├─▶ due timers (close timeouts, heartbeats, handshake timeouts)
+            └─▶ each connection with new output: one send()/sendmsg(); only a connection that
+                could not write everything is registered for EVENT_WRITE.
+
+Backpressure: a connection holding more than ``high_water`` unsent bytes stops being read until
+it drains below ``low_water``; a thread other than the reactor's that sends to it waits until then.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..framing import OPCODE_BINARY, OPCODE_TEXT, frame_header
+from ..protocol import OPEN
+from ..transport import TimerHandle, _Timers
+from ..websocket import WebSocket
+
+__all__ = ["Reactor", "Connection", "Handler"]
+
+logger = logging.getLogger("wsloop.poller")
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+_get_ident = threading.get_ident
+_IOV_MAX = 1024
+_JOIN_UNDER = 64 * 1024
+
+
+class Handler:
+    """Anything the reactor watches: it calls ``on_read``/``on_write`` when the socket is ready."""
+
+    def on_read(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def on_write(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Connection(Handler):
+    """A websocket's transport inside the reactor (see :class:`wsloop.transport.Transport`)."""
+
+    __slots__ = (
+        "reactor",
+        "sock",
+        "ws",
+        "wbuf",
+        "wsize",
+        "queued",
+        "events",
+        "dirty",
+        "paused",
+        "closing",
+        "closed",
+        "waiters",
+    )
+
+    def __init__(self, reactor: Reactor, sock: socket.socket, ws: WebSocket) -> None:
+        self.reactor = reactor
+        self.sock = sock
+        self.ws = ws
+        self.wbuf: list[bytes | memoryview] = []
+        self.wsize = 0  # bytes in wbuf
+        self.queued = 0  # bytes other threads have submitted that the reactor has not framed yet
+        self.events = EVENT_READ  # what the selector watches now
+        self.dirty = False  # in the reactor's list of connections to flush this turn
+        self.paused = False  # not reading: output above the high-water mark
+        self.closing = False  # close once the output is flushed
+        self.closed = False
+        self.waiters = 0  # threads blocked in call() for backpressure
+
+    # -- Transport interface
+    def in_context(self) -> bool:
+        return _get_ident() == self.reactor._tid
+
+    def call(self, fn: Callable[..., Any], *args: Any, size: int = 0) -> None:
+        reactor = self.reactor
+        if size:
+            reactor._admit(self, size)
+            reactor.call_soon_threadsafe(self._submitted, size, fn, args)
+        else:
+            reactor.call_soon_threadsafe(fn, *args)
+
+    def _submitted(self, size: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        with self.reactor._drained:
+            self.queued -= size
+        fn(*args)
+
+    def write(self, data: bytes) -> None:
+        self.wbuf.append(data)
+        self.wsize += len(data)
+        if not self.dirty:
+            self.dirty = True
+            self.reactor._dirty.append(self)
+
+    def close(self) -> None:
+        self.closing = True
+        if not self.dirty:
+            self.dirty = True
+            self.reactor._dirty.append(self)
+
+    def abort(self) -> None:
+        if self.in_context():
+            self.teardown()
+        else:
+            self.reactor.call_soon_threadsafe(self.teardown)
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
+        return self.reactor.call_later(delay, fn, *args)
+
+    # -- reactor side
+    def on_read(self) -> None:
+        reactor = self.reactor
+        try:
+            n = self.sock.recv_into(reactor._buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.teardown()
+            return
+        if not n:
+            self.teardown()
+            return
+        self.ws.process(reactor._view[:n])
+
+    def on_write(self) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Send as much queued output as the socket takes; adjust what the selector watches."""
+        self.dirty = False
+        if self.closed:
+            return
+        buf = self.wbuf
+        if buf:
+            try:
+                if len(buf) == 1:
+                    sent = self.sock.send(buf[0])
+                elif self.wsize <= _JOIN_UNDER:
+                    data = b"".join(buf)
+                    buf[:] = (data,)
+                    sent = self.sock.send(data)
+                else:
+                    sent = self.sock.sendmsg(buf[:_IOV_MAX])
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.teardown()
+                return
+            self.wsize -= sent
+            if not self.wsize:
+                buf.clear()
+            else:
+                i = 0
+                while sent:
+                    size = len(buf[i])
+                    if sent < size:
+                        buf[i] = memoryview(buf[i])[sent:]
+                        break
+                    sent -= size
+                    i += 1
+                del buf[:i]
+        reactor = self.reactor
+        if self.paused:
+            if self.wsize <= reactor.low_water:
+                self.paused = False
+        elif self.wsize > reactor.high_water:
+            self.paused = True
+        if self.waiters and self.wsize + self.queued <= reactor.low_water:
+            with reactor._drained:
+                reactor._drained.notify_all()
+        if self.closing and not buf:
+            self.teardown()
+            return
+        events = (0 if self.paused else EVENT_READ) | (EVENT_WRITE if buf else 0)
+        if events != self.events:
+            self.events = events
+            reactor._selector.modify(self.sock, events, self)
+
+    def teardown(self) -> None:
+        """Close the socket now and tell the websocket (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        reactor = self.reactor
+        reactor._forget(self)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.wbuf = []
+        self.wsize = 0
+        if self.waiters:
+            with reactor._drained:
+                reactor._drained.notify_all()
+        self.ws._connection_lost()
+
+
+class Reactor:
+    """One thread serving many websockets; ws4py's ``WebSocketManager`` interface.
+
+    :param read_size: the size of the one buffer every ``recv_into`` uses.
+    :param high_water: unsent bytes above which a connection stops being read and other
+        threads' sends to it wait.
+    :param low_water: unsent bytes below which reading and waiting senders resume.
+    :param close_timeout: default seconds :meth:`stop` waits for closing handshakes.
+    """
+
+    def __init__(
+        self,
+        read_size: int = 256 * 1024,
+        high_water: int = 4 * 1024 * 1024,
+        low_water: int = 1024 * 1024,
+        close_timeout: float = 5.0,
+        selector: selectors.BaseSelector | None = None,
+    ) -> None:
+        self.high_water = high_water
+        self.low_water = low_water
+        self.close_timeout = close_timeout
+        self._selector = selector if selector is not None else selectors.DefaultSelector()
+        self._buffer = bytearray(read_size)
+        self._view = memoryview(self._buffer)
+        self._connections: dict[WebSocket, Connection] = {}
+        self._dirty: list[Connection] = []
+        self._calls: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
+        self._timers = _Timers()
+        self._drained = threading.Condition()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._woken = False
+        self._selector.register(self._wake_r, EVENT_READ, None)
+        self._tid: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._stop_deadline = 0.0
+        self._finished = threading.Event()
+        self._handlers: dict[int, Handler] = {}
+
+    # ------------------------------------------------------------ ws4py face
+
+    def add(self, websocket: WebSocket, *, preamble: bytes = b"", received: bytes = b"") -> None:
+        """Serve ``websocket`` (its ``sock`` connected and upgraded); calls its ``opened()``.
+
+        ``preamble`` is sent first (the 101 response, for instance); ``received`` holds bytes
+        already read from the peer after its handshake. Safe from any thread.
+        """
+        if self._in_loop():
+            self._add(websocket, preamble, received)
+        else:
+            self.call_soon_threadsafe(self._add, websocket, preamble, received)
+
+    def remove(self, websocket: WebSocket) -> None:
+        """Stop serving ``websocket`` without closing it; its socket is left open and blocking."""
+
+        def _remove() -> None:
+            conn = self._connections.get(websocket)
+            if conn is not None and not conn.closed:
+                conn.closed = True
+                self._forget(conn)
+                conn.sock.setblocking(True)
+
+        self._run(_remove)
+
+    def close_all(self, code: int = 1001, message: str = "Server is shutting down") -> None:
+        """Start the closing handshake on every websocket."""
+        self._run(self._close_all, code, message)
+
+    def broadcast(self, message: str | bytes, binary: bool = False) -> None:
+        """Send ``message`` to every open websocket, framing it once for all of them."""
+        self._run(self._broadcast, message, binary)
+
+    def start(self) -> None:
+        """Run the loop in a new daemon thread."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self.run, name="wsloop-reactor", daemon=True)
+        self._thread.start()
+        while self._tid is None and self._thread.is_alive():
+            time.sleep(0.001)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Close every websocket with 1001, wait up to ``timeout`` for their closing handshakes,
+        drop the rest, and release every socket. Waits for the loop to end unless called from it.
+        """
+        wait = self.close_timeout if timeout is None else timeout
+        if self._tid is None and self._thread is None:
+            self._begin_stop(wait)
+            self._run_loop()
+            return
+        self.call_soon_threadsafe(self._begin_stop, wait)
+        if not self._in_loop():
+            self._finished.wait()
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def __iter__(self) -> Iterator[WebSocket]:
+        return iter(list(self._connections))
+
+    def __contains__(self, websocket: object) -> bool:
+        return websocket in self._connections
+
+    @property
+    def websockets(self) -> list[WebSocket]:
+        return list(self._connections)
+
+    # ------------------------------------------------------------ plumbing
+
+    def run(self) -> None:
+        """Run the loop in the calling thread until :meth:`stop`."""
+        self._run_loop()
+
+    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the reactor's thread at its next turn."""
+        self._calls.append((fn, args))
+        if not self._woken and not self._in_loop():
+            self._woken = True
+            try:
+                self._wake_w.send(b"\0")
+            except (BlockingIOError, InterruptedError):
+                pass  # the wake-up socket is full: the loop is awake anyway
+            except OSError:
+                pass  # closed: the loop has ended
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
+        """Run ``fn(*args)`` on the reactor's thread after ``delay`` seconds (from that thread)."""
+        return self._timers.add(delay, fn, args)
+
+    def add_handler(self, sock: socket.socket, handler: Handler, events: int = EVENT_READ) -> None:
+        """Watch a non-websocket socket (a listener, a handshake in progress): in the loop only."""
+        self._handlers[sock.fileno()] = handler
+        self._selector.register(sock, events, handler)
+
+    def set_handler_events(self, sock: socket.socket, handler: Handler, events: int) -> None:
+        self._selector.modify(sock, events, handler)
+
+    def remove_handler(self, sock: socket.socket) -> None:
+        self._handlers.pop(sock.fileno(), None)
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    def in_loop(self) -> bool:
+        """Whether the caller runs on the reactor's thread."""
+        return self._in_loop()
+
+    def _in_loop(self) -> bool:
+        return _get_ident() == self._tid
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._in_loop() or self._tid is None and self._thread is None:
+            fn(*args)
+        else:
+            self.call_soon_threadsafe(fn, *args)
+
+    def _add(self, websocket: WebSocket, preamble: bytes, received: bytes) -> None:
+        sock = websocket.sock
+        if sock is None:
+            raise ValueError("websocket has no socket")
+        if self._stopping:
+            sock.close()
+            return
+        sock.setblocking(False)
+        conn = Connection(self, sock, websocket)
+        self._connections[websocket] = conn
+        self._selector.register(sock, EVENT_READ, conn)
+        if preamble:
+            conn.write(preamble)
+        websocket.attach(conn)
+        if received and not conn.closed:
+            websocket.process(received)
+
+    def _forget(self, conn: Connection) -> None:
+        self._connections.pop(conn.ws, None)
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+
+    def _close_all(self, code: int, message: str) -> None:
+        for ws in list(self._connections):
+            ws.close(code, message)
+
+    def _broadcast(self, message: str | bytes, binary: bool) -> None:
+        payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+        frame = frame_header(OPCODE_BINARY if binary else OPCODE_TEXT, len(payload)) + payload
+        for ws, conn in self._connections.items():
+            stream = ws.stream
+            if stream.state is OPEN:
+                if stream.client:
+                    stream.send(payload, binary)
+                else:
+                    conn.write(frame)
+
+    def _admit(self, conn: Connection, size: int) -> None:
+        """Account for ``size`` bytes another thread submits; wait first while ``conn`` is
+        above the high-water mark, until it drains to the low-water mark."""
+        with self._drained:
+            if conn.wsize + conn.queued > self.high_water and self._tid is not None:
+                conn.waiters += 1
+                try:
+                    while (
+                        conn.wsize + conn.queued > self.low_water
+                        and not conn.closed
+                        and not self._stopping
+                        and self._tid is not None
+                    ):
+                        self._drained.wait(1.0)
+                finally:
+                    conn.waiters -= 1
+            conn.queued += size
+
+    def _begin_stop(self, timeout: float) -> None:
+        if not self._stopping:
+            self._stopping = True
+            self._stop_deadline = time.monotonic() + timeout
+            self._close_all(1001, "Server is shutting down")
+
+    def _run_loop(self) -> None:
+        self._tid = _get_ident()
+        self._finished.clear()
+        select = self._selector.select
+        calls = self._calls
+        timers = self._timers
+        wake_r = self._wake_r
+        try:
+            while True:
+                if self._stopping and (not self._connections or time.monotonic() >= self._stop_deadline):
+                    break
+                timeout = timers.timeout(None)
+                if calls or self._dirty:
+                    timeout = 0
+                elif self._stopping:
+                    timeout = min(timeout or 0.05, 0.05)
+                for key, mask in select(timeout):
+                    handler = key.data
+                    if handler is None:
+                        try:
+                            while wake_r.recv(4096):
+                                pass
+                        except (BlockingIOError, InterruptedError):
+                            pass
+                        self._woken = False
+                        continue
+                    try:
+                        if mask & EVENT_READ:
+                            handler.on_read()
+                        if mask & EVENT_WRITE:
+                            handler.on_write()
+                    except Exception:
+                        logger.exception("error handling %r", handler)
+                while calls:
+                    fn, args = calls.popleft()
+                    try:
+                        fn(*args)
+                    except Exception:
+                        logger.exception("error in call %r", fn)
+                if timers.heap:
+                    for handle in timers.due():
+                        try:
+                            handle.callback(*handle.args)
+                        except Exception:
+                            logger.exception("error in timer %r", handle.callback)
+                dirty = self._dirty
+                if dirty:
+                    self._dirty = []
+                    for conn in dirty:
+                        conn.flush()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        for conn in list(self._connections.values()):
+            conn.teardown()
+        for handler in list(self._handlers.values()):
+            close = getattr(handler, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    logger.exception("error closing %r", handler)
+        self._handlers.clear()
+        self._calls.clear()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self._tid = None
+        self._finished.set()

@@ -1,0 +1,450 @@
+"""One WebSocket connection's protocol state machine, free of I/O (ws4py's ``Stream`` role).
+
+Bytes in: :meth:`Protocol.feed` parses every complete frame of a chunk in one pass and returns the
+messages the application must see (text, binary, pong and the peer's close). Calls in:
+:meth:`Protocol.send`, :meth:`Protocol.ping`, :meth:`Protocol.close`. Bytes out: every frame the
+connection has to send, including the automatic pong and close replies, goes to ``write`` (a
+callable given by the transport; by default frames collect in :attr:`Protocol.outgoing`).
+
+States (:class:`State`)::
+
+    OPEN ──close() or a protocol error──▶ CLOSING ──peer's close──▶ CLOSED
+      └──────────────peer's close (we reply)───────────────────────────▲
+
+A frame whose payload has not fully arrived is consumed as it comes: its available bytes are
+unmasked and, for text, UTF-8-checked at once, so an invalid byte fails the connection (1007) as
+soon as it arrives, and a message over the size limit fails (1009) as soon as its header is read.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+from collections.abc import Callable
+from typing import Any
+
+from .exc import (
+    FrameTooLargeException,
+    ProtocolException,
+    TextFrameEncodingException,
+    UnsupportedFrameTypeException,
+)
+from .framing import (
+    OPCODE_BINARY,
+    OPCODE_CLOSE,
+    OPCODE_CONTINUATION,
+    OPCODE_PING,
+    OPCODE_PONG,
+    OPCODE_TEXT,
+    build_frame,
+    encode_close_payload,
+    frame_header,
+    is_valid_close_code,
+    mask,
+)
+from .messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
+
+__all__ = ["State", "Protocol", "DEFAULT_MAX_MESSAGE_SIZE"]
+
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+_UNLIMITED = 1 << 63
+# Payloads up to this size are concatenated with their header into one write; larger ones are
+# written as two buffers so the payload is never copied just to prepend a few bytes.
+_COALESCE = 16 * 1024
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class State(enum.Enum):
+    OPEN = 1
+    CLOSING = 2  # we sent a close frame (or failed the connection); waiting for the peer's close
+    CLOSED = 3  # the closing handshake is complete: the transport should close
+
+
+OPEN = State.OPEN
+CLOSING = State.CLOSING
+CLOSED = State.CLOSED
+
+
+class Protocol:
+    """The RFC 6455 state machine of one connection (server side unless ``client=True``).
+
+    :param client: act as the client: mask outgoing frames, expect unmasked incoming ones.
+    :param max_message_size: largest message accepted, in bytes (``None``: no limit); a larger one
+        fails the connection with 1009.
+    :param write: called with each chunk of bytes to send, in order.
+    """
+
+    __slots__ = (
+        "client",
+        "max_message_size",
+        "write",
+        "outgoing",
+        "state",
+        "close_received",
+        "close_sent",
+        "failure",
+        "_mask_bit",
+        "_limit",
+        "_hdr",
+        "_remaining",
+        "_f_op",
+        "_f_fin",
+        "_f_key",
+        "_f_len",
+        "_f_ctrl",
+        "_msg_op",
+        "_parts",
+        "_size",
+        "_decoder",
+    )
+
+    def __init__(
+        self,
+        client: bool = False,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        write: Callable[[bytes], Any] | None = None,
+    ) -> None:
+        self.client = client
+        self.max_message_size = max_message_size
+        self._limit = _UNLIMITED if max_message_size is None else max_message_size
+        self.outgoing: list[bytes] = []
+        self.write: Callable[[bytes], Any] = write if write is not None else self.outgoing.append
+        self.state = OPEN
+        self.close_received: CloseControlMessage | None = None
+        self.close_sent: CloseControlMessage | None = None
+        self.failure: ProtocolException | None = None
+        self._mask_bit = 0 if client else 0x80
+        self._hdr = b""  # an incomplete frame header carried over to the next feed()
+        self._remaining = 0  # payload bytes of the current frame still to come
+        self._f_op = 0
+        self._f_fin = 0
+        self._f_key: bytes | None = None
+        self._f_len = 0
+        self._f_ctrl: list[bytes] = []
+        self._msg_op = 0  # opcode of the fragmented message in progress, 0 when none
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._decoder: codecs.IncrementalDecoder | None = None
+
+    # ------------------------------------------------------------------ input
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        """Parse ``data`` (any chunk of the byte stream) and return the messages it completes.
+
+        Text and binary messages are returned only while the connection is OPEN; pongs, and
+        the peer's :class:`CloseControlMessage`, always. A protocol violation fails the
+        connection: the close frame with the right code is written, :attr:`failure` is set,
+        and all further input is ignored.
+        """
+        events: list[Message] = []
+        if self.failure is not None or self.state is CLOSED:
+            return events
+        try:
+            pos = 0
+            if self._remaining:
+                pos = self._consume(data, 0, len(data), events)
+                if self._remaining or self.state is CLOSED:
+                    return events
+            if self._hdr:
+                data = self._hdr + bytes(data[pos:])
+                self._hdr = b""
+                pos = 0
+            self._parse(data, pos, events)
+        except ProtocolException as exc:
+            self.fail(exc)
+        return events
+
+    def _parse(self, data: bytes | bytearray | memoryview, pos: int, events: list[Message]) -> None:
+        end = len(data)
+        mask_bit = self._mask_bit
+        limit = self._limit
+        while True:
+            avail = end - pos
+            if avail < 2:
+                if avail:
+                    self._hdr = bytes(data[pos:end])
+                return
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            length = b1 & 0x7F
+            hlen = 2
+            if length == 126:
+                if avail < 4:
+                    self._hdr = bytes(data[pos:end])
+                    return
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                hlen = 4
+            elif length == 127:
+                if avail < 10:
+                    self._hdr = bytes(data[pos:end])
+                    return
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                hlen = 10
+                if length >> 63:
+                    raise ProtocolException("frame length has the most significant bit set")
+            if (b1 & 0x80) != mask_bit:
+                raise ProtocolException("unmasked frame from a client" if mask_bit else "masked frame from a server")
+            if mask_bit:
+                if avail < hlen + 4:
+                    self._hdr = bytes(data[pos:end])
+                    return
+                key: bytes | None = bytes(data[pos + hlen : pos + hlen + 4])
+                hlen += 4
+            else:
+                key = None
+            if b0 & 0x70:
+                raise ProtocolException("reserved bits set without a negotiated extension")
+            opcode = b0 & 0x0F
+            fin = b0 & 0x80
+            if opcode > 2:
+                if opcode < 8 or opcode > 10:
+                    raise UnsupportedFrameTypeException(f"reserved opcode {opcode:#x}")
+                if not fin:
+                    raise ProtocolException("fragmented control frame")
+                if length > 125:
+                    raise ProtocolException("control frame payload over 125 bytes")
+            else:
+                if opcode:
+                    if self._msg_op:
+                        raise ProtocolException("new data frame before the fragmented message ended")
+                elif not self._msg_op:
+                    raise ProtocolException("continuation frame without a message to continue")
+                if self._size + length > limit:
+                    raise FrameTooLargeException(f"message over {limit} bytes")
+            start = pos + hlen
+            pos = start + length
+            if pos > end:
+                # The payload is not all here: consume what there is, the rest in later feeds.
+                self._f_op = opcode
+                self._f_fin = fin
+                self._f_key = key
+                self._f_len = self._remaining = length
+                self._consume(data, start, end, events)
+                return
+            if key is None:
+                payload = bytes(data[start:pos])
+            else:
+                payload = mask(data[start:pos], key)
+            if fin and opcode:
+                if opcode == OPCODE_TEXT:
+                    if not payload.isascii():
+                        try:
+                            payload.decode("utf-8")
+                        except UnicodeDecodeError:
+                            raise TextFrameEncodingException("text message is not valid UTF-8") from None
+                    if self.state is OPEN:
+                        events.append(TextMessage(payload))
+                    continue
+                if opcode == OPCODE_BINARY:
+                    if self.state is OPEN:
+                        events.append(BinaryMessage(payload))
+                    continue
+            self._frame(opcode, fin, payload, events)
+            if self.state is CLOSED:
+                return
+
+    def _consume(
+        self, data: bytes | bytearray | memoryview, pos: int, end: int, events: list[Message]
+    ) -> int:
+        """Take up to the rest of the current frame's payload from ``data[pos:end]``."""
+        remaining = self._remaining
+        stop = pos + remaining if end - pos > remaining else end
+        chunk = data[pos:stop]
+        key = self._f_key
+        if key is not None:
+            # The mask continues where the previous chunk of this frame left off.
+            shift = (self._f_len - remaining) & 3
+            if shift:
+                key = key[shift:] + key[:shift]
+            chunk = mask(chunk, key)
+        else:
+            chunk = bytes(chunk)
+        self._remaining = remaining - (stop - pos)
+        op = self._f_op
+        if op >= 8:
+            self._f_ctrl.append(chunk)
+            if not self._remaining:
+                payload = b"".join(self._f_ctrl)
+                self._f_ctrl = []
+                self._frame(op, self._f_fin, payload, events)
+        else:
+            if op:
+                self._start_message(op)
+            self._parts.append(chunk)
+            self._size += len(chunk)
+            last = not self._remaining and self._f_fin
+            if self._msg_op == OPCODE_TEXT:
+                self._check_text(chunk, bool(last))
+            if last:
+                self._finish_message(events)
+        return stop
+
+    def _start_message(self, opcode: int) -> None:
+        self._msg_op = opcode
+        self._f_op = OPCODE_CONTINUATION
+        self._parts = []
+        self._size = 0
+        self._decoder = _Utf8Decoder() if opcode == OPCODE_TEXT else None
+
+    def _frame(self, opcode: int, fin: int, payload: bytes, events: list[Message]) -> None:
+        """Handle one complete frame other than a single-frame data message."""
+        if opcode == OPCODE_PING:
+            if self.state is OPEN:
+                self.write(build_frame(OPCODE_PONG, payload, masked=self.client))
+        elif opcode == OPCODE_PONG:
+            events.append(PongControlMessage(payload))
+        elif opcode == OPCODE_CLOSE:
+            self._receive_close(payload, events)
+        else:
+            if opcode:
+                self._start_message(opcode)
+            self._parts.append(payload)
+            self._size += len(payload)
+            if self._msg_op == OPCODE_TEXT:
+                self._check_text(payload, bool(fin))
+            if fin:
+                self._finish_message(events)
+
+    def _check_text(self, chunk: bytes, final: bool) -> None:
+        decoder = self._decoder
+        assert decoder is not None
+        if chunk.isascii() and not final and not decoder.getstate()[0]:
+            return
+        try:
+            decoder.decode(chunk, final)
+        except UnicodeDecodeError:
+            raise TextFrameEncodingException("text message is not valid UTF-8") from None
+        if not final:
+            # CPython's decoder waits for a third byte before refusing a UTF-16 surrogate
+            # (ED A0..BF); refuse it as soon as its second byte is here.
+            pending = decoder.getstate()[0]
+            if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
+                raise TextFrameEncodingException("text message is not valid UTF-8")
+
+    def _finish_message(self, events: list[Message]) -> None:
+        parts = self._parts
+        payload = parts[0] if len(parts) == 1 else b"".join(parts)
+        op = self._msg_op
+        self._msg_op = 0
+        self._parts = []
+        self._size = 0
+        self._decoder = None
+        if self.state is OPEN:
+            events.append(TextMessage(payload) if op == OPCODE_TEXT else BinaryMessage(payload))
+
+    def _receive_close(self, payload: bytes, events: list[Message]) -> None:
+        if len(payload) == 1:
+            raise ProtocolException("close frame with a 1-byte payload")
+        if payload:
+            code: int | None = int.from_bytes(payload[:2], "big")
+            assert code is not None
+            if not is_valid_close_code(code):
+                raise ProtocolException(f"invalid close code {code}")
+            try:
+                reason = payload[2:].decode("utf-8")
+            except UnicodeDecodeError:
+                raise TextFrameEncodingException("close reason is not valid UTF-8") from None
+        else:
+            code, reason = None, ""
+        message = CloseControlMessage(code, reason)
+        self.close_received = message
+        if self.state is OPEN:
+            # Echo the peer's code (RFC 6455 §5.5.1); an empty close is answered with an empty one.
+            self._send_close(code, "")
+        self.state = CLOSED
+        events.append(message)
+
+    # ----------------------------------------------------------------- output
+
+    def send(self, payload: str | bytes | bytearray | memoryview, binary: bool = False) -> None:
+        """Write one whole message: text unless ``binary`` (a ``str`` is UTF-8 encoded).
+
+        As in ws4py, bytes sent as text are not re-validated. Ignored once closing.
+        """
+        if self.state is not OPEN:
+            return
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        self.send_frame(OPCODE_BINARY if binary else OPCODE_TEXT, payload, True)
+
+    def send_frame(self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool = True) -> None:
+        """Write one frame (a fragment when ``fin`` is false; opcode 0 continues a message)."""
+        if self.state is not OPEN:
+            return
+        write = self.write
+        if self.client:
+            write(build_frame(opcode, payload, fin, False, True))
+        elif len(payload) <= _COALESCE:
+            write(frame_header(opcode, len(payload), fin) + payload)
+        else:
+            write(frame_header(opcode, len(payload), fin))
+            write(payload if isinstance(payload, bytes) else bytes(payload))
+
+    def ping(self, data: str | bytes = b"") -> None:
+        """Write a ping frame (its payload at most 125 bytes)."""
+        self._control(OPCODE_PING, data)
+
+    def pong(self, data: str | bytes = b"") -> None:
+        """Write an unsolicited pong frame (a heartbeat that expects no answer)."""
+        self._control(OPCODE_PONG, data)
+
+    def _control(self, opcode: int, data: str | bytes) -> None:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if len(data) > 125:
+            raise ValueError("a control frame's payload is at most 125 bytes")
+        if self.state is OPEN:
+            self.write(build_frame(opcode, data, masked=self.client))
+
+    def close(self, code: int | None = 1000, reason: str | bytes = "") -> bool:
+        """Start the closing handshake; False if a close frame was already sent."""
+        if self.state is not OPEN:
+            return False
+        self._send_close(code, reason)
+        self.state = CLOSING
+        return True
+
+    def fail(self, exc: ProtocolException) -> None:
+        """Fail the connection: send a close frame with ``exc.code`` and ignore further input."""
+        self.failure = exc
+        if self.state is OPEN:
+            self._send_close(exc.code, exc.reason)
+            self.state = CLOSING
+        self._hdr = b""
+        self._remaining = 0
+        self._parts = []
+
+    def _send_close(self, code: int | None, reason: str | bytes) -> None:
+        message = CloseControlMessage(code, reason)
+        self.close_sent = message
+        self.write(build_frame(OPCODE_CLOSE, encode_close_payload(code, reason), masked=self.client))
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def close_code(self) -> int:
+        """The code to report for this connection's end (ws4py's ``closed(code, ...)``).
+
+        Our failure code if we failed the connection; else the peer's close code (1005 when its
+        close frame had none); 1006 when no close frame was received.
+        """
+        if self.failure is not None:
+            return self.failure.code
+        received = self.close_received
+        if received is not None:
+            return 1005 if received.code is None else received.code
+        return 1006
+
+    @property
+    def close_reason(self) -> str:
+        """The reason that goes with :attr:`close_code`."""
+        if self.failure is not None:
+            return self.failure.reason
+        received = self.close_received
+        return received.reason if received is not None else ""
+
+    def data_to_send(self) -> bytes:
+        """Take the bytes collected in :attr:`outgoing` (when no ``write`` was given)."""
+        data = b"".join(self.outgoing)
+        self.outgoing.clear()
+        return data

@@ -1,0 +1,1 @@
+"""Entry points: the standalone server and one adapter per web framework."""

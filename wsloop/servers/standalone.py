@@ -1,0 +1,320 @@
+"""A WebSocket server with no framework: accept, handshake and serve, all inside the reactor.
+
+With the selectors poller the listening socket and every handshake in progress are watched by
+the same reactor thread that serves the websockets (non-blocking, each handshake bounded by
+``handshake_timeout``). With the threaded poller, a thread accepts and each connection gets a
+thread. A plain ``GET /`` (no upgrade) serves a small demo page that talks to the server.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import socket
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ..exc import HandshakeError
+from ..handshake import MAX_HEADER_SIZE, Request, accept, error_response, http_response, parse_request
+from ..poller import Reactor, ThreadedManager, make_manager
+from ..poller.reactor import EVENT_READ, EVENT_WRITE, Handler
+from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
+from ..transport import TimerHandle
+from ..websocket import EchoWebSocket, WebSocket
+
+__all__ = ["WebSocketServer", "demo_page"]
+
+logger = logging.getLogger("wsloop.server")
+
+_ACCEPTS_PER_TURN = 256
+
+
+def demo_page() -> bytes:
+    """The built-in HTML page served at ``/``."""
+    return importlib.resources.files("wsloop").joinpath("static/demo.html").read_bytes()
+
+
+def request_environ(request: Request, sock: socket.socket) -> dict[str, Any]:
+    """A WSGI-style environ for a handshake request, as ws4py handlers expect in ``environ``."""
+    path, _, query = request.path.partition("?")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SERVER_PROTOCOL": request.version,
+    }
+    try:
+        peer = sock.getpeername()
+        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = str(peer[0]), str(peer[1])
+    except OSError:
+        pass
+    for name, value in request.headers.items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    return environ
+
+
+class WebSocketServer:
+    """Serve ``handler_cls`` websockets on ``host:port``.
+
+    :param poller: ``"selectors"`` (one reactor thread) or ``"threaded"`` (a thread each).
+    :param protocols: subprotocols the server speaks, by preference.
+    :param heartbeat_freq: seconds between keepalive pings (None: no pings).
+    :param max_message_size: largest message accepted (None: unlimited); larger ones get 1009.
+    :param handshake_timeout: seconds a client has to send its whole upgrade request.
+    :param serve_page: answer a plain ``GET /`` with the demo page.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9000,
+        handler_cls: type[WebSocket] = EchoWebSocket,
+        *,
+        poller: str = "selectors",
+        protocols: Sequence[str] | None = None,
+        heartbeat_freq: float | None = None,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        handshake_timeout: float = 10.0,
+        close_timeout: float = 5.0,
+        backlog: int = 1024,
+        serve_page: bool = True,
+        manager: Reactor | ThreadedManager | None = None,
+    ) -> None:
+        self.handler_cls = handler_cls
+        self.protocols = list(protocols) if protocols else None
+        self.heartbeat_freq = heartbeat_freq
+        self.max_message_size = max_message_size
+        self.handshake_timeout = handshake_timeout
+        self.close_timeout = close_timeout
+        self.serve_page = serve_page
+        self.manager = manager if manager is not None else make_manager(poller, close_timeout=close_timeout)
+        self.sock = socket.create_server((host, port), backlog=backlog)
+        self.sock.setblocking(False)
+        self._stopped = threading.Event()
+        self._accept_thread: threading.Thread | None = None
+        self._started = False
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        return self.sock.getsockname()[:2]  # type: ignore[no-any-return]
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address
+        return f"ws://{host}:{port}/"
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start serving in the background."""
+        if self._started:
+            return
+        self._started = True
+        manager = self.manager
+        if isinstance(manager, Reactor):
+            manager.add_handler(self.sock, _Acceptor(self, manager))
+            manager.start()
+        else:
+            manager.start()
+            self.sock.setblocking(True)
+            self.sock.settimeout(0.2)
+            self._accept_thread = threading.Thread(target=self._accept_loop, name="wsloop-accept", daemon=True)
+            self._accept_thread.start()
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`stop` is called (from another thread or a signal handler)."""
+        self.start()
+        while not self._stopped.wait(0.5):
+            pass
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, close every websocket with 1001 (waiting up to ``timeout`` for the
+        closing handshakes), and release every socket."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        manager = self.manager
+        if isinstance(manager, Reactor) and self._started:
+            manager.call_soon_threadsafe(manager.remove_handler, self.sock)
+        manager.stop(timeout)
+        if self._accept_thread is not None:
+            self._accept_thread.join()
+        self.sock.close()
+
+    def __enter__(self) -> WebSocketServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ handshake
+
+    def respond(
+        self, data: bytes, sock: socket.socket
+    ) -> tuple[WebSocket | None, bytes, bytes] | None:
+        """Answer the request at the start of ``data``: ``None`` while it is incomplete, else
+        ``(websocket or None, response bytes, bytes received after the request)``."""
+        try:
+            parsed = parse_request(data, MAX_HEADER_SIZE)
+            if parsed is None:
+                return None
+            request, length = parsed
+            if not request.is_upgrade and request.method in ("GET", "HEAD"):
+                if request.path.partition("?")[0] == "/" and self.serve_page:
+                    page = demo_page()
+                    response = http_response(200, page, "text/html; charset=utf-8")
+                    if request.method == "HEAD":
+                        response = response[: len(response) - len(page)]
+                    return None, response, b""
+                raise HandshakeError("this is a WebSocket endpoint: send an Upgrade request")
+            response, subprotocol = accept(request, self.protocols)
+        except HandshakeError as exc:
+            logger.debug("handshake refused (%s %s)", exc.status, exc.reason)
+            return None, error_response(exc), b""
+        ws = self.handler_cls(
+            sock,
+            protocols=[subprotocol] if subprotocol else None,
+            extensions=None,
+            environ=request_environ(request, sock),
+            heartbeat_freq=self.heartbeat_freq,
+            max_message_size=self.max_message_size,
+        )
+        ws.close_timeout = self.close_timeout
+        return ws, response, data[length:]
+
+    # ------------------------------------------------------- threaded mode
+
+    def _accept_loop(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                sock, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stopped.is_set():
+                    return
+                continue
+            threading.Thread(target=self._handshake_blocking, args=(sock,), daemon=True).start()
+
+    def _handshake_blocking(self, sock: socket.socket) -> None:
+        sock.settimeout(self.handshake_timeout)
+        data = b""
+        try:
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    sock.close()
+                    return
+                data += chunk
+                answer = self.respond(data, sock)
+                if answer is not None:
+                    break
+        except OSError:
+            sock.close()
+            return
+        ws, response, rest = answer
+        if ws is None:
+            try:
+                sock.sendall(response)
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            sock.close()
+            return
+        sock.settimeout(None)
+        self.manager.add(ws, preamble=response, received=rest)
+
+
+class _Acceptor(Handler):
+    """Accepts connections on the listening socket inside the reactor."""
+
+    def __init__(self, server: WebSocketServer, reactor: Reactor) -> None:
+        self.server = server
+        self.reactor = reactor
+
+    def on_read(self) -> None:
+        listener = self.server.sock
+        for _ in range(_ACCEPTS_PER_TURN):
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.warning("accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _Handshake(self.server, self.reactor, sock)
+
+    def on_write(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass  # the server closes its listening socket
+
+
+class _Handshake(Handler):
+    """One connection's opening handshake, read and answered without blocking."""
+
+    __slots__ = ("server", "reactor", "sock", "data", "out", "timer")
+
+    def __init__(self, server: WebSocketServer, reactor: Reactor, sock: socket.socket) -> None:
+        self.server = server
+        self.reactor = reactor
+        self.sock = sock
+        self.data = b""
+        self.out = b""
+        self.timer: TimerHandle = reactor.call_later(server.handshake_timeout, self.close)
+        reactor.add_handler(sock, self, EVENT_READ)
+
+    def on_read(self) -> None:
+        try:
+            chunk = self.sock.recv(MAX_HEADER_SIZE + 1)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not chunk:
+            self.close()
+            return
+        self.data += chunk
+        answer = self.server.respond(self.data, self.sock)
+        if answer is None:
+            return
+        ws, response, rest = answer
+        if ws is None:
+            self.out = response
+            self.reactor.set_handler_events(self.sock, self, EVENT_WRITE)
+            self.on_write()
+            return
+        self.timer.cancel()
+        self.reactor.remove_handler(self.sock)
+        self.reactor.add(ws, preamble=response, received=rest)
+
+    def on_write(self) -> None:
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        self.out = self.out[sent:]
+        if not self.out:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            self.close()
+
+    def close(self) -> None:
+        self.timer.cancel()
+        self.reactor.remove_handler(self.sock)
+        self.sock.close()

@@ -1,0 +1,172 @@
+"""What a :class:`~wsloop.websocket.WebSocket` needs from whatever drives its socket.
+
+Two drivers implement it: the reactor's connections (:mod:`wsloop.poller.reactor`), many per
+thread, and :class:`BlockingTransport`, one connection driven by the thread that calls
+``WebSocket.run()`` (also the threaded fallback's per-connection driver).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+__all__ = ["Transport", "TimerHandle", "BlockingTransport"]
+
+
+class TimerHandle:
+    """A scheduled call; :meth:`cancel` stops it from running."""
+
+    __slots__ = ("when", "callback", "args", "cancelled")
+
+    def __init__(self, when: float, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Transport(Protocol):
+    """The driver side of one connection."""
+
+    def in_context(self) -> bool:
+        """Whether the caller may touch the connection's protocol state directly."""
+
+    def call(self, fn: Callable[..., Any], *args: Any, size: int = 0) -> None:
+        """Run ``fn(*args)`` in the connection's context, from any thread.
+
+        ``size`` is the number of bytes the call will write: a caller outside the driver's
+        thread waits while the connection's unsent output is above the high-water mark.
+        """
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes to send (in context only)."""
+
+    def close(self) -> None:
+        """Close the connection once queued output is sent (in context only)."""
+
+    def abort(self) -> None:
+        """Drop the connection now, discarding queued output (from any thread)."""
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
+        """Run ``fn(*args)`` in context after ``delay`` seconds (in context only)."""
+
+
+class _Timers:
+    """A heap of :class:`TimerHandle` with lazy deletion, shared by both drivers."""
+
+    __slots__ = ("heap", "_seq")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, TimerHandle]] = []
+        self._seq = itertools.count()
+
+    def add(self, delay: float, fn: Callable[..., Any], args: tuple[Any, ...]) -> TimerHandle:
+        handle = TimerHandle(time.monotonic() + delay, fn, args)
+        heapq.heappush(self.heap, (handle.when, next(self._seq), handle))
+        return handle
+
+    def timeout(self, default: float | None) -> float | None:
+        """Seconds until the next live timer (at most ``default``)."""
+        heap = self.heap
+        while heap and heap[0][2].cancelled:
+            heapq.heappop(heap)
+        if not heap:
+            return default
+        delay = max(0.0, heap[0][0] - time.monotonic())
+        return delay if default is None else min(delay, default)
+
+    def due(self) -> list[TimerHandle]:
+        """Pop every timer whose time has come."""
+        heap = self.heap
+        now = time.monotonic()
+        ready = []
+        while heap and heap[0][0] <= now:
+            handle = heapq.heappop(heap)[2]
+            if not handle.cancelled:
+                ready.append(handle)
+        return ready
+
+
+class BlockingTransport:
+    """One connection driven by blocking calls in the thread that runs :meth:`serve`.
+
+    Output is written synchronously with ``sendall`` under a re-entrant lock, which also guards
+    the protocol state, so ``send()`` from any thread is safe and naturally back-pressured.
+    """
+
+    def __init__(self, sock: socket.socket, read_size: int = 65536) -> None:
+        self.sock = sock
+        self.read_size = read_size
+        self.lock = threading.RLock()
+        self.timers = _Timers()
+        self.finished = False
+        self._closing = False
+
+    def in_context(self) -> bool:
+        return False  # every call goes through the lock, which is re-entrant
+
+    def call(self, fn: Callable[..., Any], *args: Any, size: int = 0) -> None:
+        with self.lock:
+            if not self.finished:
+                fn(*args)
+
+    def write(self, data: bytes) -> None:
+        if self.finished:
+            return
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self.abort()
+
+    def close(self) -> None:
+        self._closing = True
+
+    def abort(self) -> None:
+        if not self.finished:
+            self.finished = True
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
+        return self.timers.add(delay, fn, args)
+
+    def serve(self, process: Callable[[bytes], bool]) -> None:
+        """Read and ``process`` until the connection ends; timers run in between."""
+        sock = self.sock
+        sock.setblocking(True)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        while not self.finished and not self._closing:
+            with self.lock:
+                timeout = self.timers.timeout(None)
+            if poller.poll(None if timeout is None else timeout * 1000 + 1):
+                try:
+                    data = sock.recv(self.read_size)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                with self.lock:
+                    if not self.finished and not process(data):
+                        break
+            with self.lock:
+                for handle in self.timers.due():
+                    if not self.finished:
+                        handle.callback(*handle.args)
+        with self.lock:
+            self.finished = True
+            try:
+                sock.close()
+            except OSError:
+                pass

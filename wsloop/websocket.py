@@ -1,0 +1,353 @@
+"""The user's object: ws4py's ``WebSocket`` API over the sans-I/O :class:`~wsloop.protocol.Protocol`.
+
+Subclass :class:`WebSocket` and override its callbacks (``opened``, ``received_message``,
+``ponged``, ``closed``). A driver attaches it to a transport: the reactor
+(:class:`wsloop.poller.Reactor`, also exported as ``wsloop.manager.WebSocketManager``) for many
+connections in one thread, or :meth:`WebSocket.run` to drive one connection in the calling thread
+as ws4py did. ``send()``, ``close()`` and ``ping()`` are safe from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import types
+from collections.abc import Iterable
+from typing import Any
+
+from .exc import ProtocolException, StreamClosed
+from .framing import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_PONG, OPCODE_TEXT
+from .messaging import Message, PongControlMessage
+from .protocol import CLOSED, OPEN, DEFAULT_MAX_MESSAGE_SIZE, Protocol, State
+from .transport import BlockingTransport, TimerHandle, Transport
+
+__all__ = ["WebSocket", "EchoWebSocket", "DEFAULT_CLOSE_TIMEOUT"]
+
+logger = logging.getLogger("wsloop.websocket")
+
+DEFAULT_CLOSE_TIMEOUT = 5.0
+_CLOSING = State.CLOSING
+_CLASS_DEFAULT: Any = object()  # "use the class attribute"
+
+SendPayload = str | bytes | bytearray | memoryview | Message | Iterable[Any]
+
+
+class WebSocket:
+    """One WebSocket connection, server side unless created with ``client=True`` by the client.
+
+    :param sock: the connected socket (after the opening handshake).
+    :param protocols: subprotocols this handler speaks, by preference (ws4py's ``protocols``).
+    :param extensions: extensions in use on this connection.
+    :param environ: the WSGI environ (or the request's headers) of the upgrade request.
+    :param heartbeat_freq: seconds between keepalive pings; a ping still unanswered at the next
+        one closes the connection with 1011.
+    """
+
+    #: Largest message accepted, in bytes (``None``: unlimited); a subclass may change it.
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE
+    #: Seconds to wait for the peer's close frame before dropping the TCP connection.
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT
+
+    def __init__(
+        self,
+        sock: socket.socket | None,
+        protocols: list[str] | None = None,
+        extensions: list[str] | None = None,
+        environ: dict[str, Any] | None = None,
+        heartbeat_freq: float | None = None,
+        *,
+        client: bool = False,
+        max_message_size: int | None | object = _CLASS_DEFAULT,
+    ) -> None:
+        self.sock = sock
+        self.protocols = protocols
+        self.extensions = extensions
+        self.environ = environ
+        self.heartbeat_freq = heartbeat_freq
+        if max_message_size is not _CLASS_DEFAULT:
+            self.max_message_size = max_message_size  # type: ignore[assignment]
+        self.stream = Protocol(client=client, max_message_size=self.max_message_size)
+        self.transport: Transport | None = None
+        self._finished = False
+        self._close_timer: TimerHandle | None = None
+        self._heartbeat: TimerHandle | None = None
+        self._awaiting_pong = False
+
+    # ------------------------------------------------------------ callbacks
+
+    def opened(self) -> None:
+        """Called once the connection is attached to its driver and ready."""
+
+    def received_message(self, message: Message) -> None:
+        """Called with each complete :class:`TextMessage` or :class:`BinaryMessage`."""
+
+    def ponged(self, pong: PongControlMessage) -> None:
+        """Called with each pong the peer sends."""
+
+    def closed(self, code: int, reason: str | None = None) -> None:
+        """Called once when the connection has ended.
+
+        ``code`` is the peer's close code, our own if we failed the connection (1002, 1007,
+        1009, 1011, ...), or 1006 if it ended without a close frame.
+        """
+
+    def unhandled_error(self, error: BaseException) -> None:
+        """Called when a callback raised; the connection is then closed with 1011."""
+        logger.error("error in %s handler", type(self).__name__, exc_info=error)
+
+    # ---------------------------------------------------------------- calls
+
+    def send(self, payload: SendPayload, binary: bool = False) -> None:
+        """Send a message: text unless ``binary`` (``str`` is always UTF-8 text's data).
+
+        ``payload`` may be ``str``, ``bytes``, ``bytearray``, ``memoryview``, a
+        :class:`~wsloop.messaging.Message`, or a generator whose items are sent as the fragments
+        of one message. From a thread other than the driver's, it waits while the connection's
+        unsent output is above the high-water mark.
+        """
+        transport = self.transport
+        if transport is None or transport.in_context():
+            self._send(payload, binary)
+            return
+        if self.stream.state is not OPEN:
+            raise StreamClosed("Cannot send on a terminated websocket")
+        if isinstance(payload, types.GeneratorType):
+            payload = list(payload)  # fragments are framed together on the driver's side
+            size = sum(len(p) for p in payload)
+        else:
+            size = len(payload) if hasattr(payload, "__len__") else 0
+        transport.call(self._send, payload, binary, size=size)
+
+    def _send(self, payload: SendPayload, binary: bool) -> None:
+        stream = self.stream
+        if stream.state is not OPEN:
+            if self.transport is not None and self.transport.in_context():
+                raise StreamClosed("Cannot send on a terminated websocket")
+            return
+        if isinstance(payload, (str, bytes, bytearray, memoryview)):
+            stream.send(payload, binary)
+        elif isinstance(payload, Message):
+            stream.send_frame(payload.opcode, payload.data)
+        elif isinstance(payload, (types.GeneratorType, list, tuple)):
+            opcode = OPCODE_BINARY if binary else OPCODE_TEXT
+            previous = None
+            for chunk in payload:
+                if previous is not None:
+                    stream.send_frame(opcode, _as_bytes(previous), False)
+                    opcode = OPCODE_CONTINUATION
+                previous = chunk
+            stream.send_frame(opcode, _as_bytes(previous if previous is not None else b""), True)
+        else:
+            raise ValueError(f"Unsupported type '{type(payload).__name__}' passed to send()")
+
+    def ping(self, message: str | bytes = b"") -> None:
+        """Send a ping; the answer arrives in :meth:`ponged`."""
+        self._in_context(self.stream.ping, message)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake; :meth:`closed` follows when the connection ends.
+
+        The TCP connection is dropped if the peer does not answer within ``close_timeout``.
+        """
+        self._in_context(self._close, code, reason)
+
+    def terminate(self) -> None:
+        """Drop the connection at once, without a closing handshake; :meth:`closed` follows."""
+        transport = self.transport
+        if transport is None:
+            self._connection_lost()
+        else:
+            transport.abort()
+
+    @property
+    def terminated(self) -> bool:
+        """True once the connection has ended or both close frames have been exchanged."""
+        return self._finished or self.stream.state is CLOSED
+
+    @property
+    def server_terminated(self) -> bool:
+        """True once the server side has sent its close frame (or the connection ended)."""
+        stream = self.stream
+        sent = stream.close_received if stream.client else stream.close_sent
+        return self._finished or sent is not None
+
+    @property
+    def client_terminated(self) -> bool:
+        """True once the client side has sent its close frame (or the connection ended)."""
+        stream = self.stream
+        sent = stream.close_sent if stream.client else stream.close_received
+        return self._finished or sent is not None
+
+    @property
+    def connection(self) -> socket.socket | None:
+        return self.sock
+
+    @property
+    def peer_address(self) -> Any:
+        """The peer's address, as ``socket.getpeername()`` gives it (None once closed)."""
+        return _address(self.sock, "getpeername")
+
+    @property
+    def local_address(self) -> Any:
+        """The local address, as ``socket.getsockname()`` gives it (None once closed)."""
+        return _address(self.sock, "getsockname")
+
+    # ------------------------------------------------- ws4py's blocking style
+
+    def run(self, received: bytes = b"") -> None:
+        """Drive this connection in the calling thread until it ends (ws4py's ``run()``).
+
+        ``received`` holds bytes already read from the peer after its handshake.
+        """
+        if self.sock is None:
+            raise ValueError("no socket to run on")
+        transport = BlockingTransport(self.sock)
+        with transport.lock:
+            self.attach(transport)
+            if received and not self.process(received):
+                transport.close()
+        try:
+            transport.serve(self.process)
+        finally:
+            with transport.lock:
+                self._connection_lost()
+
+    def once(self) -> bool:
+        """Read from the socket once and process what came; False when the connection ended.
+
+        For a websocket that is not attached to a driver (ws4py's manual style): sends are
+        written straight to the socket.
+        """
+        if self.sock is None or self._finished:
+            return False
+        if self.transport is None:
+            transport = BlockingTransport(self.sock)
+            self.attach(transport)
+        data = self.sock.recv(65536)
+        if not data or not self.process(data):
+            self._connection_lost()
+            if self.sock is not None:
+                self.sock.close()
+            return False
+        return True
+
+    # ------------------------------------------------------- driver's side
+
+    def attach(self, transport: Transport) -> None:
+        """Bind to ``transport`` (called by the driver, in context) and call :meth:`opened`."""
+        self.transport = transport
+        stream = self.stream
+        pending = stream.outgoing
+        stream.write = transport.write
+        if pending:
+            for chunk in pending:
+                transport.write(chunk)
+            pending.clear()
+        if self.heartbeat_freq:
+            self._heartbeat = transport.call_later(self.heartbeat_freq, self._beat)
+        try:
+            self.opened()
+        except Exception as exc:
+            self._handler_failed(exc)
+        self._after_close()
+
+    def process(self, data: bytes | bytearray | memoryview) -> bool:
+        """Feed bytes from the peer and dispatch the callbacks (in context).
+
+        Returns False when the closing handshake is complete and the transport should close.
+        """
+        stream = self.stream
+        for message in stream.feed(data):
+            op = message.opcode
+            try:
+                if op <= OPCODE_BINARY:
+                    self.received_message(message)
+                elif op == OPCODE_PONG:
+                    self._awaiting_pong = False
+                    self.ponged(message)  # type: ignore[arg-type]
+            except Exception as exc:
+                self._handler_failed(exc)
+                break
+        if stream.state is OPEN:
+            return True
+        return self._after_close()
+
+    def _after_close(self) -> bool:
+        """Once closing: arm the close timeout, or close the transport when done."""
+        stream = self.stream
+        transport = self.transport
+        if transport is None or stream.state is OPEN:
+            return True
+        if stream.state is _CLOSING:
+            if self._close_timer is None:
+                self._close_timer = transport.call_later(self.close_timeout, transport.abort)
+            return True
+        transport.close()
+        return False
+
+    def _close(self, code: int, reason: str) -> None:
+        if self.stream.close(code, reason):
+            self._after_close()
+
+    def _in_context(self, fn: Any, *args: Any) -> None:
+        transport = self.transport
+        if transport is None or transport.in_context():
+            fn(*args)
+        else:
+            transport.call(fn, *args)
+
+    def _handler_failed(self, exc: Exception) -> None:
+        try:
+            self.unhandled_error(exc)
+        except Exception:
+            logger.exception("error in %s.unhandled_error", type(self).__name__)
+        self.stream.fail(ProtocolException("unexpected server error", 1011))
+
+    def _beat(self) -> None:
+        if self.stream.state is not OPEN or self.transport is None or self.heartbeat_freq is None:
+            return
+        if self._awaiting_pong:
+            logger.info("no pong within %ss; closing %r", self.heartbeat_freq, self)
+            self.stream.fail(ProtocolException("keepalive ping timeout", 1011))
+            self._after_close()
+            return
+        self._awaiting_pong = True
+        self.stream.ping(b"")
+        self._heartbeat = self.transport.call_later(self.heartbeat_freq, self._beat)
+
+    def _connection_lost(self) -> None:
+        """Called once by the driver when the connection has ended (in context)."""
+        if self._finished:
+            return
+        self._finished = True
+        for timer in (self._close_timer, self._heartbeat):
+            if timer is not None:
+                timer.cancel()
+        stream = self.stream
+        try:
+            self.closed(stream.close_code, stream.close_reason)
+        except Exception:
+            logger.exception("error in %s.closed", type(self).__name__)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.peer_address}>"
+
+
+class EchoWebSocket(WebSocket):
+    """Sends every message back as it came."""
+
+    def received_message(self, message: Message) -> None:
+        self.send(message.data, message.is_binary)
+
+
+def _as_bytes(chunk: Any) -> bytes | bytearray | memoryview:
+    return chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+
+
+def _address(sock: socket.socket | None, method: str) -> Any:
+    if sock is None:
+        return None
+    try:
+        return getattr(sock, method)()
+    except OSError:
+        return None
