@@ -1,7 +1,9 @@
 """One WebSocket connection's protocol state machine, free of I/O (ws4py's ``Stream`` role).
 
-Bytes in: :meth:`Protocol.feed` parses every complete frame of a chunk in one pass and returns the
-messages the application must see (text, binary, pong and the peer's close). Calls in:
+Bytes in: :meth:`Protocol.feed` parses every complete frame of a chunk in one pass and hands each
+message the application must see (text, binary, pong and the peer's close) to ``on_message`` as
+soon as it is complete, so whatever the application sends in reply is written before anything a
+later frame of the same chunk causes (a close, a failure). Calls in:
 :meth:`Protocol.send`, :meth:`Protocol.ping`, :meth:`Protocol.close`. Bytes out: every frame the
 connection has to send, including the automatic pong and close replies, goes to ``write`` (a
 callable given by the transport; by default frames collect in :attr:`Protocol.outgoing`).
@@ -72,6 +74,8 @@ class Protocol:
     :param max_message_size: largest message accepted, in bytes (``None``: no limit); a larger one
         fails the connection with 1009.
     :param write: called with each chunk of bytes to send, in order.
+    :param on_message: called with each message as it completes (by default messages collect
+        in :attr:`received`).
     """
 
     __slots__ = (
@@ -79,6 +83,8 @@ class Protocol:
         "max_message_size",
         "write",
         "outgoing",
+        "received",
+        "on_message",
         "state",
         "close_received",
         "close_sent",
@@ -103,12 +109,17 @@ class Protocol:
         client: bool = False,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         write: Callable[[bytes], Any] | None = None,
+        on_message: Callable[[Message], Any] | None = None,
     ) -> None:
         self.client = client
         self.max_message_size = max_message_size
         self._limit = _UNLIMITED if max_message_size is None else max_message_size
         self.outgoing: list[bytes] = []
         self.write: Callable[[bytes], Any] = write if write is not None else self.outgoing.append
+        self.received: list[Message] = []
+        self.on_message: Callable[[Message], Any] = (
+            on_message if on_message is not None else self.received.append
+        )
         self.state = OPEN
         self.close_received: CloseControlMessage | None = None
         self.close_sent: CloseControlMessage | None = None
@@ -128,36 +139,36 @@ class Protocol:
 
     # ------------------------------------------------------------------ input
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
-        """Parse ``data`` (any chunk of the byte stream) and return the messages it completes.
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Parse ``data`` (any chunk of the byte stream), handing completed messages to
+        ``on_message``.
 
-        Text and binary messages are returned only while the connection is OPEN; pongs, and
+        Text and binary messages are handed on only while the connection is OPEN; pongs, and
         the peer's :class:`CloseControlMessage`, always. A protocol violation fails the
         connection: the close frame with the right code is written, :attr:`failure` is set,
-        and all further input is ignored.
+        and all further input is ignored (so is input after the peer's close frame).
         """
-        events: list[Message] = []
         if self.failure is not None or self.state is CLOSED:
-            return events
+            return
         try:
             pos = 0
             if self._remaining:
-                pos = self._consume(data, 0, len(data), events)
-                if self._remaining or self.state is CLOSED:
-                    return events
+                pos = self._consume(data, 0, len(data))
+                if self._remaining or self.failure is not None or self.state is CLOSED:
+                    return
             if self._hdr:
                 data = self._hdr + bytes(data[pos:])
                 self._hdr = b""
                 pos = 0
-            self._parse(data, pos, events)
+            self._parse(data, pos)
         except ProtocolException as exc:
             self.fail(exc)
-        return events
 
-    def _parse(self, data: bytes | bytearray | memoryview, pos: int, events: list[Message]) -> None:
+    def _parse(self, data: bytes | bytearray | memoryview, pos: int) -> None:
         end = len(data)
         mask_bit = self._mask_bit
         limit = self._limit
+        on_message = self.on_message
         while True:
             avail = end - pos
             if avail < 2:
@@ -219,7 +230,7 @@ class Protocol:
                 self._f_fin = fin
                 self._f_key = key
                 self._f_len = self._remaining = length
-                self._consume(data, start, end, events)
+                self._consume(data, start, end)
                 return
             if key is None:
                 payload = bytes(data[start:pos])
@@ -233,19 +244,21 @@ class Protocol:
                         except UnicodeDecodeError:
                             raise TextFrameEncodingException("text message is not valid UTF-8") from None
                     if self.state is OPEN:
-                        events.append(TextMessage(payload))
+                        on_message(TextMessage(payload))
+                        if self.failure is not None:
+                            return
                     continue
                 if opcode == OPCODE_BINARY:
                     if self.state is OPEN:
-                        events.append(BinaryMessage(payload))
+                        on_message(BinaryMessage(payload))
+                        if self.failure is not None:
+                            return
                     continue
-            self._frame(opcode, fin, payload, events)
-            if self.state is CLOSED:
+            self._frame(opcode, fin, payload)
+            if self.failure is not None or self.state is CLOSED:
                 return
 
-    def _consume(
-        self, data: bytes | bytearray | memoryview, pos: int, end: int, events: list[Message]
-    ) -> int:
+    def _consume(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
         """Take up to the rest of the current frame's payload from ``data[pos:end]``."""
         remaining = self._remaining
         stop = pos + remaining if end - pos > remaining else end
@@ -266,7 +279,7 @@ class Protocol:
             if not self._remaining:
                 payload = b"".join(self._f_ctrl)
                 self._f_ctrl = []
-                self._frame(op, self._f_fin, payload, events)
+                self._frame(op, self._f_fin, payload)
         else:
             if op:
                 self._start_message(op)
@@ -276,7 +289,7 @@ class Protocol:
             if self._msg_op == OPCODE_TEXT:
                 self._check_text(chunk, bool(last))
             if last:
-                self._finish_message(events)
+                self._finish_message()
         return stop
 
     def _start_message(self, opcode: int) -> None:
@@ -286,15 +299,15 @@ class Protocol:
         self._size = 0
         self._decoder = _Utf8Decoder() if opcode == OPCODE_TEXT else None
 
-    def _frame(self, opcode: int, fin: int, payload: bytes, events: list[Message]) -> None:
+    def _frame(self, opcode: int, fin: int, payload: bytes) -> None:
         """Handle one complete frame other than a single-frame data message."""
         if opcode == OPCODE_PING:
             if self.state is OPEN:
                 self.write(build_frame(OPCODE_PONG, payload, masked=self.client))
         elif opcode == OPCODE_PONG:
-            events.append(PongControlMessage(payload))
+            self.on_message(PongControlMessage(payload))
         elif opcode == OPCODE_CLOSE:
-            self._receive_close(payload, events)
+            self._receive_close(payload)
         else:
             if opcode:
                 self._start_message(opcode)
@@ -303,7 +316,7 @@ class Protocol:
             if self._msg_op == OPCODE_TEXT:
                 self._check_text(payload, bool(fin))
             if fin:
-                self._finish_message(events)
+                self._finish_message()
 
     def _check_text(self, chunk: bytes, final: bool) -> None:
         decoder = self._decoder
@@ -321,7 +334,7 @@ class Protocol:
             if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
                 raise TextFrameEncodingException("text message is not valid UTF-8")
 
-    def _finish_message(self, events: list[Message]) -> None:
+    def _finish_message(self) -> None:
         parts = self._parts
         payload = parts[0] if len(parts) == 1 else b"".join(parts)
         op = self._msg_op
@@ -330,9 +343,9 @@ class Protocol:
         self._size = 0
         self._decoder = None
         if self.state is OPEN:
-            events.append(TextMessage(payload) if op == OPCODE_TEXT else BinaryMessage(payload))
+            self.on_message(TextMessage(payload) if op == OPCODE_TEXT else BinaryMessage(payload))
 
-    def _receive_close(self, payload: bytes, events: list[Message]) -> None:
+    def _receive_close(self, payload: bytes) -> None:
         if len(payload) == 1:
             raise ProtocolException("close frame with a 1-byte payload")
         if payload:
@@ -352,7 +365,7 @@ class Protocol:
             # Echo the peer's code (RFC 6455 §5.5.1); an empty close is answered with an empty one.
             self._send_close(code, "")
         self.state = CLOSED
-        events.append(message)
+        self.on_message(message)
 
     # ----------------------------------------------------------------- output
 

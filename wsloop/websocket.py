@@ -66,7 +66,7 @@ class WebSocket:
         self.heartbeat_freq = heartbeat_freq
         if max_message_size is not _CLASS_DEFAULT:
             self.max_message_size = max_message_size  # type: ignore[assignment]
-        self.stream = Protocol(client=client, max_message_size=self.max_message_size)
+        self.stream = Protocol(client=client, max_message_size=self.max_message_size, on_message=self._dispatch)
         self.transport: Transport | None = None
         self._finished = False
         self._close_timer: TimerHandle | None = None
@@ -252,25 +252,26 @@ class WebSocket:
         self._after_close()
 
     def process(self, data: bytes | bytearray | memoryview) -> bool:
-        """Feed bytes from the peer and dispatch the callbacks (in context).
+        """Feed bytes from the peer, running the callbacks as messages complete (in context).
 
         Returns False when the closing handshake is complete and the transport should close.
         """
         stream = self.stream
-        for message in stream.feed(data):
-            op = message.opcode
-            try:
-                if op <= OPCODE_BINARY:
-                    self.received_message(message)
-                elif op == OPCODE_PONG:
-                    self._awaiting_pong = False
-                    self.ponged(message)  # type: ignore[arg-type]
-            except Exception as exc:
-                self._handler_failed(exc)
-                break
+        stream.feed(data)
         if stream.state is OPEN:
             return True
         return self._after_close()
+
+    def _dispatch(self, message: Message) -> None:
+        op = message.opcode
+        try:
+            if op <= OPCODE_BINARY:
+                self.received_message(message)
+            elif op == OPCODE_PONG:
+                self._awaiting_pong = False
+                self.ponged(message)  # type: ignore[arg-type]
+        except Exception as exc:
+            self._handler_failed(exc)
 
     def _after_close(self) -> bool:
         """Once closing: arm the close timeout, or close the transport when done."""
@@ -324,6 +325,7 @@ class WebSocket:
             if timer is not None:
                 timer.cancel()
         stream = self.stream
+        stream.on_message = _ignore  # drop the websocket <-> protocol reference cycle
         try:
             self.closed(stream.close_code, stream.close_reason)
         except Exception:
@@ -338,6 +340,10 @@ class EchoWebSocket(WebSocket):
 
     def received_message(self, message: Message) -> None:
         self.send(message.data, message.is_binary)
+
+
+def _ignore(message: Message) -> None:
+    pass
 
 
 def _as_bytes(chunk: Any) -> bytes | bytearray | memoryview:
