@@ -50,8 +50,13 @@ class Transport(Protocol):
     def write(self, data: bytes) -> None:
         """Queue bytes to send (in context only)."""
 
-    def close(self) -> None:
-        """Close the connection once queued output is sent (in context only)."""
+    def close(self, linger: bool = False) -> None:
+        """Close the connection once queued output is sent (in context only).
+
+        With ``linger`` (after failing the connection, when the peer may still be sending), send
+        FIN, then read and discard until the peer closes or ``close_timeout`` passes, so our
+        close frame is not destroyed by a reset.
+        """
 
     def abort(self) -> None:
         """Drop the connection now, discarding queued output (from any thread)."""
@@ -103,13 +108,15 @@ class BlockingTransport:
     the protocol state, so ``send()`` from any thread is safe and naturally back-pressured.
     """
 
-    def __init__(self, sock: socket.socket, read_size: int = 65536) -> None:
+    def __init__(self, sock: socket.socket, read_size: int = 65536, linger_timeout: float = 5.0) -> None:
         self.sock = sock
         self.read_size = read_size
+        self.linger_timeout = linger_timeout
         self.lock = threading.RLock()
         self.timers = _Timers()
         self.finished = False
         self._closing = False
+        self._linger = False
 
     def in_context(self) -> bool:
         return False  # every call goes through the lock, which is re-entrant
@@ -127,8 +134,9 @@ class BlockingTransport:
         except OSError:
             self.abort()
 
-    def close(self) -> None:
+    def close(self, linger: bool = False) -> None:
         self._closing = True
+        self._linger = linger
 
     def abort(self) -> None:
         if not self.finished:
@@ -165,8 +173,24 @@ class BlockingTransport:
                     if not self.finished:
                         handle.callback(*handle.args)
         with self.lock:
+            linger = self._linger and not self.finished
             self.finished = True
-            try:
-                sock.close()
-            except OSError:
-                pass
+        if linger:
+            _drain(sock, self.linger_timeout)
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+def _drain(sock: socket.socket, timeout: float) -> None:
+    """Send FIN, then discard input until the peer closes or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        while (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            if not sock.recv(65536):
+                return
+    except OSError:
+        return

@@ -201,7 +201,7 @@ class WebSocket:
         """
         if self.sock is None:
             raise ValueError("no socket to run on")
-        transport = BlockingTransport(self.sock)
+        transport = BlockingTransport(self.sock, linger_timeout=self.close_timeout)
         with transport.lock:
             self.attach(transport)
             if received and not self.process(received):
@@ -279,11 +279,11 @@ class WebSocket:
         transport = self.transport
         if transport is None or stream.state is OPEN:
             return True
-        if stream.state is _CLOSING:
+        if stream.state is _CLOSING and stream.failure is None:
             if self._close_timer is None:
                 self._close_timer = transport.call_later(self.close_timeout, transport.abort)
             return True
-        transport.close()
+        transport.close(linger=stream.failure is not None)
         return False
 
     def _close(self, code: int, reason: str) -> None:

@@ -65,6 +65,7 @@ class Connection(Handler):
         "dirty",
         "paused",
         "closing",
+        "lingering",
         "closed",
         "waiters",
     )
@@ -80,6 +81,7 @@ class Connection(Handler):
         self.dirty = False  # in the reactor's list of connections to flush this turn
         self.paused = False  # not reading: output above the high-water mark
         self.closing = False  # close once the output is flushed
+        self.lingering = False  # FIN sent; discarding input until the peer closes
         self.closed = False
         self.waiters = 0  # threads blocked in call() for backpressure
 
@@ -107,8 +109,9 @@ class Connection(Handler):
             self.dirty = True
             self.reactor._dirty.append(self)
 
-    def close(self) -> None:
+    def close(self, linger: bool = False) -> None:
         self.closing = True
+        self.lingering = linger
         if not self.dirty:
             self.dirty = True
             self.reactor._dirty.append(self)
@@ -135,7 +138,8 @@ class Connection(Handler):
         if not n:
             self.teardown()
             return
-        self.ws.process(reactor._view[:n])
+        if not self.closing:
+            self.ws.process(reactor._view[:n])
 
     def on_write(self) -> None:
         self.flush()
@@ -184,12 +188,28 @@ class Connection(Handler):
             with reactor._drained:
                 reactor._drained.notify_all()
         if self.closing and not buf:
-            self.teardown()
+            if not self.lingering:
+                self.teardown()
+                return
+            self._linger()
             return
         events = (0 if self.paused else EVENT_READ) | (EVENT_WRITE if buf else 0)
         if events != self.events:
             self.events = events
             reactor._selector.modify(self.sock, events, self)
+
+    def _linger(self) -> None:
+        """After failing the connection: FIN, then read and discard until EOF or the timeout."""
+        self.lingering = False  # once
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.teardown()
+            return
+        if self.events != EVENT_READ:
+            self.events = EVENT_READ
+            self.reactor._selector.modify(self.sock, EVENT_READ, self)
+        self.reactor.call_later(self.ws.close_timeout, self.teardown)
 
     def teardown(self) -> None:
         """Close the socket now and tell the websocket (idempotent)."""

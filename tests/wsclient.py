@@ -1,0 +1,142 @@
+"""A small blocking WebSocket client over a real socket, for the tests.
+
+It frames and parses with :class:`wsloop.protocol.Protocol` (client side) and does the
+handshake by hand, so tests can also send raw, deliberately broken bytes.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from wsloop.framing import OPCODE_TEXT, build_frame
+from wsloop.handshake import client_request, new_key, parse_response, validate_response
+from wsloop.messaging import CloseControlMessage, Message
+from wsloop.protocol import Protocol
+
+
+class Client:
+    def __init__(self, port: int, path: str = "/", timeout: float = 10.0, protocols: list[str] | None = None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = new_key()
+        self.sock.sendall(client_request(f"127.0.0.1:{port}", path, key, protocols))
+        data = b""
+        while True:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("server closed during handshake")
+            data += chunk
+            parsed = parse_response(data)
+            if parsed is not None:
+                break
+        response, length = parsed
+        self.response = response
+        self.subprotocol, _ = validate_response(response, key, protocols)
+        self.stream = Protocol(client=True, max_message_size=None)
+        self.eof = False
+        if data[length:]:
+            self.stream.feed(data[length:])
+
+    def send(self, payload: str | bytes, binary: bool | None = None) -> None:
+        if binary is None:
+            binary = isinstance(payload, bytes)
+        self.stream.send(payload, binary)
+        self.flush()
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> None:
+        frame = bytearray(build_frame(opcode, payload, fin, masked=True))
+        frame[0] |= rsv
+        self.sock.sendall(bytes(frame))
+
+    def flush(self) -> None:
+        data = self.stream.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def recv(self, timeout: float = 10.0) -> Message:
+        """The next message (text, binary, pong or the server's close)."""
+        deadline = time.monotonic() + timeout
+        received = self.stream.received
+        while not received:
+            if self.eof:
+                raise ConnectionError("connection closed by the server")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no message")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(262144)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                self.eof = True
+                continue
+            self.stream.feed(data)
+            self.flush()  # pongs and the close reply
+        return received.pop(0)
+
+    def recv_close(self, timeout: float = 10.0) -> CloseControlMessage:
+        """Read until the server's close frame; data messages before it are skipped."""
+        while True:
+            message = self.recv(timeout)
+            if isinstance(message, CloseControlMessage):
+                return message
+
+    def wait_eof(self, timeout: float = 10.0) -> bool:
+        """True once the server has closed the TCP connection."""
+        deadline = time.monotonic() + timeout
+        while not self.eof and time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(262144)
+            except TimeoutError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                self.eof = True
+            else:
+                self.stream.feed(data)
+        return self.eof
+
+    def echo(self, payload: str | bytes) -> Message:
+        self.send(payload)
+        return self.recv()
+
+    def close(self, code: int = 1000) -> None:
+        try:
+            self.stream.close(code)
+            self.flush()
+        except OSError:
+            pass
+        self.sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def text_frame(payload: bytes, fin: bool = True) -> bytes:
+    return build_frame(OPCODE_TEXT, payload, fin, masked=True)
+
+
+def raw_request(port: int, request: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes as an HTTP request and return everything the server answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
