@@ -58,6 +58,9 @@ def mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
     n = len(data)
     if not n:
         return b""
+    if type(data) is memoryview and data.itemsize != 1:
+        data = data.tobytes()
+        n = len(data)
     keys = key * ((n >> 2) + 1)
     return (
         int.from_bytes(data, "little") ^ int.from_bytes(keys[:n], "little")
@@ -87,6 +90,8 @@ def build_frame(
     masked: bool = False,
 ) -> bytes:
     """One whole frame as bytes; a client (``masked=True``) masks with a fresh random key."""
+    if type(payload) is memoryview and payload.itemsize != 1:
+        payload = payload.tobytes()
     if masked:
         key = os.urandom(4)
         return frame_header(opcode, len(payload), fin, rsv1, key) + mask(payload, key)

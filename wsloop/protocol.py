@@ -384,6 +384,8 @@ class Protocol:
         """Write one frame (a fragment when ``fin`` is false; opcode 0 continues a message)."""
         if self.state is not OPEN:
             return
+        if type(payload) is memoryview and payload.itemsize != 1:
+            payload = payload.tobytes()  # its len() counts items, not bytes
         write = self.write
         if self.client:
             write(build_frame(opcode, payload, fin, False, True))
@@ -410,7 +412,13 @@ class Protocol:
             self.write(build_frame(opcode, data, masked=self.client))
 
     def close(self, code: int | None = 1000, reason: str | bytes = "") -> bool:
-        """Start the closing handshake; False if a close frame was already sent."""
+        """Start the closing handshake; False if a close frame was already sent.
+
+        ``code`` must be one a close frame may carry (1000-1003, 1007-1014, 3000-4999), or None
+        for a close frame without a payload.
+        """
+        if code is not None and not is_valid_close_code(code):
+            raise ValueError(f"{code} is not a close code that may be sent")
         if self.state is not OPEN:
             return False
         self._send_close(code, reason)

@@ -116,14 +116,18 @@ class WebSocket:
             size = sum(len(p) for p in payload)
         else:
             size = len(payload) if hasattr(payload, "__len__") else 0
-        transport.call(self._send, payload, binary, size=size)
+        transport.call(self._send_submitted, payload, binary, size=size)
+
+    def _send_submitted(self, payload: SendPayload, binary: bool) -> None:
+        # Sent from another thread: if the connection closed meanwhile, the message is dropped
+        # (that thread was told nothing else; ws4py's send would have raised or been lost too).
+        if self.stream.state is OPEN:
+            self._send(payload, binary)
 
     def _send(self, payload: SendPayload, binary: bool) -> None:
         stream = self.stream
         if stream.state is not OPEN:
-            if self.transport is not None and self.transport.in_context():
-                raise StreamClosed("Cannot send on a terminated websocket")
-            return
+            raise StreamClosed("Cannot send on a terminated websocket")
         if isinstance(payload, (str, bytes, bytearray, memoryview)):
             stream.send(payload, binary)
         elif isinstance(payload, Message):

@@ -1,0 +1,341 @@
+"""Driver behaviour over real sockets: threads, backpressure, failures, timers, shutdown."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from wsloop.exc import StreamClosed
+from wsloop.messaging import Message, PongControlMessage
+from wsloop.poller import Reactor
+from wsloop.servers.standalone import WebSocketServer
+from wsloop.websocket import EchoWebSocket, WebSocket
+
+from .conftest import open_fds
+from .wsclient import Client
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.005)
+
+
+class Registry(EchoWebSocket):
+    """Echoes, and remembers every open instance so tests can act on them."""
+
+    instances: list[Registry] = []
+    closed_codes: list[int] = []
+
+    def opened(self) -> None:
+        Registry.instances.append(self)
+
+    def closed(self, code: int, reason: str | None = None) -> None:
+        Registry.closed_codes.append(code)
+
+
+@pytest.fixture
+def registry() -> type[Registry]:
+    Registry.instances = []
+    Registry.closed_codes = []
+    return Registry
+
+
+def test_send_from_eight_threads_never_interleaves_frames(make_server, registry) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(handler_cls=registry)
+    client = Client(server.port)
+    wait_for(lambda: registry.instances)
+    ws = registry.instances[0]
+    per_thread = 150
+    sizes = [10, 200, 70_000]  # small, 16-bit length, and big enough to need several writes
+
+    def sender(tid: int) -> None:
+        for seq in range(per_thread):
+            header = b"%d:%d:" % (tid, seq)
+            ws.send(header + bytes([65 + tid]) * sizes[seq % 3], binary=True)
+
+    threads = [threading.Thread(target=sender, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    seen: dict[int, list[int]] = {t: [] for t in range(8)}
+    for _ in range(8 * per_thread):
+        data = client.recv(timeout=20).data
+        tid_s, seq_s, body = data.split(b":", 2)
+        tid, seq = int(tid_s), int(seq_s)
+        assert body == bytes([65 + tid]) * sizes[seq % 3], "a frame was corrupted or interleaved"
+        seen[tid].append(seq)
+    for t in threads:
+        t.join()
+    assert all(seqs == list(range(per_thread)) for seqs in seen.values()), "per-thread order kept"
+    client.close()
+
+
+class Raising(EchoWebSocket):
+    def received_message(self, message: Message) -> None:
+        if message.data == b"boom":
+            raise RuntimeError("handler bug (expected by the test)")
+        super().received_message(message)
+
+
+def test_handler_that_raises_gets_1011_and_others_carry_on(make_server, caplog) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(handler_cls=Raising)
+    with Client(server.port) as good, Client(server.port) as bad:
+        assert good.echo("hi").data == b"hi"
+        bad.send("boom")
+        assert bad.recv_close().code == 1011
+        assert good.echo("still fine").data == b"still fine"
+    assert any("handler bug" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+class OpenRaises(EchoWebSocket):
+    def opened(self) -> None:
+        raise ValueError("opened failed (expected by the test)")
+
+
+def test_opened_that_raises_gets_1011(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(handler_cls=OpenRaises)
+    with Client(server.port) as client:
+        assert client.recv_close().code == 1011
+
+
+class Flooder(EchoWebSocket):
+    """On "flood", sends 64 KiB messages; from the reactor thread or from a thread."""
+
+    instances: list[Flooder] = []
+    chunk = b"z" * 65536
+
+    def opened(self) -> None:
+        Flooder.instances.append(self)
+
+    def received_message(self, message: Message) -> None:
+        if message.data == b"flood-here":
+            for _ in range(200):  # 12.5 MiB from the reactor thread: buffered
+                self.send(self.chunk, binary=True)
+        elif message.data == b"flood-thread":
+            threading.Thread(target=self._flood, daemon=True).start()
+        else:
+            super().received_message(message)
+
+    def _flood(self) -> None:
+        self.sent_by_thread = 0
+        try:
+            for _ in range(2000):  # 125 MiB if nothing held it back
+                self.send(self.chunk, binary=True)
+                self.sent_by_thread += 1
+        except StreamClosed:
+            pass
+
+
+def test_peer_that_stops_reading_is_bounded_and_others_keep_echoing() -> None:
+    Flooder.instances = []
+    high, low = 1 << 20, 256 << 10
+    reactor = Reactor(high_water=high, low_water=low)
+    server = WebSocketServer("127.0.0.1", 0, Flooder, manager=reactor)
+    server.start()
+    try:
+        slow = Client(server.port)
+        good = Client(server.port)
+        wait_for(lambda: len(Flooder.instances) == 2)
+        flooder = Flooder.instances[0]
+        slow.send("flood-thread")  # and then never read
+        wait_for(lambda: getattr(flooder, "sent_by_thread", 0) > 0)
+        time.sleep(1.0)
+        conn = reactor._connections[flooder]
+        stalled_at = flooder.sent_by_thread
+        assert conn.wsize <= high + 2 * len(Flooder.chunk), "output buffer stays bounded"
+        assert stalled_at < 200, "the sending thread waits instead of buffering 125 MiB"
+        for i in range(20):
+            assert good.echo(f"ping {i}").data == f"ping {i}".encode()
+        time.sleep(0.3)
+        assert flooder.sent_by_thread == stalled_at, "still blocked while the peer does not read"
+        # The peer reads again: the sender makes progress.
+        for _ in range(40):
+            slow.recv()
+        wait_for(lambda: flooder.sent_by_thread > stalled_at)
+        slow.sock.close()
+        good.close()
+    finally:
+        server.stop(timeout=1)
+
+
+def test_reactor_thread_sends_are_buffered_and_reading_paused() -> None:
+    Flooder.instances = []
+    reactor = Reactor(high_water=1 << 20, low_water=256 << 10)
+    server = WebSocketServer("127.0.0.1", 0, Flooder, manager=reactor)
+    server.start()
+    try:
+        slow = Client(server.port)
+        good = Client(server.port)
+        wait_for(lambda: len(Flooder.instances) == 2)
+        slow.send("flood-here")
+        conn = reactor._connections[Flooder.instances[0]]
+        wait_for(lambda: conn.paused)
+        assert good.echo("unaffected").data == b"unaffected"
+        total = 0
+        while total < 200 * 65536:
+            total += len(slow.recv().data)
+        assert total == 200 * 65536, "every buffered byte arrives once the peer reads"
+        wait_for(lambda: not conn.paused)
+        assert slow.echo("after").data == b"after"
+    finally:
+        server.stop(timeout=1)
+
+
+def test_stop_closes_all_with_1001_and_releases_every_fd(poller: str, registry) -> None:  # type: ignore[no-untyped-def]
+    before = open_fds()
+    server = WebSocketServer("127.0.0.1", 0, registry, poller=poller)
+    server.start()
+    clients = [Client(server.port) for _ in range(20)]
+    for c in clients:
+        assert c.echo("x").data == b"x"
+    wait_for(lambda: len(registry.instances) == 20)
+    stopper = threading.Thread(target=server.stop, kwargs={"timeout": 5})
+    stopper.start()
+    for c in clients:
+        assert c.recv_close().code == 1001
+        c.flush()
+    stopper.join(10)
+    assert not stopper.is_alive()
+    for c in clients:
+        c.sock.close()
+    wait_for(lambda: len(registry.closed_codes) == 20)
+    assert set(registry.closed_codes) == {1001}
+    wait_for(lambda: open_fds() <= before, timeout=5)
+    assert open_fds() <= before
+
+
+def test_stop_drops_peers_that_never_answer_the_close(poller: str) -> None:
+    before = open_fds()
+    server = WebSocketServer("127.0.0.1", 0, EchoWebSocket, poller=poller)
+    server.start()
+    silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
+    for s in silent:
+        s.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        s.recv(4096)
+    start = time.monotonic()
+    server.stop(timeout=0.5)
+    assert time.monotonic() - start < 3
+    for s in silent:
+        s.close()
+    wait_for(lambda: open_fds() <= before, timeout=5)
+
+
+class Closer(EchoWebSocket):
+    close_timeout = 0.3
+
+    def received_message(self, message: Message) -> None:
+        self.close(1000, "bye")
+
+
+def test_close_timeout_drops_a_peer_that_never_answers(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(handler_cls=Closer, close_timeout=0.3)
+    with Client(server.port) as client:
+        client.send("close please")
+        message = client.recv()
+        assert message.opcode == 8
+        client.stream.received.clear()
+        start = time.monotonic()
+        # Do not answer the close: the server drops the connection after its close timeout.
+        client.stream = type(client.stream)(client=True)
+        assert client.wait_eof(timeout=5)
+        assert time.monotonic() - start < 3
+
+
+class Pinged(EchoWebSocket):
+    pongs: list[bytes] = []
+    codes: list[int] = []
+
+    def ponged(self, pong: PongControlMessage) -> None:
+        Pinged.pongs.append(pong.data)
+
+    def closed(self, code: int, reason: str | None = None) -> None:
+        Pinged.codes.append(code)
+
+
+def test_heartbeat_pings_and_drops_a_silent_peer(make_server) -> None:  # type: ignore[no-untyped-def]
+    Pinged.pongs, Pinged.codes = [], []
+    server = make_server(handler_cls=Pinged, heartbeat_freq=0.2, close_timeout=0.5)
+    with Client(server.port) as live:
+        for _ in range(4):  # the client's protocol answers each ping while it reads
+            live.echo("tick")
+            time.sleep(0.15)
+        assert len(Pinged.pongs) >= 2
+    silent = socket.create_connection(("127.0.0.1", server.port))
+    silent.sendall(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    wait_for(lambda: 1011 in Pinged.codes, timeout=5)
+    silent.close()
+
+
+def test_ws4py_blocking_run_in_a_thread() -> None:
+    """ws4py's style: a WebSocket over an already-upgraded socket, driven by run()."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    done = threading.Event()
+    codes: list[int] = []
+
+    class Echo(EchoWebSocket):
+        def closed(self, code: int, reason: str | None = None) -> None:
+            codes.append(code)
+            done.set()
+
+    def serve() -> None:
+        from wsloop.handshake import accept, parse_request
+
+        sock, _ = listener.accept()
+        data = b""
+        while (parsed := parse_request(data)) is None:
+            data += sock.recv(4096)
+        response, _ = accept(parsed[0])
+        sock.sendall(response)
+        Echo(sock).run(data[parsed[1]:])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with Client(port) as client:
+        assert client.echo("blocking").data == b"blocking"
+        client.stream.close(1000)
+        client.flush()
+        assert client.recv_close().code == 1000
+    assert done.wait(5) and codes == [1000]
+    listener.close()
+
+
+def test_broadcast_reaches_every_open_websocket(poller: str, registry) -> None:  # type: ignore[no-untyped-def]
+    server = WebSocketServer("127.0.0.1", 0, registry, poller=poller)
+    server.start()
+    try:
+        clients = [Client(server.port) for _ in range(30)]
+        wait_for(lambda: len(registry.instances) == 30)
+        assert len(server.manager) == 30
+        server.manager.broadcast("to all")
+        server.manager.broadcast(b"\x00\x01", binary=True)
+        for c in clients:
+            assert c.recv().data == b"to all"
+            message = c.recv()
+            assert message.is_binary and message.data == b"\x00\x01"
+            c.close()
+    finally:
+        server.stop(timeout=1)
+
+
+def test_send_after_close_raises_like_ws4py(make_server, registry) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(handler_cls=registry)
+    client = Client(server.port)
+    wait_for(lambda: registry.instances)
+    ws: WebSocket = registry.instances[0]
+    client.close()
+    wait_for(lambda: ws.terminated)
+    with pytest.raises(StreamClosed):
+        ws.send("too late")
