@@ -299,7 +299,7 @@ def test_ws4py_blocking_run_in_a_thread() -> None:
             data += sock.recv(4096)
         response, _ = accept(parsed[0])
         sock.sendall(response)
-        Echo(sock).run(data[parsed[1]:])
+        Echo(sock).run(data[parsed[1] :])
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

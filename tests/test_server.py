@@ -7,7 +7,14 @@ import time
 
 import pytest
 
-from wsloop.framing import OPCODE_BINARY, OPCODE_CLOSE, OPCODE_CONTINUATION, OPCODE_PING, OPCODE_TEXT, build_frame
+from wsloop.framing import (
+    OPCODE_BINARY,
+    OPCODE_CLOSE,
+    OPCODE_CONTINUATION,
+    OPCODE_PING,
+    OPCODE_TEXT,
+    build_frame,
+)
 from wsloop.handshake import accept_value
 from wsloop.messaging import BinaryMessage, CloseControlMessage, PongControlMessage, TextMessage
 from wsloop.servers.standalone import WebSocketServer
@@ -72,12 +79,26 @@ class TestHandshake:
             (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n", 431),
         ],
         ids=[
-            "post", "http10", "no-version", "no-upgrade", "upgrade-h2c", "no-connection-upgrade", "no-host",
-            "no-key", "key-not-base64", "key-not-16-bytes", "version-8", "no-version-header", "plain-get",
-            "malformed-header", "header-too-large",
+            "post",
+            "http10",
+            "no-version",
+            "no-upgrade",
+            "upgrade-h2c",
+            "no-connection-upgrade",
+            "no-host",
+            "no-key",
+            "key-not-base64",
+            "key-not-16-bytes",
+            "version-8",
+            "no-version-header",
+            "plain-get",
+            "malformed-header",
+            "header-too-large",
         ],
     )
-    def test_bad_request_gets_http_error(self, server: WebSocketServer, request_bytes: bytes, status: int) -> None:
+    def test_bad_request_gets_http_error(
+        self, server: WebSocketServer, request_bytes: bytes, status: int
+    ) -> None:
         response = raw_request(server.port, request_bytes)
         assert status_of(response) == status, response[:200]
         assert b"Connection: close" in response
@@ -141,7 +162,9 @@ class TestEcho:
 
     def test_many_messages_in_one_write_all_echoed_in_order(self, server: WebSocketServer) -> None:
         with Client(server.port) as client:
-            client.send_raw(b"".join(build_frame(OPCODE_BINARY, b"%05d" % i, masked=True) for i in range(500)))
+            client.send_raw(
+                b"".join(build_frame(OPCODE_BINARY, b"%05d" % i, masked=True) for i in range(500))
+            )
             assert [client.recv().data for _ in range(500)] == [b"%05d" % i for i in range(500)]
 
     def test_clean_close_initiated_by_client(self, server: WebSocketServer) -> None:
@@ -159,24 +182,49 @@ class TestProtocolViolations:
     @pytest.mark.parametrize(
         "frames, code",
         [
-            ([build_frame(OPCODE_TEXT, b"x", masked=True)[:0] + b"\xc1\x81abcdx"], 1002),  # RSV1 without extension
+            (
+                [build_frame(OPCODE_TEXT, b"x", masked=True)[:0] + b"\xc1\x81abcdx"],
+                1002,
+            ),  # RSV1 without extension
             ([b"\x83\x80abcd"], 1002),  # reserved opcode 3
             ([b"\x8b\x80abcd"], 1002),  # reserved control opcode 0xB
             ([build_frame(OPCODE_PING, b"x", fin=False, masked=True)], 1002),  # fragmented control frame
             ([build_frame(OPCODE_PING, b"x" * 126, masked=True)], 1002),  # control frame too long
             ([build_frame(OPCODE_CONTINUATION, b"x", masked=True)], 1002),  # nothing to continue
-            ([build_frame(OPCODE_TEXT, b"a", fin=False, masked=True), build_frame(OPCODE_TEXT, b"b", masked=True)], 1002),
+            (
+                [
+                    build_frame(OPCODE_TEXT, b"a", fin=False, masked=True),
+                    build_frame(OPCODE_TEXT, b"b", masked=True),
+                ],
+                1002,
+            ),
             ([build_frame(OPCODE_TEXT, b"hello")], 1002),  # unmasked client frame
             ([build_frame(OPCODE_CLOSE, b"\x03", masked=True)], 1002),  # 1-byte close payload
             ([build_frame(OPCODE_CLOSE, b"\x03\xed", masked=True)], 1002),  # close code 1005
             ([build_frame(OPCODE_CLOSE, b"\x03\xe8\xff", masked=True)], 1007),  # reason not UTF-8
             ([build_frame(OPCODE_TEXT, b"\xce\xba\xff", masked=True)], 1007),
-            ([build_frame(OPCODE_TEXT, b"ok", fin=False, masked=True), build_frame(0, b"\xed\xa0\x80", masked=True)], 1007),
+            (
+                [
+                    build_frame(OPCODE_TEXT, b"ok", fin=False, masked=True),
+                    build_frame(0, b"\xed\xa0\x80", masked=True),
+                ],
+                1007,
+            ),
         ],
         ids=[
-            "rsv1", "opcode-3", "opcode-b", "fragmented-ping", "long-ping", "orphan-continuation",
-            "text-inside-fragmented", "unmasked", "close-1-byte", "close-code-1005", "close-reason-utf8",
-            "text-utf8", "fragment-surrogate",
+            "rsv1",
+            "opcode-3",
+            "opcode-b",
+            "fragmented-ping",
+            "long-ping",
+            "orphan-continuation",
+            "text-inside-fragmented",
+            "unmasked",
+            "close-1-byte",
+            "close-code-1005",
+            "close-reason-utf8",
+            "text-utf8",
+            "fragment-surrogate",
         ],
     )
     def test_violation_gets_close_code(self, server: WebSocketServer, frames: list[bytes], code: int) -> None:
@@ -246,7 +294,10 @@ class TestCallbacks:
         while len(Recorder.events) < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert Recorder.events == [
-            ("opened", True), ("message", b"one"), ("message", b"close-me"), ("closed", (4000, "")),
+            ("opened", True),
+            ("message", b"one"),
+            ("message", b"close-me"),
+            ("closed", (4000, "")),
         ]
 
     def test_closed_gets_1006_when_peer_vanishes(self, make_server) -> None:  # type: ignore[no-untyped-def]

@@ -1,7 +1,14 @@
 """wsloop: ws4py's WebSocket API on one selectors reactor thread."""
 
 from .exc import HandshakeError, ProtocolException, WebSocketException
-from .messaging import BinaryMessage, CloseControlMessage, Message, PingControlMessage, PongControlMessage, TextMessage
+from .messaging import (
+    BinaryMessage,
+    CloseControlMessage,
+    Message,
+    PingControlMessage,
+    PongControlMessage,
+    TextMessage,
+)
 from .websocket import EchoWebSocket, WebSocket
 
 __version__ = "0.1.0"

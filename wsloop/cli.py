@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--server", choices=["standalone"], default="standalone")
     serve.add_argument("--poller", choices=["selectors", "threaded"], default="selectors")
     serve.add_argument(
-        "--max-message-size", type=_size, default=16 * 1024 * 1024,
+        "--max-message-size",
+        type=_size,
+        default=16 * 1024 * 1024,
         help="largest message in bytes (suffix k/m/g; 'none' for no limit); default 16m",
     )
     serve.add_argument("--heartbeat", type=float, default=None, help="seconds between keepalive pings")
@@ -80,7 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.start()
     logger.info(
         "wsloop serving %s on %s (%s poller); open http://%s:%d/ in a browser",
-        args.handler.__name__, server.url, args.poller, *server.server_address,
+        args.handler.__name__,
+        server.url,
+        args.poller,
+        *server.server_address,
     )
     while not stop.wait(1.0):
         pass

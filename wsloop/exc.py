@@ -56,9 +56,7 @@ class HandshakeError(WebSocketException):
     response headers (``Sec-WebSocket-Version`` on a 426, for instance).
     """
 
-    def __init__(
-        self, reason: str, status: int = 400, headers: list[tuple[str, str]] | None = None
-    ) -> None:
+    def __init__(self, reason: str, status: int = 400, headers: list[tuple[str, str]] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status

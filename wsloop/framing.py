@@ -62,9 +62,7 @@ def mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
         data = data.tobytes()
         n = len(data)
     keys = key * ((n >> 2) + 1)
-    return (
-        int.from_bytes(data, "little") ^ int.from_bytes(keys[:n], "little")
-    ).to_bytes(n, "little")
+    return (int.from_bytes(data, "little") ^ int.from_bytes(keys[:n], "little")).to_bytes(n, "little")
 
 
 def frame_header(

@@ -170,7 +170,9 @@ def validate_request(request: Request) -> None:
     validate_key(headers["sec-websocket-key"])
     version = headers.get("sec-websocket-version")
     if version is None:
-        raise HandshakeError("missing Sec-WebSocket-Version", 426, [("Sec-WebSocket-Version", SUPPORTED_VERSION)])
+        raise HandshakeError(
+            "missing Sec-WebSocket-Version", 426, [("Sec-WebSocket-Version", SUPPORTED_VERSION)]
+        )
     if version.strip() != SUPPORTED_VERSION:
         raise HandshakeError(
             f"unsupported Sec-WebSocket-Version {version}",

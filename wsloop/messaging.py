@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 Payload = str | bytes | bytearray | memoryview
+_BYTES = bytes  # BinaryMessage's parameter shadows the builtin (ws4py's name for it)
 
 
 def _to_bytes(data: Payload | None, encoding: str = "utf-8") -> bytes:
@@ -107,7 +108,7 @@ class BinaryMessage(Message):
 
     def __init__(self, bytes: Payload | None = None) -> None:  # noqa: A002 - ws4py's name
         self.opcode = OPCODE_BINARY
-        self.data = bytes if type(bytes) is type(b"") else _to_bytes(bytes)
+        self.data = bytes if type(bytes) is _BYTES else _to_bytes(bytes)
         self.encoding = "utf-8"
         self.completed = True
 

@@ -194,7 +194,9 @@ class Protocol:
                 if length >> 63:
                     raise ProtocolException("frame length has the most significant bit set")
             if (b1 & 0x80) != mask_bit:
-                raise ProtocolException("unmasked frame from a client" if mask_bit else "masked frame from a server")
+                raise ProtocolException(
+                    "unmasked frame from a client" if mask_bit else "masked frame from a server"
+                )
             if mask_bit:
                 if avail < hlen + 4:
                     self._hdr = bytes(data[pos:end])

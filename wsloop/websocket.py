@@ -18,7 +18,7 @@ from typing import Any
 from .exc import ProtocolException, StreamClosed
 from .framing import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_PONG, OPCODE_TEXT
 from .messaging import Message, PongControlMessage
-from .protocol import CLOSED, OPEN, DEFAULT_MAX_MESSAGE_SIZE, Protocol, State
+from .protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, Protocol, State
 from .transport import BlockingTransport, TimerHandle, Transport
 
 __all__ = ["WebSocket", "EchoWebSocket", "DEFAULT_CLOSE_TIMEOUT"]
@@ -66,7 +66,9 @@ class WebSocket:
         self.heartbeat_freq = heartbeat_freq
         if max_message_size is not _CLASS_DEFAULT:
             self.max_message_size = max_message_size  # type: ignore[assignment]
-        self.stream = Protocol(client=client, max_message_size=self.max_message_size, on_message=self._dispatch)
+        self.stream = Protocol(
+            client=client, max_message_size=self.max_message_size, on_message=self._dispatch
+        )
         self.transport: Transport | None = None
         self._finished = False
         self._close_timer: TimerHandle | None = None
@@ -114,8 +116,10 @@ class WebSocket:
         if isinstance(payload, types.GeneratorType):
             payload = list(payload)  # fragments are framed together on the driver's side
             size = sum(len(p) for p in payload)
+        elif isinstance(payload, (str, bytes, bytearray, memoryview, Message)):
+            size = len(payload)
         else:
-            size = len(payload) if hasattr(payload, "__len__") else 0
+            size = 0
         transport.call(self._send_submitted, payload, binary, size=size)
 
     def _send_submitted(self, payload: SendPayload, binary: bool) -> None:

@@ -123,7 +123,9 @@ class WebSocketServer:
             manager.start()
             self.sock.setblocking(True)
             self.sock.settimeout(0.2)
-            self._accept_thread = threading.Thread(target=self._accept_loop, name="wsloop-accept", daemon=True)
+            self._accept_thread = threading.Thread(
+                target=self._accept_loop, name="wsloop-accept", daemon=True
+            )
             self._accept_thread.start()
 
     def serve_forever(self) -> None:
@@ -155,9 +157,7 @@ class WebSocketServer:
 
     # ------------------------------------------------------------ handshake
 
-    def respond(
-        self, data: bytes, sock: socket.socket
-    ) -> tuple[WebSocket | None, bytes, bytes] | None:
+    def respond(self, data: bytes, sock: socket.socket) -> tuple[WebSocket | None, bytes, bytes] | None:
         """Answer the request at the start of ``data``: ``None`` while it is incomplete, else
         ``(websocket or None, response bytes, bytes received after the request)``."""
         try:
