@@ -339,3 +339,40 @@ def test_send_after_close_raises_like_ws4py(make_server, registry) -> None:  # t
     wait_for(lambda: ws.terminated)
     with pytest.raises(StreamClosed):
         ws.send("too late")
+
+
+def test_ws4py_once_loop_without_a_driver() -> None:
+    """ws4py's manual style: ``while ws.once(): pass`` over an upgraded socket."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    result: list[object] = []
+
+    class Echo(EchoWebSocket):
+        def closed(self, code: int, reason: str | None = None) -> None:
+            result.append(code)
+
+    def serve() -> None:
+        from wsloop.handshake import accept, parse_request
+
+        sock, _ = listener.accept()
+        data = b""
+        while (parsed := parse_request(data)) is None:
+            data += sock.recv(4096)
+        sock.sendall(accept(parsed[0])[0])
+        ws = Echo(sock)
+        turns = 0
+        while ws.once():
+            turns += 1
+        result.append(turns)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with Client(port) as client:
+        assert client.echo("one").data == b"one"
+        assert client.echo(b"two").data == b"two"
+        client.stream.close(1000)
+        client.flush()
+        assert client.recv_close().code == 1000
+    thread.join(5)
+    assert result[0] == 1000 and isinstance(result[1], int) and result[1] >= 2
+    listener.close()
