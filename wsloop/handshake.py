@@ -116,6 +116,11 @@ def _parse_head(data: bytes, max_size: int) -> tuple[str, list[tuple[str, str]],
     return lines[0], headers, end + 4
 
 
+def _encode_head(lines: list[str]) -> bytes:
+    """An HTTP head from its start line and header lines."""
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
 def _join_headers(raw: list[tuple[str, str]]) -> dict[str, str]:
     joined: dict[str, str] = {}
     for name, value in raw:
@@ -214,7 +219,7 @@ def accept_response(
     if extensions:
         lines.append(f"Sec-WebSocket-Extensions: {', '.join(extensions)}")
     lines.extend(f"{name}: {value}" for name, value in extra_headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return _encode_head(lines)
 
 
 def accept(
@@ -249,7 +254,7 @@ def http_response(
         "Connection: close",
     ]
     lines.extend(f"{name}: {value}" for name, value in headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    return _encode_head(lines) + body
 
 
 def error_response(error: HandshakeError) -> bytes:
@@ -287,7 +292,7 @@ def client_request(
     if extensions:
         lines.append(f"Sec-WebSocket-Extensions: {', '.join(extensions)}")
     lines.extend(f"{name}: {value}" for name, value in headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return _encode_head(lines)
 
 
 def parse_response(data: bytes, max_size: int = MAX_HEADER_SIZE) -> tuple[Response, int] | None:
