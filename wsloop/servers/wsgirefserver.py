@@ -1,0 +1,134 @@
+"""wsgiref's simple server with WebSocket support (ws4py's ``wsgirefserver`` names).
+
+``WebSocketWSGIRequestHandler`` runs the WSGI application; when it upgrades a request
+(:class:`~wsloop.servers.wsgiutils.WebSocketWSGIApplication`), the handler writes nothing itself:
+the 101 response and the socket go to the server's reactor (``reactor.add(ws, preamble=101)``),
+together with any bytes the request's buffered reader already took from the socket, and the
+server skips its usual shutdown of that socket. The single-threaded wsgiref server is then free
+to accept the next client while the reactor serves the upgraded one.
+
+Usage, as in ws4py's docs::
+
+    server = make_server('', 9000, server_class=WSGIServer,
+                         handler_class=WebSocketWSGIRequestHandler,
+                         app=WebSocketWSGIApplication(handler_cls=EchoWebSocket))
+    server.initialize_websockets_manager()
+    server.serve_forever()
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler
+from wsgiref.simple_server import WSGIServer as _WSGIServer
+
+from ..poller import Reactor
+from ..websocket import WebSocket
+
+__all__ = ["WSGIServer", "WebSocketWSGIRequestHandler", "WebSocketWSGIHandler"]
+
+logger = logging.getLogger("wsloop.server.wsgiref")
+
+
+class WebSocketWSGIHandler(ServerHandler):
+    """wsgiref's ServerHandler that leaves upgraded connections to the reactor."""
+
+    request_handler: WebSocketWSGIRequestHandler
+    environ: dict[str, Any]
+
+    def setup_environ(self) -> None:
+        super().setup_environ()
+        self.environ["wsloop.socket"] = self.environ["ws4py.socket"] = self.request_handler.connection
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if status.startswith("101"):
+            # wsgiref refuses hop-by-hop headers (Upgrade, Connection), which a 101 needs;
+            # the 101 is written by the reactor from environ["wsloop.response"] anyway.
+            self.status = status
+            self.headers = self.headers_class(headers)
+            return self.write
+        return super().start_response(status, headers, exc_info)
+
+    def finish_response(self) -> None:
+        ws = self.environ.get("wsloop.websocket") if self.environ else None
+        if not isinstance(ws, WebSocket):
+            super().finish_response()
+            return
+        response = self.environ.pop("wsloop.response")
+        self.environ.pop("wsloop.socket", None)
+        self.environ.pop("ws4py.socket", None)
+        self.request_handler.hand_over(ws, response)
+        self.close()
+
+
+class WebSocketWSGIRequestHandler(WSGIRequestHandler):
+    """Request handler that runs :class:`WebSocketWSGIHandler` (ws4py's name)."""
+
+    server: WSGIServer
+    WebSocketWSGIHandler = WebSocketWSGIHandler
+
+    def handle(self) -> None:
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = ""
+            self.request_version = ""
+            self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():
+            return
+        handler = self.WebSocketWSGIHandler(
+            self.rfile,
+            self.wfile,  # type: ignore[arg-type]
+            self.get_stderr(),
+            self.get_environ(),
+        )
+        handler.request_handler = self
+        app = self.server.get_app()
+        assert app is not None
+        handler.run(app)
+
+    def hand_over(self, ws: WebSocket, response: bytes) -> None:
+        """Give the upgraded connection to the server's reactor."""
+        sock: socket.socket = self.connection
+        sock.setblocking(False)
+        try:
+            received = self.rfile.read1(65536) or b""  # what the buffered reader already holds
+        except (BlockingIOError, InterruptedError):
+            received = b""
+        self.server.link_websocket_to_server(ws, response, received)
+
+
+class WSGIServer(_WSGIServer):
+    """wsgiref's WSGIServer whose upgraded connections are served by a wsloop reactor."""
+
+    manager: Reactor | None = None
+
+    def initialize_websockets_manager(self, manager: Reactor | None = None) -> None:
+        """Create and start the reactor that serves the websockets (ws4py's name)."""
+        self.manager = manager if manager is not None else Reactor()
+        self.manager.start()
+        self._upgraded: set[socket.socket] = set()
+
+    def link_websocket_to_server(self, ws: WebSocket, preamble: bytes = b"", received: bytes = b"") -> None:
+        if self.manager is None:
+            self.initialize_websockets_manager()
+        assert self.manager is not None and ws.sock is not None
+        self._upgraded.add(ws.sock)
+        self.manager.add(ws, preamble=preamble, received=received)
+
+    def shutdown_request(self, request: Any) -> None:
+        upgraded = getattr(self, "_upgraded", None)
+        if upgraded is not None and request in upgraded:
+            upgraded.discard(request)  # the reactor owns it now
+            return
+        super().shutdown_request(request)
+
+    def server_close(self) -> None:
+        """Close every websocket with 1001 (waiting for the closing handshakes), then the server."""
+        if self.manager is not None:
+            self.manager.stop()
+            self.manager = None
+        super().server_close()

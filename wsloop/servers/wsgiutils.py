@@ -1,0 +1,107 @@
+"""``WebSocketWSGIApplication``: the WebSocket upgrade as a WSGI application (ws4py's name).
+
+The application validates the upgrade from the WSGI environ with :mod:`wsloop.handshake`, creates
+the handler and leaves it in ``environ["wsloop.websocket"]`` (the exact 101 response bytes in
+``environ["wsloop.response"]``). A WSGI server that can give up its socket then hands both to a
+driver: :mod:`wsloop.servers.wsgirefserver` and :mod:`wsloop.servers.geventserver` do. The server
+must put the connection's socket in ``environ["wsloop.socket"]`` (ws4py's ``"ws4py.socket"`` is
+accepted too). A request that is not a valid upgrade gets its HTTP error as a normal WSGI response.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from ..exc import HandshakeError
+from ..handshake import Request, accept
+from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
+from ..websocket import WebSocket
+
+__all__ = ["WebSocketWSGIApplication", "request_from_environ", "status_line"]
+
+StartResponse = Callable[..., Any]
+
+
+def status_line(status: int) -> str:
+    """``"400 Bad Request"`` for 400."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Error"
+
+
+def request_from_environ(environ: dict[str, Any]) -> Request:
+    """The request head a WSGI environ describes, as :mod:`wsloop.handshake` takes it."""
+    headers: dict[str, str] = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].replace("_", "-").lower()] = value
+    path = environ.get("PATH_INFO", "/") or "/"
+    if environ.get("QUERY_STRING"):
+        path = f"{path}?{environ['QUERY_STRING']}"
+    return Request(
+        environ.get("REQUEST_METHOD", "GET"),
+        path,
+        environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+        headers,
+        list(headers.items()),
+    )
+
+
+def socket_from_environ(environ: dict[str, Any]) -> socket.socket | None:
+    sock = environ.get("wsloop.socket") or environ.get("ws4py.socket")
+    return sock if isinstance(sock, socket.socket) else None
+
+
+class WebSocketWSGIApplication:
+    """A WSGI application that upgrades every request to a ``handler_cls`` websocket.
+
+    :param protocols: subprotocols the server speaks, by preference.
+    :param extensions: accepted for ws4py compatibility; none is negotiated yet.
+    :param handler_cls: the :class:`~wsloop.websocket.WebSocket` subclass to create.
+    :param heartbeat_freq: seconds between keepalive pings (None: no pings).
+    :param max_message_size: largest message accepted (None: unlimited).
+    """
+
+    def __init__(
+        self,
+        protocols: Sequence[str] | None = None,
+        extensions: Sequence[str] | None = None,
+        handler_cls: type[WebSocket] = WebSocket,
+        heartbeat_freq: float | None = None,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self.protocols = list(protocols) if protocols else None
+        self.extensions = list(extensions) if extensions else None
+        self.handler_cls = handler_cls
+        self.heartbeat_freq = heartbeat_freq
+        self.max_message_size = max_message_size
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            response, subprotocol = accept(request_from_environ(environ), self.protocols)
+        except HandshakeError as exc:
+            headers = [("Content-Type", "text/plain; charset=utf-8"), *exc.headers]
+            start_response(status_line(exc.status), headers)
+            return [(exc.reason + "\n").encode("utf-8")]
+        sock = socket_from_environ(environ)
+        if sock is None:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"this WSGI server does not expose the connection's socket (environ['wsloop.socket'])\n"]
+        ws = self.handler_cls(
+            sock,
+            protocols=[subprotocol] if subprotocol else None,
+            extensions=None,
+            environ=environ,
+            heartbeat_freq=self.heartbeat_freq,
+            max_message_size=self.max_message_size,
+        )
+        environ["wsloop.websocket"] = environ["ws4py.websocket"] = ws
+        environ["wsloop.response"] = response
+        lines = response.decode("latin-1").split("\r\n")
+        headers = [(name, value) for name, _, value in (line.partition(": ") for line in lines[1:] if line)]
+        start_response(lines[0].split(" ", 1)[1], headers)
+        return []
