@@ -40,14 +40,8 @@ def run_suite(url: str, outdir: Path, *selection: str) -> dict[str, dict[str, st
     return cases  # type: ignore[no-any-return]
 
 
-@pytest.mark.timeout(900)
-@pytest.mark.parametrize("poller", ["selectors", "threaded"])
-def test_autobahn_cases_pass(poller: str, tmp_path: Path) -> None:
-    server = ServerProcess("--poller", poller)
-    try:
-        cases = run_suite(server.url, tmp_path, "-x", "12.*", "-x", "13.*")
-    finally:
-        code = server.stop()
+def assert_all_passed(cases: dict[str, dict[str, str]]) -> None:
+    """Every case outside groups 12 and 13 ran, group 9 included, and none failed."""
     bad = {
         case: (result["behavior"], result["behaviorClose"])
         for case, result in cases.items()
@@ -56,6 +50,29 @@ def test_autobahn_cases_pass(poller: str, tmp_path: Path) -> None:
     assert len(cases) == 301, "every case outside groups 12 and 13 ran"
     assert not bad, f"cases not passed: {bad}"
     assert any(case.startswith("9.") for case in cases), "group 9 (16 MiB messages) included"
+
+
+NO_COMPRESSION = ("-x", "12.*", "-x", "13.*")
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    "cli_args",
+    [
+        ("--poller", "selectors"),
+        ("--poller", "threaded"),
+        ("--server", "wsgiref"),
+    ],
+    ids=lambda args: "-".join(args[1:]),
+)
+def test_autobahn_cases_pass(cli_args: tuple[str, ...], tmp_path: Path) -> None:
+    server = ServerProcess(*cli_args)
+    try:
+        cases = run_suite(server.url, tmp_path, *NO_COMPRESSION)
+    finally:
+        code = server.stop()
+    assert_all_passed(cases)
     assert code == 0, server.output
     if os.environ.get("WSLOOP_KEEP_REPORTS"):
-        shutil.copytree(tmp_path, Path(os.environ["WSLOOP_KEEP_REPORTS"]) / poller, dirs_exist_ok=True)
+        name = "-".join(cli_args[1:])
+        shutil.copytree(tmp_path, Path(os.environ["WSLOOP_KEEP_REPORTS"]) / name, dirs_exist_ok=True)

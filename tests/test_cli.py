@@ -19,7 +19,9 @@ from .wsclient import Client, raw_request
 def test_serve_echoes_and_shuts_down_gracefully(poller: str, sig: int) -> None:
     server = ServerProcess("--poller", poller)
     try:
-        assert any("wsloop serving EchoWebSocket on ws://127.0.0.1:" in line for line in server.lines)
+        assert any("wsloop serving EchoWebSocket on ws://127.0.0.1:" in line for line in server.lines), (
+            server.output
+        )
         clients = [Client(server.port) for _ in range(3)]
         for i, client in enumerate(clients):
             assert client.echo(f"hello {i}").data == f"hello {i}".encode()

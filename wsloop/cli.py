@@ -12,9 +12,19 @@ from types import FrameType
 
 from .websocket import EchoWebSocket, WebSocket
 
-__all__ = ["main", "load_handler"]
+__all__ = ["main", "load_handler", "SERVERS"]
 
 logger = logging.getLogger("wsloop.cli")
+
+#: ``--server`` choices and the module whose ``serve()`` runs each. Every one of them has
+#: ``serve(host, port, handler_cls, *, ready, stop, heartbeat_freq, max_message_size)``.
+SERVERS = {
+    "standalone": "wsloop.servers.standalone",
+    "cherrypy": "wsloop.servers.cherrypyserver",
+    "gevent": "wsloop.servers.geventserver",
+    "wsgiref": "wsloop.servers.wsgirefserver",
+    "asyncio": "wsloop.servers.asyncioserver",
+}
 
 
 def load_handler(spec: str) -> type[WebSocket]:
@@ -44,10 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run a WebSocket server (an echo server by default)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=9000)
+    serve.add_argument("--port", type=int, default=9000, help="0 picks a free port")
     serve.add_argument("--handler", type=load_handler, default=EchoWebSocket, help="module:Class")
-    serve.add_argument("--server", choices=["standalone"], default="standalone")
-    serve.add_argument("--poller", choices=["selectors", "threaded"], default="selectors")
+    serve.add_argument(
+        "--server",
+        choices=list(SERVERS),
+        default="standalone",
+        help="standalone (no framework) or the framework that does the HTTP upgrade",
+    )
+    serve.add_argument(
+        "--poller",
+        choices=["selectors", "threaded"],
+        default="selectors",
+        help="standalone server: one reactor thread, or a thread per connection",
+    )
     serve.add_argument(
         "--max-message-size",
         type=_size,
@@ -62,33 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from .servers.standalone import WebSocketServer
-
-    server = WebSocketServer(
-        args.host,
-        args.port,
-        args.handler,
-        poller=args.poller,
-        heartbeat_freq=args.heartbeat,
-        max_message_size=args.max_message_size,
-    )
+    module = importlib.import_module(SERVERS[args.server])
     stop = threading.Event()
 
     def _signal(signum: int, frame: FrameType | None) -> None:
+        if not stop.is_set():
+            logger.info("shutting down")
         stop.set()
 
     signal.signal(signal.SIGINT, _signal)
     signal.signal(signal.SIGTERM, _signal)
-    server.start()
-    logger.info(
-        "wsloop serving %s on %s (%s poller); open http://%s:%d/ in a browser",
-        args.handler.__name__,
-        server.url,
-        args.poller,
-        *server.server_address,
-    )
-    while not stop.wait(1.0):
-        pass
-    logger.info("shutting down")
-    server.stop()
+    detail = f"{args.poller} poller" if args.server == "standalone" else f"{args.server} server"
+
+    def ready(url: str) -> None:
+        page = url.replace("ws://", "http://", 1)
+        logger.info(
+            "wsloop serving %s on %s (%s); open %s in a browser", args.handler.__name__, url, detail, page
+        )
+
+    options: dict[str, object] = {"heartbeat_freq": args.heartbeat, "max_message_size": args.max_message_size}
+    if args.server == "standalone":
+        options["poller"] = args.poller
+    module.serve(args.host, args.port, args.handler, ready=ready, stop=stop, **options)
     return 0

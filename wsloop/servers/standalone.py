@@ -12,7 +12,7 @@ import importlib.resources
 import logging
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..exc import HandshakeError
@@ -23,7 +23,7 @@ from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..transport import TimerHandle
 from ..websocket import EchoWebSocket, WebSocket
 
-__all__ = ["WebSocketServer", "demo_page"]
+__all__ = ["WebSocketServer", "demo_page", "serve"]
 
 logger = logging.getLogger("wsloop.server")
 
@@ -318,3 +318,32 @@ class _Handshake(Handler):
         self.timer.cancel()
         self.reactor.remove_handler(self.sock)
         self.sock.close()
+
+
+def serve(
+    host: str,
+    port: int,
+    handler_cls: type[WebSocket],
+    *,
+    ready: Callable[[str], None],
+    stop: threading.Event,
+    heartbeat_freq: float | None = None,
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    poller: str = "selectors",
+) -> None:
+    """Serve ``handler_cls`` until ``stop`` is set, then close all with 1001 (the CLI's entry)."""
+    server = WebSocketServer(
+        host,
+        port,
+        handler_cls,
+        poller=poller,
+        heartbeat_freq=heartbeat_freq,
+        max_message_size=max_message_size,
+    )
+    server.start()
+    ready(server.url)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()

@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+from collections.abc import Callable
 from typing import Any
-from wsgiref.simple_server import ServerHandler, WSGIRequestHandler
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, make_server
 from wsgiref.simple_server import WSGIServer as _WSGIServer
 
 from ..poller import Reactor
+from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..websocket import WebSocket
+from .wsgiutils import WebSocketWSGIApplication, with_demo_page
 
-__all__ = ["WSGIServer", "WebSocketWSGIRequestHandler", "WebSocketWSGIHandler"]
+__all__ = ["WSGIServer", "WebSocketWSGIRequestHandler", "WebSocketWSGIHandler", "serve"]
 
 logger = logging.getLogger("wsloop.server.wsgiref")
 
@@ -132,3 +136,38 @@ class WSGIServer(_WSGIServer):
             self.manager.stop()
             self.manager = None
         super().server_close()
+
+
+class _QuietHandler(WebSocketWSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug(format, *args)
+
+
+def serve(
+    host: str,
+    port: int,
+    handler_cls: type[WebSocket],
+    *,
+    ready: Callable[[str], None],
+    stop: threading.Event,
+    heartbeat_freq: float | None = None,
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+) -> None:
+    """Serve ``handler_cls`` on the wsgiref server until ``stop`` is set (the CLI's entry)."""
+    app = WebSocketWSGIApplication(
+        handler_cls=handler_cls, heartbeat_freq=heartbeat_freq, max_message_size=max_message_size
+    )
+    server = make_server(
+        host, port, with_demo_page(app), server_class=WSGIServer, handler_class=_QuietHandler
+    )
+    server.initialize_websockets_manager()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    thread.start()
+    ready(f"ws://{host}:{server.server_port}/")
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()

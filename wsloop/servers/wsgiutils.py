@@ -20,7 +20,7 @@ from ..handshake import Request, accept
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..websocket import WebSocket
 
-__all__ = ["WebSocketWSGIApplication", "request_from_environ", "status_line"]
+__all__ = ["WebSocketWSGIApplication", "request_from_environ", "status_line", "with_demo_page"]
 
 StartResponse = Callable[..., Any]
 
@@ -105,3 +105,24 @@ class WebSocketWSGIApplication:
         headers = [(name, value) for name, _, value in (line.partition(": ") for line in lines[1:] if line)]
         start_response(lines[0].split(" ", 1)[1], headers)
         return []
+
+
+def with_demo_page(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """Wrap a websocket WSGI app so a plain (non-upgrade) ``GET /`` gets the demo page."""
+    from .standalone import demo_page
+
+    def wrapped(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if (
+            environ.get("REQUEST_METHOD") == "GET"
+            and environ.get("PATH_INFO", "/") == "/"
+            and "HTTP_UPGRADE" not in environ
+            and "HTTP_SEC_WEBSOCKET_KEY" not in environ
+        ):
+            page = demo_page()
+            start_response(
+                "200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(page)))]
+            )
+            return [page]
+        return app(environ, start_response)
+
+    return wrapped

@@ -1,0 +1,108 @@
+"""The wsgiref adapter: ws4py's example unmodified, many websockets, shutdown."""
+
+from __future__ import annotations
+
+import resource
+import threading
+from pathlib import Path
+from wsgiref.simple_server import make_server
+
+import pytest
+
+from wsloop.servers.wsgirefserver import WebSocketWSGIRequestHandler, WSGIServer
+from wsloop.servers.wsgiutils import WebSocketWSGIApplication
+from wsloop.websocket import EchoWebSocket
+
+from .conftest import open_fds
+from .examples import ExampleProcess
+from .test_autobahn import NO_COMPRESSION, assert_all_passed, run_suite
+from .wsclient import Client, raw_request
+
+
+class Quiet(WebSocketWSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def wsgiref_server():  # type: ignore[no-untyped-def]
+    server = make_server(
+        "127.0.0.1",
+        0,
+        server_class=WSGIServer,
+        handler_class=Quiet,
+        app=WebSocketWSGIApplication(handler_cls=EchoWebSocket),
+    )
+    server.initialize_websockets_manager()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    thread.join()
+    server.server_close()
+
+
+@pytest.mark.timeout(300)
+def test_ws4py_example_passes_autobahn(tmp_path: Path) -> None:
+    example = ExampleProcess("wsgiref_echo.py", 9000)
+    try:
+        cases = run_suite("ws://127.0.0.1:9000/", tmp_path, *NO_COMPRESSION)
+    finally:
+        example.stop()
+    assert_all_passed(cases)
+
+
+def test_thousand_websockets_through_the_single_threaded_server(wsgiref_server) -> None:  # type: ignore[no-untyped-def]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    port = wsgiref_server.server_port
+    clients = [Client(port) for _ in range(1000)]
+    assert len(wsgiref_server.manager) == 1000
+    for i, client in enumerate(clients):
+        client.send(f"m{i}")
+    for i, client in enumerate(clients):
+        assert client.recv().data == f"m{i}".encode()
+    # The wsgiref server itself is still free to answer.
+    assert raw_request(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.0 400")
+    for client in clients:
+        client.close()
+
+
+def test_handshake_errors_are_wsgi_responses(wsgiref_server) -> None:  # type: ignore[no-untyped-def]
+    port = wsgiref_server.server_port
+    response = raw_request(
+        port,
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+    )
+    assert response.split(b" ")[1] == b"426"
+    assert b"Sec-WebSocket-Version: 13" in response
+
+
+def test_server_close_sends_1001_and_releases_every_socket() -> None:
+    before = open_fds()
+    server = make_server(
+        "127.0.0.1",
+        0,
+        server_class=WSGIServer,
+        handler_class=Quiet,
+        app=WebSocketWSGIApplication(handler_cls=EchoWebSocket),
+    )
+    server.initialize_websockets_manager()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    clients = [Client(server.server_port) for _ in range(20)]
+    for client in clients:
+        assert client.echo("x").data == b"x"
+    server.shutdown()
+    thread.join()
+    closer = threading.Thread(target=server.server_close)
+    closer.start()
+    for client in clients:
+        assert client.recv_close().code == 1001
+        client.flush()
+    closer.join(10)
+    assert not closer.is_alive()
+    for client in clients:
+        client.sock.close()
+    assert open_fds() <= before
