@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,8 +41,10 @@ class ExampleProcess:
         if not port_is_free(port):
             pytest.skip(f"port {port}, which the example {name} uses, is busy")
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        # A file, not a pipe: an example that logs every request would fill a pipe nobody reads.
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, str(path)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            [sys.executable, str(path)], cwd=ROOT, env=env, stdout=self.log, stderr=self.log
         )
         self.port = port
         deadline = time.monotonic() + timeout
@@ -66,7 +69,5 @@ class ExampleProcess:
             return self.proc.wait()
 
     def output(self) -> str:
-        if self.proc.poll() is None:
-            return ""
-        assert self.proc.stdout is not None
-        return self.proc.stdout.read().decode(errors="replace")
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")

@@ -62,6 +62,7 @@ NO_COMPRESSION = ("-x", "12.*", "-x", "13.*")
         ("--poller", "selectors"),
         ("--poller", "threaded"),
         ("--server", "wsgiref"),
+        ("--server", "gevent"),
     ],
     ids=lambda args: "-".join(args[1:]),
 )

@@ -36,7 +36,6 @@ logger = logging.getLogger("wsloop.poller")
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
-_get_ident = threading.get_ident
 _IOV_MAX = 1024
 _JOIN_UNDER = 64 * 1024
 
@@ -87,7 +86,8 @@ class Connection(Handler):
 
     # -- Transport interface
     def in_context(self) -> bool:
-        return _get_ident() == self.reactor._tid
+        reactor = self.reactor
+        return reactor._get_ident() == reactor._tid
 
     def call(self, fn: Callable[..., Any], *args: Any, size: int = 0) -> None:
         reactor = self.reactor
@@ -265,6 +265,9 @@ class Reactor:
         self._woken = False
         self._selector.register(self._wake_r, EVENT_READ, None)
         self._tid: int | None = None
+        # Looked up when the reactor is made, not when the module is imported, so a reactor made
+        # after gevent's monkey-patching compares greenlet identities.
+        self._get_ident = threading.get_ident
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._stop_deadline = 0.0
@@ -387,7 +390,7 @@ class Reactor:
         return self._in_loop()
 
     def _in_loop(self) -> bool:
-        return _get_ident() == self._tid
+        return self._get_ident() == self._tid
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._in_loop() or self._tid is None and self._thread is None:
@@ -459,7 +462,7 @@ class Reactor:
             self._close_all(1001, "Server is shutting down")
 
     def _run_loop(self) -> None:
-        self._tid = _get_ident()
+        self._tid = self._get_ident()
         self._finished.clear()
         select = self._selector.select
         calls = self._calls

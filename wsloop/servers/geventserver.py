@@ -1,0 +1,251 @@
+"""gevent's WSGI server with WebSocket support (ws4py's ``geventserver`` names).
+
+Usage, as in ws4py's docs::
+
+    from gevent import monkey; monkey.patch_all()
+    from wsloop.websocket import EchoWebSocket
+    from wsloop.servers.geventserver import WSGIServer
+    from wsloop.servers.wsgiutils import WebSocketWSGIApplication
+
+    server = WSGIServer(('localhost', 9000), WebSocketWSGIApplication(handler_cls=EchoWebSocket))
+    server.serve_forever()
+
+gevent reads and parses the upgrade request in its handler greenlet and runs the WSGI
+application (:class:`~wsloop.servers.wsgiutils.WebSocketWSGIApplication`). When the application
+upgrades the request, :class:`WebSocketWSGIHandler` writes nothing itself: it takes the socket
+away from gevent (``detach()``: gevent never closes or shuts it down) and gives the websocket to
+the server's reactor with ``reactor.add(ws, preamble=environ["wsloop.response"], received=...)``,
+so the 101 response the application built is the first thing on the wire, exactly once, followed
+by the websocket's frames; ``received`` holds any bytes gevent's buffered reader had already taken
+from the socket beyond the request head. The handler greenlet then ends.
+
+The reactor (:attr:`WSGIServer.manager`) is a :class:`wsloop.poller.Reactor`. After
+``gevent.monkey.patch_all()`` its thread is a greenlet on gevent's hub and its selector is
+gevent's, so every websocket is served by one greenlet and the reactor costs no OS thread. Without
+monkey-patching the reactor is a real thread beside gevent's; both work. When patching, patch
+before importing ``wsloop``: the reactor binds ``threading.get_ident`` at import time, and
+:class:`WSGIServer` refuses to start if it was bound before patching.
+
+:meth:`WSGIServer.stop` stops accepting, closes every websocket with 1001 (waiting up to the
+reactor's ``close_timeout`` for the closing handshakes), releases every socket, then stops gevent's
+server. TLS (gevent's ``ssl_args``) is not supported for websockets: an upgrade over TLS gets 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from gevent import monkey, pywsgi  # type: ignore[import-untyped]
+from gevent import sleep as gevent_sleep
+from gevent.event import Event as GeventEvent  # type: ignore[import-untyped]
+
+from ..poller import Reactor
+from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
+from ..websocket import WebSocket
+from .wsgiutils import WebSocketWSGIApplication, with_demo_page
+
+__all__ = ["WSGIServer", "WebSocketWSGIHandler", "serve"]
+
+logger = logging.getLogger("wsloop.server.gevent")
+
+#: The standard library's socket class, even when gevent has patched ``socket.socket``: the
+#: reactor only makes non-blocking calls and waits in its own selector (gevent's, once patched).
+_StdSocket: type[socket.socket] = monkey.get_original("socket", "socket")
+
+
+class WebSocketWSGIHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
+    """gevent's WSGI handler that hands upgraded connections to the server's reactor."""
+
+    server: WSGIServer
+    socket: Any  # gevent's socket (None once handed over)
+    headers_sent: bool
+    _shadow: socket.socket | None = None  # a standard socket over our fd, for environ (unpatched)
+    _websocket: WebSocket | None = None  # upgraded by the application, not yet handed over
+
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        sock = self.socket
+        if self.server.ssl_enabled:
+            return environ  # no socket: WebSocketWSGIApplication answers 500
+        if not isinstance(sock, socket.socket) and self._connection_upgrade_requested():
+            # gevent's socket is a socket.socket only once monkey-patched; the application wants
+            # one. This object shares our file descriptor; it is detached again, or becomes the
+            # reactor's socket once gevent has let go of the descriptor.
+            self._drop_shadow()
+            sock = self._shadow = _StdSocket(sock.family, sock.type, sock.proto, fileno=sock.fileno())
+        environ["wsloop.socket"] = environ["ws4py.socket"] = sock
+        return environ
+
+    def process_result(self) -> None:
+        environ = self.environ
+        ws = environ.get("wsloop.websocket") or environ.get("ws4py.websocket")
+        if isinstance(ws, WebSocket) and self.code == 101 and not self.headers_sent:
+            # Nothing is written here: the reactor sends the 101 as the connection's first bytes.
+            response = environ.get("wsloop.response")
+            self.response_length = len(response) if isinstance(response, bytes) else 0  # for the log
+            self.headers_sent = True
+            self.close_connection = True
+            self._websocket = ws
+            return
+        super().process_result()
+
+    def handle_one_response(self) -> None:
+        try:
+            super().handle_one_response()
+            ws = self._websocket
+            if ws is not None and self.code == 101 and self.socket is not None:
+                self._websocket = None
+                self._hand_over(ws)
+        finally:
+            self._websocket = None
+            self._drop_shadow()
+
+    def _drop_shadow(self) -> None:
+        shadow = self._shadow
+        if shadow is not None:
+            self._shadow = None
+            shadow.detach()  # the descriptor stays gevent's
+
+    def _upgrade_response(self) -> bytes:
+        response = self.environ.pop("wsloop.response", None)
+        if isinstance(response, bytes):
+            return response
+        # An application other than ours: the status and headers it gave start_response.
+        head = bytearray(b"HTTP/1.1 " + self.status + b"\r\n")
+        for name, value in self.response_headers:
+            head += name + b": " + value + b"\r\n"
+        return bytes(head + b"\r\n")
+
+    def _hand_over(self, ws: WebSocket) -> None:
+        """Take the connection away from gevent and give it to the server's reactor."""
+        environ = self.environ
+        response = self._upgrade_response()
+        for key in ("wsloop.socket", "ws4py.socket"):
+            environ.pop(key, None)
+        gsock = self.socket
+        family, type_, proto = gsock.family, gsock.type, gsock.proto
+        # What gevent's buffered reader took beyond the request head (a frame pipelined with
+        # the request): non-blocking, so an empty buffer costs one EAGAIN, not a wait.
+        gsock.setblocking(False)
+        try:
+            received = self.rfile.read1(65536) or b""
+        except OSError:  # BlockingIOError from an empty buffer; any error: the reactor sees it
+            received = b""
+        self.rfile.close()
+        # Detach rather than dup: gevent drops its watchers and forgets the descriptor, so its
+        # close after this handler returns is a no-op and the reactor owns the one descriptor.
+        # (A dup works too, but when gevent had waited on the original, closing it leaves a stale
+        # registration in libev's epoll set, which libev repairs by rebuilding the whole set.)
+        self.socket = None  # handle() then skips its drain-and-close of the socket
+        fd = gsock.detach()
+        sock, self._shadow = self._shadow, None
+        if sock is None:
+            sock = _StdSocket(family, type_, proto, fileno=fd)
+        ws.sock = sock
+        self.server.link_websocket_to_server(ws, response, received)
+
+
+class WSGIServer(pywsgi.WSGIServer):  # type: ignore[misc]
+    """gevent's ``pywsgi.WSGIServer`` whose upgraded connections are served by a wsloop reactor.
+
+    Takes gevent's arguments (``WSGIServer(listener, application, ...)``), and ``manager=``: the
+    :class:`~wsloop.poller.Reactor` to use (a new one by default). The reactor starts with the
+    server (:meth:`start`, :meth:`serve_forever`).
+    """
+
+    handler_class = WebSocketWSGIHandler
+
+    def __init__(self, *args: Any, manager: Reactor | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.manager: Reactor = manager if manager is not None else Reactor()
+        self._reactor_started = False
+        self._reactor_stopping = False
+        self._reactor_stopped = GeventEvent()
+
+    def start(self) -> None:
+        """Listen, and start the reactor (a greenlet once monkey-patched, else a thread)."""
+        if self._reactor_stopping:  # started again after stop(): a fresh reactor
+            self.manager = Reactor()
+            self._reactor_started = self._reactor_stopping = False
+            self._reactor_stopped = GeventEvent()
+        super().start()
+        if not self._reactor_started:
+            self._reactor_started = True
+            self.manager.start()
+
+    def link_websocket_to_server(self, ws: WebSocket, preamble: bytes = b"", received: bytes = b"") -> None:
+        """Serve ``ws`` (its socket upgraded, ``preamble`` not yet sent) with the reactor."""
+        if self._reactor_stopping or not self._reactor_started:
+            if ws.sock is not None:
+                ws.sock.close()  # stopping: the upgrade is dropped
+            return
+        self.manager.add(ws, preamble=preamble, received=received)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, close every websocket with 1001 and release every socket (waiting up to
+        ``timeout``, default the reactor's ``close_timeout``, for the closing handshakes), then stop
+        gevent's server (its ``stop(timeout)``)."""
+        self.close()  # no new connection while the websockets close
+        if not self._reactor_stopping:
+            self._reactor_stopping = True
+            try:
+                self.manager.stop(timeout)  # never started: releases its selector and sockets
+            finally:
+                self._reactor_stopped.set()
+        elif not self.manager.in_loop():
+            self._reactor_stopped.wait()  # another greenlet is stopping it: wait for the end
+        super().stop(timeout)
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _wait(stop: threading.Event) -> None:
+    if isinstance(stop, GeventEvent):  # threading.Event, monkey-patched
+        stop.wait()
+        return
+    while not stop.is_set():  # a real threading.Event: poll, so gevent's hub keeps running
+        gevent_sleep(0.1)
+
+
+def serve(
+    host: str,
+    port: int,
+    handler_cls: type[WebSocket],
+    *,
+    ready: Callable[[str], None],
+    stop: threading.Event,
+    heartbeat_freq: float | None = None,
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+) -> None:
+    """Serve ``handler_cls`` websockets on ``host:port`` with gevent until ``stop`` is set.
+
+    A plain ``GET /`` gets the demo page. ``ready(url)`` is called once the server listens
+    (``port`` 0 picks a free port). When ``stop`` is set, every websocket is closed with 1001 and
+    every socket released. Works with and without ``gevent.monkey.patch_all()`` (patched, the
+    reactor is a greenlet, not a thread). Installs no signal handler; gevent's access log goes to
+    this module's logger at DEBUG level, its error log at ERROR level.
+    """
+    app = WebSocketWSGIApplication(
+        handler_cls=handler_cls, heartbeat_freq=heartbeat_freq, max_message_size=max_message_size
+    )
+    server = WSGIServer(
+        (host, port),
+        with_demo_page(app),
+        backlog=1024,
+        log=pywsgi.LoggingLogAdapter(logger, logging.DEBUG),
+        error_log=pywsgi.LoggingLogAdapter(logger, logging.ERROR),
+    )
+    server.start()
+    try:
+        ready(f"ws://{_url_host(server.server_host)}:{server.server_port}/")
+        _wait(stop)
+    finally:
+        server.stop()
