@@ -63,6 +63,7 @@ NO_COMPRESSION = ("-x", "12.*", "-x", "13.*")
         ("--poller", "threaded"),
         ("--server", "wsgiref"),
         ("--server", "gevent"),
+        ("--server", "cherrypy"),
     ],
     ids=lambda args: "-".join(args[1:]),
 )

@@ -1,0 +1,451 @@
+"""The CherryPy adapter (wsloop.servers.cherrypyserver), each server in a child process.
+
+CherryPy's engine and config are process-global, so every server here runs in a child:
+ws4py's documented example, unmodified (cherrypy_echo.py in $WSLOOP_EXAMPLES, by default
+/work/shared/examples; it listens on the fixed port 9000), tests/cherrypy_app.py (several
+websocket paths, 10 worker threads) and tests/cherrypy_serve.py (the CLI's ``serve()``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from wsloop.handshake import client_request, new_key, parse_response
+from wsloop.messaging import CloseControlMessage, TextMessage
+
+from .test_autobahn import ACCEPTED, run_suite
+from .wsclient import Client, raw_request, text_frame
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = Path(os.environ.get("WSLOOP_EXAMPLES", "/work/shared/examples")) / "cherrypy_echo.py"
+URL = re.compile(r"ws://127\.0\.0\.1:(\d+)/")
+
+
+class Child:
+    """A server in a child process; its port is read from the first line matching ``pattern``.
+
+    The child's output is drained by a thread (a full pipe would block its logging)."""
+
+    def __init__(self, *argv: str, pattern: re.Pattern[str] = URL, timeout: float = 20.0) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.pid = self.proc.pid
+        self.lines: list[str] = []
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("server exited during start-up:\n" + self.output)
+            self.lines.append(line)
+            match = pattern.search(line)
+            if match:
+                self.port = int(match.group(1))
+                break
+        else:
+            self.proc.kill()
+            raise RuntimeError("server did not start:\n" + self.output)
+        self._drain = threading.Thread(target=self._read, daemon=True)
+        self._drain.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, line: str, count: int = 1, timeout: float = 15.0) -> None:
+        """Wait until the child has printed ``line`` ``count`` times."""
+        deadline = time.monotonic() + timeout
+        while sum(x.strip() == line for x in self.lines) < count:
+            assert time.monotonic() < deadline, f"no {line!r} (x{count}) in:\n{self.output}"
+            time.sleep(0.02)
+
+    def threads(self) -> int:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        return int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def settled_fds(self) -> int:
+        """The fewest open fds over 0.3 s: without the connection CherryPy's start-up makes to
+        check its port is open, which the server may not have noticed closing yet."""
+        counts = []
+        for _ in range(10):
+            counts.append(self.fds())
+            time.sleep(0.03)
+        return min(counts)
+
+    signalled = False
+
+    def send_signal(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the server (once: a second SIGTERM while it shuts down could kill it)."""
+        if not self.signalled and self.proc.poll() is None:
+            self.signalled = True
+            self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signal (unless done already) and return the exit code (killed past ``timeout``)."""
+        self.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._drain.join(5)
+        return code
+
+
+def get(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, dict[str, str], bytes, float]:
+    """A plain HTTP GET on a new connection: (status, headers, body, seconds taken)."""
+    start = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        return response.status, dict(response.getheaders()), body, time.monotonic() - start
+    finally:
+        conn.close()
+
+
+def assert_autobahn_passed(cases: dict[str, dict[str, str]]) -> None:
+    bad = {
+        case: (result["behavior"], result["behaviorClose"])
+        for case, result in cases.items()
+        if result["behavior"] not in ACCEPTED or result["behaviorClose"] not in ACCEPTED
+    }
+    assert len(cases) == 301, "every case outside groups 12 and 13 ran"
+    assert not bad, f"cases not passed: {bad}"
+    assert any(case.startswith("9.") for case in cases), "group 9 (16 MiB messages) included"
+    behaviors = Counter(result["behavior"] for result in cases.values())
+    print(f"Autobahn: {len(cases)} cases: {dict(behaviors)}")
+
+
+def raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below {needed}")
+
+
+def port_busy(port: int) -> bool:
+    """Whether something listens on the port (connections in TIME_WAIT do not count: CherryPy
+    binds a fixed port with SO_REUSEADDR)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def start_app(*args: str) -> Child:
+    """tests/cherrypy_app.py in a child, once its engine has started (a SIGTERM while it starts
+    would race with the start)."""
+    child = Child("-m", "tests.cherrypy_app", *args)
+    child.wait_for("Bus STARTED")
+    return child
+
+
+@pytest.fixture(scope="module")
+def app() -> Iterator[Child]:
+    raise_fd_limit(4096)  # the child inherits it
+    child = start_app()
+    yield child
+    code = child.stop()
+    assert code == 0, child.output
+
+
+# ---------------------------------------------------------------------- 1. ws4py's example
+
+
+@pytest.mark.timeout(300)
+def test_ws4py_example_runs_unmodified_and_passes_autobahn(tmp_path: Path) -> None:
+    if not EXAMPLE.exists():
+        pytest.skip(f"{EXAMPLE} not found (set WSLOOP_EXAMPLES)")
+    if port_busy(9000):
+        pytest.skip("port 9000 is busy: the example listens on it")
+    server = Child(str(EXAMPLE), pattern=re.compile(r"Serving on http://127\.0\.0\.1:(9000)"))
+    try:
+        with Client(9000, "/ws") as client:
+            assert str(client.echo("hello example")) == "hello example"
+        cases = run_suite("ws://127.0.0.1:9000/ws", tmp_path, "-x", "12.*", "-x", "13.*")
+        threads = server.threads()
+    finally:
+        code = server.stop()
+    print(f"example: {threads} threads after the suite")
+    assert_autobahn_passed(cases)
+    assert code == 0, server.output
+
+
+# ---------------------------------------------------------------------- 2. many websockets
+
+
+@pytest.mark.timeout(120)
+def test_500_websockets_on_10_worker_threads(app: Child) -> None:
+    count = 500
+    clients: list[Client] = []
+    try:
+        start = time.monotonic()
+        with ThreadPoolExecutor(20) as pool:  # 20 handshakes at a time on 10 worker threads
+            for client in pool.map(lambda _: Client(app.port, "/echo"), range(count)):
+                clients.append(client)
+        opened = time.monotonic() - start
+        for i, client in enumerate(clients):
+            client.send(f"message {i}")
+        for i, client in enumerate(clients):
+            assert str(client.recv()) == f"message {i}"
+        latencies = []
+        for _ in range(20):
+            status, _, body, seconds = get(app.port)
+            assert (status, body) == (200, b"plain HTTP")
+            latencies.append(seconds)
+        threads = app.threads()
+        # Still accepting websockets and echoing on the old ones.
+        with Client(app.port, "/echo") as extra:
+            assert str(extra.echo("one more")) == "one more"
+        assert str(clients[0].echo("still there")) == "still there"
+        print(
+            f"{count} websockets opened in {opened:.2f} s; server threads: {threads}; "
+            f"HTTP GET latency while open: max {max(latencies) * 1000:.1f} ms, "
+            f"mean {sum(latencies) / len(latencies) * 1000:.1f} ms"
+        )
+        assert max(latencies) < 1.0
+        assert threads < 50
+    finally:
+        for client in clients:
+            client.close()
+
+
+# ---------------------------------------------------------------------- 3. engine stop / exit
+
+
+def open_clients(port: int, count: int) -> list[Client]:
+    return [Client(port, "/echo") for _ in range(count)]
+
+
+def assert_all_closed_1001(clients: list[Client]) -> None:
+    for client in clients:
+        close = client.recv_close()
+        assert close.code == 1001
+        assert client.wait_eof(10), "the server released the socket"
+        client.sock.close()
+
+
+@pytest.mark.timeout(120)
+def test_engine_stop_closes_websockets_with_1001_and_releases_sockets() -> None:
+    raise_fd_limit(4096)
+    server = start_app()
+    try:
+        baseline = server.settled_fds()
+        clients = open_clients(server.port, 200)
+        assert server.fds() >= baseline + 200
+        status, _, body, _ = get(server.port, "/stop")  # engine.stop() in a thread, in 0.2 s
+        assert (status, body) == (200, b"stopping")
+        assert_all_closed_1001(clients)
+        server.wait_for("Bus STOPPED")  # before SIGTERM: CherryPy's stop() and exit() would race
+        after = server.fds()
+        print(f"server fds: {baseline} before, {baseline + 200}+ with 200 websockets, {after} after stop")
+        assert after <= baseline  # every websocket socket (and the listener) released
+    finally:
+        code = server.stop()
+    assert code == 0, server.output
+
+
+@pytest.mark.timeout(120)
+def test_engine_exit_on_sigterm_closes_websockets_with_1001() -> None:
+    server = start_app()
+    try:
+        clients = open_clients(server.port, 100)
+        upper = Client(server.port, "/upper")
+        server.send_signal(signal.SIGTERM)  # CherryPy's handler: engine.exit()
+        assert_all_closed_1001([*clients, upper])
+    finally:
+        code = server.stop()
+    assert code == 0, server.output
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(60)
+def test_engine_restart_gets_a_new_reactor() -> None:
+    # A fixed port: cheroot sets no SO_REUSEADDR on a port-0 listener, so after a restart it
+    # could not bind the same port again while the closed websocket is in TIME_WAIT.
+    server = start_app(str(free_port()))
+    try:
+        client = Client(server.port, "/echo")
+        assert get(server.port, "/restart")[2] == b"restarting"
+        assert_all_closed_1001([client])
+        server.wait_for("Bus STARTED", 2)  # before SIGTERM: CherryPy's start() and exit() would race
+        assert URL.findall(server.output)[1] == str(server.port), server.output
+        with Client(server.port, "/echo") as again:
+            assert str(again.echo("after the restart")) == "after the restart"
+    finally:
+        code = server.stop()
+    assert code == 0, server.output
+
+
+# ---------------------------------------------------------------------- 4. per-path config
+
+
+def test_per_path_handler_classes_and_options(app: Child) -> None:
+    with Client(app.port, "/echo") as echo, Client(app.port, "/upper", protocols=["chat", "upper"]) as upper:
+        assert str(echo.echo("Hello")) == "Hello"
+        assert str(upper.echo("Hello")) == "HELLO"
+        assert upper.subprotocol == "upper"
+        assert echo.subprotocol is None
+        assert str(echo.echo("Hello again")) == "Hello again"
+        assert str(upper.echo("Hello again")) == "HELLO AGAIN"
+    with Client(app.port, "/echo", protocols=["upper"]) as echo:
+        assert echo.subprotocol is None  # /echo speaks none
+
+
+def test_101_header_names_keep_their_spelling(app: Child) -> None:
+    key = new_key()
+    with socket.create_connection(("127.0.0.1", app.port), timeout=5) as sock:
+        sock.sendall(client_request(f"127.0.0.1:{app.port}", "/upper", key, ["upper"]))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b"\r\nSec-WebSocket-Accept: " in head
+    assert b"\r\nSec-WebSocket-Protocol: upper\r\n" in head
+    assert b"Content-Type" not in head and b"Content-Length" not in head
+
+
+def test_page_handler_sees_ws_handler_and_its_body_is_not_sent(app: Child) -> None:
+    with Client(app.port, "/greet") as client:
+        assert str(client.recv()) == "greetings from the page handler of a EchoWebSocket"
+        assert str(client.echo("after the greeting")) == "after the greeting"
+
+
+def test_max_message_size_option(app: Child) -> None:
+    with Client(app.port, "/small") as client:
+        assert str(client.echo("0123456789")) == "0123456789"
+        client.send("0123456789A")
+        assert client.recv_close().code == 1009
+
+
+def test_heartbeat_freq_option(app: Child) -> None:
+    with Client(app.port, "/heartbeat") as client:
+        message = client.recv(timeout=3)  # a ping after 0.2 s, auto-ponged by the client
+        assert isinstance(message, TextMessage) and str(message) == "ponged"
+
+
+def test_frame_sent_right_behind_the_request(app: Child) -> None:
+    """Bytes cheroot buffered after the request head reach the websocket (``received=``)."""
+    key = new_key()
+    with socket.create_connection(("127.0.0.1", app.port), timeout=5) as sock:
+        request = client_request(f"127.0.0.1:{app.port}", "/upper", key)
+        sock.sendall(request + text_frame(b"early bird") + text_frame(b"second"))
+        data = b""
+        deadline = time.monotonic() + 5
+        while data.count(b"\x81") < 2 and time.monotonic() < deadline:
+            data += sock.recv(4096)
+        parsed = parse_response(data)
+        assert parsed is not None and parsed[0].status == 101
+        assert data[parsed[1] :] == b"\x81\x0aEARLY BIRD\x81\x06SECOND"
+
+
+# ---------------------------------------------------------------------- 5. refusals
+
+
+def test_non_upgrade_requests_get_4xx(app: Child) -> None:
+    status, headers, body, _ = get(app.port, "/echo")
+    assert status == 400
+    assert body == b"this is a WebSocket endpoint: send an Upgrade request\n"
+    assert headers["Connection"] == "close"
+    post = raw_request(app.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    assert post.startswith(b"HTTP/1.1 400 ") and post.endswith(b"method POST is not GET\n")
+    no_key = raw_request(
+        app.port, b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert no_key.startswith(b"HTTP/1.1 400 ") and no_key.endswith(b"missing Sec-WebSocket-Key\n")
+
+
+def test_wrong_version_gets_426(app: Child) -> None:
+    request = (
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
+    )
+    answer = raw_request(app.port, request)
+    assert answer.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+    assert b"\r\nSec-WebSocket-Version: 13\r\n" in answer
+    assert answer.endswith(b"unsupported Sec-WebSocket-Version 8\n")
+    assert get(app.port)[0] == 200  # and the server carries on
+
+
+@pytest.mark.parametrize(("path", "status"), [("/forbidden", 403), ("/broken", 500)])
+def test_page_handler_error_answers_without_upgrade(app: Child, path: str, status: int) -> None:
+    """A page handler that raises turns the 101 into its error, without the upgrade's headers;
+    nothing is handed to the reactor and cheroot closes the connection."""
+    fds = app.settled_fds()
+    answer = raw_request(app.port, client_request(f"127.0.0.1:{app.port}", path, new_key()))
+    head = answer.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 %d " % status)
+    assert b"upgrade" not in head and b"sec-websocket" not in head
+    assert b"connection: close" in head
+    assert app.settled_fds() <= fds  # the socket was not leaked to a reactor
+    assert get(app.port)[0] == 200
+
+
+# ---------------------------------------------------------------------- 6. serve()
+
+
+@pytest.mark.timeout(300)
+def test_serve_passes_autobahn_and_exits_cleanly(tmp_path: Path) -> None:
+    server = Child("-m", "tests.cherrypy_serve")
+    try:
+        assert server.lines[0].strip() == f"ws://127.0.0.1:{server.port}/"
+        status, headers, page, _ = get(server.port, "/")
+        assert status == 200 and headers["Content-Type"].startswith("text/html")
+        assert b"WebSocket" in page
+        assert get(server.port, "/nothing/here")[0] == 404
+        cases = run_suite(f"ws://127.0.0.1:{server.port}/", tmp_path, "-x", "12.*", "-x", "13.*")
+        client = Client(server.port, "/any/path")
+        assert str(client.echo("still serving")) == "still serving"
+        server.send_signal(signal.SIGTERM)
+        close = client.recv_close()
+        assert isinstance(close, CloseControlMessage) and close.code == 1001
+        assert client.wait_eof(10)
+        client.sock.close()
+    finally:
+        code = server.stop()
+    assert_autobahn_passed(cases)
+    assert code == 0, server.output
+    assert "serve() returned" in server.output
+    assert "ENGINE" not in server.output, "CherryPy logged to the console"
