@@ -126,3 +126,41 @@ def test_frame_pipelined_with_the_request_is_served(wsgiref_server) -> None:  # 
             assert chunk, data
             data += chunk
     assert data.startswith(b"HTTP/1.1 101 ")
+
+
+def test_tls_connections_use_the_threaded_fallback(tls_contexts) -> None:  # type: ignore[no-untyped-def]
+    """A TLS socket goes to a thread of its own (the reactor does not do TLS yet)."""
+    server_ctx, client_ctx = tls_contexts
+    server = make_server(
+        "127.0.0.1",
+        0,
+        server_class=WSGIServer,
+        handler_class=Quiet,
+        app=WebSocketWSGIApplication(handler_cls=EchoWebSocket),
+    )
+    server.socket = server_ctx.wrap_socket(server.socket, server_side=True)
+    server.initialize_websockets_manager()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        plain_threads = threading.active_count()
+        clients = [Client(server.server_port, ssl_context=client_ctx) for _ in range(3)]
+        for i, client in enumerate(clients):
+            assert client.echo(f"secret {i}").data == f"secret {i}".encode()
+            assert client.echo(b"\x00" * 100_000).data == b"\x00" * 100_000
+        assert server.manager is not None and len(server.manager) == 3
+        assert threading.active_count() == plain_threads + 3, "one thread per TLS websocket"
+        server.manager.broadcast("all")
+        for client in clients:
+            assert client.recv().data == b"all"
+    finally:
+        server.shutdown()
+        thread.join()
+        closer = threading.Thread(target=server.server_close)
+        closer.start()
+        for client in clients:
+            assert client.recv_close().code == 1001
+            client.flush()
+        closer.join(10)
+        for client in clients:
+            client.sock.close()

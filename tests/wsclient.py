@@ -7,6 +7,7 @@ handshake by hand, so tests can also send raw, deliberately broken bytes.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 
 from wsloop.framing import OPCODE_TEXT, build_frame
@@ -16,8 +17,17 @@ from wsloop.protocol import Protocol
 
 
 class Client:
-    def __init__(self, port: int, path: str = "/", timeout: float = 10.0, protocols: list[str] | None = None):
+    def __init__(
+        self,
+        port: int,
+        path: str = "/",
+        timeout: float = 10.0,
+        protocols: list[str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if ssl_context is not None:
+            self.sock = ssl_context.wrap_socket(self.sock, server_hostname="localhost")
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = new_key()
         self.sock.sendall(client_request(f"127.0.0.1:{port}", path, key, protocols))

@@ -158,7 +158,11 @@ class BlockingTransport:
         while not self.finished and not self._closing:
             with self.lock:
                 timeout = self.timers.timeout(None)
-            if poller.poll(None if timeout is None else timeout * 1000 + 1):
+            # A TLS socket may hold decrypted bytes the file descriptor does not show.
+            pending = getattr(sock, "pending", None)
+            if (pending is not None and pending()) or poller.poll(
+                None if timeout is None else timeout * 1000 + 1
+            ):
                 try:
                     data = sock.recv(self.read_size)
                 except OSError:

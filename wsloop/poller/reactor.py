@@ -20,6 +20,7 @@ import collections
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from ..framing import OPCODE_BINARY, OPCODE_TEXT, frame_header
 from ..protocol import OPEN
 from ..transport import TimerHandle, _Timers
 from ..websocket import WebSocket
+from .threaded import ThreadedManager
 
 __all__ = ["Reactor", "Connection", "Handler"]
 
@@ -273,6 +275,9 @@ class Reactor:
         self._stop_deadline = 0.0
         self._finished = threading.Event()
         self._handlers: dict[int, Handler] = {}
+        # TLS sockets from frameworks: the loop does not do non-blocking TLS, so each of those
+        # is driven by its own thread (the threaded fallback), managed alongside the others.
+        self._threaded = ThreadedManager(close_timeout=close_timeout)
 
     # ------------------------------------------------------------ ws4py face
 
@@ -281,7 +286,13 @@ class Reactor:
 
         ``preamble`` is sent first (the 101 response, for instance); ``received`` holds bytes
         already read from the peer after its handshake. Safe from any thread.
+
+        A TLS socket (``ssl.SSLSocket``, as a framework serving HTTPS hands over) is served by a
+        thread of its own instead: the threaded fallback, counted and managed with the rest.
         """
+        if isinstance(websocket.sock, ssl.SSLSocket):
+            self._threaded.add(websocket, preamble=preamble, received=received)
+            return
         if self._in_loop():
             self._add(websocket, preamble, received)
         else:
@@ -301,10 +312,12 @@ class Reactor:
 
     def close_all(self, code: int = 1001, message: str = "Server is shutting down") -> None:
         """Start the closing handshake on every websocket."""
+        self._threaded.close_all(code, message)
         self._run(self._close_all, code, message)
 
     def broadcast(self, message: str | bytes, binary: bool = False) -> None:
         """Send ``message`` to every open websocket, framing it once for all of them."""
+        self._threaded.broadcast(message, binary)
         self._run(self._broadcast, message, binary)
 
     def start(self) -> None:
@@ -321,6 +334,11 @@ class Reactor:
         drop the rest, and release every socket. Waits for the loop to end unless called from it.
         """
         wait = self.close_timeout if timeout is None else timeout
+        if len(self._threaded):
+            if self._in_loop():
+                threading.Thread(target=self._threaded.stop, args=(wait,), daemon=True).start()
+            else:
+                self._threaded.stop(wait)
         if self._tid is None and self._thread is None:
             self._begin_stop(wait)
             self._run_loop()
@@ -336,17 +354,17 @@ class Reactor:
             self._thread.join(timeout)
 
     def __len__(self) -> int:
-        return len(self._connections)
+        return len(self._connections) + len(self._threaded)
 
     def __iter__(self) -> Iterator[WebSocket]:
-        return iter(list(self._connections))
+        return iter(self.websockets)
 
     def __contains__(self, websocket: object) -> bool:
-        return websocket in self._connections
+        return websocket in self._connections or websocket in self._threaded
 
     @property
     def websockets(self) -> list[WebSocket]:
-        return list(self._connections)
+        return list(self._connections) + self._threaded.websockets
 
     # ------------------------------------------------------------ plumbing
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -100,7 +101,7 @@ class WebSocketWSGIRequestHandler(WSGIRequestHandler):
         sock.setblocking(False)
         try:
             received = self.rfile.read1(65536) or b""  # what the buffered reader already holds
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
             received = b""
         self.server.link_websocket_to_server(ws, response, received)
 
