@@ -64,6 +64,7 @@ NO_COMPRESSION = ("-x", "12.*", "-x", "13.*")
         ("--server", "wsgiref"),
         ("--server", "gevent"),
         ("--server", "cherrypy"),
+        ("--server", "asyncio"),
     ],
     ids=lambda args: "-".join(args[1:]),
 )

@@ -77,21 +77,28 @@ class WebSocket:
 
     # ------------------------------------------------------------ callbacks
 
-    def opened(self) -> None:
+    # The callbacks' return type is ``object`` so that a subclass for an event loop
+    # (wsloop.async_websocket) may make them coroutines.
+
+    def opened(self) -> object:
         """Called once the connection is attached to its driver and ready."""
+        return None
 
-    def received_message(self, message: Message) -> None:
+    def received_message(self, message: Message) -> object:
         """Called with each complete :class:`TextMessage` or :class:`BinaryMessage`."""
+        return None
 
-    def ponged(self, pong: PongControlMessage) -> None:
+    def ponged(self, pong: PongControlMessage) -> object:
         """Called with each pong the peer sends."""
+        return None
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: str | None = None) -> object:
         """Called once when the connection has ended.
 
         ``code`` is the peer's close code, our own if we failed the connection (1002, 1007,
         1009, 1011, ...), or 1006 if it ended without a close frame.
         """
+        return None
 
     def unhandled_error(self, error: BaseException) -> None:
         """Called when a callback raised; the connection is then closed with 1011."""
@@ -253,10 +260,7 @@ class WebSocket:
             pending.clear()
         if self.heartbeat_freq:
             self._heartbeat = transport.call_later(self.heartbeat_freq, self._beat)
-        try:
-            self.opened()
-        except Exception as exc:
-            self._handler_failed(exc)
+        self._invoke(self.opened)
         self._after_close()
 
     def process(self, data: bytes | bytearray | memoryview) -> bool:
@@ -270,7 +274,16 @@ class WebSocket:
             return True
         return self._after_close()
 
+    def _invoke(self, callback: Any, *args: Any) -> None:
+        """Run a callback; an exception is the handler's error (logged, then 1011)."""
+        try:
+            callback(*args)
+        except Exception as exc:
+            self._handler_failed(exc)
+
     def _dispatch(self, message: Message) -> None:
+        # The hot path: _invoke's body inlined. A subclass that overrides _invoke overrides
+        # this too (wsloop.async_websocket does).
         op = message.opcode
         try:
             if op <= OPCODE_BINARY:
@@ -334,8 +347,12 @@ class WebSocket:
                 timer.cancel()
         stream = self.stream
         stream.on_message = _ignore  # drop the websocket <-> protocol reference cycle
+        self._call_closed(stream.close_code, stream.close_reason)
+
+    def _call_closed(self, code: int, reason: str) -> None:
+        """Run :meth:`closed`; it is too late for a 1011, so an error is only logged."""
         try:
-            self.closed(stream.close_code, stream.close_reason)
+            self.closed(code, reason)
         except Exception:
             logger.exception("error in %s.closed", type(self).__name__)
 
