@@ -32,12 +32,13 @@ from wsloop.servers.asyncioserver import WebSocketProtocol, serve
 from wsloop.websocket import EchoWebSocket as SyncEchoWebSocket
 from wsloop.websocket import WebSocket as SyncWebSocket
 
+from .examples import EXAMPLES, example_path
 from .test_autobahn import ACCEPTED, run_suite
 from .test_server import upgrade
 from .wsclient import Client, raw_request
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = Path("/work/shared/examples/asyncio_echo.py")
+EXAMPLE = EXAMPLES / "asyncio_echo.py"
 EXAMPLE_PORT = 9007
 HIGH_WATER = async_websocket.DEFAULT_HIGH_WATER
 
@@ -350,9 +351,8 @@ def next_event(events: queue.Queue[tuple[Any, ...]], kind: str, timeout: float =
 
 @pytest.mark.timeout(900)
 def test_ws4py_asyncio_example_passes_autobahn(tmp_path: Path) -> None:
-    """/work/shared/examples/asyncio_echo.py, unmodified, on its fixed port 9007."""
-    if not EXAMPLE.exists():
-        pytest.skip(f"{EXAMPLE} not found")
+    """../shared/examples/asyncio_echo.py, unmodified, on its fixed port 9007."""
+    example_path(EXAMPLE.name)  # skips, saying why, where the shared examples are not here
     if not _port_free(EXAMPLE_PORT):
         pytest.skip(f"port {EXAMPLE_PORT} (fixed in the asyncio example) is busy")
     try:

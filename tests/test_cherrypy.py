@@ -2,7 +2,7 @@
 
 CherryPy's engine and config are process-global, so every server here runs in a child:
 ws4py's documented example, unmodified (cherrypy_echo.py in $WSLOOP_EXAMPLES, by default
-/work/shared/examples; it listens on the fixed port 9000), tests/cherrypy_app.py (several
+../shared/examples; it listens on the fixed port 9000), tests/cherrypy_app.py (several
 websocket paths, 10 worker threads) and tests/cherrypy_serve.py (the CLI's ``serve()``).
 """
 
@@ -28,11 +28,12 @@ import pytest
 from wsloop.handshake import client_request, new_key, parse_response
 from wsloop.messaging import CloseControlMessage, TextMessage
 
+from .examples import EXAMPLES, example_path
 from .test_autobahn import ACCEPTED, run_suite
 from .wsclient import Client, raw_request, text_frame
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = Path(os.environ.get("WSLOOP_EXAMPLES", "/work/shared/examples")) / "cherrypy_echo.py"
+EXAMPLE = EXAMPLES / "cherrypy_echo.py"
 URL = re.compile(r"ws://127\.0\.0\.1:(\d+)/")
 
 
@@ -191,8 +192,7 @@ def app() -> Iterator[Child]:
 
 @pytest.mark.timeout(300)
 def test_ws4py_example_runs_unmodified_and_passes_autobahn(tmp_path: Path) -> None:
-    if not EXAMPLE.exists():
-        pytest.skip(f"{EXAMPLE} not found (set WSLOOP_EXAMPLES)")
+    example_path(EXAMPLE.name)  # skips, saying why, where the shared examples are not here
     if port_busy(9000):
         pytest.skip("port 9000 is busy: the example listens on it")
     server = Child(str(EXAMPLE), pattern=re.compile(r"Serving on http://127\.0\.0\.1:(9000)"))
