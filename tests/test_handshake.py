@@ -370,7 +370,7 @@ def test_validate_key_rejects_non_ascii() -> None:
 
 
 def test_accept_returns_101_with_rfc_accept_value() -> None:
-    response, subprotocol = accept(parsed(request_bytes()))
+    response, subprotocol, *_ = accept(parsed(request_bytes()))
     status, headers = response_headers(response)
     assert status == "HTTP/1.1 101 Switching Protocols"
     assert headers["sec-websocket-accept"] == RFC_ACCEPT
@@ -382,7 +382,7 @@ def test_accept_returns_101_with_rfc_accept_value() -> None:
 
 
 def test_accept_response_is_parsed_by_parse_response() -> None:
-    response, _ = accept(parsed(request_bytes()))
+    response, *_ = accept(parsed(request_bytes()))
     result = parse_response(response)
     assert result is not None
     assert result[0].status == 101
@@ -396,7 +396,7 @@ def test_accept_invalid_request_raises() -> None:
 
 
 def test_accept_extra_headers() -> None:
-    response, _ = accept(parsed(request_bytes()), extra_headers=[("Server", "wsloop-test"), ("X-A", "b")])
+    response, *_ = accept(parsed(request_bytes()), extra_headers=[("Server", "wsloop-test"), ("X-A", "b")])
     _, headers = response_headers(response)
     assert headers["server"] == "wsloop-test"
     assert headers["x-a"] == "b"
@@ -414,14 +414,14 @@ def test_accept_extra_headers() -> None:
     ],
 )
 def test_accept_subprotocol_selection(supported: list[str] | None, chosen: str | None) -> None:
-    response, subprotocol = accept(parsed(request_bytes()), protocols=supported)
+    response, subprotocol, *_ = accept(parsed(request_bytes()), protocols=supported)
     _, headers = response_headers(response)
     assert subprotocol == chosen
     assert headers.get("sec-websocket-protocol") == chosen
 
 
 def test_accept_no_subprotocol_offered() -> None:
-    response, subprotocol = accept(
+    response, subprotocol, *_ = accept(
         parsed(request_bytes(drop=("Sec-WebSocket-Protocol",))), protocols=["chat"]
     )
     assert subprotocol is None
@@ -551,7 +551,7 @@ def test_client_server_round_trip(
     key = new_key()
     request_data = client_request("example.com", "/chat", key, protocols=client_protocols)
     request = parsed(request_data)
-    response_data, chosen = accept(request, protocols=server_protocols)
+    response_data, chosen, *_ = accept(request, protocols=server_protocols)
     assert chosen == expected
     leftover = b"\x81\x02hi"
     result = parse_response(response_data + leftover)

@@ -297,7 +297,7 @@ def test_ws4py_blocking_run_in_a_thread() -> None:
         data = b""
         while (parsed := parse_request(data)) is None:
             data += sock.recv(4096)
-        response, _ = accept(parsed[0])
+        response, *_ = accept(parsed[0])
         sock.sendall(response)
         Echo(sock).run(data[parsed[1] :])
 

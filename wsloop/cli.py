@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest message in bytes (suffix k/m/g; 'none' for no limit); default 16m",
     )
     serve.add_argument("--heartbeat", type=float, default=None, help="seconds between keepalive pings")
+    serve.add_argument(
+        "--no-compression",
+        action="store_true",
+        help="never negotiate permessage-deflate (by default the handler class's policy applies)",
+    )
     serve.add_argument("--log-level", default="INFO")
     return parser
 
@@ -100,7 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "wsloop serving %s on %s (%s); open %s in a browser", args.handler.__name__, url, detail, page
         )
 
-    options: dict[str, object] = {"heartbeat_freq": args.heartbeat, "max_message_size": args.max_message_size}
+    options: dict[str, object] = {
+        "heartbeat_freq": args.heartbeat,
+        "max_message_size": args.max_message_size,
+        "compression": not args.no_compression,
+    }
     if args.server == "standalone":
         options["poller"] = args.poller
     module.serve(args.host, args.port, args.handler, ready=ready, stop=stop, **options)

@@ -17,8 +17,12 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import TYPE_CHECKING, NamedTuple
 
 from .exc import HandshakeError
+
+if TYPE_CHECKING:
+    from .deflate import DeflateOptions, PerMessageDeflate
 
 __all__ = [
     "GUID",
@@ -32,6 +36,7 @@ __all__ = [
     "select_subprotocol",
     "accept_response",
     "accept",
+    "Accepted",
     "error_response",
     "http_response",
     "new_key",
@@ -222,18 +227,34 @@ def accept_response(
     return _encode_head(lines)
 
 
+class Accepted(NamedTuple):
+    """What :func:`accept` agreed to."""
+
+    response: bytes  # the 101 response
+    subprotocol: str | None
+    deflate: PerMessageDeflate | None  # the permessage-deflate agreement, if any
+    extensions: list[str]  # the accepted extensions, as the response states them
+
+
 def accept(
     request: Request,
     protocols: Sequence[str] | None = None,
+    compression: DeflateOptions | None = None,
     extra_headers: Iterable[tuple[str, str]] = (),
-) -> tuple[bytes, str | None]:
-    """Validate an upgrade request and answer it: ``(101 response bytes, chosen subprotocol)``.
+) -> Accepted:
+    """Validate an upgrade request and answer it (subprotocol, and permessage-deflate under the
+    ``compression`` policy when the client offers it).
 
     Raises :class:`HandshakeError` with the status to answer when the request is not valid.
     """
+    from .deflate import negotiate  # deflate uses this module's header helpers
+
     validate_request(request)
     subprotocol = select_subprotocol(request.protocols, protocols)
-    return accept_response(request.key, subprotocol, (), extra_headers), subprotocol
+    negotiated = negotiate(request.extensions, compression) if request.extensions else None
+    extensions = [negotiated[0]] if negotiated else []
+    response = accept_response(request.key, subprotocol, extensions, extra_headers)
+    return Accepted(response, subprotocol, negotiated[1] if negotiated else None, extensions)
 
 
 def http_response(

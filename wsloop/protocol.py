@@ -23,7 +23,7 @@ from __future__ import annotations
 import codecs
 import enum
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .exc import (
     FrameTooLargeException,
@@ -45,6 +45,9 @@ from .framing import (
     mask,
 )
 from .messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
+
+if TYPE_CHECKING:
+    from .deflate import PerMessageDeflate
 
 __all__ = ["State", "Protocol", "DEFAULT_MAX_MESSAGE_SIZE"]
 
@@ -76,6 +79,9 @@ class Protocol:
     :param write: called with each chunk of bytes to send, in order.
     :param on_message: called with each message as it completes (by default messages collect
         in :attr:`received`).
+    :param deflate: the negotiated permessage-deflate agreement, if any: RSV1 is accepted on the
+        first frame of a data message, such messages are inflated in bounded steps (the size limit
+        applies to the inflated size), and every data message sent is compressed.
     """
 
     __slots__ = (
@@ -85,6 +91,7 @@ class Protocol:
         "outgoing",
         "received",
         "on_message",
+        "deflate",
         "state",
         "close_received",
         "close_sent",
@@ -97,6 +104,9 @@ class Protocol:
         "_f_fin",
         "_f_key",
         "_f_len",
+        "_f_rsv1",
+        "_compressed",
+        "_out_compressed",
         "_f_ctrl",
         "_msg_op",
         "_parts",
@@ -110,6 +120,7 @@ class Protocol:
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         write: Callable[[bytes], Any] | None = None,
         on_message: Callable[[Message], Any] | None = None,
+        deflate: PerMessageDeflate | None = None,
     ) -> None:
         self.client = client
         self.max_message_size = max_message_size
@@ -131,6 +142,10 @@ class Protocol:
         self._f_fin = 0
         self._f_key: bytes | None = None
         self._f_len = 0
+        self._f_rsv1 = 0
+        self.deflate = deflate
+        self._compressed = 0  # the message being received is compressed
+        self._out_compressed = False  # the (fragmented) message being sent is compressed
         self._f_ctrl: list[bytes] = []
         self._msg_op = 0  # opcode of the fragmented message in progress, 0 when none
         self._parts: list[bytes] = []
@@ -205,9 +220,9 @@ class Protocol:
                 hlen += 4
             else:
                 key = None
-            if b0 & 0x70:
-                raise ProtocolException("reserved bits set without a negotiated extension")
             opcode = b0 & 0x0F
+            if b0 & 0x70 and ((b0 & 0x70) != 0x40 or self.deflate is None or not 1 <= opcode <= 2):
+                raise ProtocolException("reserved bits set without a negotiated extension")
             fin = b0 & 0x80
             if opcode > 2:
                 if opcode < 8 or opcode > 10:
@@ -222,7 +237,8 @@ class Protocol:
                         raise ProtocolException("new data frame before the fragmented message ended")
                 elif not self._msg_op:
                     raise ProtocolException("continuation frame without a message to continue")
-                if self._size + length > limit:
+                if self._size + length > limit and not (b0 & 0x40 or self._compressed):
+                    # (a compressed message is held to the limit as it is inflated)
                     raise FrameTooLargeException(f"message over {limit} bytes")
             start = pos + hlen
             pos = start + length
@@ -231,6 +247,7 @@ class Protocol:
                 self._f_op = opcode
                 self._f_fin = fin
                 self._f_key = key
+                self._f_rsv1 = b0 & 0x40
                 self._f_len = self._remaining = length
                 self._consume(data, start, end)
                 return
@@ -238,7 +255,7 @@ class Protocol:
                 payload = bytes(data[start:pos])
             else:
                 payload = mask(data[start:pos], key)
-            if fin and opcode:
+            if fin and opcode and not b0 & 0x40:
                 if opcode == OPCODE_TEXT:
                     if not payload.isascii():
                         try:
@@ -256,7 +273,7 @@ class Protocol:
                         if self.failure is not None:
                             return
                     continue
-            self._frame(opcode, fin, payload)
+            self._frame(opcode, fin, payload, b0 & 0x40)
             if self.failure is not None or self.state is CLOSED:
                 return
 
@@ -284,24 +301,31 @@ class Protocol:
                 self._frame(op, self._f_fin, payload)
         else:
             if op:
-                self._start_message(op)
-            self._parts.append(chunk)
-            self._size += len(chunk)
-            last = not self._remaining and self._f_fin
-            if self._msg_op == OPCODE_TEXT:
-                self._check_text(chunk, bool(last))
-            if last:
-                self._finish_message()
+                self._start_message(op, self._f_rsv1)
+            self._data(chunk, not self._remaining and bool(self._f_fin))
         return stop
 
-    def _start_message(self, opcode: int) -> None:
+    def _start_message(self, opcode: int, compressed: int) -> None:
         self._msg_op = opcode
         self._f_op = OPCODE_CONTINUATION
         self._parts = []
         self._size = 0
+        self._compressed = compressed
         self._decoder = _Utf8Decoder() if opcode == OPCODE_TEXT else None
 
-    def _frame(self, opcode: int, fin: int, payload: bytes) -> None:
+    def _data(self, chunk: bytes, last: bool) -> None:
+        """A piece of the data message in progress (``last``: it ends the message)."""
+        if self._compressed:
+            assert self.deflate is not None
+            chunk = self.deflate.decompress(chunk, self._limit - self._size, last)
+        self._parts.append(chunk)
+        self._size += len(chunk)
+        if self._msg_op == OPCODE_TEXT:
+            self._check_text(chunk, last)
+        if last:
+            self._finish_message()
+
+    def _frame(self, opcode: int, fin: int, payload: bytes, rsv1: int = 0) -> None:
         """Handle one complete frame other than a single-frame data message."""
         if opcode == OPCODE_PING:
             if self.state is OPEN:
@@ -312,13 +336,8 @@ class Protocol:
             self._receive_close(payload)
         else:
             if opcode:
-                self._start_message(opcode)
-            self._parts.append(payload)
-            self._size += len(payload)
-            if self._msg_op == OPCODE_TEXT:
-                self._check_text(payload, bool(fin))
-            if fin:
-                self._finish_message()
+                self._start_message(opcode, rsv1)
+            self._data(payload, bool(fin))
 
     def _check_text(self, chunk: bytes, final: bool) -> None:
         decoder = self._decoder
@@ -343,6 +362,7 @@ class Protocol:
         self._msg_op = 0
         self._parts = []
         self._size = 0
+        self._compressed = 0
         self._decoder = None
         if self.state is OPEN:
             self.on_message(TextMessage(payload) if op == OPCODE_TEXT else BinaryMessage(payload))
@@ -388,13 +408,21 @@ class Protocol:
             return
         if type(payload) is memoryview and payload.itemsize != 1:
             payload = payload.tobytes()  # its len() counts items, not bytes
+        rsv1 = False
+        if self.deflate is not None and opcode < 8:
+            if opcode:
+                self._out_compressed = True
+            if self._out_compressed:
+                payload = self.deflate.compress(payload, fin)
+                rsv1 = opcode != OPCODE_CONTINUATION
+                self._out_compressed = not fin
         write = self.write
         if self.client:
-            write(build_frame(opcode, payload, fin, False, True))
+            write(build_frame(opcode, payload, fin, rsv1, True))
         elif len(payload) <= _COALESCE:
-            write(frame_header(opcode, len(payload), fin) + payload)
+            write(frame_header(opcode, len(payload), fin, rsv1) + payload)
         else:
-            write(frame_header(opcode, len(payload), fin))
+            write(frame_header(opcode, len(payload), fin, rsv1))
             write(payload if isinstance(payload, bytes) else bytes(payload))
 
     def ping(self, data: str | bytes = b"") -> None:

@@ -15,6 +15,8 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
+from .deflate import DEFAULT as DEFAULT_DEFLATE
+from .deflate import DeflateOptions, PerMessageDeflate
 from .exc import ProtocolException, StreamClosed
 from .framing import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_PONG, OPCODE_TEXT
 from .messaging import Message, PongControlMessage
@@ -47,6 +49,8 @@ class WebSocket:
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE
     #: Seconds to wait for the peer's close frame before dropping the TCP connection.
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
+    #: permessage-deflate policy for this handler's connections (None: never compress).
+    compression: DeflateOptions | None = DEFAULT_DEFLATE
 
     def __init__(
         self,
@@ -58,6 +62,7 @@ class WebSocket:
         *,
         client: bool = False,
         max_message_size: int | None | object = _CLASS_DEFAULT,
+        deflate: PerMessageDeflate | None = None,
     ) -> None:
         self.sock = sock
         self.protocols = protocols
@@ -67,7 +72,7 @@ class WebSocket:
         if max_message_size is not _CLASS_DEFAULT:
             self.max_message_size = max_message_size  # type: ignore[assignment]
         self.stream = Protocol(
-            client=client, max_message_size=self.max_message_size, on_message=self._dispatch
+            client=client, max_message_size=self.max_message_size, on_message=self._dispatch, deflate=deflate
         )
         self.transport: Transport | None = None
         self._finished = False

@@ -60,6 +60,7 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from ..async_websocket import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, AsyncioTransport, EchoWebSocket
+from ..deflate import DeflateOptions, choose
 from ..exc import HandshakeError
 from ..handshake import MAX_HEADER_SIZE, accept, error_response, http_response, parse_request
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
@@ -97,6 +98,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     :param close_timeout: seconds to wait for the closing handshake (the websocket's
         ``close_timeout``), and for the peer to hang up after an HTTP error answer.
     :param serve_page: answer a plain ``GET /`` with the demo page.
+    :param compression: permessage-deflate: False never, True the handler class's policy, or a
+        :class:`~wsloop.deflate.DeflateOptions` of its own.
     :param high_water: write buffer size above which reading pauses and ``await send()`` waits.
     :param low_water: write buffer size below which both resume.
     :param connections: a set this protocol adds itself to while its connection is open (the
@@ -110,6 +113,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         protocols: Sequence[str] | None = None,
         heartbeat_freq: float | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        compression: bool | DeflateOptions = True,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         serve_page: bool = True,
@@ -121,6 +125,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.protocols = list(protocols) if protocols else None
         self.heartbeat_freq = heartbeat_freq
         self.max_message_size = max_message_size
+        self.compression = choose(handler_cls.compression, compression)
         self.handshake_timeout = handshake_timeout
         self.close_timeout = close_timeout
         self.serve_page = serve_page
@@ -206,7 +211,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                     self._answer(response)
                     return
                 raise HandshakeError("this is a WebSocket endpoint: send an Upgrade request")
-            response, subprotocol = accept(request, self.protocols)
+            accepted = accept(request, self.protocols, self.compression)
         except HandshakeError as exc:
             logger.debug("handshake refused (%s %s)", exc.status, exc.reason)
             self._answer(error_response(exc))
@@ -215,11 +220,12 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         try:
             ws = self.handler_cls(
                 sock,
-                protocols=[subprotocol] if subprotocol else None,
-                extensions=None,
+                protocols=[accepted.subprotocol] if accepted.subprotocol else None,
+                extensions=accepted.extensions or None,
                 environ=request_environ(request, sock),
                 heartbeat_freq=self.heartbeat_freq,
                 max_message_size=self.max_message_size,
+                deflate=accepted.deflate,
             )
         except Exception:
             logger.exception("error creating %s", self.handler_cls.__name__)
@@ -233,7 +239,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._data = b""
         self.ws = ws
         self.driver = AsyncioTransport(transport, high_water=self.high_water, low_water=self.low_water)
-        self.driver.start(ws, preamble=response, received=received)
+        self.driver.start(ws, preamble=accepted.response, received=received)
 
     def _answer(self, response: bytes) -> None:
         """Send an HTTP answer, FIN, and wait (up to close_timeout) for the peer to hang up, so
@@ -288,6 +294,7 @@ def serve(
     stop: threading.Event,
     heartbeat_freq: float | None = None,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    compression: bool | DeflateOptions = True,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
 ) -> None:
     """Serve ``handler_cls`` on ``host:port`` with a new asyncio event loop in the calling thread.
@@ -300,7 +307,17 @@ def serve(
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(
-            _serve(host, port, handler_cls, ready, stop, heartbeat_freq, max_message_size, close_timeout)
+            _serve(
+                host,
+                port,
+                handler_cls,
+                ready,
+                stop,
+                heartbeat_freq,
+                max_message_size,
+                compression,
+                close_timeout,
+            )
         )
     finally:
         try:
@@ -319,6 +336,7 @@ async def _serve(
     stop: threading.Event,
     heartbeat_freq: float | None,
     max_message_size: int | None,
+    compression: bool | DeflateOptions,
     close_timeout: float,
 ) -> None:
     loop = asyncio.get_running_loop()
@@ -329,6 +347,7 @@ async def _serve(
             handler_cls,
             heartbeat_freq=heartbeat_freq,
             max_message_size=max_message_size,
+            compression=compression,
             close_timeout=close_timeout,
             connections=connections,
         )

@@ -86,6 +86,7 @@ import cherrypy  # type: ignore[import-untyped]
 from cheroot.server import HTTPRequest as _CherootRequest
 from cherrypy.process import plugins  # type: ignore[import-untyped]
 
+from ..deflate import DeflateOptions, choose
 from ..exc import HandshakeError
 from ..handshake import Request, accept
 from ..poller import Reactor
@@ -140,11 +141,14 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
         passthrough: bool = False,
         extensions: Sequence[str] | None = None,
         version: int = 13,
+        compression: bool | DeflateOptions = True,
     ) -> None:
         """Validate the upgrade, answer 101 and create ``cherrypy.request.ws_handler``.
 
-        ``extensions`` and ``version`` are accepted for ws4py's configurations and ignored: no
-        extension is implemented, and version 13 is the only one.
+        ``compression`` (``tools.websocket.compression``): False never, True the handler class's
+        policy, or a :class:`~wsloop.deflate.DeflateOptions`. ``extensions`` and ``version`` are
+        accepted for ws4py's configurations and ignored (permessage-deflate is governed by
+        ``compression``; version 13 is the only one).
         """
         request = cherrypy.serving.request
         response = cherrypy.serving.response
@@ -156,7 +160,8 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
         try:
             if not handshake.is_upgrade and request.method in ("GET", "HEAD"):
                 raise HandshakeError("this is a WebSocket endpoint: send an Upgrade request")
-            answer, subprotocol = accept(handshake, protocols)
+            accepted = accept(handshake, protocols, choose(handler_cls.compression, compression))
+            answer, subprotocol = accepted.response, accepted.subprotocol
             http_request = _cheroot_request()
             if http_request is None or not hasattr(http_request.conn.rfile, "has_data"):
                 raise HandshakeError("WebSocketTool needs CherryPy's own HTTP server (cheroot)", 501)
@@ -172,9 +177,10 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
         handler = handler_cls(
             http_request.conn.socket,
             protocols=[subprotocol] if subprotocol else None,
-            extensions=None,
+            extensions=accepted.extensions or None,
             environ=_environ(request.wsgi_environ),
             heartbeat_freq=heartbeat_freq,
+            deflate=accepted.deflate,
             **kwargs,
         )
         response.status = 101
@@ -412,6 +418,7 @@ def serve(
     stop: threading.Event,
     heartbeat_freq: float | None = None,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    compression: bool | DeflateOptions = True,
 ) -> None:
     """Serve ``handler_cls`` websockets on ``host:port`` at any path with CherryPy until ``stop``.
 
@@ -450,6 +457,7 @@ def serve(
                 "tools.websocket.handler_cls": handler_cls,
                 "tools.websocket.heartbeat_freq": heartbeat_freq,
                 "tools.websocket.max_message_size": max_message_size,
+                "tools.websocket.compression": compression,
                 "tools.websocket.passthrough": True,
             }
         },

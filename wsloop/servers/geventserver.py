@@ -43,6 +43,7 @@ from gevent import monkey, pywsgi  # type: ignore[import-untyped]
 from gevent import sleep as gevent_sleep
 from gevent.event import Event as GeventEvent  # type: ignore[import-untyped]
 
+from ..deflate import DeflateOptions
 from ..poller import Reactor
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..websocket import WebSocket
@@ -224,6 +225,7 @@ def serve(
     stop: threading.Event,
     heartbeat_freq: float | None = None,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    compression: bool | DeflateOptions = True,
 ) -> None:
     """Serve ``handler_cls`` websockets on ``host:port`` with gevent until ``stop`` is set.
 
@@ -234,7 +236,10 @@ def serve(
     this module's logger at DEBUG level, its error log at ERROR level.
     """
     app = WebSocketWSGIApplication(
-        handler_cls=handler_cls, heartbeat_freq=heartbeat_freq, max_message_size=max_message_size
+        handler_cls=handler_cls,
+        heartbeat_freq=heartbeat_freq,
+        max_message_size=max_message_size,
+        compression=compression,
     )
     server = WSGIServer(
         (host, port),

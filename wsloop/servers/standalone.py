@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..deflate import DeflateOptions, choose
 from ..exc import HandshakeError
 from ..handshake import MAX_HEADER_SIZE, Request, accept, error_response, http_response, parse_request
 from ..poller import Reactor, ThreadedManager, make_manager
@@ -61,6 +62,8 @@ class WebSocketServer:
     :param protocols: subprotocols the server speaks, by preference.
     :param heartbeat_freq: seconds between keepalive pings (None: no pings).
     :param max_message_size: largest message accepted (None: unlimited); larger ones get 1009.
+    :param compression: permessage-deflate: False never, True the handler class's policy
+        (``handler_cls.compression``), or a :class:`~wsloop.deflate.DeflateOptions` of its own.
     :param handshake_timeout: seconds a client has to send its whole upgrade request.
     :param serve_page: answer a plain ``GET /`` with the demo page.
     """
@@ -75,6 +78,7 @@ class WebSocketServer:
         protocols: Sequence[str] | None = None,
         heartbeat_freq: float | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        compression: bool | DeflateOptions = True,
         handshake_timeout: float = 10.0,
         close_timeout: float = 5.0,
         backlog: int = 1024,
@@ -85,6 +89,7 @@ class WebSocketServer:
         self.protocols = list(protocols) if protocols else None
         self.heartbeat_freq = heartbeat_freq
         self.max_message_size = max_message_size
+        self.compression = choose(handler_cls.compression, compression)
         self.handshake_timeout = handshake_timeout
         self.close_timeout = close_timeout
         self.serve_page = serve_page
@@ -173,20 +178,21 @@ class WebSocketServer:
                         response = response[: len(response) - len(page)]
                     return None, response, b""
                 raise HandshakeError("this is a WebSocket endpoint: send an Upgrade request")
-            response, subprotocol = accept(request, self.protocols)
+            accepted = accept(request, self.protocols, self.compression)
         except HandshakeError as exc:
             logger.debug("handshake refused (%s %s)", exc.status, exc.reason)
             return None, error_response(exc), b""
         ws = self.handler_cls(
             sock,
-            protocols=[subprotocol] if subprotocol else None,
-            extensions=None,
+            protocols=[accepted.subprotocol] if accepted.subprotocol else None,
+            extensions=accepted.extensions or None,
             environ=request_environ(request, sock),
             heartbeat_freq=self.heartbeat_freq,
             max_message_size=self.max_message_size,
+            deflate=accepted.deflate,
         )
         ws.close_timeout = self.close_timeout
-        return ws, response, data[length:]
+        return ws, accepted.response, data[length:]
 
     # ------------------------------------------------------- threaded mode
 
@@ -329,6 +335,7 @@ def serve(
     stop: threading.Event,
     heartbeat_freq: float | None = None,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    compression: bool | DeflateOptions = True,
     poller: str = "selectors",
 ) -> None:
     """Serve ``handler_cls`` until ``stop`` is set, then close all with 1001 (the CLI's entry)."""
@@ -339,6 +346,7 @@ def serve(
         poller=poller,
         heartbeat_freq=heartbeat_freq,
         max_message_size=max_message_size,
+        compression=compression,
     )
     server.start()
     ready(server.url)

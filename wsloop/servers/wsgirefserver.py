@@ -27,6 +27,7 @@ from typing import Any
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, make_server
 from wsgiref.simple_server import WSGIServer as _WSGIServer
 
+from ..deflate import DeflateOptions
 from ..poller import Reactor
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..websocket import WebSocket
@@ -153,10 +154,14 @@ def serve(
     stop: threading.Event,
     heartbeat_freq: float | None = None,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    compression: bool | DeflateOptions = True,
 ) -> None:
     """Serve ``handler_cls`` on the wsgiref server until ``stop`` is set (the CLI's entry)."""
     app = WebSocketWSGIApplication(
-        handler_cls=handler_cls, heartbeat_freq=heartbeat_freq, max_message_size=max_message_size
+        handler_cls=handler_cls,
+        heartbeat_freq=heartbeat_freq,
+        max_message_size=max_message_size,
+        compression=compression,
     )
     server = make_server(
         host, port, with_demo_page(app), server_class=WSGIServer, handler_class=_QuietHandler

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
 
+from ..deflate import DeflateOptions, choose
 from ..exc import HandshakeError
 from ..handshake import Request, accept
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
@@ -64,6 +65,8 @@ class WebSocketWSGIApplication:
     :param handler_cls: the :class:`~wsloop.websocket.WebSocket` subclass to create.
     :param heartbeat_freq: seconds between keepalive pings (None: no pings).
     :param max_message_size: largest message accepted (None: unlimited).
+    :param compression: permessage-deflate: False never, True the handler class's policy, or a
+        :class:`~wsloop.deflate.DeflateOptions` of its own.
     """
 
     def __init__(
@@ -73,16 +76,18 @@ class WebSocketWSGIApplication:
         handler_cls: type[WebSocket] = WebSocket,
         heartbeat_freq: float | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        compression: bool | DeflateOptions = True,
     ) -> None:
         self.protocols = list(protocols) if protocols else None
         self.extensions = list(extensions) if extensions else None
         self.handler_cls = handler_cls
         self.heartbeat_freq = heartbeat_freq
         self.max_message_size = max_message_size
+        self.compression = choose(handler_cls.compression, compression)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
-            response, subprotocol = accept(request_from_environ(environ), self.protocols)
+            accepted = accept(request_from_environ(environ), self.protocols, self.compression)
         except HandshakeError as exc:
             headers = [("Content-Type", "text/plain; charset=utf-8"), *exc.headers]
             start_response(status_line(exc.status), headers)
@@ -93,15 +98,16 @@ class WebSocketWSGIApplication:
             return [b"this WSGI server does not expose the connection's socket (environ['wsloop.socket'])\n"]
         ws = self.handler_cls(
             sock,
-            protocols=[subprotocol] if subprotocol else None,
-            extensions=None,
+            protocols=[accepted.subprotocol] if accepted.subprotocol else None,
+            extensions=accepted.extensions or None,
             environ=environ,
             heartbeat_freq=self.heartbeat_freq,
             max_message_size=self.max_message_size,
+            deflate=accepted.deflate,
         )
         environ["wsloop.websocket"] = environ["ws4py.websocket"] = ws
-        environ["wsloop.response"] = response
-        lines = response.decode("latin-1").split("\r\n")
+        environ["wsloop.response"] = accepted.response
+        lines = accepted.response.decode("latin-1").split("\r\n")
         headers = [(name, value) for name, _, value in (line.partition(": ") for line in lines[1:] if line)]
         start_response(lines[0].split(" ", 1)[1], headers)
         return []
