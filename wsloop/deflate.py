@@ -39,6 +39,8 @@ __all__ = [
 
 NAME = "permessage-deflate"
 _TAIL = b"\x00\x00\xff\xff"
+#: Messages sent uncompressed after one that did not compress (see PerMessageDeflate.wants).
+SKIP_AFTER_INCOMPRESSIBLE = 8
 _PARAMS = frozenset(
     (
         "server_no_context_takeover",
@@ -105,6 +107,9 @@ class PerMessageDeflate:
         "mem_level",
         "_compressor",
         "_decompressor",
+        "_skip",
+        "_raw",
+        "_packed",
     )
 
     def __init__(
@@ -124,6 +129,21 @@ class PerMessageDeflate:
         self.mem_level = mem_level
         self._compressor: zlib._Compress | None = None
         self._decompressor: zlib._Decompress | None = None
+        self._skip = 0  # messages still to send uncompressed after an incompressible one
+        self._raw = 0  # bytes of the message being compressed, in and out
+        self._packed = 0
+
+    def wants(self) -> bool:
+        """Whether to compress the next message (RFC 7692 lets a sender leave any uncompressed).
+
+        After a message of 1 KiB or more that compressed to 95% or more of its size (media,
+        encrypted or already compressed data), the next :data:`SKIP_AFTER_INCOMPRESSIBLE`
+        messages are sent as they are, then compression is tried again.
+        """
+        if self._skip:
+            self._skip -= 1
+            return False
+        return True
 
     def compress(self, data: bytes | bytearray | memoryview, fin: bool) -> bytes:
         """Compress one frame's worth of a message; ``fin`` ends the message."""
@@ -133,11 +153,18 @@ class PerMessageDeflate:
                 self.compress_level, zlib.DEFLATED, -self.local_max_window_bits, self.mem_level
             )
         out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        self._raw += len(data)
         if fin:
             if out.endswith(_TAIL):
                 out = out[:-4]
             if self.local_no_context_takeover:
                 self._compressor = None
+            raw = self._raw
+            if raw >= 1024 and (self._packed + len(out)) * 20 >= raw * 19:
+                self._skip = SKIP_AFTER_INCOMPRESSIBLE
+            self._raw = self._packed = 0
+        else:
+            self._packed += len(out)
         return out
 
     def decompress(self, data: bytes, allowance: int, fin: bool) -> bytes:

@@ -411,7 +411,7 @@ class Protocol:
         rsv1 = False
         if self.deflate is not None and opcode < 8:
             if opcode:
-                self._out_compressed = True
+                self._out_compressed = self.deflate.wants()
             if self._out_compressed:
                 payload = self.deflate.compress(payload, fin)
                 rsv1 = opcode != OPCODE_CONTINUATION
