@@ -376,3 +376,37 @@ def test_ws4py_once_loop_without_a_driver() -> None:
     thread.join(5)
     assert result[0] == 1000 and isinstance(result[1], int) and result[1] >= 2
     listener.close()
+
+
+def test_broadcast_compresses_for_connections_that_negotiated_it(make_server, registry) -> None:  # type: ignore[no-untyped-def]
+    """A connection with permessage-deflate gets the broadcast compressed, others plain."""
+    import socket as socket_module
+
+    from wsloop.deflate import client_accept, client_offer
+    from wsloop.handshake import client_request, new_key, parse_response
+    from wsloop.protocol import Protocol
+
+    server = make_server(handler_cls=registry)
+    plain = Client(server.port)
+    sock = socket_module.create_connection(("127.0.0.1", server.port), timeout=5)
+    key = new_key()
+    sock.sendall(client_request("127.0.0.1", "/", key, extensions=[client_offer()]))
+    head = b""
+    while (parsed := parse_response(head)) is None:
+        head += sock.recv(4096)
+    stream = Protocol(client=True, deflate=client_accept(parsed[0].headers["sec-websocket-extensions"]))
+    wait_for(lambda: len(registry.instances) == 2)
+    message = "broadcast " * 200
+    server.manager.broadcast(message)
+    assert plain.recv().data == message.encode()
+    data = head[parsed[1]:]
+    while not stream.received:
+        if data:
+            assert data[0] & 0x40, "the frame to the compressing connection has RSV1 set"
+            stream.feed(data)
+            data = b""
+        else:
+            data = sock.recv(65536)
+    assert stream.received[0].data == message.encode()
+    sock.close()
+    plain.close()

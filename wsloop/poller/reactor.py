@@ -450,8 +450,8 @@ class Reactor:
         for ws, conn in self._connections.items():
             stream = ws.stream
             if stream.state is OPEN:
-                if stream.client:
-                    stream.send(payload, binary)
+                if stream.client or stream.deflate is not None:
+                    stream.send(payload, binary)  # masked, or compressed, per connection
                 else:
                     conn.write(frame)
 
