@@ -110,6 +110,7 @@ class PerMessageDeflate:
         "_skip",
         "_raw",
         "_packed",
+        "_fed",
     )
 
     def __init__(
@@ -123,8 +124,9 @@ class PerMessageDeflate:
     ) -> None:
         self.local_no_context_takeover = local_no_context_takeover
         self.remote_no_context_takeover = remote_no_context_takeover
-        self.local_max_window_bits = max(9, local_max_window_bits)
-        self.remote_max_window_bits = max(9, remote_max_window_bits)
+        self.local_max_window_bits = max(9, local_max_window_bits)  # zlib cannot compress with 8
+        # As agreed (8 is allowed): inflating with a 9-bit window reads 8-bit-window data too.
+        self.remote_max_window_bits = remote_max_window_bits
         self.compress_level = compress_level
         self.mem_level = mem_level
         self._compressor: zlib._Compress | None = None
@@ -132,6 +134,7 @@ class PerMessageDeflate:
         self._skip = 0  # messages still to send uncompressed after an incompressible one
         self._raw = 0  # bytes of the message being compressed, in and out
         self._packed = 0
+        self._fed = 0  # compressed bytes of the message being inflated so far
 
     def wants(self) -> bool:
         """Whether to compress the next message (RFC 7692 lets a sender leave any uncompressed).
@@ -170,17 +173,32 @@ class PerMessageDeflate:
     def decompress(self, data: bytes, allowance: int, fin: bool) -> bytes:
         """Inflate a chunk of a compressed message, producing at most ``allowance`` bytes
         (more fails with 1009); ``fin`` when the chunk ends the message."""
-        decompressor = self._decompressor
-        if decompressor is None:
-            decompressor = self._decompressor = zlib.decompressobj(-self.remote_max_window_bits)
+        self._fed += len(data)
         if fin:
+            if not self._fed:
+                return b""  # a zero-length payload: an empty message, nothing to inflate
+            self._fed = 0
             data = data + _TAIL
-        try:
-            out = decompressor.decompress(data, min(allowance + 1, sys.maxsize))
-        except zlib.error as exc:
-            raise ProtocolException(f"invalid compressed data: {exc}", 1007) from None
-        if len(out) > allowance:
-            raise FrameTooLargeException("message over the size limit once decompressed")
+        out = b""
+        while True:
+            decompressor = self._decompressor
+            if decompressor is None:
+                decompressor = self._decompressor = zlib.decompressobj(-max(9, self.remote_max_window_bits))
+            try:
+                out += decompressor.decompress(data, min(allowance - len(out) + 1, sys.maxsize))
+            except zlib.error as exc:
+                raise ProtocolException(f"invalid compressed data: {exc}", 1007) from None
+            if len(out) > allowance:
+                raise FrameTooLargeException("message over the size limit once decompressed")
+            if not decompressor.eof:
+                break
+            # A block with BFINAL set ended the deflate stream (RFC 7692 7.2.3.4): what follows
+            # starts a new one. (Its window does not carry over: a sender that ends messages
+            # with BFINAL and refers back across them is not supported.)
+            data = decompressor.unused_data
+            self._decompressor = None
+            if not data:
+                break
         if fin and self.remote_no_context_takeover:
             self._decompressor = None
         return out
@@ -203,19 +221,22 @@ class PerMessageDeflate:
         return f"<PerMessageDeflate {self.response_params()}>"
 
 
-def parse_extensions(values: list[str]) -> list[tuple[str, dict[str, str | None]]]:
-    """Parse ``Sec-WebSocket-Extensions`` items into ``(name, {param: value or None})``."""
-    parsed = []
+def parse_extensions(values: list[str]) -> list[tuple[str, dict[str, str | None] | None]]:
+    """Parse ``Sec-WebSocket-Extensions`` items into ``(name, {param: value or None})``; an item
+    that repeats a parameter gets ``None`` instead of its parameters (it is to be declined)."""
+    parsed: list[tuple[str, dict[str, str | None] | None]] = []
     for item in values:
         name, *params = (part.strip() for part in item.split(";"))
-        options: dict[str, str | None] = {}
+        options: dict[str, str | None] | None = {}
         for param in params:
             if not param:
                 continue
             key, eq, value = param.partition("=")
             key = key.strip()
+            assert options is not None
             if key in options:
-                raise HandshakeError(f"extension parameter {key} repeated")
+                options = None
+                break
             options[key] = value.strip().strip('"') if eq else None
         parsed.append((name.lower(), options))
     return parsed
@@ -235,12 +256,8 @@ def negotiate(offers: list[str], options: DeflateOptions | None) -> tuple[str, P
     """
     if options is None:
         return None
-    try:
-        parsed = parse_extensions(offers)
-    except HandshakeError:
-        return None
-    for name, params in parsed:
-        if name != NAME or not set(params) <= _PARAMS:
+    for name, params in parse_extensions(offers):
+        if name != NAME or params is None or not set(params) <= _PARAMS:
             continue
         try:
             for flag in ("server_no_context_takeover", "client_no_context_takeover"):
@@ -290,6 +307,8 @@ def client_accept(response: str, options: DeflateOptions = DEFAULT) -> PerMessag
     if len(parsed) != 1 or parsed[0][0] != NAME:
         raise HandshakeError(f"unexpected extension response {response!r}")
     params = parsed[0][1]
+    if params is None:
+        raise HandshakeError(f"repeated permessage-deflate parameter in {response!r}")
     if not set(params) <= _PARAMS:
         raise HandshakeError(f"unknown permessage-deflate parameter in {response!r}")
     try:
