@@ -1650,3 +1650,30 @@ def test_cli_compression_option(args: tuple[str, ...]) -> None:
             assert [f.rsv for f in client.frames()] == [0 if args else RSV1]
     finally:
         assert proc.stop() == 0
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_skip_incompressible_is_opt_in(skip: bool) -> None:
+    """With skip_incompressible, messages after one that did not compress go out without RSV1."""
+    options = DeflateOptions(skip_incompressible=skip)
+    negotiated = negotiate(["permessage-deflate"], options)
+    assert negotiated is not None
+    server = Protocol(deflate=negotiated[1])
+    noise = [random.Random(i).randbytes(4096) for i in range(3)]
+    for payload in noise:
+        server.send(payload, binary=True)
+    data = server.data_to_send()
+    flags = []
+    pos = 0
+    while pos < len(data):
+        length = data[pos + 1] & 0x7F
+        header = 2
+        if length == 126:
+            length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+            header = 4
+        flags.append(bool(data[pos] & 0x40))
+        pos += header + length
+    assert flags == ([True, False, False] if skip else [True, True, True])
+    client = Protocol(client=True, deflate=client_accept(negotiated[0], options))
+    client.feed(data)
+    assert [m.data for m in client.received] == noise

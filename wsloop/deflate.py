@@ -64,6 +64,10 @@ class DeflateOptions:
     :param compress_level: zlib level (1 fastest .. 9 smallest). Level 1 compresses JSON-like
         text about twice as fast as zlib's default 6, for about 12% more bytes.
     :param mem_level: zlib memLevel (1 smallest .. 9 fastest).
+    :param skip_incompressible: after a message that did not compress, send the next few
+        uncompressed (RFC 7692 allows any message to go uncompressed). Off by default: some
+        clients mishandle uncompressed messages on a compressed connection (the Autobahn
+        TestSuite's client fails its cases).
     """
 
     server_max_window_bits: int = 12
@@ -72,6 +76,7 @@ class DeflateOptions:
     client_no_context_takeover: bool = False
     compress_level: int = 1
     mem_level: int = 5
+    skip_incompressible: bool = False
 
     def __post_init__(self) -> None:
         for name in ("server_max_window_bits", "client_max_window_bits"):
@@ -111,6 +116,7 @@ class PerMessageDeflate:
         "_raw",
         "_packed",
         "_fed",
+        "skip_incompressible",
     )
 
     def __init__(
@@ -121,6 +127,7 @@ class PerMessageDeflate:
         remote_max_window_bits: int = 15,
         compress_level: int = 6,
         mem_level: int = 8,
+        skip_incompressible: bool = False,
     ) -> None:
         self.local_no_context_takeover = local_no_context_takeover
         self.remote_no_context_takeover = remote_no_context_takeover
@@ -129,6 +136,7 @@ class PerMessageDeflate:
         self.remote_max_window_bits = remote_max_window_bits
         self.compress_level = compress_level
         self.mem_level = mem_level
+        self.skip_incompressible = skip_incompressible
         self._compressor: zlib._Compress | None = None
         self._decompressor: zlib._Decompress | None = None
         self._skip = 0  # messages still to send uncompressed after an incompressible one
@@ -139,9 +147,10 @@ class PerMessageDeflate:
     def wants(self) -> bool:
         """Whether to compress the next message (RFC 7692 lets a sender leave any uncompressed).
 
-        After a message of 1 KiB or more that compressed to 95% or more of its size (media,
-        encrypted or already compressed data), the next :data:`SKIP_AFTER_INCOMPRESSIBLE`
-        messages are sent as they are, then compression is tried again.
+        With ``skip_incompressible``: after a message of 1 KiB or more that compressed to 95% or
+        more of its size (media, encrypted or already compressed data), the next
+        :data:`SKIP_AFTER_INCOMPRESSIBLE` messages are sent as they are, then compression is
+        tried again.
         """
         if self._skip:
             self._skip -= 1
@@ -163,7 +172,7 @@ class PerMessageDeflate:
             if self.local_no_context_takeover:
                 self._compressor = None
             raw = self._raw
-            if raw >= 1024 and (self._packed + len(out)) * 20 >= raw * 19:
+            if self.skip_incompressible and raw >= 1024 and (self._packed + len(out)) * 20 >= raw * 19:
                 self._skip = SKIP_AFTER_INCOMPRESSIBLE
             self._raw = self._packed = 0
         else:
@@ -284,6 +293,7 @@ def negotiate(offers: list[str], options: DeflateOptions | None) -> tuple[str, P
             remote_max_window_bits=client_bits,
             compress_level=options.compress_level,
             mem_level=options.mem_level,
+            skip_incompressible=options.skip_incompressible,
         )
         return agreement.response_params(server=True), agreement
     return None
