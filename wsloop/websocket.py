@@ -128,7 +128,9 @@ class WebSocket:
         if isinstance(payload, types.GeneratorType):
             payload = list(payload)  # fragments are framed together on the driver's side
             size = sum(len(p) for p in payload)
-        elif isinstance(payload, (str, bytes, bytearray, memoryview, Message)):
+        elif isinstance(payload, Message):
+            size = len(payload.data)  # bytes (len() of a TextMessage counts characters)
+        elif isinstance(payload, (str, bytes, bytearray, memoryview)):
             size = len(payload)
         else:
             size = 0
