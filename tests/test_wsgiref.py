@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import ssl
 import threading
 from pathlib import Path
 from wsgiref.simple_server import make_server
@@ -24,8 +25,8 @@ class Quiet(WebSocketWSGIRequestHandler):
         pass
 
 
-@pytest.fixture
-def wsgiref_server():  # type: ignore[no-untyped-def]
+def start_server(ssl_context: ssl.SSLContext | None = None) -> tuple[WSGIServer, threading.Thread]:
+    """ws4py's wsgiref setup on a free port (optionally serving TLS), serving in a thread."""
     server = make_server(
         "127.0.0.1",
         0,
@@ -33,9 +34,17 @@ def wsgiref_server():  # type: ignore[no-untyped-def]
         handler_class=Quiet,
         app=WebSocketWSGIApplication(handler_cls=EchoWebSocket),
     )
+    if ssl_context is not None:
+        server.socket = ssl_context.wrap_socket(server.socket, server_side=True)
     server.initialize_websockets_manager()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
+    return server, thread
+
+
+@pytest.fixture
+def wsgiref_server():  # type: ignore[no-untyped-def]
+    server, thread = start_server()
     yield server
     server.shutdown()
     thread.join()
@@ -81,16 +90,7 @@ def test_handshake_errors_are_wsgi_responses(wsgiref_server) -> None:  # type: i
 
 def test_server_close_sends_1001_and_releases_every_socket() -> None:
     before = open_fds()
-    server = make_server(
-        "127.0.0.1",
-        0,
-        server_class=WSGIServer,
-        handler_class=Quiet,
-        app=WebSocketWSGIApplication(handler_cls=EchoWebSocket),
-    )
-    server.initialize_websockets_manager()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    server, thread = start_server()
     clients = [Client(server.server_port) for _ in range(20)]
     for client in clients:
         assert client.echo("x").data == b"x"
@@ -131,17 +131,7 @@ def test_frame_pipelined_with_the_request_is_served(wsgiref_server) -> None:  # 
 def test_tls_connections_use_the_threaded_fallback(tls_contexts) -> None:  # type: ignore[no-untyped-def]
     """A TLS socket goes to a thread of its own (the reactor does not do TLS yet)."""
     server_ctx, client_ctx = tls_contexts
-    server = make_server(
-        "127.0.0.1",
-        0,
-        server_class=WSGIServer,
-        handler_class=Quiet,
-        app=WebSocketWSGIApplication(handler_cls=EchoWebSocket),
-    )
-    server.socket = server_ctx.wrap_socket(server.socket, server_side=True)
-    server.initialize_websockets_manager()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    server, thread = start_server(server_ctx)
     try:
         plain_threads = threading.active_count()
         clients = [Client(server.server_port, ssl_context=client_ctx) for _ in range(3)]
