@@ -1,0 +1,105 @@
+"""wsloop under stress/bench.py, in any of its flavours: ``python wsloop_server.py FLAVOUR``.
+
+Flavours: ``selectors`` and ``threaded`` (the standalone ``WebSocketServer`` with that poller),
+``cherrypy``, ``gevent``, ``wsgiref``, ``asyncio`` (the adapters' ``serve()``, as ``python -m
+wsloop serve --server X`` runs them). Echoes every message; a text message ``broadcast:<rest>``
+sends ``<rest>`` to every connection instead, with the library's broadcast:
+
+* reactor-driven connections (standalone selectors, cherrypy, gevent, wsgiref): the reactor's
+  ``broadcast()`` (``self.transport.reactor``), which frames the message once for all;
+* the threaded poller: the server's ``ThreadedManager.broadcast()`` (``server.manager``);
+* the asyncio adapter exposes no manager: a loop of ``send()`` over the open connections.
+
+Compression is off. Prints ``PORT <n>`` once listening on 127.0.0.1; SIGTERM stops it (every
+connection closed with 1001, as the CLI does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+if len(sys.argv) > 1 and sys.argv[1] == "gevent":
+    from gevent import monkey  # before wsloop is imported (see wsloop.servers.geventserver)
+
+    monkey.patch_all()
+
+from wsloop.messaging import Message  # noqa: E402
+from wsloop.websocket import WebSocket  # noqa: E402
+
+TRIGGER = b"broadcast:"
+FLAVOURS = ["selectors", "threaded", "cherrypy", "gevent", "wsgiref", "asyncio"]
+MANAGER: Any = None  # the threaded poller's manager
+OPEN: set[WebSocket] = set()  # the asyncio flavour's connections
+
+
+class BenchWebSocket(WebSocket):
+    """Echo, or broadcast the rest of a ``broadcast:`` text message."""
+
+    compression = None
+
+    def opened(self) -> None:
+        if FLAVOUR == "asyncio":
+            OPEN.add(self)
+
+    def closed(self, code: int, reason: str | None = None) -> None:
+        OPEN.discard(self)
+
+    def received_message(self, message: Message) -> None:
+        data = message.data
+        if message.is_text and data.startswith(TRIGGER):
+            rest = data[len(TRIGGER) :].decode("utf-8")
+            reactor = getattr(self.transport, "reactor", None)
+            if reactor is not None:
+                reactor.broadcast(rest)
+            elif MANAGER is not None:
+                MANAGER.broadcast(rest)
+            else:
+                for ws in list(OPEN):
+                    ws.send(rest)
+            return
+        self.send(data, message.is_binary)
+
+
+FLAVOUR = ""
+
+
+def main() -> None:
+    global FLAVOUR, MANAGER
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("flavour", choices=FLAVOURS)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    FLAVOUR = args.flavour
+    logging.basicConfig(level=logging.WARNING)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def ready(url: str) -> None:
+        print(f"PORT {url.rstrip('/').rsplit(':', 1)[1]}", flush=True)
+
+    if FLAVOUR in ("selectors", "threaded"):
+        from wsloop.servers.standalone import WebSocketServer
+
+        server = WebSocketServer("127.0.0.1", args.port, BenchWebSocket, poller=FLAVOUR, compression=False)
+        MANAGER = server.manager
+        server.start()
+        ready(server.url)
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            server.stop()
+        return
+    module = importlib.import_module(f"wsloop.servers.{FLAVOUR}server")
+    module.serve("127.0.0.1", args.port, BenchWebSocket, ready=ready, stop=stop, compression=False)
+
+
+if __name__ == "__main__":
+    main()
