@@ -10,7 +10,8 @@ sends ``<rest>`` to every connection instead, with the library's broadcast:
 * the threaded poller: the server's ``ThreadedManager.broadcast()`` (``server.manager``);
 * the asyncio adapter exposes no manager: a loop of ``send()`` over the open connections.
 
-Compression is off. Prints ``PORT <n>`` once listening on 127.0.0.1; SIGTERM stops it (every
+Compression is off. The wsgiref flavour's listen backlog is raised from wsgiref's 5 to 1024 (see
+``main``). Prints ``PORT <n>`` once listening on 127.0.0.1; SIGTERM stops it (every
 connection closed with 1001, as the CLI does).
 """
 
@@ -98,6 +99,11 @@ def main() -> None:
             server.stop()
         return
     module = importlib.import_module(f"wsloop.servers.{FLAVOUR}server")
+    if FLAVOUR == "wsgiref":
+        # wsgiref's listen backlog is 5 (socketserver's request_queue_size) and the adapter keeps
+        # it: with 100 connects at once, connections whose final ACK met a full accept queue
+        # stall. 1024, as the other servers here have (the ws4py peer gets the same).
+        module.WSGIServer.request_queue_size = 1024
     module.serve("127.0.0.1", args.port, BenchWebSocket, ready=ready, stop=stop, compression=False)
 
 
