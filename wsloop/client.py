@@ -1,0 +1,489 @@
+"""A WebSocket client with ws4py's API, driven by the reactor: thousands of clients, one thread.
+
+::
+
+    from wsloop.client import WebSocketClient
+
+    class Hello(WebSocketClient):
+        def opened(self):
+            self.send("hello")
+
+        def received_message(self, message):
+            print(message)
+            self.close()
+
+    ws = Hello("ws://127.0.0.1:9000/")
+    ws.connect()        # the TCP connection, TLS and the opening handshake; raises on failure
+    ws.run_forever()    # returns once closed() has run
+
+Every client without a ``reactor=`` of its own shares one reactor thread, started on first use:
+the TCP connect, TLS and upgrade are done there without blocking (bounded by
+``handshake_timeout``), and then the connection is served by that same loop. A ``wss://``
+connection is handed, once its TLS and upgrade are done, to the reactor's threaded fallback (the
+loop does not do non-blocking TLS yet).
+
+The server's answer is checked before :meth:`opened` runs: status 101 (a redirect is refused with
+a :class:`~wsloop.exc.HandshakeError` naming its ``Location``), ``Upgrade``/``Connection``, the
+``Sec-WebSocket-Accept`` for our key, and no subprotocol or extension we did not offer.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from .deflate import DeflateOptions, client_accept, client_offer
+from .exc import HandshakeError
+from .handshake import MAX_HEADER_SIZE, _encode_head, new_key, parse_response, validate_response
+from .poller.reactor import EVENT_READ, EVENT_WRITE, Handler, Reactor
+from .transport import TimerHandle
+from .websocket import WebSocket
+
+__all__ = ["WebSocketClient", "CLIENT_DEFLATE", "parse_url", "shared_reactor"]
+
+logger = logging.getLogger("wsloop.client")
+
+_DEFAULT_PORTS = {"ws": 80, "wss": 443, "ws+unix": 0}
+
+#: The client's permessage-deflate offer: the server's window as on our servers (12 bits), and
+#: ``client_no_context_takeover``: the client resets its compressor after each message, so an
+#: idle client connection holds no compressor (thousands of clients stay small), and a server
+#: that wants the client to reset (which RFC 7692 lets it ask) finds the offer acceptable.
+CLIENT_DEFLATE = DeflateOptions(client_no_context_takeover=True)
+
+
+class _Shared:
+    """The reactor clients share when given none (made and started on first use)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reactor: Reactor | None = None
+
+    def get(self) -> Reactor:
+        with self.lock:
+            reactor = self.reactor
+            if reactor is None or reactor._finished.is_set():
+                reactor = self.reactor = Reactor()
+                reactor.start()
+            return reactor
+
+
+_shared = _Shared()
+
+
+def shared_reactor() -> Reactor:
+    """The reactor every :class:`WebSocketClient` made without ``reactor=`` runs on."""
+    return _shared.get()
+
+
+def parse_url(url: str) -> tuple[str, str, int, str]:
+    """Split a ``ws://``, ``wss://`` or ``ws+unix://`` URL into (scheme, host, port, resource).
+
+    For ``ws+unix:///path/to/socket`` the host is the socket's path, the port 0 and the resource
+    ``/``.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"unsupported URL scheme {parts.scheme!r} in {url!r} (ws, wss or ws+unix)")
+    if scheme == "ws+unix":
+        if not parts.path:
+            raise ValueError(f"no socket path in {url!r}")
+        return scheme, parts.path, 0, "/"
+    if not parts.hostname:
+        raise ValueError(f"no host in {url!r}")
+    try:
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError:
+        raise ValueError(f"bad port in {url!r}") from None
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    return scheme, parts.hostname, port, resource
+
+
+class WebSocketClient(WebSocket):
+    """A client connection with ws4py's ``WebSocketClient`` API, served by a reactor.
+
+    :param url: ``ws://host[:port]/path``, ``wss://...`` or ``ws+unix:///path/to/socket``.
+    :param protocols: subprotocols to offer, by preference; after the handshake, the one the
+        server chose (ws4py's behaviour): ``[chosen]`` or ``[]``.
+    :param extensions: extension offers to send as they are (``permessage-deflate`` is offered
+        on top of these unless ``compression`` is None); after the handshake, those the server
+        accepted.
+    :param heartbeat_freq: seconds between keepalive pings (an unanswered one closes with 1011).
+    :param ssl_options: for ``wss://``: an :class:`ssl.SSLContext`, or ws4py's dict of
+        options (``ca_certs``, ``certfile``, ``keyfile``, ``cert_reqs``, ``check_hostname``,
+        ``server_hostname``, ``ciphers``, or ``context``). Default: the system's trusted CAs,
+        with host name checking.
+    :param headers: extra ``(name, value)`` request headers; one named like a default header
+        (``Origin``, ``Host``, ...) replaces it.
+    :param exclude_headers: names of default headers not to send (ws4py's option).
+    :param reactor: the :class:`~wsloop.poller.Reactor` to run on (default: one shared by all
+        clients of the process, see :func:`shared_reactor`).
+    :param handshake_timeout: seconds for the TCP connect, TLS and the opening handshake.
+    """
+
+    #: permessage-deflate offer (None: offer none); see :data:`CLIENT_DEFLATE`.
+    compression: DeflateOptions | None = CLIENT_DEFLATE
+
+    def __init__(
+        self,
+        url: str,
+        protocols: list[str] | None = None,
+        extensions: list[str] | None = None,
+        heartbeat_freq: float | None = None,
+        ssl_options: ssl.SSLContext | Mapping[str, Any] | None = None,
+        headers: Iterable[tuple[str, str]] | None = None,
+        exclude_headers: Iterable[str] | None = None,
+        *,
+        reactor: Reactor | None = None,
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(None, protocols, extensions, heartbeat_freq=heartbeat_freq, client=True)
+        self.url = url
+        self.scheme, self.host, self.port, self.resource = parse_url(url)
+        self.key = new_key()
+        self.ssl_options = ssl_options
+        self.extra_headers = list(headers or ())
+        self.exclude_headers = [name.lower() for name in exclude_headers or ()]
+        self.reactor = reactor
+        self.handshake_timeout = handshake_timeout
+        #: The server's handshake response (status, reason, headers), once received.
+        self.response: Any = None
+        self._offered_extensions = list(extensions or ())
+        if self.compression is not None:
+            self._offered_extensions.append(client_offer(self.compression))
+        self._connected = threading.Event()
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+
+    # ------------------------------------------------------------- handshake
+
+    @property
+    def handshake_headers(self) -> list[tuple[str, str]]:
+        """The request's headers (ws4py's attribute)."""
+        if self.scheme == "ws+unix":
+            host = "localhost"
+        else:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            if self.port != _DEFAULT_PORTS[self.scheme]:
+                host = f"{host}:{self.port}"
+        origin_scheme = "https" if self.scheme == "wss" else "http"
+        headers = [
+            ("Host", host),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", self.key),
+            ("Sec-WebSocket-Version", "13"),
+            ("Origin", f"{origin_scheme}://{host}"),
+        ]
+        if self.protocols:
+            headers.append(("Sec-WebSocket-Protocol", ", ".join(self.protocols)))
+        if self._offered_extensions:
+            headers.append(("Sec-WebSocket-Extensions", ", ".join(self._offered_extensions)))
+        replaced = {name.lower() for name, _ in self.extra_headers}
+        excluded = set(self.exclude_headers) | replaced
+        headers = [(name, value) for name, value in headers if name.lower() not in excluded]
+        return headers + self.extra_headers
+
+    @property
+    def handshake_request(self) -> bytes:
+        """The upgrade request's bytes (ws4py's attribute)."""
+        lines = [f"GET {self.resource} HTTP/1.1"]
+        lines.extend(f"{name}: {value}" for name, value in self.handshake_headers)
+        return _encode_head(lines)
+
+    def connect(self, wait: bool = True) -> None:
+        """Open the connection: TCP, TLS for ``wss://``, then the opening handshake.
+
+        With ``wait`` (the default, and ws4py's behaviour) this returns once :meth:`opened` has
+        been scheduled, raising :class:`~wsloop.exc.HandshakeError` or :class:`OSError` if the
+        connection could not be made. With ``wait=False`` it returns at once; a failure then
+        shows as ``closed(1006, reason)``. Called on the reactor's own thread (from a callback,
+        to reconnect say) it never waits.
+        """
+        reactor = self.reactor if self.reactor is not None else _shared.get()
+        self.reactor = reactor
+        if self._connected.is_set() or self.sock is not None:
+            raise RuntimeError("connect() was already called on this client")
+        try:
+            sock = self._open_socket()
+        except OSError as exc:
+            self._fail_early(exc)
+            if wait:
+                raise
+            return
+        self.sock = sock
+        connector = _Connector(self, reactor, sock)
+        if reactor.in_loop():
+            connector.start()
+            return
+        reactor.call_soon_threadsafe(connector.start)
+        if wait:
+            self._connected.wait()
+            if self._error is not None:
+                raise self._error
+
+    def run_forever(self, timeout: float | None = None) -> bool:
+        """Block until the connection has ended and :meth:`closed` has run (ws4py's method).
+
+        Returns False if ``timeout`` passed first.
+        """
+        if self.reactor is not None and self.reactor.in_loop():
+            raise RuntimeError("run_forever() would block the reactor it waits for")
+        return self._done.wait(timeout)
+
+    def _open_socket(self) -> socket.socket:
+        if self.scheme == "ws+unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: Any = self.host
+        else:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                self.host, self.port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP
+            )[0]
+            sock = socket.socket(family, kind, proto)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        err = sock.connect_ex(address)
+        if err not in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
+            sock.close()
+            raise OSError(err, f"connect to {self.url}: {errno.errorcode.get(err, err)}")
+        return sock
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        options = self.ssl_options
+        if isinstance(options, ssl.SSLContext):
+            return options
+        options = dict(options or {})
+        context = options.pop("context", None)
+        if context is not None:
+            return context  # type: ignore[no-any-return]
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=options.pop("ca_certs", None))
+        if "certfile" in options:
+            context.load_cert_chain(options.pop("certfile"), options.pop("keyfile", None))
+        if "ciphers" in options:
+            context.set_ciphers(options.pop("ciphers"))
+        cert_reqs = options.pop("cert_reqs", None)
+        check_hostname = options.pop("check_hostname", None)
+        if cert_reqs == ssl.CERT_NONE:
+            context.check_hostname = False
+        if check_hostname is not None:
+            context.check_hostname = bool(check_hostname)
+        if cert_reqs is not None:
+            context.verify_mode = cert_reqs
+        options.pop("server_hostname", None)
+        if options:
+            logger.warning("ignored ssl_options: %s", ", ".join(sorted(options)))
+        return context
+
+    def _server_hostname(self) -> str:
+        options = self.ssl_options
+        if isinstance(options, Mapping) and options.get("server_hostname"):
+            return str(options["server_hostname"])
+        return self.host
+
+    def _handshake_done(self, data: bytes) -> int | None:
+        """Check the response at the start of ``data``; the length of its head once complete."""
+        parsed = parse_response(data, MAX_HEADER_SIZE)
+        if parsed is None:
+            return None
+        response, length = parsed
+        self.response = response
+        subprotocol, chosen = validate_response(response, self.key, self.protocols, self._offered_extensions)
+        accepted: list[str] = []
+        for ext in chosen:
+            if ext.split(";")[0].strip().lower() == "permessage-deflate":
+                if self.compression is None or self.stream.deflate is not None:
+                    raise HandshakeError(f"unexpected extension {ext!r}")
+                self.stream.deflate = client_accept(ext, self.compression)
+            accepted.append(ext)
+        self.protocols = [subprotocol] if subprotocol else []
+        self.extensions = accepted
+        return length
+
+    def _fail_early(self, exc: BaseException) -> None:
+        """The connection could not be opened: report it to connect() and to closed()."""
+        self._error = exc
+        self._connected.set()
+        if not self._finished:
+            self._finished = True
+            self._call_closed(1006, f"handshake failed: {exc}")
+
+    def _call_closed(self, code: int, reason: str) -> None:
+        try:
+            super()._call_closed(code, reason)
+        finally:
+            self._done.set()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+
+# Connector states
+_CONNECTING = 0
+_TLS = 1
+_SENDING = 2
+_READING = 3
+
+
+class _Connector(Handler):
+    """One client's connect, TLS and opening handshake, inside the reactor, without blocking."""
+
+    __slots__ = ("client", "reactor", "sock", "state", "out", "data", "timer")
+
+    def __init__(self, client: WebSocketClient, reactor: Reactor, sock: socket.socket) -> None:
+        self.client = client
+        self.reactor = reactor
+        self.sock = sock
+        self.state = _CONNECTING
+        self.out = client.handshake_request
+        self.data = b""
+        self.timer: TimerHandle | None = None
+
+    def start(self) -> None:
+        self.timer = self.reactor.call_later(self.client.handshake_timeout, self._timed_out)
+        try:
+            self.reactor.add_handler(self.sock, self, EVENT_WRITE)
+        except (OSError, ValueError) as exc:
+            self.fail(exc)
+
+    def on_write(self) -> None:
+        if self.state == _CONNECTING:
+            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.fail(
+                    ConnectionRefusedError(
+                        err, f"connect to {self.client.url}: {errno.errorcode.get(err, err)}"
+                    )
+                )
+                return
+            if self.client.scheme == "wss":
+                try:
+                    self.sock = self.client._ssl_context().wrap_socket(
+                        self.sock,
+                        server_hostname=self.client._server_hostname(),
+                        do_handshake_on_connect=False,
+                    )
+                except (OSError, ValueError) as exc:
+                    self.fail(exc)
+                    return
+                self.client.sock = self.sock
+                self.state = _TLS
+                self._tls()
+                return
+            self.state = _SENDING
+        if self.state == _TLS:
+            self._tls()
+        elif self.state == _SENDING:
+            self._send()
+
+    def on_read(self) -> None:
+        if self.state == _TLS:
+            self._tls()
+        elif self.state == _READING:
+            self._receive()
+
+    def _tls(self) -> None:
+        sock = self.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch(EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._watch(EVENT_WRITE)
+            return
+        except (OSError, ValueError) as exc:
+            self.fail(exc)
+            return
+        self.state = _SENDING
+        self._send()
+
+    def _send(self) -> None:
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+            self._watch(EVENT_WRITE)
+            return
+        except ssl.SSLWantReadError:
+            self._watch(EVENT_READ)
+            return
+        except OSError as exc:
+            self.fail(exc)
+            return
+        self.out = self.out[sent:]
+        if self.out:
+            self._watch(EVENT_WRITE)
+            return
+        self.state = _READING
+        self._watch(EVENT_READ)
+
+    def _receive(self) -> None:
+        sock = self.sock
+        while True:
+            try:
+                chunk = sock.recv(MAX_HEADER_SIZE + 1)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                return
+            except ssl.SSLWantWriteError:
+                return
+            except OSError as exc:
+                self.fail(exc)
+                return
+            if not chunk:
+                self.fail(HandshakeError("the server closed the connection during the handshake"))
+                return
+            self.data += chunk
+            try:
+                length = self.client._handshake_done(self.data)
+            except HandshakeError as exc:
+                self.fail(exc)
+                return
+            if length is not None:
+                self._finish(self.data[length:])
+                return
+            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                return
+
+    def _watch(self, events: int) -> None:
+        self.reactor.set_handler_events(self.sock, self, events)
+
+    def _finish(self, rest: bytes) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.reactor.remove_handler(self.sock)
+        client = self.client
+        if isinstance(self.sock, ssl.SSLSocket):
+            self.sock.setblocking(True)  # served by the threaded fallback
+        client._connected.set()
+        self.reactor.add(client, received=rest)
+
+    def _timed_out(self) -> None:
+        self.fail(
+            TimeoutError(
+                f"no WebSocket connection to {self.client.url} within {self.client.handshake_timeout}s"
+            )
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.reactor.remove_handler(self.sock)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        logger.debug("connection to %s failed: %s", self.client.url, exc)
+        self.client._fail_early(exc)
+
+    def close(self) -> None:
+        """The reactor is stopping: the handshake will not complete."""
+        self.fail(ConnectionAbortedError("the reactor stopped"))
