@@ -53,6 +53,12 @@ def is_valid_close_code(code: int) -> bool:
     return code in _SENDABLE_CODES or 3000 <= code <= 4999
 
 
+# The 4-byte key repeated ``m`` times, as an integer, is the key times REPEAT[m] (big-endian):
+# one multiplication instead of building and converting the repeated key, for small payloads.
+REPEAT = tuple(int.from_bytes(b"\x00\x00\x00\x01" * m, "big") for m in range(33))
+_SMALL = 4 * (len(REPEAT) - 1)
+
+
 def mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
     """XOR ``data`` with the 4-byte masking ``key`` (masking and unmasking are the same)."""
     n = len(data)
@@ -61,6 +67,10 @@ def mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
     if type(data) is memoryview and data.itemsize != 1:
         data = data.tobytes()
         n = len(data)
+    if n <= _SMALL:
+        # The key repeated over ceil(n/4) words, its extra trailing bytes shifted out.
+        repeated = int.from_bytes(key, "big") * REPEAT[(n + 3) >> 2] >> (((-n) & 3) << 3)
+        return (int.from_bytes(data, "big") ^ repeated).to_bytes(n, "big")
     keys = key * ((n >> 2) + 1)
     return (int.from_bytes(data, "little") ^ int.from_bytes(keys[:n], "little")).to_bytes(n, "little")
 

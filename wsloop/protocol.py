@@ -38,6 +38,7 @@ from .framing import (
     OPCODE_PING,
     OPCODE_PONG,
     OPCODE_TEXT,
+    REPEAT,
     build_frame,
     encode_close_payload,
     frame_header,
@@ -57,6 +58,9 @@ _UNLIMITED = 1 << 63
 # written as two buffers so the payload is never copied just to prepend a few bytes.
 _COALESCE = 16 * 1024
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+# The header of an unmasked, unfragmented text or binary frame of 0..125 payload bytes, by length.
+_TEXT_HEADERS = tuple(bytes((0x81, n)) for n in range(126))
+_BINARY_HEADERS = tuple(bytes((0x82, n)) for n in range(126))
 
 
 class State(enum.Enum):
@@ -193,6 +197,38 @@ class Protocol:
             b0 = data[pos]
             b1 = data[pos + 1]
             length = b1 & 0x7F
+            # The common case first: a whole masked text or binary message of at most 125 bytes
+            # in one frame (FIN, no RSV bit), no fragmented message in progress, while OPEN.
+            if (
+                (b0 == 0x81 or b0 == 0x82)
+                and mask_bit
+                and 0x80 <= b1 <= 0xFD
+                and pos + 6 + length <= end
+                and not self._msg_op
+                and self.state is OPEN
+                and length <= limit
+            ):
+                start = pos + 6
+                pos = start + length
+                if length:
+                    # Unmask: XOR with the key repeated over the payload (see framing.mask).
+                    keys = int.from_bytes(data[start - 4 : start], "big") * REPEAT[(length + 3) >> 2]
+                    keys >>= ((-length) & 3) << 3
+                    payload = (int.from_bytes(data[start:pos], "big") ^ keys).to_bytes(length, "big")
+                else:
+                    payload = b""
+                if b0 == 0x81:
+                    if not payload.isascii():
+                        try:
+                            payload.decode("utf-8")
+                        except UnicodeDecodeError:
+                            raise TextFrameEncodingException("text message is not valid UTF-8") from None
+                    on_message(TextMessage(payload))
+                else:
+                    on_message(BinaryMessage(payload))
+                if self.failure is not None:
+                    return
+                continue
             hlen = 2
             if length == 126:
                 if avail < 4:
@@ -400,6 +436,10 @@ class Protocol:
             return
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
+        if type(payload) is bytes and len(payload) < 126 and self.deflate is None and not self.client:
+            # The common case: a small message, one frame, nothing to mask or compress.
+            self.write((_BINARY_HEADERS if binary else _TEXT_HEADERS)[len(payload)] + payload)
+            return
         self.send_frame(OPCODE_BINARY if binary else OPCODE_TEXT, payload, True)
 
     def send_frame(self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool = True) -> None:

@@ -121,7 +121,11 @@ class WebSocket:
         """
         transport = self.transport
         if transport is None or transport.in_context():
-            self._send(payload, binary)
+            stream = self.stream
+            if type(payload) is bytes and stream.state is OPEN:
+                stream.send(payload, binary)  # the common case of _send()
+            else:
+                self._send(payload, binary)
             return
         if self.stream.state is not OPEN:
             raise StreamClosed("Cannot send on a terminated websocket")
