@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import resource
 import socket
 import ssl
@@ -22,7 +21,7 @@ import pytest
 
 from wsloop.client import WebSocketClient, parse_url
 from wsloop.exc import HandshakeError
-from wsloop.handshake import GUID, accept, parse_request
+from wsloop.handshake import GUID, accept, new_key, parse_request
 from wsloop.messaging import Message
 from wsloop.poller import Reactor
 from wsloop.servers.standalone import WebSocketServer
@@ -125,7 +124,9 @@ class ScriptedServer:
 def scripted() -> Iterator[Callable[..., tuple[ScriptedServer, str]]]:
     servers: list[ScriptedServer] = []
 
-    def make(answer: Callable[[Any], bytes | None], tls: ssl.SSLContext | None = None) -> tuple[ScriptedServer, str]:
+    def make(
+        answer: Callable[[Any], bytes | None], tls: ssl.SSLContext | None = None
+    ) -> tuple[ScriptedServer, str]:
         listener = socket.create_server(("127.0.0.1", 0))
         server = ScriptedServer(listener, answer, tls)
         servers.append(server)
@@ -185,7 +186,8 @@ def test_echo_with_a_wsloop_server(reactor: Reactor) -> None:
         assert client.got.wait(5)
         client.close(1000, "done")
         assert client.run_forever(5)
-    assert client.events == ["opened", "héllo".encode(), b"\x00\x01", ("closed", 1000, "")]  # the server answers 1000, no reason
+    # The server answers our close with 1000 and no reason.
+    assert client.events == ["opened", "héllo".encode(), b"\x00\x01", ("closed", 1000, "")]
     assert client.terminated
 
 
@@ -333,25 +335,34 @@ def test_redirect_is_refused(reactor: Reactor, scripted: Any) -> None:
     assert client.events[0][:2] == ("closed", 1006)
 
 
+def switching(key: str, *extra: str, upgrade: bool = True) -> list[str]:
+    """A 101 response with the right accept value for ``key``, plus ``extra`` headers."""
+    lines = [
+        "HTTP/1.1 101 Switching Protocols",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Accept: {accept_key(key)}",
+    ]
+    return lines + (["Upgrade: websocket"] if upgrade else []) + list(extra)
+
+
 @pytest.mark.parametrize(
     "lines, message",
     [
         (lambda key: ["HTTP/1.1 403 Forbidden", "Content-Length: 0"], "403"),
-        (lambda key: ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
-                      "Sec-WebSocket-Accept: d3JvbmcgYWNjZXB0IHZhbHVl"], "Sec-WebSocket-Accept"),
-        (lambda key: ["HTTP/1.1 101 Switching Protocols", "Connection: Upgrade",
-                      f"Sec-WebSocket-Accept: {accept_key(key)}"], "Upgrade"),
-        (lambda key: ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
-                      f"Sec-WebSocket-Accept: {accept_key(key)}", "Sec-WebSocket-Protocol: evil"], "subprotocol"),
-        (lambda key: ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
-                      f"Sec-WebSocket-Accept: {accept_key(key)}", "Sec-WebSocket-Extensions: x-evil"], "extension"),
-        (lambda key: ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
-                      f"Sec-WebSocket-Accept: {accept_key(key)}",
-                      "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=8"], "8-bit"),
+        (lambda key: switching(new_key()), "Sec-WebSocket-Accept"),
+        (lambda key: switching(key, upgrade=False), "Upgrade"),
+        (lambda key: switching(key, "Sec-WebSocket-Protocol: evil"), "subprotocol"),
+        (lambda key: switching(key, "Sec-WebSocket-Extensions: x-evil"), "extension"),
+        (
+            lambda key: switching(
+                key, "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=8"
+            ),
+            "8-bit",
+        ),
         (lambda key: ["garbage"], "malformed"),
     ],
     ids=["status", "accept", "upgrade", "subprotocol", "extension", "deflate-params", "garbage"],
-)  # fmt: skip
+)
 def test_bad_handshake_responses(
     reactor: Reactor, scripted: Any, lines: Callable[[str], list[str]], message: str
 ) -> None:
@@ -371,7 +382,9 @@ def test_server_closing_during_handshake(reactor: Reactor, scripted: Any) -> Non
 def test_handshake_timeout(reactor: Reactor) -> None:
     silent = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
     try:
-        client = Recorder(f"ws://127.0.0.1:{silent.getsockname()[1]}/", reactor=reactor, handshake_timeout=0.3)
+        client = Recorder(
+            f"ws://127.0.0.1:{silent.getsockname()[1]}/", reactor=reactor, handshake_timeout=0.3
+        )
         started = time.monotonic()
         with pytest.raises(TimeoutError):
             client.connect()
