@@ -555,3 +555,38 @@ def test_autobahn_client_cases(tmp_path: Path) -> None:
     }
     assert not bad, f"cases not passed: {bad}"
     assert any(case.startswith("13.") for case in cases) and any(case.startswith("9.") for case in cases)
+
+
+# ------------------------------------------------------------- ws4py's port
+
+
+def test_ws4py_client_example_ported_by_imports() -> None:
+    """ws4py's documented threaded-client example, with ``ws4py.`` -> ``wsloop.`` only."""
+    from wsloop.client.threadedclient import WebSocketClient as PortedClient
+
+    seen: list[Any] = []
+
+    class DummyClient(PortedClient):
+        def opened(self) -> None:
+            def data_provider() -> Iterator[str]:
+                for i in range(1, 200, 25):
+                    yield "#" * i
+
+            self.send(data_provider())
+            for i in range(0, 200, 25):
+                self.send("*" * i)
+
+        def closed(self, code: int, reason: str | None = None) -> None:
+            seen.append(("Closed down", code, reason))
+
+        def received_message(self, m: Message) -> None:
+            seen.append(str(m))
+            if len(m) == 175:
+                self.close(reason="Bye bye")
+
+    with WebSocketServer("127.0.0.1", 0, EchoWebSocket) as server:
+        ws = DummyClient(server.url, protocols=["http-only", "chat"])
+        ws.connect()
+        assert ws.run_forever(10)
+    fragments = "".join("#" * i for i in range(1, 200, 25))
+    assert seen == [fragments] + ["*" * i for i in range(0, 200, 25)] + [("Closed down", 1000, "")]

@@ -38,14 +38,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from .deflate import DeflateOptions, client_accept, client_offer
-from .exc import HandshakeError
-from .handshake import MAX_HEADER_SIZE, _encode_head, new_key, parse_response, validate_response
-from .poller.reactor import EVENT_READ, EVENT_WRITE, Handler, Reactor
-from .transport import TimerHandle
-from .websocket import WebSocket
+from ..deflate import DeflateOptions, client_accept, client_offer
+from ..exc import HandshakeError
+from ..handshake import MAX_HEADER_SIZE, _encode_head, new_key, parse_response, validate_response
+from ..poller.reactor import EVENT_READ, EVENT_WRITE, Handler, Reactor
+from ..transport import TimerHandle
+from ..websocket import WebSocket
 
-__all__ = ["WebSocketClient", "CLIENT_DEFLATE", "parse_url", "shared_reactor"]
+__all__ = ["WebSocketClient", "WebSocketBaseClient", "CLIENT_DEFLATE", "parse_url", "shared_reactor"]
 
 logger = logging.getLogger("wsloop.client")
 
@@ -324,6 +324,10 @@ class WebSocketClient(WebSocket):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
+
+
+#: ws4py's name for the client base class (``ws4py.client.WebSocketBaseClient``).
+WebSocketBaseClient = WebSocketClient
 
 
 # Connector states
