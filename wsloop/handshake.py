@@ -155,7 +155,7 @@ def parse_request(data: bytes, max_size: int = MAX_HEADER_SIZE) -> tuple[Request
 def validate_key(key: str) -> None:
     """Check a ``Sec-WebSocket-Key``: base64 of exactly 16 bytes."""
     try:
-        decoded = base64.b64decode(key.encode("ascii"), validate=True)
+        decoded = binascii.a2b_base64(key.encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError):
         raise HandshakeError("Sec-WebSocket-Key is not base64") from None
     if len(decoded) != 16:

@@ -150,9 +150,9 @@ class Protocol:
         self.deflate = deflate
         self._compressed = 0  # the message being received is compressed
         self._out_compressed = False  # the (fragmented) message being sent is compressed
-        self._f_ctrl: list[bytes] = []
+        self._f_ctrl = b""  # the part of a control frame's payload received so far (<= 125 bytes)
         self._msg_op = 0  # opcode of the fragmented message in progress, 0 when none
-        self._parts: list[bytes] = []
+        self._parts: list[bytes] | None = None  # the data message in progress (None: none)
         self._size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
 
@@ -330,10 +330,10 @@ class Protocol:
         self._remaining = remaining - (stop - pos)
         op = self._f_op
         if op >= 8:
-            self._f_ctrl.append(chunk)
+            self._f_ctrl += chunk
             if not self._remaining:
-                payload = b"".join(self._f_ctrl)
-                self._f_ctrl = []
+                payload = self._f_ctrl
+                self._f_ctrl = b""
                 self._frame(op, self._f_fin, payload)
         else:
             if op:
@@ -354,6 +354,7 @@ class Protocol:
         if self._compressed:
             assert self.deflate is not None
             chunk = self.deflate.decompress(chunk, self._limit - self._size, last)
+        assert self._parts is not None
         self._parts.append(chunk)
         self._size += len(chunk)
         if self._msg_op == OPCODE_TEXT:
@@ -393,10 +394,11 @@ class Protocol:
 
     def _finish_message(self) -> None:
         parts = self._parts
+        assert parts is not None
         payload = parts[0] if len(parts) == 1 else b"".join(parts)
         op = self._msg_op
         self._msg_op = 0
-        self._parts = []
+        self._parts = None
         self._size = 0
         self._compressed = 0
         self._decoder = None
@@ -503,7 +505,7 @@ class Protocol:
             self.state = CLOSING
         self._hdr = b""
         self._remaining = 0
-        self._parts = []
+        self._parts = None
 
     def _send_close(self, code: int | None, reason: str | bytes) -> None:
         message = CloseControlMessage(code, reason)

@@ -32,6 +32,13 @@ class TimerHandle:
 
     def cancel(self) -> None:
         self.cancelled = True
+        # A cancelled timer may wait in the heap until its time: let go of what it would call.
+        self.callback = _nothing
+        self.args = ()
+
+
+def _nothing(*args: Any) -> None:
+    pass
 
 
 class Transport(Protocol):

@@ -420,13 +420,22 @@ class Reactor:
         sock = websocket.sock
         if sock is None:
             raise ValueError("websocket has no socket")
+        # A socket a handler watched (the standalone server's handshake) is handed over with its
+        # registration: modified to the connection, no system call when only the data changes.
+        handed_over = self._handlers.pop(sock.fileno(), None) is not None
         if self._stopping:
+            if handed_over:
+                self._selector.unregister(sock)
             sock.close()
             return
-        sock.setblocking(False)
+        if sock.gettimeout() != 0.0:
+            sock.setblocking(False)
         conn = Connection(self, sock, websocket)
         self._connections[websocket] = conn
-        self._selector.register(sock, EVENT_READ, conn)
+        if handed_over:
+            self._selector.modify(sock, EVENT_READ, conn)
+        else:
+            self._selector.register(sock, EVENT_READ, conn)
         if preamble:
             conn.write(preamble)
         websocket.attach(conn)

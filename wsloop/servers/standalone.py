@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = ["WebSocketServer", "demo_page", "serve"]
 logger = logging.getLogger("wsloop.server")
 
 _ACCEPTS_PER_TURN = 256
+_intern = sys.intern
 
 
 def demo_page() -> bytes:
@@ -36,23 +38,56 @@ def demo_page() -> bytes:
     return importlib.resources.files("wsloop").joinpath("static/demo.html").read_bytes()
 
 
-def request_environ(request: Request, sock: socket.socket) -> dict[str, Any]:
-    """A WSGI-style environ for a handshake request, as ws4py handlers expect in ``environ``."""
+def request_environ(request: Request, sock: socket.socket, peer: Any = None) -> dict[str, Any]:
+    """A WSGI-style environ for a handshake request, as ws4py handlers expect in ``environ``.
+
+    ``peer`` is the client's address if known (``accept()`` gives it), else it is asked of
+    ``sock``. Every string but the key is interned: the names and most values are the same on
+    every connection, and an environ is kept for as long as its connection is open.
+    """
     path, _, query = request.path.partition("?")
     environ: dict[str, Any] = {
-        "REQUEST_METHOD": request.method,
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "SERVER_PROTOCOL": request.version,
+        "REQUEST_METHOD": _intern(request.method),
+        "PATH_INFO": _intern(path),
+        "QUERY_STRING": _intern(query),
+        "SERVER_PROTOCOL": _intern(request.version),
     }
-    try:
-        peer = sock.getpeername()
-        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = str(peer[0]), str(peer[1])
-    except OSError:
-        pass
+    if peer is None:
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            peer = None
+    if peer:
+        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = _intern(str(peer[0])), str(peer[1])
     for name, value in request.headers.items():
-        environ["HTTP_" + name.upper().replace("-", "_")] = value
+        environ[_environ_key(name)] = value if name == "sec-websocket-key" else _intern(value)
     return environ
+
+
+def _environ_key(name: str) -> str:
+    key = _ENVIRON_KEYS.get(name)
+    return key if key is not None else _intern("HTTP_" + name.upper().replace("-", "_"))
+
+
+_ENVIRON_KEYS = {
+    name: _intern("HTTP_" + name.upper().replace("-", "_"))
+    for name in (
+        "host",
+        "upgrade",
+        "connection",
+        "origin",
+        "user-agent",
+        "pragma",
+        "cache-control",
+        "accept-encoding",
+        "accept-language",
+        "cookie",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+    )
+}
 
 
 class WebSocketServer:
@@ -162,9 +197,12 @@ class WebSocketServer:
 
     # ------------------------------------------------------------ handshake
 
-    def respond(self, data: bytes, sock: socket.socket) -> tuple[WebSocket | None, bytes, bytes] | None:
+    def respond(
+        self, data: bytes, sock: socket.socket, peer: Any = None
+    ) -> tuple[WebSocket | None, bytes, bytes] | None:
         """Answer the request at the start of ``data``: ``None`` while it is incomplete, else
-        ``(websocket or None, response bytes, bytes received after the request)``."""
+        ``(websocket or None, response bytes, bytes received after the request)``; ``peer`` is
+        the client's address if known."""
         try:
             parsed = parse_request(data, MAX_HEADER_SIZE)
             if parsed is None:
@@ -186,7 +224,7 @@ class WebSocketServer:
             sock,
             protocols=[accepted.subprotocol] if accepted.subprotocol else None,
             extensions=accepted.extensions or None,
-            environ=request_environ(request, sock),
+            environ=request_environ(request, sock, peer),
             heartbeat_freq=self.heartbeat_freq,
             max_message_size=self.max_message_size,
             deflate=accepted.deflate,
@@ -248,7 +286,7 @@ class _Acceptor(Handler):
         listener = self.server.sock
         for _ in range(_ACCEPTS_PER_TURN):
             try:
-                sock, _ = listener.accept()
+                sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -256,7 +294,7 @@ class _Acceptor(Handler):
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _Handshake(self.server, self.reactor, sock)
+            _Handshake(self.server, self.reactor, sock, peer)
 
     def on_write(self) -> None:
         pass
@@ -268,12 +306,15 @@ class _Acceptor(Handler):
 class _Handshake(Handler):
     """One connection's opening handshake, read and answered without blocking."""
 
-    __slots__ = ("server", "reactor", "sock", "data", "out", "timer")
+    __slots__ = ("server", "reactor", "sock", "peer", "data", "out", "timer")
 
-    def __init__(self, server: WebSocketServer, reactor: Reactor, sock: socket.socket) -> None:
+    def __init__(
+        self, server: WebSocketServer, reactor: Reactor, sock: socket.socket, peer: Any = None
+    ) -> None:
         self.server = server
         self.reactor = reactor
         self.sock = sock
+        self.peer = peer
         self.data = b""
         self.out = b""
         self.timer: TimerHandle = reactor.call_later(server.handshake_timeout, self.close)
@@ -291,7 +332,7 @@ class _Handshake(Handler):
             self.close()
             return
         self.data += chunk
-        answer = self.server.respond(self.data, self.sock)
+        answer = self.server.respond(self.data, self.sock, self.peer)
         if answer is None:
             return
         ws, response, rest = answer
@@ -301,7 +342,7 @@ class _Handshake(Handler):
             self.on_write()
             return
         self.timer.cancel()
-        self.reactor.remove_handler(self.sock)
+        # The reactor takes the socket over from this handler (its registration is reused).
         self.reactor.add(ws, preamble=response, received=rest)
 
     def on_write(self) -> None:
