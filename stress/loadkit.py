@@ -7,7 +7,8 @@ process. It holds
   ``RLIMIT_NOFILE`` raising and ``/proc/PID`` readers (:func:`proc_status`, :func:`rss_kib`);
 * :func:`parse_frame`, a minimal parser for the unmasked frames a server sends;
 * :class:`ServerProcess`, a server in a child process (any command line), started, waited for and
-  stopped with SIGTERM, then SIGKILL;
+  stopped with SIGTERM, then SIGKILL; :class:`LoggedServerProcess`, one that names its port in
+  its log (``python -m wsloop serve --port 0``), and :func:`open_fds`, a process's descriptor count;
 * :class:`LoadGenerator`, the client side: many non-blocking connections on one ``selectors`` loop
   in this thread -- connect at most ``in_flight`` at a time, WebSocket handshake, one message on
   each and its echo checked, closing handshake. Extensions are offered with ``extensions=`` and
@@ -24,6 +25,7 @@ import argparse
 import collections
 import errno
 import os
+import re
 import resource
 import select
 import selectors
@@ -271,6 +273,54 @@ class ServerProcess:
     def output_lines(self) -> int:
         self.log.seek(0)
         return len(self.log.read().splitlines())
+
+
+class LoggedServerProcess(ServerProcess):
+    """A server that logs the URL it listens on (``python -m wsloop serve --port 0`` logs
+    ``ws://127.0.0.1:PORT/`` at INFO level): stdout and stderr go to :attr:`log`, and it is ready
+    once ``pattern`` (whose group 1 is the port) appears there."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        pattern: bytes = rb"ws://127\.0\.0\.1:(\d+)/",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = 0
+        self.pattern = re.compile(pattern)
+        self.log = tempfile.TemporaryFile()
+        self.port_from_stdout = False
+        self.proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env
+        )
+        self.exit_code = None
+        self.stop_seconds = 0.0
+        self.killed = False
+        self.died = False
+
+    def log_bytes(self) -> bytes:
+        """The log so far, read without moving the file offset the child writes at."""
+        fd = self.log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0)
+
+    def wait_ready(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
+            match = self.pattern.search(self.log_bytes())
+            if match:
+                self.port = int(match.group(1))
+                return True
+            if not self.alive() or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
+def open_fds(pid: int) -> int | None:
+    """How many file descriptors a process has open (None if it is gone)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
 
 
 # ---------------------------------------------------------------------------- the clients

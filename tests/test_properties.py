@@ -14,8 +14,8 @@ Properties:
 * the size limit is exact: a message of ``L`` bytes (after inflation) is delivered iff
   ``L <= max_message_size``, else the connection fails with 1009 (decompression bombs included);
 * chunking invariance: a byte stream fed whole or in any split gives the same messages, the same
-  output and the same close code; chunks are handed over as views of one reused buffer that is
-  overwritten after each ``feed()``, as the reactor does;
+  output (close frames compared by code) and the same close code; chunks are handed over as
+  views of one reused buffer that is overwritten after each ``feed()``, as the reactor does;
 * the handshake: arbitrary bytes make ``parse_request`` / ``parse_response`` (and the validators
   on whatever they parse) return ``None`` or a result, or raise :class:`~wsloop.exc.HandshakeError`,
   nothing else; valid requests built from random header sets parse (whole or byte by byte) and
@@ -29,13 +29,16 @@ uses wsloop's sending side on purpose. The whole file runs in well under 30 s.
 from __future__ import annotations
 
 import base64
+import gc
 import os
 import struct
+import tracemalloc
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from wsloop.deflate import DeflateOptions, PerMessageDeflate, client_accept, client_offer
@@ -65,7 +68,7 @@ SETTINGS = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-FEW = settings(SETTINGS, max_examples=60 * SCALE)
+FEW = settings(SETTINGS, max_examples=40 * SCALE)
 
 # ---------------------------------------------------------------------- frames, from the RFC
 
@@ -610,19 +613,77 @@ def test_size_limit_is_exact(
     check_outcome(proto)
 
 
+# ---------------------------------------------------------------------- 2b. a failure pins no memory
+
+FAILURE_CYCLE = (
+    "wsloop bug: Protocol.fail() keeps the exception in Protocol.failure with its __traceback__ "
+    "(and __context__), whose frames hold the Protocol itself (a reference cycle) and every local "
+    "of feed/_parse/_consume/_data and PerMessageDeflate.decompress: the inflated output (up to "
+    "max_message_size), the chunk, a UnicodeDecodeError's whole payload. A failed connection's "
+    "buffers then live until a full cyclic GC, which a busy server runs rarely: "
+    "stress/chaos.py's decompression bombs took the server's RSS over 200 MiB (1 MiB limit). "
+    "Minimal example: Protocol().feed(b'\\x83\\x80\\x00\\x00\\x00\\x00') (reserved opcode 3, "
+    "masked, empty): after `del proto`, gc.collect() finds the cycle. Fix: drop the traceback and "
+    "context in fail() (exc.with_traceback(None); exc.__context__ = None)."
+)
+
+
+@pytest.mark.xfail(strict=True, reason=FAILURE_CYCLE)
+@settings(FEW, phases=[Phase.explicit, Phase.reuse, Phase.generate])  # no shrinking while xfail
+@given(case=soup_case(), data=st.data())
+def test_dropped_protocol_leaves_no_cyclic_garbage(
+    case: tuple[dict[str, Any], bytes], data: st.DataObject
+) -> None:
+    """Once dropped, a Protocol (failed or not) is freed by reference counting alone."""
+    config, stream = case
+    cuts = data.draw(splits(len(stream)))
+    gc.collect()
+    gc.disable()
+    try:
+        proto = make_protocol(config)
+        feed_all(proto, stream, cuts)
+        del proto
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert found == 0, f"{found} objects in reference cycles"
+
+
+@pytest.mark.xfail(strict=True, reason=FAILURE_CYCLE)
+def test_failed_bombs_pin_no_memory() -> None:
+    """Twenty connections failed by a decompression bomb (1 MiB limit), dropped: without a cyclic
+    GC the memory they held must be back (under 2 MiB traced, not 20 x 1 MiB)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = (c.compress(b"\x00" * (16 << 20)) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    stream = raw_frame(BINARY, bomb, rsv=0x40, key=b"\x01\x02\x03\x04")
+    gc.collect()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for _ in range(20):
+            proto = Protocol(max_message_size=1 << 20, deflate=PerMessageDeflate())
+            proto.feed(stream)
+            assert proto.failure is not None and proto.failure.code == 1009
+            del proto
+        held = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert held < 2 << 20, f"{held / 2**20:.1f} MiB still held by 20 dropped connections"
+
+
 # ---------------------------------------------------------------------- 3. chunking invariance
 
 
 def outcome(proto: Protocol) -> tuple[Any, ...]:
-    out = proto.data_to_send()
-    frames = parse_frames(out)
-    return (
-        summary(proto.received),
-        proto.state,
-        proto.close_code,
-        type(proto.failure),
-        out if not proto.client else [(op, fin, rsv, p) for op, fin, rsv, p in frames],
-    )
+    """What must not depend on how the input was split: the messages, the state, the close
+    code, and the frames written (a close frame by its code only: when a chunk is wrong in two
+    ways, say invalid compressed data that also inflates to invalid UTF-8, which is noticed first
+    depends on the split, and so does the reason text, but not the code)."""
+    frames = parse_frames(proto.data_to_send())
+    written = [(op, fin, rsv, p[:2] if op == CLOSE else p) for op, fin, rsv, p in frames]
+    return summary(proto.received), proto.state, proto.close_code, proto.failure is None, written
 
 
 @SETTINGS
