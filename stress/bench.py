@@ -30,7 +30,9 @@ Scenarios (``--scenarios``, default all):
 A rate measurement counts the echoes of ``--duration`` seconds after ``--warmup`` seconds of load;
 the server's CPU share (``/proc/PID/stat``) and the load generator's (``getrusage``) over that
 window are printed and tabulated. ``idle`` and ``broadcast`` share one fresh server process per
-run. Every figure is the median of ``--runs`` runs (min-max beside it). Every phase is bounded:
+run. Every figure is the median of ``--runs`` runs (min-max beside it); the runs are interleaved
+(run 1 of every server, then run 2 of every server, ...) so that a busy stretch of a shared machine
+does not fall on all the runs of one server. Every phase is bounded:
 a server that does not start, dies, or runs out of time is recorded as ``failed (reason)`` or
 ``timeout`` and its remaining runs of that scenario are skipped.
 
@@ -43,6 +45,7 @@ when the load generator cannot be built.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import hashlib
 import importlib.metadata
@@ -586,7 +589,10 @@ def cpu(figures: dict[str, float], gen: str = "gen_cpu", srv: str = "srv_cpu") -
     return ", ".join(parts)
 
 
-def measure_rates(cfg: Config, server: Server, rates: list[Rate], results: Results) -> None:
+def measure_rates(
+    cfg: Config, server: Server, rates: list[Rate], results: Results, label: tuple[int, int] | None = None
+) -> None:
+    """``cfg.runs`` runs of each rate; ``label``: (run number, of how many) to log instead."""
     proc: ServerProcess | None = None
     try:
         for run in range(cfg.runs):
@@ -609,7 +615,8 @@ def measure_rates(cfg: Config, server: Server, rates: list[Rate], results: Resul
                         log(f"{server.name:16} {failure}")
                         return
                 got = run_rate(cfg, server, proc, rate)
-                where = f"{server.name:16} {rate.name:10} run {run + 1}/{cfg.runs}"
+                number, total = label or (run + 1, cfg.runs)
+                where = f"{server.name:16} {rate.name:10} run {number}/{total}"
                 if isinstance(got, str):
                     outcome.failures.append(got)
                     log(f"{where}: {got}")
@@ -629,10 +636,13 @@ def measure_rates(cfg: Config, server: Server, rates: list[Rate], results: Resul
             proc.stop()
 
 
-def measure_idle(cfg: Config, server: Server, want: list[str], results: Results) -> None:
+def measure_idle(
+    cfg: Config, server: Server, want: list[str], results: Results, label: tuple[int, int] | None = None
+) -> None:
     for run in range(cfg.runs):
         figures, failure = run_idle(cfg, server, want)
-        where = f"{server.name:16} {'+'.join(want):10} run {run + 1}/{cfg.runs}"
+        number, total = label or (run + 1, cfg.runs)
+        where = f"{server.name:16} {'+'.join(want):10} run {number}/{total}"
         shown = []
         if "open_s" in figures:
             shown.append(
@@ -1109,6 +1119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     idle = [s for s in IDLE_SCENARIOS if s in scenarios]
     results: Results = {s.name: {name: Outcome() for name in scenarios} for s in servers}
     log(f"load generator {loadgen}; servers on CPU {server_core}, load generator on CPU {gen_core}")
+    available = []
     for server in servers:
         missing = [m for m in server.requires if importlib.util.find_spec(m) is None]
         if missing:
@@ -1116,10 +1127,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results[server.name][name].failures.append(f"failed (not installed: {', '.join(missing)})")
             log(f"{server.name:16} skipped: {', '.join(missing)} not installed (pip install -e '.[bench]')")
             continue
-        if rates:
-            measure_rates(cfg, server, rates, results)
-        if idle:
-            measure_idle(cfg, server, idle, results)
+        available.append(server)
+    # Runs are interleaved: run 1 of every server, then run 2 of every server, ... so a busy
+    # stretch of the machine falls on several servers' runs, not on all of one server's.
+    one_run = dataclasses.replace(cfg, runs=1)
+    for run in range(cfg.runs):
+        log(f"-- run {run + 1} of {cfg.runs}")
+        for server in available:
+            if rates:
+                measure_rates(one_run, server, rates, results, (run + 1, cfg.runs))
+            todo = [name for name in idle if not results[server.name][name].failures]
+            for name in idle:
+                if name not in todo:
+                    results[server.name][name].skipped += 1  # failed before: not repeated
+            if todo:
+                measure_idle(one_run, server, todo, results, (run + 1, cfg.runs))
     wall = time.monotonic() - STARTED
     command = (
         "python stress/bench.py"

@@ -108,9 +108,14 @@ class WebSocketWSGIRequestHandler(WSGIRequestHandler):
 
 
 class WSGIServer(_WSGIServer):
-    """wsgiref's WSGIServer whose upgraded connections are served by a wsloop reactor."""
+    """wsgiref's WSGIServer whose upgraded connections are served by a wsloop reactor.
+
+    Its listen backlog is 1,024 (wsgiref's is 5: with many clients connecting at once, the
+    handshakes of those beyond it stall until they time out).
+    """
 
     manager: Reactor | None = None
+    request_queue_size = 1024
 
     def initialize_websockets_manager(self, manager: Reactor | None = None) -> None:
         """Create and start the reactor that serves the websockets (ws4py's name)."""
