@@ -1,0 +1,1029 @@
+"""Chaos: well-behaved echo clients next to misbehaving peers, all at once, against one server.
+
+Usage::
+
+    python stress/chaos.py                      # 60 s
+    python stress/chaos.py --duration 20        # CI's version (tests/test_chaos.py)
+    python stress/chaos.py --duration 120 --p99-ms 100 --rss-mib 120
+
+The script starts ``python -m wsloop serve --port 0 --max-message-size 1m`` (the echo server) in a
+child process, takes the server's open descriptors (``/proc/PID/fd``) as a baseline, and then for
+``--duration`` seconds runs, concurrently, each in its own thread (on real sockets to 127.0.0.1):
+
+* **echo clients** (well-behaved, one in four with permessage-deflate), in a child process of
+  their own so that the round trips they time are not this script's threads waiting for the GIL:
+  bursts of text and binary messages of 16 B..96 KiB, each echo checked byte for byte and in
+  order, round trips timed (with, for reference, how late a 10 ms sleep wakes in that process);
+* **slowloris**: waves of connections that send part of an upgrade request (or trickle it a
+  byte a second) and then nothing; the server must drop each after its 10 s handshake timeout;
+* **garbage handshakes**: junk with an end of header section (400 expected), 17 KiB of junk
+  without one (431), a wrong version (426), a plain GET (200, the demo page);
+* **garbage after the handshake**: RSV2 set, an unmasked frame, a reserved opcode, invalid UTF-8,
+  a continuation with nothing to continue, random bytes after a header with RSV bits (close
+  1002 or 1007 expected);
+* **oversized**: a frame header declaring 2 MiB, a message of three 400 KiB fragments, a text
+  message of 1 MiB + 1 byte in one frame (close 1009 expected; the server limit is 1 MiB), and a
+  64-bit length with its top bit set (1002);
+* **decompression bombs** over permessage-deflate: 64 MiB of zeros compressed to ~64 KiB, whole
+  or in fragments (close 1009 expected, and the server's memory must not balloon);
+* **never-readers**: a small receive buffer, messages sent until the socket blocks, held open
+  unread (the server's output backs up and it stops reading them), then reset;
+* **vanishing peers**: connections reset (SO_LINGER 0, close) mid-handshake, mid-frame or idle;
+* **ping floods**: thousands of pings in one burst, every pong checked; and floods from a peer
+  that never reads, then reset;
+* **connect/disconnect cycles**: ``--cycles`` (10,000) handshakes spread over the run by 16
+  threads, each ended by a closing handshake, a bare FIN or a reset (on a machine too busy to
+  keep the pace, the last ones may finish up to ``max(10 s, duration / 2)`` after the run).
+
+``--only echo,bombs`` (say) runs some kinds of actor alone, for diagnosis.
+
+Meanwhile a sampler reads the server's RSS (``VmRSS``, and ``VmHWM``, the kernel's peak) and
+descriptor count every 50 ms. At the end it prints what each actor did and checks:
+
+1. the server process is alive;
+2. every echo client's every message was echoed intact and in order;
+3. the echo round trips' p99 is under ``--p99-ms`` (250);
+4. the server's descriptors are back to the baseline within ``--settle`` seconds (10) of the
+   last client socket closing;
+5. the server's peak RSS stayed under ``--rss-mib`` (128);
+6. every misbehaving peer got the answer expected (status, close code, drop), and the server
+   logged no traceback and exited 0 on SIGTERM.
+
+Exit code 0 only if all hold. Every loop is bounded in count and time; nothing waits without a
+bound (each socket operation has a timeout; the whole run ends within ~max(duration + 40 s,
+1.5 x duration + 30 s)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import multiprocessing
+import os
+import random
+import select
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from multiprocessing.connection import Connection
+
+from loadkit import (
+    READY_SECONDS,
+    LoggedServerProcess,
+    describe,
+    exit_on_sigterm,
+    mib,
+    open_fds,
+    proc_status,
+    raise_nofile_limit,
+)
+
+from wsloop.deflate import DEFAULT, client_accept, client_offer
+from wsloop.exc import HandshakeError
+from wsloop.framing import (
+    OPCODE_BINARY,
+    OPCODE_CLOSE,
+    OPCODE_CONTINUATION,
+    OPCODE_PING,
+    OPCODE_TEXT,
+    build_frame,
+    encode_close_payload,
+    frame_header,
+    mask,
+)
+from wsloop.handshake import client_request, new_key, parse_response, validate_response
+from wsloop.messaging import BinaryMessage, PongControlMessage, TextMessage
+from wsloop.protocol import Protocol
+
+HOST = "127.0.0.1"
+MAX_MESSAGE = 1024 * 1024  # the server's --max-message-size for the run
+HANDSHAKE_TIMEOUT = 10.0  # the standalone server's default
+CLOSE_TIMEOUT = 5.0  # the server's default closing-handshake bound
+IO_SECONDS = 5.0  # bound on any single wait for the server in this script
+SAMPLE_SECONDS = 0.05
+KEY = b"\x11\x22\x33\x44"
+CYCLER_THREADS = 16  # connect/disconnect cycles in flight (each thread waits on the server)
+
+
+# ---------------------------------------------------------------------------- bookkeeping
+
+
+@dataclass
+class Tally:
+    """What the actors did, shared between threads (one lock)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+    failures: collections.Counter[str] = field(default_factory=collections.Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+    rtts: list[float] = field(default_factory=list)
+    drop_times: list[float] = field(default_factory=list)
+
+    def count(self, what: str, n: int = 1) -> None:
+        with self.lock:
+            self.counts[what] += n
+
+    def fail(self, what: str, detail: str = "") -> None:
+        with self.lock:
+            self.failures[what] += 1
+            if detail and what not in self.examples:
+                self.examples[what] = detail
+
+
+class Stop(Exception):
+    """The run is over (raised out of an actor's waits)."""
+
+
+class Run:
+    """The target and the end of the run (``deadline``: on the monotonic clock, which is the
+    same in every process of the machine)."""
+
+    def __init__(self, port: int, deadline: float, tally: Tally) -> None:
+        self.address = (HOST, port)
+        self.host = f"{HOST}:{port}"
+        self.start = time.monotonic()
+        self.deadline = deadline
+        self.tally = tally
+        self.stop = threading.Event()
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def over(self) -> bool:
+        return self.stop.is_set() or time.monotonic() >= self.deadline
+
+    def pause(self, seconds: float) -> None:
+        """Sleep (bounded by the end of the run)."""
+        self.stop.wait(max(0.0, min(seconds, self.left())))
+
+
+# ---------------------------------------------------------------------------- socket helpers
+
+
+def connect(run: Run, rcvbuf: int | None = None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(IO_SECONDS)
+        sock.connect(run.address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def reset(sock: socket.socket) -> None:
+    """Vanish: close with SO_LINGER 0, so the kernel sends RST instead of FIN."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+def handshake(run: Run, sock: socket.socket, extensions: list[str] | None = None) -> tuple[list[str], bytes]:
+    """The opening handshake on a connected socket: (extensions agreed, bytes after the 101)."""
+    key = new_key()
+    sock.sendall(client_request(run.host, "/", key, extensions=extensions))
+    data = b""
+    deadline = time.monotonic() + IO_SECONDS
+    while True:
+        parsed = parse_response(data)
+        if parsed is not None:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError("no 101 within 5 s")
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed during the handshake")
+        data += chunk
+    response, length = parsed
+    _, agreed = validate_response(response, key, None, extensions)
+    return agreed, data[length:]
+
+
+def has_message(proto: Protocol, i: int) -> bool:
+    """Message ``i`` has arrived, or the server's close frame."""
+    return len(proto.received) > i or proto.close_received is not None
+
+
+def has_close(proto: Protocol) -> bool:
+    return proto.close_received is not None
+
+
+def client_protocol(agreed: list[str]) -> Protocol:
+    deflate = client_accept(agreed[0], DEFAULT) if agreed else None
+    return Protocol(client=True, max_message_size=None, deflate=deflate)
+
+
+def read_until(sock: socket.socket, proto: Protocol, done: Callable[[], bool], seconds: float) -> bool:
+    """Feed what the server sends to ``proto`` until ``done()`` (True), EOF or ``seconds`` (False)."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(262144)
+        except TimeoutError:
+            return False
+        finally:
+            sock.settimeout(IO_SECONDS)
+        if not chunk:
+            return done()
+        proto.feed(chunk)
+    return True
+
+
+def expect_close(run: Run, sock: socket.socket, leftover: bytes, expected: set[int], what: str) -> None:
+    """Read the server's close frame (after ``leftover``) and check its code; then our FIN."""
+    proto = Protocol(client=True, max_message_size=None)
+    proto.feed(leftover)
+    try:
+        got = read_until(sock, proto, partial(has_close, proto), IO_SECONDS)
+    except OSError as exc:
+        run.tally.fail(f"{what}: connection error before the close frame", describe(exc))
+        return
+    if not got or proto.close_received is None:
+        run.tally.fail(f"{what}: no close frame within {IO_SECONDS:g} s")
+        return
+    code = proto.close_received.code
+    if code not in expected:
+        run.tally.fail(f"{what}: close {code} (expected {sorted(expected)})", proto.close_received.reason)
+    else:
+        run.tally.count(f"{what}: close {code}")
+
+
+# ---------------------------------------------------------------------------- the actors
+
+
+def make_message(client: int, seq: int, rng: random.Random) -> tuple[bool, bytes]:
+    size = rng.choice([16, 16, 100, 125, 126, 1000, 4000, 20000, 65536, 98304])
+    binary = rng.random() < 0.4
+    head = f"{client}:{seq}:".encode("ascii")
+    if binary:
+        body = rng.randbytes(max(0, size - len(head)))
+    else:
+        word = rng.choice(["abc", "déjà vu ", "ωμέγα ", "🙂 ", "x"]).encode("utf-8")
+        body = (word * (size // len(word) + 1))[: max(0, size - len(head))]
+        body = body.decode("utf-8", "ignore").encode("utf-8")
+    return binary, head + body
+
+
+def echo_client(run: Run, index: int, compress: bool, max_messages: int) -> None:
+    """Bursts of 1-4 messages; every echo checked in order; round trips recorded."""
+    tally = run.tally
+    what = "echo (deflate)" if compress else "echo"
+    rng = random.Random(index)
+    sock = connect(run)
+    try:
+        agreed, leftover = handshake(run, sock, [client_offer()] if compress else None)
+        if compress and not agreed:
+            tally.fail("echo (deflate): permessage-deflate not negotiated")
+        proto = client_protocol(agreed)
+        proto.feed(leftover)
+        sent = 0
+        while not run.over() and sent < max_messages:
+            burst = [make_message(index, sent + i, rng) for i in range(rng.randint(1, 4))]
+            times = []
+            for binary, payload in burst:
+                proto.send(payload, binary=binary)
+                sock.sendall(proto.data_to_send())
+                times.append(time.monotonic())
+            sent += len(burst)
+            # Each echo is timed as it completes: read until the next one is there.
+            for i in range(len(burst)):
+                if not read_until(sock, proto, partial(has_message, proto, i), IO_SECONDS):
+                    raise TimeoutError(f"no echo within {IO_SECONDS:g} s (message {sent - len(burst) + i})")
+                if len(proto.received) > i:
+                    with tally.lock:
+                        tally.rtts.append(time.monotonic() - times[i])
+            got = proto.received[: len(burst)]
+            del proto.received[: len(burst)]
+            for (binary, payload), message in zip(burst, got, strict=False):
+                kind = BinaryMessage if binary else TextMessage
+                if type(message) is not kind or message.data != payload:
+                    tally.fail(f"{what}: an echo differs from the message sent (or is out of order)")
+                else:
+                    tally.count(f"{what}: messages echoed intact")
+            if len(got) < len(burst):
+                tally.fail(f"{what}: the server closed the connection", repr(proto.close_received))
+                return
+            run.pause(rng.uniform(0.005, 0.03))
+        proto.close(1000)
+        sock.sendall(proto.data_to_send())
+        if not read_until(sock, proto, partial(has_close, proto), IO_SECONDS):
+            tally.fail(f"{what}: no close frame answering ours")
+        else:
+            tally.count(f"{what}: clients closed cleanly")
+    finally:
+        sock.close()
+
+
+def slowloris(run: Run, wave_size: int) -> None:
+    """Waves of half-open handshakes; each must be dropped by the server's handshake timeout."""
+    tally = run.tally
+    partial = f"GET / HTTP/1.1\r\nHost: {run.host}\r\nUpgrade: websocket\r\n".encode("ascii")
+    trickle = client_request(run.host, "/", new_key())
+    # A wave needs the handshake timeout plus slack; waves start while that fits in the run.
+    while run.left() > HANDSHAKE_TIMEOUT + 3 and not run.over():
+        socks: list[tuple[socket.socket, bool]] = []
+        started = time.monotonic()
+        try:
+            for i in range(wave_size):
+                sock = connect(run)
+                sock.setblocking(False)
+                trickler = i % 5 == 0
+                sock.send(trickle[:1] if trickler else partial)
+                socks.append((sock, trickler))
+            tally.count("slowloris: half-open handshakes", len(socks))
+            open_socks = {s.fileno(): (s, t) for s, t in socks}
+            sent = 1
+            bound = started + HANDSHAKE_TIMEOUT + 5
+            while open_socks and time.monotonic() < bound and not run.stop.is_set():
+                ready, _, _ = select.select(list(open_socks), [], [], 1.0)
+                for fd in ready:
+                    sock, _ = open_socks[fd]
+                    try:
+                        data = sock.recv(4096)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if data:
+                        answer = data[:60].decode("latin-1")
+                        tally.fail("slowloris: the server answered a half-open handshake", answer)
+                    del open_socks[fd]
+                    with tally.lock:
+                        tally.drop_times.append(time.monotonic() - started)
+                if sent < len(trickle) - 5:  # one byte a second, never the end of the head
+                    for sock, trickler in open_socks.values():
+                        if trickler:
+                            try:
+                                sock.send(trickle[sent : sent + 1])
+                            except OSError:
+                                pass
+                    sent += 1
+            if open_socks and not run.stop.is_set():
+                tally.fail(
+                    f"slowloris: not dropped within {HANDSHAKE_TIMEOUT + 5:g} s",
+                    f"{len(open_socks)} of {len(socks)} in a wave",
+                )
+            else:
+                tally.count("slowloris: dropped by the server", len(socks) - len(open_socks))
+        finally:
+            for sock, _ in socks:
+                sock.close()
+        run.pause(1.0)
+
+
+def garbage_handshakes(run: Run) -> None:
+    tally = run.tally
+    rng = random.Random(2)
+    cases: list[tuple[str, Callable[[], bytes], tuple[str, ...]]] = [
+        ("junk head", lambda: rng.randbytes(rng.randint(1, 300)).replace(b"\n", b"") + b"\r\n\r\n", ("400",)),
+        ("17 KiB without an end", lambda: b"G" * (17 * 1024), ("431",)),
+        (
+            "version 8",
+            lambda: client_request(run.host, "/", new_key()).replace(b"Version: 13", b"Version: 8"),
+            ("426",),
+        ),
+        ("POST", lambda: client_request(run.host, "/", new_key()).replace(b"GET", b"POST", 1), ("400",)),
+        ("plain GET", lambda: f"GET / HTTP/1.1\r\nHost: {run.host}\r\n\r\n".encode("ascii"), ("200",)),
+    ]
+    n = 0
+    while not run.over() and n < 5000:
+        name, make, statuses = cases[n % len(cases)]
+        n += 1
+        sock = connect(run)
+        try:
+            sock.sendall(make())
+            data = b""
+            deadline = time.monotonic() + IO_SECONDS
+            while b"\r\n" not in data and time.monotonic() < deadline:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            status = data.split(b" ", 2)[1].decode("latin-1") if data.startswith(b"HTTP/1.1 ") else ""
+            if status in statuses:
+                tally.count(f"garbage handshake ({name}): HTTP {status}")
+            else:
+                tally.fail(f"garbage handshake ({name}): answered {data[:40]!r}")
+        except ConnectionResetError:
+            if name == "17 KiB without an end":
+                # The server closes with the rest of our junk unread: the kernel may reset the
+                # connection before its 431 is read. That is the server refusing, as expected.
+                tally.count(f"garbage handshake ({name}): reset")
+            else:
+                tally.fail(f"garbage handshake ({name}): connection reset")
+        finally:
+            sock.close()
+        run.pause(0.02)
+
+
+def garbage_after_handshake(run: Run) -> None:
+    tally = run.tally
+    rng = random.Random(3)
+
+    def junk() -> bytes:  # the mask key and whatever follows
+        return rng.randbytes(rng.randrange(4, 2000))
+
+    cases: list[tuple[str, Callable[[], bytes], set[int]]] = [
+        ("RSV2 set", lambda: bytes([0xA1]) + build_frame(OPCODE_TEXT, b"hi", masked=True)[1:], {1002}),
+        ("unmasked frame", lambda: build_frame(OPCODE_TEXT, b"hello", masked=False), {1002}),
+        ("reserved opcode", lambda: build_frame(0x3, b"x", masked=True), {1002}),
+        ("invalid UTF-8", lambda: build_frame(OPCODE_TEXT, b"ok\xc3\x28", masked=True), {1007}),
+        ("stray continuation", lambda: build_frame(OPCODE_CONTINUATION, b"x", masked=True), {1002}),
+        ("fragmented ping", lambda: build_frame(OPCODE_PING, b"x", fin=False, masked=True), {1002}),
+        (
+            "RSV bits, then random bytes",
+            lambda: bytes([0xF0 | rng.randrange(16), 0x80 | rng.randrange(126)]) + junk(),
+            {1002},
+        ),
+    ]
+    n = 0
+    while not run.over() and n < 5000:
+        name, make, codes = cases[n % len(cases)]
+        n += 1
+        sock = connect(run)
+        try:
+            _, leftover = handshake(run, sock)
+            sock.sendall(make())
+            expect_close(run, sock, leftover, codes, f"garbage after handshake ({name})")
+        except OSError as exc:
+            tally.fail(f"garbage after handshake ({name}): {type(exc).__name__}", describe(exc))
+        finally:
+            sock.close()
+        run.pause(0.02)
+
+
+def oversized(run: Run) -> None:
+    tally = run.tally
+    big = b"a" * (400 * 1024)
+
+    def header_only() -> bytes:
+        return frame_header(OPCODE_BINARY, 2 * MAX_MESSAGE, True, False, KEY) + b"\x00" * 1000
+
+    def fragments() -> bytes:
+        masked = mask(big, KEY)
+        return (
+            frame_header(OPCODE_BINARY, len(big), False, False, KEY)
+            + masked
+            + frame_header(OPCODE_CONTINUATION, len(big), False, False, KEY)
+            + masked
+            + frame_header(OPCODE_CONTINUATION, len(big), True, False, KEY)
+            + masked
+        )
+
+    def one_over() -> bytes:
+        return build_frame(OPCODE_TEXT, b"a" * (MAX_MESSAGE + 1), masked=True)
+
+    cases: list[tuple[str, Callable[[], bytes], set[int]]] = [
+        ("2 MiB frame header", header_only, {1009}),
+        ("3 x 400 KiB fragments", fragments, {1009}),
+        ("1 MiB + 1 text", one_over, {1009}),
+        ("64-bit length with the top bit", lambda: bytes([0x82, 0xFF]) + b"\xff" * 8 + KEY, {1002}),
+    ]
+    n = 0
+    while not run.over() and n < 2000:
+        name, make, codes = cases[n % len(cases)]
+        n += 1
+        sock = connect(run)
+        try:
+            _, leftover = handshake(run, sock)
+            try:
+                sock.sendall(make())
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server failed us from the header and closed before the payload ended
+            expect_close(run, sock, leftover, codes, f"oversized ({name})")
+        except OSError as exc:
+            tally.fail(f"oversized ({name}): {type(exc).__name__}", describe(exc))
+        finally:
+            sock.close()
+        run.pause(0.1)
+
+
+def bombs(run: Run) -> None:
+    tally = run.tally
+    zeros = b"\x00" * (64 * 1024 * 1024)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = c.compress(zeros) + c.flush(zlib.Z_SYNC_FLUSH)
+    bomb = bomb[:-4]
+    del zeros
+    third = len(bomb) // 3
+
+    def whole() -> bytes:
+        return build_frame(OPCODE_BINARY, bomb, rsv1=True, masked=True)
+
+    def fragmented() -> bytes:
+        return (
+            build_frame(OPCODE_TEXT, bomb[:third], fin=False, rsv1=True, masked=True)
+            + build_frame(OPCODE_CONTINUATION, bomb[third : 2 * third], fin=False, masked=True)
+            + build_frame(OPCODE_CONTINUATION, bomb[2 * third :], masked=True)
+        )
+
+    cases = [("whole", whole), ("fragmented", fragmented)]
+    n = 0
+    while not run.over() and n < 2000:
+        name, make = cases[n % len(cases)]
+        n += 1
+        sock = connect(run)
+        try:
+            agreed, leftover = handshake(run, sock, [client_offer()])
+            if not agreed:
+                tally.fail("bomb: permessage-deflate not negotiated")
+                return
+            try:
+                sock.sendall(make())
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            expect_close(run, sock, leftover, {1009}, f"decompression bomb ({name}, {len(bomb) // 1024} KiB)")
+        except OSError as exc:
+            tally.fail(f"bomb ({name}): {type(exc).__name__}", describe(exc))
+        finally:
+            sock.close()
+        run.pause(0.05)
+
+
+def never_reader(run: Run, index: int, hold: float) -> None:
+    """Send echoable messages until our socket blocks, never read, hold, then reset."""
+    tally = run.tally
+    run.pause(index * 2.0)
+    rounds = 0
+    while not run.over() and rounds < 100:
+        rounds += 1
+        sock = connect(run, rcvbuf=4096)
+        try:
+            _, _ = handshake(run, sock)
+            sock.setblocking(False)
+            frame = build_frame(OPCODE_BINARY, b"n" * 65536, masked=True)
+            pending = b""
+            sent = 0
+            blocked_since = None
+            end = time.monotonic() + hold
+            # Keep pushing until the server stops reading us (our sends block for a while).
+            while time.monotonic() < end and sent < 64 * 1024 * 1024 and not run.over():
+                if not pending:
+                    pending = frame
+                try:
+                    k = sock.send(pending)
+                    pending = pending[k:]
+                    sent += k
+                    blocked_since = None
+                except BlockingIOError:
+                    if blocked_since is None:
+                        blocked_since = time.monotonic()
+                    run.pause(0.05)
+            tally.count("never-reader: connections held unread")
+            tally.count("never-reader: MiB pushed", sent // (1024 * 1024))
+            if blocked_since is not None:
+                tally.count("never-reader: server stopped reading us (backpressure)")
+            run.pause(max(0.0, end - time.monotonic()))
+        except OSError as exc:
+            tally.fail(f"never-reader: {type(exc).__name__}", describe(exc))
+        finally:
+            reset(sock)
+        run.pause(0.5)
+
+
+def vanishers(run: Run) -> None:
+    tally = run.tally
+    rng = random.Random(5)
+    n = 0
+    while not run.over() and n < 20000:
+        n += 1
+        kind = n % 4
+        sock = connect(run)
+        try:
+            if kind == 0:
+                sock.sendall(client_request(run.host, "/", new_key())[:30])
+                what = "mid-handshake"
+            else:
+                _, _ = handshake(run, sock)
+                if kind == 1:
+                    head = frame_header(OPCODE_BINARY, 5000, True, False, KEY)
+                    sock.sendall(head + b"x" * rng.randint(0, 4000))
+                    what = "mid-frame"
+                elif kind == 2:
+                    what = "idle"
+                else:
+                    sock.sendall(build_frame(OPCODE_TEXT, b"y" * 50000, masked=True))
+                    what = "with an echo pending"
+            tally.count(f"vanished (RST) {what}")
+        except OSError as exc:
+            tally.fail(f"vanisher: {type(exc).__name__}", describe(exc))
+        finally:
+            reset(sock)
+        run.pause(0.01)
+
+
+def ping_flood(run: Run, pings: int) -> None:
+    tally = run.tally
+    rng = random.Random(6)
+    n = 0
+    while not run.over() and n < 500:
+        n += 1
+        sock = connect(run)
+        try:
+            agreed, leftover = handshake(run, sock)
+            proto = client_protocol(agreed)
+            proto.feed(leftover)
+            bodies = [rng.randbytes(rng.randint(0, 125)) for _ in range(pings)]
+            if n % 3 == 0:
+                # A flood from a peer that never reads its pongs, then vanishes.
+                sock.settimeout(2.0)
+                try:
+                    sock.sendall(b"".join(build_frame(OPCODE_PING, b, masked=True) for b in bodies))
+                except (TimeoutError, OSError):
+                    pass  # the server stopped reading us: its pongs are backed up
+                tally.count("ping flood: unread floods, then reset")
+                reset(sock)
+                continue
+            sock.sendall(b"".join(build_frame(OPCODE_PING, b, masked=True) for b in bodies))
+            ok = read_until(sock, proto, partial(has_message, proto, pings - 1), 3 * IO_SECONDS)
+            pongs = [m.data for m in proto.received if isinstance(m, PongControlMessage)]
+            if not ok or pongs != bodies:
+                tally.fail("ping flood: pongs missing or differing", f"{len(pongs)} of {pings} pongs")
+            else:
+                tally.count("ping flood: floods answered pong for pong")
+                tally.count("ping flood: pings", pings)
+            sock.sendall(build_frame(OPCODE_CLOSE, encode_close_payload(1000), masked=True))
+        except OSError as exc:
+            tally.fail(f"ping flood: {type(exc).__name__}", describe(exc))
+        finally:
+            sock.close()
+        run.pause(0.3)
+
+
+def cycler(run: Run, index: int, count: int, spread: float, until: float) -> None:
+    """``count`` connect/handshake/disconnect cycles, paced over ``spread`` seconds; on a machine
+    too busy to keep the pace, the last ones may run after the end of the run, up to ``until``."""
+    tally = run.tally
+    interval = spread / max(1, count)
+    start = time.monotonic()
+    for k in range(count):
+        if run.stop.is_set() or time.monotonic() >= until:
+            return
+        due = start + k * interval
+        now = time.monotonic()
+        if due > now:
+            run.stop.wait(due - now)
+        if time.monotonic() > run.deadline:
+            tally.count("cycles: of which after the end of the run (a slow machine)")
+        try:
+            sock = connect(run)
+        except OSError as exc:
+            tally.fail(f"cycle: connect: {type(exc).__name__}", describe(exc))
+            continue
+        try:
+            _, leftover = handshake(run, sock)
+            how = (k + index) % 3
+            if how == 0:
+                sock.sendall(build_frame(OPCODE_CLOSE, encode_close_payload(1000), masked=True))
+                proto = Protocol(client=True, max_message_size=None)
+                proto.feed(leftover)
+                closed = read_until(sock, proto, partial(has_close, proto), IO_SECONDS)
+                if not closed:
+                    tally.fail("cycle: no close frame answering ours")
+                # The server closes TCP first after the closing handshake.
+                sock.settimeout(IO_SECONDS)
+                if sock.recv(16) != b"":
+                    tally.fail("cycle: data after the close frame")
+                tally.count("cycles: closing handshake")
+                sock.close()
+            elif how == 1:
+                sock.close()
+                tally.count("cycles: FIN without a close frame")
+            else:
+                reset(sock)
+                tally.count("cycles: RST")
+        except (OSError, HandshakeError) as exc:
+            tally.fail(f"cycle: {type(exc).__name__}", describe(exc))
+            sock.close()
+
+
+# ---------------------------------------------------------------------------- the sampler
+
+
+@dataclass
+class Samples:
+    rss_peak_kib: int = 0
+    hwm_kib: int = 0
+    fds_peak: int = 0
+    n: int = 0
+
+
+def sampler(pid: int, samples: Samples, stop: threading.Event) -> None:
+    while not stop.wait(SAMPLE_SECONDS):
+        status = proc_status(pid)
+        if not status:
+            return
+        samples.n += 1
+        samples.rss_peak_kib = max(samples.rss_peak_kib, int(status["VmRSS"].split()[0]))
+        samples.hwm_kib = max(samples.hwm_kib, int(status.get("VmHWM", "0 kB").split()[0]))
+        fds = open_fds(pid)
+        if fds is not None:
+            samples.fds_peak = max(samples.fds_peak, fds)
+
+
+# ---------------------------------------------------------------------------- main
+
+
+KINDS = (
+    "echo",
+    "slowloris",
+    "garbage-handshake",
+    "garbage-frames",
+    "oversized",
+    "bombs",
+    "never-reader",
+    "vanishers",
+    "ping-flood",
+    "cycler",
+)
+
+
+def guarded(tally: Tally, name: str, fn: Callable[..., None], fargs: tuple[object, ...]) -> None:
+    """Run an actor; an exception out of it (a timeout, a reset where none was expected) fails."""
+    try:
+        fn(*fargs)
+    except Exception as exc:
+        tally.fail(f"{name.rstrip('0123456789-')}: stopped by {type(exc).__name__}", describe(exc))
+        if os.environ.get("CHAOS_DEBUG"):
+            traceback.print_exc()
+
+
+def echo_worker(port: int, deadline: float, clients: int, results: Connection) -> None:
+    """The echo clients, in a process of their own so that the round trips they time are the
+    server's, not this script's threads waiting for the GIL; sends back what they saw."""
+    tally = Tally()
+    run = Run(port, deadline, tally)
+    lateness: list[float] = []
+
+    def probe() -> None:  # how late this process's threads wake: the machine's own noise
+        while not run.over() and len(lateness) < 100_000:
+            t = time.monotonic()
+            run.stop.wait(0.01)
+            lateness.append(time.monotonic() - t - 0.01)
+
+    threads = [threading.Thread(target=probe, daemon=True)]
+    threads[0].start()
+    for i in range(clients):
+        fargs = (run, i, i % 4 == 3, 1_000_000)
+        t = threading.Thread(target=guarded, args=(tally, f"echo-{i}", echo_client, fargs), daemon=True)
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(max(0.0, deadline + 3 * IO_SECONDS + 5 - time.monotonic()))
+    run.stop.set()
+    with tally.lock:
+        results.send(
+            {
+                "counts": dict(tally.counts),
+                "failures": dict(tally.failures),
+                "examples": dict(tally.examples),
+                "rtts": list(tally.rtts),
+                "lateness": lateness,
+                "stuck": sum(t.is_alive() for t in threads),
+            }
+        )
+    results.close()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Chaos against one wsloop server: see the module docstring.")
+    add = parser.add_argument
+    add("--duration", type=float, default=60.0, help="seconds of chaos (60)")
+    add("--p99-ms", type=float, default=250.0, help="bound on the echo round trips' p99 (250)")
+    add("--rss-mib", type=float, default=128.0, help="bound on the server's peak RSS (128)")
+    add("--settle", type=float, default=10.0, help="seconds for the descriptors to settle (10)")
+    parser.add_argument("--cycles", type=int, default=10000, help="connect/disconnect cycles (10000)")
+    parser.add_argument("--echo-clients", type=int, default=8, help="well-behaved echo clients (8)")
+    parser.add_argument("--slowloris", type=int, default=40, help="half-open handshakes per wave (40)")
+    parser.add_argument("--never-readers", type=int, default=3, help="peers that never read (3)")
+    parser.add_argument("--pings", type=int, default=5000, help="pings per flood (5000)")
+    parser.add_argument(
+        "--only",
+        help="comma-separated actor kinds to run (for diagnosis; the checks of the others are skipped): "
+        + ", ".join(KINDS),
+    )
+    args = parser.parse_args(argv)
+    args.kinds = set(KINDS) if args.only is None else set(args.only.split(","))
+    if not args.kinds <= set(KINDS):
+        parser.error(f"--only takes some of {', '.join(KINDS)}")
+    if args.duration < 5:
+        parser.error("--duration must be at least 5 s")
+    if args.cycles < 0 or args.echo_clients < 1 or args.slowloris < 0 or args.never_readers < 0:
+        parser.error("counts must not be negative (and at least one echo client)")
+    return args
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    exit_on_sigterm()
+    raise_nofile_limit()
+    began = time.monotonic()
+    failures: list[str] = []
+    server = LoggedServerProcess(
+        [sys.executable, "-m", "wsloop", "serve", "--host", HOST, "--port", "0",
+         "--max-message-size", str(MAX_MESSAGE), "--log-level", "INFO"],
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )  # fmt: skip
+    tally = Tally()
+    samples = Samples()
+    sample_stop = threading.Event()
+    threads: list[threading.Thread] = []
+    limit = mib(MAX_MESSAGE // 1024)
+    print(f"wsloop chaos: {args.duration:g} s against python -m wsloop serve (max message {limit})")
+    try:
+        if not server.wait_ready(READY_SECONDS):
+            print("error: the server did not start", file=sys.stderr)
+            for line in server.output_tail():
+                print(f"  server| {line}", file=sys.stderr)
+            return 1
+        pid = server.pid
+        time.sleep(0.3)
+        baseline = open_fds(pid)
+        rss0 = proc_status(pid).get("VmRSS", "n/a")
+        print(f"server:               pid {pid}, ws://{HOST}:{server.port}/, {baseline} fds, RSS {rss0}")
+        sample_thread = threading.Thread(target=sampler, args=(pid, samples, sample_stop), daemon=True)
+        sample_thread.start()
+
+        run = Run(server.port, time.monotonic() + args.duration, tally)
+        spread = args.duration * 0.85
+        cycles_until = run.deadline + max(10.0, args.duration / 2)
+        echo: multiprocessing.process.BaseProcess | None = None
+        lateness: list[float] = []
+        if "echo" in args.kinds:
+            ctx = multiprocessing.get_context("spawn")
+            echo_results, echo_end = ctx.Pipe(duplex=False)
+            echo = ctx.Process(
+                target=echo_worker, args=(server.port, run.deadline, args.echo_clients, echo_end), daemon=True
+            )
+            echo.start()
+            echo_end.close()
+        k = CYCLER_THREADS
+        per_cycler = [args.cycles // k + (1 if i < args.cycles % k else 0) for i in range(k)]
+        actors: list[tuple[str, Callable[..., None], tuple[object, ...]]] = []
+        if args.slowloris:
+            actors.append(("slowloris", slowloris, (run, args.slowloris)))
+        actors.append(("garbage-handshake", garbage_handshakes, (run,)))
+        actors.append(("garbage-frames", garbage_after_handshake, (run,)))
+        actors.append(("oversized", oversized, (run,)))
+        actors.append(("bombs", bombs, (run,)))
+        hold = min(15.0, args.duration / 3)
+        for i in range(args.never_readers):
+            actors.append((f"never-reader-{i}", never_reader, (run, i, hold)))
+        actors.append(("vanishers", vanishers, (run,)))
+        actors.append(("ping-flood", ping_flood, (run, args.pings)))
+        for i, count in enumerate(per_cycler):
+            if count:
+                actors.append((f"cycler-{i}", cycler, (run, i, count, spread, cycles_until)))
+
+        actors = [a for a in actors if a[0].rstrip("0123456789-") in args.kinds]
+        for name, fn, fargs in actors:
+            t = threading.Thread(target=guarded, args=(tally, name, fn, fargs), name=name, daemon=True)
+            t.start()
+            threads.append(t)
+        # Every actor ends by the deadline (plus its last bounded wait; the cyclers by theirs);
+        # then we wait a bounded time.
+        join_until = max(run.deadline + HANDSHAKE_TIMEOUT + 3 * IO_SECONDS + 5, cycles_until + 2 * IO_SECONDS)
+        for t in threads:
+            t.join(max(0.0, join_until - time.monotonic()))
+        run.stop.set()
+        stuck = [t.name for t in threads if t.is_alive()]
+        if echo is not None:
+            if echo_results.poll(max(0.0, join_until - time.monotonic()) + 1):
+                got = echo_results.recv()
+                tally.counts.update(got["counts"])
+                tally.failures.update(got["failures"])
+                tally.examples.update(got["examples"])
+                tally.rtts.extend(got["rtts"])
+                lateness = got["lateness"]
+                if got["stuck"]:
+                    stuck.append(f"{got['stuck']} echo clients")
+            else:
+                failures.append("the echo clients' process sent no results")
+            echo.join(5.0)
+            if echo.is_alive():
+                echo.kill()
+                echo.join(5.0)
+        if stuck:
+            failures.append(f"actors still running {join_until - run.deadline:.0f} s after the end: {stuck}")
+        chaos_seconds = time.monotonic() - run.start
+        server_cpu = cpu_seconds(pid)
+
+        # The server's descriptors back to the baseline (bounded).
+        settle_start = time.monotonic()
+        fds = open_fds(pid)
+        while fds is not None and baseline is not None and fds > baseline:
+            if time.monotonic() - settle_start > args.settle:
+                break
+            time.sleep(0.1)
+            fds = open_fds(pid)
+        settle = time.monotonic() - settle_start
+        sample_stop.set()
+        sample_thread.join(1.0)
+        alive = server.alive()
+
+        # ---- report
+        c = tally.counts
+        print(f"chaos ran:            {chaos_seconds:.1f} s, {len(actors)} actors")
+        print("actors:")
+        for what in sorted(c):
+            print(f"  {c[what]:8d}  {what}")
+        rtts = tally.rtts
+        p50, p99, worst = (percentile(rtts, 0.5), percentile(rtts, 0.99), max(rtts, default=0.0))
+        print(f"echo round trips:     {len(rtts)} messages, p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, "
+              f"max {worst * 1e3:.1f} ms (bound: p99 < {args.p99_ms:g} ms)")  # fmt: skip
+        if lateness:
+            print(f"wake-up lateness:     p99 {percentile(lateness, 0.99) * 1e3:.1f} ms, "
+                  f"max {max(lateness) * 1e3:.1f} ms (a 10 ms sleep in the echo clients' process: "
+                  "the machine's scheduling noise, for reading the round trips)")  # fmt: skip
+        if tally.drop_times:
+            print(f"slowloris drops:      after {min(tally.drop_times):.1f}..{max(tally.drop_times):.1f} s "
+                  f"(handshake timeout {HANDSHAKE_TIMEOUT:g} s)")  # fmt: skip
+        if server_cpu is not None:
+            mine = sum(os.times()[:2])
+            print(f"CPU time:             server {server_cpu:.1f} s, this script {mine:.1f} s "
+                  f"(without the echo clients' process) in {chaos_seconds:.1f} s")  # fmt: skip
+        print(f"server fds:           baseline {baseline}, peak {samples.fds_peak}, at the end {fds} "
+              f"({settle:.1f} s after the last client closed; bound {args.settle:g} s)")  # fmt: skip
+        print(f"server RSS:           sampled peak {mib(samples.rss_peak_kib)} ({samples.n} samples), "
+              f"VmHWM {mib(samples.hwm_kib)} (bound {args.rss_mib:g} MiB)")  # fmt: skip
+
+        # ---- assertions
+        if not alive:
+            failures.append(f"the server process died (exit code {server.proc.returncode})")
+        echoed = c["echo: messages echoed intact"] + c["echo (deflate): messages echoed intact"]
+        if not echoed and "echo" in args.kinds:
+            failures.append("no message was echoed")
+        if rtts and p99 * 1e3 >= args.p99_ms:
+            failures.append(f"echo p99 {p99 * 1e3:.1f} ms is over {args.p99_ms:g} ms")
+        if fds is None or baseline is None or fds > baseline:
+            failures.append(f"server fds {fds} not back to the baseline {baseline} within {args.settle:g} s")
+        peak = max(samples.hwm_kib, samples.rss_peak_kib)
+        if peak > args.rss_mib * 1024:
+            failures.append(f"server peak RSS {mib(peak)} is over {args.rss_mib:g} MiB")
+        cycles = sum(v for k, v in c.items() if k.startswith("cycles:"))
+        if cycles < args.cycles and "cycler" in args.kinds:
+            failures.append(f"only {cycles}/{args.cycles} connect/disconnect cycles completed")
+        for what, n in sorted(tally.failures.items()):
+            example = tally.examples.get(what)
+            failures.append(f"{n} x {what}" + (f" ({example})" if example else ""))
+    finally:
+        sample_stop.set()
+        server.stop()
+        if server.died:
+            failures.append(f"the server exited on its own (code {server.exit_code})")
+        elif server.killed:
+            failures.append("the server did not exit within 10 s of SIGTERM")
+        elif server.exit_code != 0:
+            failures.append(f"the server exited with {server.exit_code} on SIGTERM")
+        log = server.output_tail(100000)
+        bad = [line for line in log if "Traceback" in line or " ERROR " in line or " CRITICAL " in line]
+        print(f"server stopped:       exit code {server.exit_code} in {server.stop_seconds:.2f} s; "
+              f"{len(log)} log lines, {len(bad)} with errors")  # fmt: skip
+        if bad:
+            failures.append(f"the server logged {len(bad)} errors/tracebacks")
+            for line in log[-30:]:
+                print(f"  server| {line}")
+        server.log.close()
+    print(f"total time:           {time.monotonic() - began:.1f} s")
+    if failures:
+        print("RESULT: FAIL")
+        for failure in failures:
+            print(f"  - {failure}")
+        return 1
+    print("RESULT: PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
