@@ -162,6 +162,11 @@ def validate_key(key: str) -> None:
         raise HandshakeError("Sec-WebSocket-Key is not 16 bytes")
 
 
+def _has_token(value: str, token: str) -> bool:
+    """Whether the comma-separated header ``value`` holds ``token`` (case-insensitively)."""
+    return value.lower() == token or token in [v.lower() for v in split_header_list(value)]
+
+
 def validate_request(request: Request) -> None:
     """Check that ``request`` is a valid WebSocket upgrade; raise :class:`HandshakeError`."""
     if request.method != "GET":
@@ -169,21 +174,22 @@ def validate_request(request: Request) -> None:
     if request.version != "HTTP/1.1":
         raise HandshakeError(f"{request.version} is not HTTP/1.1")
     headers = request.headers
-    if "websocket" not in [v.lower() for v in split_header_list(headers.get("upgrade", ""))]:
+    if not _has_token(headers.get("upgrade", ""), "websocket"):
         raise HandshakeError("missing Upgrade: websocket")
-    if "upgrade" not in [v.lower() for v in split_header_list(headers.get("connection", ""))]:
+    if not _has_token(headers.get("connection", ""), "upgrade"):
         raise HandshakeError("missing Connection: Upgrade")
     if "host" not in headers:
         raise HandshakeError("missing Host header")
-    if "sec-websocket-key" not in headers:
+    key = headers.get("sec-websocket-key")
+    if key is None:
         raise HandshakeError("missing Sec-WebSocket-Key")
-    validate_key(headers["sec-websocket-key"])
+    validate_key(key)
     version = headers.get("sec-websocket-version")
     if version is None:
         raise HandshakeError(
             "missing Sec-WebSocket-Version", 426, [("Sec-WebSocket-Version", SUPPORTED_VERSION)]
         )
-    if version.strip() != SUPPORTED_VERSION:
+    if version != SUPPORTED_VERSION and version.strip() != SUPPORTED_VERSION:
         raise HandshakeError(
             f"unsupported Sec-WebSocket-Version {version}",
             426,
@@ -193,7 +199,7 @@ def validate_request(request: Request) -> None:
 
 def accept_value(key: str) -> str:
     """The ``Sec-WebSocket-Accept`` value for a ``Sec-WebSocket-Key``."""
-    return base64.b64encode(hashlib.sha1((key + GUID).encode("ascii")).digest()).decode("ascii")
+    return binascii.b2a_base64(hashlib.sha1((key + GUID).encode("ascii")).digest(), newline=False).decode()
 
 
 def select_subprotocol(offered: Sequence[str], supported: Sequence[str] | None) -> str | None:
@@ -213,18 +219,19 @@ def accept_response(
     extra_headers: Iterable[tuple[str, str]] = (),
 ) -> bytes:
     """The ``101 Switching Protocols`` response for a validated request."""
-    lines = [
-        "HTTP/1.1 101 Switching Protocols",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Accept: {accept_value(key)}",
-    ]
+    head = _ACCEPT_HEAD + accept_value(key)
     if subprotocol:
-        lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+        head += f"\r\nSec-WebSocket-Protocol: {subprotocol}"
     if extensions:
-        lines.append(f"Sec-WebSocket-Extensions: {', '.join(extensions)}")
-    lines.extend(f"{name}: {value}" for name, value in extra_headers)
-    return _encode_head(lines)
+        head += f"\r\nSec-WebSocket-Extensions: {', '.join(extensions)}"
+    for name, value in extra_headers:
+        head += f"\r\n{name}: {value}"
+    return (head + "\r\n\r\n").encode("latin-1")
+
+
+_ACCEPT_HEAD = (
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+)
 
 
 class Accepted(NamedTuple):
@@ -247,11 +254,19 @@ def accept(
 
     Raises :class:`HandshakeError` with the status to answer when the request is not valid.
     """
-    from .deflate import negotiate  # deflate uses this module's header helpers
-
     validate_request(request)
-    subprotocol = select_subprotocol(request.protocols, protocols)
-    negotiated = negotiate(request.extensions, compression) if request.extensions else None
+    headers = request.headers
+    subprotocol = (
+        select_subprotocol(request.protocols, protocols)
+        if protocols and "sec-websocket-protocol" in headers
+        else None
+    )
+    negotiated = None
+    if "sec-websocket-extensions" in headers:
+        from .deflate import negotiate  # deflate uses this module's header helpers
+
+        offers = request.extensions
+        negotiated = negotiate(offers, compression) if offers else None
     extensions = [negotiated[0]] if negotiated else []
     response = accept_response(request.key, subprotocol, extensions, extra_headers)
     return Accepted(response, subprotocol, negotiated[1] if negotiated else None, extensions)
