@@ -13,16 +13,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# A wsloop bug the chaos run finds (see tests/test_properties.py, FAILURE_CYCLE): a failed
-# connection's Protocol keeps its exception's traceback, a reference cycle that pins the inflated
-# output of a decompression bomb (up to the 1 MiB limit) until a full GC, so the server's RSS
-# climbs past the bound. While this is set, a run whose only failure is the RSS bound is an
-# expected failure; a run that passes fails this test, so the tolerance is removed once fixed.
-KNOWN_RSS_BUG: str | None = (
-    "Protocol.failure keeps its traceback (a reference cycle pinning each failed connection's "
-    "buffers): the server's peak RSS exceeds the bound under decompression bombs"
-)
-
 
 @pytest.mark.timeout(180)
 def test_chaos() -> None:
@@ -34,12 +24,5 @@ def test_chaos() -> None:
         timeout=150,
     )
     output = result.stdout + result.stderr
-    lines = result.stdout.splitlines()
-    failures = lines[lines.index("RESULT: FAIL") + 1 :] if "RESULT: FAIL" in lines else []
-    if KNOWN_RSS_BUG is not None:
-        if result.returncode == 0:
-            pytest.fail(f"chaos passed: the known bug looks fixed; set KNOWN_RSS_BUG = None\n{output}")
-        if failures and all(f.strip().startswith("- server peak RSS") for f in failures):
-            pytest.xfail(KNOWN_RSS_BUG)
     assert result.returncode == 0, output
     assert "RESULT: PASS" in result.stdout, output

@@ -499,7 +499,11 @@ class Protocol:
 
     def fail(self, exc: ProtocolException) -> None:
         """Fail the connection: send a close frame with ``exc.code`` and ignore further input."""
-        self.failure = exc
+        # Kept without its traceback and chained exceptions: their frames hold this protocol and
+        # the buffers being parsed (an inflated bomb, a whole invalid payload), a reference cycle
+        # that would pin them until a full garbage collection.
+        exc.__context__ = exc.__cause__ = None
+        self.failure = exc.with_traceback(None)
         if self.state is OPEN:
             self._send_close(exc.code, exc.reason)
             self.state = CLOSING
