@@ -137,10 +137,6 @@ class Tally:
                 self.examples[what] = detail
 
 
-class Stop(Exception):
-    """The run is over (raised out of an actor's waits)."""
-
-
 class Run:
     """The target and the end of the run (``deadline``: on the monotonic clock, which is the
     same in every process of the machine)."""
@@ -333,7 +329,7 @@ def echo_client(run: Run, index: int, compress: bool, max_messages: int) -> None
 def slowloris(run: Run, wave_size: int) -> None:
     """Waves of half-open handshakes; each must be dropped by the server's handshake timeout."""
     tally = run.tally
-    partial = f"GET / HTTP/1.1\r\nHost: {run.host}\r\nUpgrade: websocket\r\n".encode("ascii")
+    head = f"GET / HTTP/1.1\r\nHost: {run.host}\r\nUpgrade: websocket\r\n".encode("ascii")
     trickle = client_request(run.host, "/", new_key())
     # A wave needs the handshake timeout plus slack; waves start while that fits in the run.
     while run.left() > HANDSHAKE_TIMEOUT + 3 and not run.over():
@@ -344,7 +340,7 @@ def slowloris(run: Run, wave_size: int) -> None:
                 sock = connect(run)
                 sock.setblocking(False)
                 trickler = i % 5 == 0
-                sock.send(trickle[:1] if trickler else partial)
+                sock.send(trickle[:1] if trickler else head)
                 socks.append((sock, trickler))
             tally.count("slowloris: half-open handshakes", len(socks))
             open_socks = {s.fileno(): (s, t) for s, t in socks}
@@ -817,7 +813,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--duration", type=float, default=60.0, help="seconds of chaos (60)")
     add("--p99-ms", type=float, default=250.0, help="bound on the echo round trips' p99 (250)")
     add("--rss-mib", type=float, default=128.0, help="bound on the server's peak RSS (128)")
-    add("--settle", type=float, default=10.0, help="seconds for the descriptors to settle (10)")
+    add(
+        "--settle",
+        type=float,
+        default=2 * CLOSE_TIMEOUT,
+        help="seconds for the server's descriptors to settle (10: twice its close timeout)",
+    )
     parser.add_argument("--cycles", type=int, default=10000, help="connect/disconnect cycles (10000)")
     parser.add_argument("--echo-clients", type=int, default=8, help="well-behaved echo clients (8)")
     parser.add_argument("--slowloris", type=int, default=40, help="half-open handshakes per wave (40)")
