@@ -62,7 +62,8 @@ def test_data_and_control_opcode_sets() -> None:
 
 # ---------------------------------------------------------------------- masking
 
-MASK_LENGTHS = [*range(71), 125, 126, 65535, 65536]
+# Up to 128 bytes a multiplied key is used, below 4096 an integer XOR, from 4096 on translate tables.
+MASK_LENGTHS = [*range(71), 125, 126, 127, 128, 129, 130, 131, 4095, 4096, 4097, 4099, 65535, 65536]
 MASK_KEYS = [
     b"\x00\x00\x00\x00",
     b"\xff\xff\xff\xff",
@@ -95,9 +96,10 @@ def test_mask_empty_payload_returns_empty_bytes() -> None:
     assert mask(b"", RFC_KEY) == b""
 
 
+@pytest.mark.parametrize("length", [37, 5000])
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
-def test_mask_accepts_bytes_like(kind: type) -> None:
-    data = payload_of(37, seed=2)
+def test_mask_accepts_bytes_like(kind: type, length: int) -> None:
+    data = payload_of(length, seed=2)
     result = mask(kind(data), RFC_KEY)
     assert type(result) is bytes
     assert result == naive_mask(data, RFC_KEY)

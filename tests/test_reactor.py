@@ -410,3 +410,25 @@ def test_broadcast_compresses_for_connections_that_negotiated_it(make_server, re
     assert stream.received[0].data == message.encode()
     sock.close()
     plain.close()
+
+
+def test_a_cancelled_timer_lets_go_of_its_callback() -> None:
+    import gc
+    import weakref
+
+    class Owner:
+        def fire(self) -> None:
+            raise AssertionError("cancelled")
+
+    reactor = Reactor()
+    try:
+        owner = Owner()
+        ref = weakref.ref(owner)
+        handle = reactor.call_later(60, owner.fire)
+        handle.cancel()
+        del owner
+        gc.collect()
+        assert ref() is None  # freed though the handle is still in the timer heap
+        assert handle.cancelled
+    finally:
+        reactor.stop(0)

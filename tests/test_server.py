@@ -311,3 +311,32 @@ class TestCallbacks:
         while not any(e[0] == "closed" for e in Recorder.events) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert ("closed", (1006, "")) in Recorder.events
+
+
+def test_request_environ_takes_the_given_peer_and_shares_its_strings() -> None:
+    from wsloop.handshake import parse_request
+    from wsloop.servers.standalone import request_environ
+
+    class NoPeerName:
+        def getpeername(self) -> None:
+            raise AssertionError("the peer was given")
+
+    head = (
+        b"GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    environs = []
+    for key in (b"dGhlIHNhbXBsZSBub25jZQ==", b"AQIDBAUGBwgJCgsMDQ4PEA=="):
+        parsed = parse_request(head % key)
+        assert parsed is not None
+        environs.append(request_environ(parsed[0], NoPeerName(), ("10.1.2.3", 4567)))  # type: ignore[arg-type]
+    first, second = environs
+    assert first["REMOTE_ADDR"] == "10.1.2.3" and first["REMOTE_PORT"] == "4567"
+    assert first["PATH_INFO"] == "/chat" and first["QUERY_STRING"] == "room=1"
+    assert first["HTTP_SEC_WEBSOCKET_KEY"] == "dGhlIHNhbXBsZSBub25jZQ=="
+    assert second["HTTP_SEC_WEBSOCKET_KEY"] == "AQIDBAUGBwgJCgsMDQ4PEA=="
+    # Kept for as long as a connection is open: the repeated strings are shared, not copied.
+    assert first["HTTP_HOST"] is second["HTTP_HOST"]
+    assert [k for k in first if k.startswith("HTTP_")] == [k for k in second if k.startswith("HTTP_")]
+    for k1, k2 in zip(first, second, strict=True):
+        assert k1 is k2

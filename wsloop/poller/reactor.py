@@ -170,6 +170,8 @@ class Connection(Handler):
             self.wsize -= sent
             if not self.wsize:
                 buf.clear()
+                if self.events == EVENT_READ and not (self.paused or self.waiters or self.closing):
+                    return  # all written and nothing to change: the common case
             else:
                 i = 0
                 while sent:
