@@ -57,6 +57,9 @@ _UNLIMITED = 1 << 63
 # Payloads up to this size are concatenated with their header into one write; larger ones are
 # written as two buffers so the payload is never copied just to prepend a few bytes.
 _COALESCE = 16 * 1024
+# feed() copies a chunk of up to this many bytes (not yet parsed) to bytes before parsing it;
+# larger chunks are parsed through the caller's buffer (a memoryview) without copying.
+_COPY_UNDER = 16 * 1024
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 # The header of an unmasked, unfragmented text or binary frame of 0..125 payload bytes, by length.
 _TEXT_HEADERS = tuple(bytes((0x81, n)) for n in range(126))
@@ -178,6 +181,11 @@ class Protocol:
             if self._hdr:
                 data = self._hdr + bytes(data[pos:])
                 self._hdr = b""
+                pos = 0
+            elif type(data) is not bytes and len(data) - pos <= _COPY_UNDER:
+                # Small reads are parsed from bytes: slicing bytes and int.from_bytes() on bytes
+                # cost a third of what they cost on a memoryview (no view object, no conversion).
+                data = bytes(data[pos:])
                 pos = 0
             self._parse(data, pos)
         except ProtocolException as exc:

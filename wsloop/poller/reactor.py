@@ -501,7 +501,7 @@ class Reactor:
             while True:
                 if self._stopping and (not self._connections or time.monotonic() >= self._stop_deadline):
                     break
-                timeout = timers.timeout(None)
+                timeout = timers.timeout(None) if timers.heap else None
                 if calls or self._dirty:
                     timeout = 0
                 elif self._stopping:
