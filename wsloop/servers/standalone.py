@@ -294,7 +294,9 @@ class _Acceptor(Handler):
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _Handshake(self.server, self.reactor, sock, peer)
+            # The request has often arrived by the time the connection is accepted: read it at
+            # once, and watch the socket (with a timeout) only if it is not all there.
+            _Handshake(self.server, self.reactor, sock, peer).on_read()
 
     def on_write(self) -> None:
         pass
@@ -317,13 +319,22 @@ class _Handshake(Handler):
         self.peer = peer
         self.data = b""
         self.out = b""
-        self.timer: TimerHandle = reactor.call_later(server.handshake_timeout, self.close)
-        reactor.add_handler(sock, self, EVENT_READ)
+        self.timer: TimerHandle | None = None  # set once the socket is watched
+
+    def _watch(self, events: int = EVENT_READ) -> None:
+        """Have the reactor watch the socket for this handler, within the handshake timeout."""
+        if self.timer is None:
+            self.timer = self.reactor.call_later(self.server.handshake_timeout, self.close)
+            self.reactor.add_handler(self.sock, self, events)
+        else:
+            self.reactor.set_handler_events(self.sock, self, events)
 
     def on_read(self) -> None:
         try:
             chunk = self.sock.recv(MAX_HEADER_SIZE + 1)
         except (BlockingIOError, InterruptedError):
+            if self.timer is None:
+                self._watch()
             return
         except OSError:
             self.close()
@@ -334,14 +345,17 @@ class _Handshake(Handler):
         self.data += chunk
         answer = self.server.respond(self.data, self.sock, self.peer)
         if answer is None:
+            if self.timer is None:
+                self._watch()
             return
         ws, response, rest = answer
         if ws is None:
             self.out = response
-            self.reactor.set_handler_events(self.sock, self, EVENT_WRITE)
+            self._watch(EVENT_WRITE)
             self.on_write()
             return
-        self.timer.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
         # The reactor takes the socket over from this handler (its registration is reused).
         self.reactor.add(ws, preamble=response, received=rest)
 
@@ -362,8 +376,9 @@ class _Handshake(Handler):
             self.close()
 
     def close(self) -> None:
-        self.timer.cancel()
-        self.reactor.remove_handler(self.sock)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.reactor.remove_handler(self.sock)
         self.sock.close()
 
 
