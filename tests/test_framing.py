@@ -357,7 +357,7 @@ def test_encode_close_payload_truncation_of_bytes_reason_keeps_valid_utf8(paddin
 # both must agree with the reference, whatever the length modulo 8 and the input type.
 LARGE_LENGTHS = [4096, 4097, 4099, 4101, 4103, 65535, 65536, 262151]
 MASKERS = [framing._mask_lanes]
-if framing._numpy is not None:
+if framing._accelerator() is not None:
     MASKERS.append(framing._mask_numpy)
 
 
@@ -377,4 +377,4 @@ def test_numpy_accelerator_is_used_when_installed() -> None:
         import numpy  # noqa: F401
     except ImportError:
         pytest.skip("numpy (the speedups extra) is not installed")
-    assert framing._numpy is not None or framing.os.environ.get("WSLOOP_NO_SPEEDUPS")
+    assert framing._accelerator() is not None or framing.os.environ.get("WSLOOP_NO_SPEEDUPS")
