@@ -83,6 +83,7 @@ from loadkit import (
     open_fds,
     proc_status,
     raise_nofile_limit,
+    verdict,
 )
 
 from wsloop.deflate import DEFAULT, client_accept, client_offer
@@ -1017,13 +1018,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  server| {line}")
         server.log.close()
     print(f"total time:           {time.monotonic() - began:.1f} s")
-    if failures:
-        print("RESULT: FAIL")
-        for failure in failures:
-            print(f"  - {failure}")
-        return 1
-    print("RESULT: PASS")
-    return 0
+    return verdict(failures)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ from loadkit import (
     mib,
     proc_status,
     raise_nofile_limit,
+    verdict,
 )
 
 MAX_SELECTORS_THREADS = 3
@@ -78,8 +79,12 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = load_argument_parser(
         "Open many concurrent WebSocket connections to one wsloop server and check echoes.",
-        connections=10000, connections_help="connections to open", timeout=120.0,
-        message_size=64, message_help="payload bytes per message", extra=_server_arguments,
+        connections=10000,
+        connections_help="connections to open",
+        timeout=120.0,
+        message_size=64,
+        message_help="payload bytes per message",
+        extra=_server_arguments,
     )
     parser.add_argument("--url", help="ws://host:port/path of an already-running server (none started)")
     parser.add_argument("--server-pid", type=int, help="pid of the --url server, for threads and RSS")
@@ -181,8 +186,20 @@ def main(argv: list[str] | None = None) -> int:
         family, address = socket.AF_INET, ("127.0.0.1", port)
         host_header, path = f"127.0.0.1:{port}", "/"
         server = ServerProcess(
-            [sys.executable, "-m", "wsloop", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--poller", args.poller, "--log-level", "WARNING"],
+            [
+                sys.executable,
+                "-m",
+                "wsloop",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--poller",
+                args.poller,
+                "--log-level",
+                "WARNING",
+            ],
             port,
         )
         server_pid = server.pid
@@ -191,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
 
     failures: list[str] = []
     gen: LoadGenerator | None = None
-    print(f"wsloop connection stress: {n} connections, {args.poller} poller, "
-          f"{args.message_size}-byte messages")
+    print(
+        f"wsloop connection stress: {n} connections, {args.poller} poller, {args.message_size}-byte messages"
+    )
     print(f"server:               {target}")
     try:
         if server is not None and not server.wait_ready(min(READY_SECONDS, args.timeout)):
@@ -212,11 +230,15 @@ def main(argv: list[str] | None = None) -> int:
         gen.open_all(n, args.in_flight, deadline)
         open_seconds = time.monotonic() - t0
         opened = gen.count(OPEN)
-        print(f"connections opened:   {opened}/{n} in {open_seconds:.2f} s "
-              f"({opened / open_seconds if open_seconds else 0:.0f}/s)")
+        print(
+            f"connections opened:   {opened}/{n} in {open_seconds:.2f} s "
+            f"({opened / open_seconds if open_seconds else 0:.0f}/s)"
+        )
         if opened < n:
-            failures.append(f"only {opened}/{n} connections opened" +
-                            (f" ({gen.abort_reason})" if gen.abort_reason else ""))
+            failures.append(
+                f"only {opened}/{n} connections opened"
+                + (f" ({gen.abort_reason})" if gen.abort_reason else "")
+            )
 
         gen.idle(IDLE_SECONDS, deadline)
         after = server_stats(server_pid)
@@ -230,17 +252,22 @@ def main(argv: list[str] | None = None) -> int:
         echoed = gen.count(ECHOED)
         print(f"echoes verified:      {echoed}/{n} in {echo_seconds:.2f} s")
         if echoed < n:
-            failures.append(f"only {echoed}/{n} echoes verified" +
-                            (f" ({gen.abort_reason})" if gen.abort_reason else ""))
+            failures.append(
+                f"only {echoed}/{n} echoes verified" + (f" ({gen.abort_reason})" if gen.abort_reason else "")
+            )
         after_echo = server_stats(server_pid)
 
         if before is not None and after is not None:
             limit_note = f"; at most {MAX_SELECTORS_THREADS} allowed" if args.poller == "selectors" else ""
-            print(f"server threads:       {after.threads} with {still_open} connections open "
-                  f"(before connecting: {before.threads}{limit_note})")
+            print(
+                f"server threads:       {after.threads} with {still_open} connections open "
+                f"(before connecting: {before.threads}{limit_note})"
+            )
             grown = after.rss_kib - before.rss_kib
-            print(f"server RSS:           before {mib(before.rss_kib)}, after {mib(after.rss_kib)} "
-                  f"(+{mib(grown)}); after the echo round {mib(after_echo.rss_kib) if after_echo else 'n/a'}")
+            print(
+                f"server RSS:           before {mib(before.rss_kib)}, after {mib(after.rss_kib)} "
+                f"(+{mib(grown)}); after the echo round {mib(after_echo.rss_kib) if after_echo else 'n/a'}"
+            )
             per_conn = f"{grown / still_open:.2f} KiB" if still_open else "n/a"
             print(f"RSS per connection:   {per_conn} ((after - before) / {still_open})")
             if args.poller == "selectors" and after.threads > MAX_SELECTORS_THREADS:
@@ -267,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(f"the server exited on its own (code {server.exit_code})")
             else:
                 how = "SIGKILL (did not exit within 10 s of SIGTERM)" if server.killed else "SIGTERM"
-                print(f"server stopped:       exit code {server.exit_code} after {how} "
-                      f"in {server.stop_seconds:.2f} s")
+                print(
+                    f"server stopped:       exit code {server.exit_code} after {how} "
+                    f"in {server.stop_seconds:.2f} s"
+                )
             if server.killed:
                 failures.append("the server did not exit within 10 s of SIGTERM")
             if server.output_lines():
@@ -278,13 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             server.log.close()
 
     print(f"total time:           {time.monotonic() - started_at:.2f} s")
-    if failures:
-        print("RESULT: FAIL")
-        for failure in failures:
-            print(f"  - {failure}")
-        return 1
-    print("RESULT: PASS")
-    return 0
+    return verdict(failures)
 
 
 if __name__ == "__main__":

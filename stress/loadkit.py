@@ -611,3 +611,14 @@ class LoadGenerator:
                 if c.state != CLOSING:
                     self._set_state(c, CLOSED)
         self.selector.close()
+
+
+def verdict(failures: list[str]) -> int:
+    """Print ``RESULT: PASS``, or ``RESULT: FAIL`` and each failure; the exit status to return."""
+    if failures:
+        print("RESULT: FAIL")
+        for failure in failures:
+            print(f"  - {failure}")
+        return 1
+    print("RESULT: PASS")
+    return 0
