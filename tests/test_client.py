@@ -11,6 +11,7 @@ import resource
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -467,55 +468,30 @@ def test_unix_socket(reactor: Reactor, scripted: Any, tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_5000_clients_share_one_reactor_thread() -> None:
-    """5,000 connections from this process: at most 3 threads here (main, the clients'
-    reactor, pytest-timeout's), every echo back, every connection closed cleanly."""
+    """5,000 connections from one fresh process (tests/client_scale.py): at most 3 threads
+    there at any time (main, the clients' reactor, and one to spare), every echo intact, every
+    connection closed cleanly."""
     count = 5000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < count + 200:
         pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below {count + 200}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, count + 200), hard))
     server = ServerProcess("--no-compression")
-    done = threading.Semaphore(0)
-    echoed = threading.Semaphore(0)
-    peak = [0]
     try:
-
-        class Counted(WebSocketClient):
-            compression = None
-
-            def opened(self) -> None:
-                self.send(f"hello {id(self)}")
-
-            def received_message(self, message: Message) -> None:
-                assert str(message) == f"hello {id(self)}"
-                peak[0] = max(peak[0], threading.active_count())
-                echoed.release()
-                self.close()
-
-            def closed(self, code: int, reason: str | None = None) -> None:
-                self.code = code
-                done.release()
-
-        reactor = Reactor()
-        reactor.start()
-        try:
-            before = threading.active_count()
-            clients = [Counted(server.url, reactor=reactor, handshake_timeout=60) for _ in range(count)]
-            for client in clients:
-                client.connect(wait=False)
-            threads = threading.active_count()
-            status = Path("/proc/self/status").read_text()
-            os_threads = int(status.split("Threads:")[1].split()[0])
-            for _ in range(count):
-                assert done.acquire(timeout=120), "not every connection closed"
-        finally:
-            reactor.stop(timeout=5)
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.client_scale", server.url, str(count)],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
     finally:
         server.stop()
-    assert threads <= 3 and threads == before, f"{threads} threads with {count} clients"
-    assert os_threads <= 3 and peak[0] <= 3
-    assert all(echoed.acquire(timeout=0) for _ in range(count))
-    assert {c.code for c in clients} == {1000}
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["finished"] and result["echoed"] == count and result["intact"], result
+    assert result["codes"] == {"1000": count}, result
+    assert result["before"] == 1, result
+    assert result["after_connect"] <= 3 and result["peak"] <= 3, result
 
 
 # ----------------------------------------------------------------- Autobahn
