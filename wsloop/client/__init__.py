@@ -42,7 +42,7 @@ from ..deflate import DeflateOptions, client_accept, client_offer
 from ..exc import HandshakeError
 from ..handshake import MAX_HEADER_SIZE, _encode_head, new_key, parse_response, validate_response
 from ..poller.reactor import EVENT_READ, EVENT_WRITE, Handler, Reactor
-from ..transport import TimerHandle
+from ..transport import TimerHandle, Transport
 from ..websocket import WebSocket
 
 __all__ = ["WebSocketClient", "WebSocketBaseClient", "CLIENT_DEFLATE", "parse_url", "shared_reactor"]
@@ -227,9 +227,21 @@ class WebSocketClient(WebSocket):
             return
         reactor.call_soon_threadsafe(connector.start)
         if wait:
-            self._connected.wait()
+            # Set once attached to its driver (see attach()), or on failure; the margin covers a
+            # driver that drops the connection without attaching it (a reactor stopping).
+            if not self._connected.wait(self.handshake_timeout + 5.0):
+                raise TimeoutError(f"no WebSocket connection to {self.url}")
             if self._error is not None:
                 raise self._error
+
+    def attach(self, transport: Transport) -> None:
+        """Bind to the driver (then ``opened()``); only now may ``connect()`` return, so that a
+        ``send()`` right after it finds the transport (not a protocol another thread is
+        attaching)."""
+        try:
+            super().attach(transport)
+        finally:
+            self._connected.set()
 
     def run_forever(self, timeout: float | None = None) -> bool:
         """Block until the connection has ended and :meth:`closed` has run (ws4py's method).
@@ -467,8 +479,7 @@ class _Connector(Handler):
         client = self.client
         if isinstance(self.sock, ssl.SSLSocket):
             self.sock.setblocking(True)  # served by the threaded fallback
-        client._connected.set()
-        self.reactor.add(client, received=rest)
+        self.reactor.add(client, received=rest)  # attach() releases connect()
 
     def _timed_out(self) -> None:
         self.fail(
