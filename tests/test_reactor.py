@@ -432,3 +432,16 @@ def test_a_cancelled_timer_lets_go_of_its_callback() -> None:
         assert handle.cancelled
     finally:
         reactor.stop(0)
+
+
+def test_tune_malloc_on_glibc_and_its_opt_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
+
+    from wsloop.poller.reactor import tune_malloc
+
+    if platform.libc_ver()[0] != "glibc":
+        assert tune_malloc() is False
+    else:
+        assert tune_malloc() is True
+    monkeypatch.setenv("WSLOOP_MALLOC_TUNING", "0")
+    assert tune_malloc() is False
