@@ -57,6 +57,32 @@ def test_max_message_size_option() -> None:
         assert server.stop() == 0
 
 
+def test_max_connections_option() -> None:
+    server = ServerProcess("--max-connections", "1")
+    try:
+        with Client(server.port) as client:
+            key = "dGhlIHNhbXBsZSBub25jZQ=="
+            request = (
+                "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+            assert raw_request(server.port, request).startswith(b"HTTP/1.1 503 ")
+            assert client.echo(b"served").data == b"served"
+    finally:
+        assert server.stop() == 0
+
+
+def test_max_connections_is_refused_where_not_implemented() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wsloop", "serve", "--server", "wsgiref", "--max-connections", "5"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--max-connections" in result.stderr
+
+
 @pytest.mark.parametrize("spec", ["nomodule:Thing", "tests.handlers:NotAHandler", "justaname"])
 def test_bad_handler_is_a_usage_error(spec: str) -> None:
     result = subprocess.run(

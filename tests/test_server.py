@@ -123,6 +123,22 @@ class TestHandshake:
             assert sock.recv(100) == b""
             assert time.monotonic() - start < 3
 
+    def test_connections_beyond_the_limit_get_503(self, make_server) -> None:  # type: ignore[no-untyped-def]
+        server = make_server(max_connections=2)
+        with Client(server.port) as first, Client(server.port) as second:
+            response = raw_request(server.port, upgrade())
+            assert status_of(response) == 503, response[:200]
+            assert b"Retry-After: 1" in response
+            for client in (first, second):  # the two served are undisturbed
+                client.send("still here")
+                assert client.recv().data == b"still here"
+        deadline = time.monotonic() + 5  # both closed: room again
+        while len(server.manager) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with Client(server.port) as third:
+            third.send("in")
+            assert third.recv().data == b"in"
+
     def test_subprotocol_selected_by_server_preference(self, make_server) -> None:  # type: ignore[no-untyped-def]
         server = make_server(protocols=["chat.v2", "chat.v1"])
         with Client(server.port, protocols=["chat.v1", "chat.v2"]) as client:

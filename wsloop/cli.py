@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--heartbeat", type=float, default=None, help="seconds between keepalive pings")
     serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="standalone server: websockets served at once; upgrades beyond get 503 (default: no limit)",
+    )
+    serve.add_argument(
         "--no-compression",
         action="store_true",
         help="never negotiate permessage-deflate (by default the handler class's policy applies)",
@@ -112,5 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.server == "standalone":
         options["poller"] = args.poller
+        options["max_connections"] = args.max_connections
+    elif args.max_connections is not None:
+        build_parser().error("--max-connections is implemented by the standalone server only (for now)")
     module.serve(args.host, args.port, args.handler, ready=ready, stop=stop, **options)
     return 0

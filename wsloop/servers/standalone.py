@@ -101,6 +101,8 @@ class WebSocketServer:
         (``handler_cls.compression``), or a :class:`~wsloop.deflate.DeflateOptions` of its own.
     :param handshake_timeout: seconds a client has to send its whole upgrade request.
     :param serve_page: answer a plain ``GET /`` with the demo page.
+    :param max_connections: websockets served at once (None: no limit); an upgrade beyond it is
+        answered ``503 Service Unavailable`` with ``Retry-After: 1``.
     """
 
     def __init__(
@@ -119,8 +121,10 @@ class WebSocketServer:
         backlog: int = 1024,
         serve_page: bool = True,
         manager: Reactor | ThreadedManager | None = None,
+        max_connections: int | None = None,
     ) -> None:
         self.handler_cls = handler_cls
+        self.max_connections = max_connections
         self.protocols = list(protocols) if protocols else None
         self.heartbeat_freq = heartbeat_freq
         self.max_message_size = max_message_size
@@ -217,6 +221,8 @@ class WebSocketServer:
                     return None, response, b""
                 raise HandshakeError("this is a WebSocket endpoint: send an Upgrade request")
             accepted = accept(request, self.protocols, self.compression)
+            if self.max_connections is not None and len(self.manager) >= self.max_connections:
+                raise HandshakeError("server at its connection limit", 503, [("Retry-After", "1")])
         except HandshakeError as exc:
             logger.debug("handshake refused (%s %s)", exc.status, exc.reason)
             return None, error_response(exc), b""
@@ -393,6 +399,7 @@ def serve(
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     compression: bool | DeflateOptions = True,
     poller: str = "selectors",
+    max_connections: int | None = None,
 ) -> None:
     """Serve ``handler_cls`` until ``stop`` is set, then close all with 1001 (the CLI's entry)."""
     server = WebSocketServer(
@@ -400,6 +407,7 @@ def serve(
         port,
         handler_cls,
         poller=poller,
+        max_connections=max_connections,
         heartbeat_freq=heartbeat_freq,
         max_message_size=max_message_size,
         compression=compression,
