@@ -421,32 +421,22 @@ class Config:
     many_conns: int
 
 
-def run_rate(cfg: Config, server: Server, proc: ServerProcess, rate: Rate) -> dict[str, float] | str:
-    conns = cfg.many_conns if rate.name == "many" else rate.conns
-    argv = [
-        str(cfg.loadgen),
-        "rate",
-        "--port",
-        str(proc.port),
-        "--server-pid",
-        str(proc.pid),
-        "--conns",
-        str(conns),
-        "--inflight",
-        str(rate.in_flight),
-        "--size",
-        str(rate.size),
-        "--warmup",
-        str(cfg.warmup),
-        "--duration",
-        str(cfg.duration),
-        "--timeout",
-        str(OPEN_TIMEOUT),
-        "--connect-inflight",
-        str(CONNECT_IN_FLIGHT),
-    ]
+def loadgen_argv(
+    cfg: Config, mode: str, server: Server, proc: ServerProcess, conns: int, size: int, *extra: str
+) -> list[str]:
+    """The load generator's command line for ``mode`` (``rate`` or ``idle``) against ``proc``."""
+    argv = [str(cfg.loadgen), mode, "--port", str(proc.port), "--server-pid", str(proc.pid)]
+    argv += ["--conns", str(conns), "--size", str(size), *extra]
+    argv += ["--timeout", str(OPEN_TIMEOUT), "--connect-inflight", str(CONNECT_IN_FLIGHT)]
     if server.raw:
         argv.append("--raw")
+    return argv
+
+
+def run_rate(cfg: Config, server: Server, proc: ServerProcess, rate: Rate) -> dict[str, float] | str:
+    conns = cfg.many_conns if rate.name == "many" else rate.conns
+    timing = ("--inflight", str(rate.in_flight), "--warmup", str(cfg.warmup), "--duration", str(cfg.duration))
+    argv = loadgen_argv(cfg, "rate", server, proc, conns, rate.size, *timing)
     if rate.binary:
         argv.append("--binary")
     limit = OPEN_TIMEOUT + cfg.warmup + cfg.duration + 15
@@ -484,24 +474,7 @@ def run_idle(cfg: Config, server: Server, want: list[str]) -> tuple[dict[str, fl
             return figures, failure
         time.sleep(SETTLE_SECONDS)
         before = proc_status(proc.pid)
-        argv = [
-            str(cfg.loadgen),
-            "idle",
-            "--port",
-            str(proc.port),
-            "--server-pid",
-            str(proc.pid),
-            "--conns",
-            str(cfg.idle_conns),
-            "--size",
-            "64",
-            "--timeout",
-            str(OPEN_TIMEOUT),
-            "--connect-inflight",
-            str(CONNECT_IN_FLIGHT),
-        ]
-        if server.raw:
-            argv.append("--raw")
+        argv = loadgen_argv(cfg, "idle", server, proc, cfg.idle_conns, 64)
         foreign = Foreign(cfg, proc.pid)
         gen = subprocess.Popen(
             argv,
