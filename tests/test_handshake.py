@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import logging
+from collections.abc import Sequence
 
 import pytest
 
-from wsloop.exc import HandshakeError
+from wsloop.exc import HandshakeError, HandshakeRejected
 from wsloop.handshake import (
     MAX_HEADER_SIZE,
     Request,
@@ -24,6 +26,7 @@ from wsloop.handshake import (
     validate_request,
     validate_response,
 )
+from wsloop.websocket import WebSocket
 
 # RFC 6455 §1.3 / §4.1 example.
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -692,3 +695,161 @@ def test_validate_response_offered_extension_is_returned() -> None:
     )
     assert subprotocol is None
     assert extensions == ["permessage-deflate; server_no_context_takeover"]
+
+
+# ---------------------------------------------------------------------- accept() with a policy
+# (the handler class's origins, process_request and select_subprotocol hooks)
+
+
+class OnlyExample(WebSocket):
+    origins = ["http://Example.com", None]
+
+
+class Guarded(WebSocket):
+    @classmethod
+    def process_request(cls, request: Request) -> None:
+        if "token=s3cret" not in request.path.partition("?")[2].split("&"):
+            raise HandshakeRejected(401, "token required", [("WWW-Authenticate", 'Bearer realm="ws"')])
+
+
+class LastOffer(WebSocket):
+    seen: list[tuple[str, list[str], object]] = []
+
+    @classmethod
+    def select_subprotocol(
+        cls, request: Request, offered: list[str], supported: Sequence[str] | None
+    ) -> str | None:
+        cls.seen.append((request.path, offered, supported))
+        return offered[-1]
+
+
+class Broken(WebSocket):
+    @classmethod
+    def process_request(cls, request: Request) -> None:
+        raise RuntimeError("bug in a hook")
+
+
+class Unoffered(WebSocket):
+    @classmethod
+    def select_subprotocol(
+        cls, request: Request, offered: list[str], supported: Sequence[str] | None
+    ) -> str | None:
+        return "not-offered"
+
+
+def refusal(request: Request, policy: type[WebSocket], protocols: list[str] | None = None) -> HandshakeError:
+    with pytest.raises(HandshakeError) as exc_info:
+        accept(request, protocols, policy=policy)
+    return exc_info.value
+
+
+@pytest.mark.parametrize("origin", ["http://example.com", "HTTP://EXAMPLE.COM", "http://Example.com"])
+def test_policy_allowed_origin_is_accepted(origin: str) -> None:
+    assert accept(parsed(request_bytes(replace={"Origin": origin})), policy=OnlyExample).response
+
+
+@pytest.mark.parametrize(
+    "origin", ["http://evil.example", "http://example.com:8080", "https://example.com", "null", ""]
+)
+def test_policy_foreign_origin_gets_403(origin: str) -> None:
+    error = refusal(parsed(request_bytes(replace={"Origin": origin})), OnlyExample)
+    assert error.status == 403
+    assert b"403 Forbidden" in error_response(error)
+
+
+def test_policy_two_origin_headers_do_not_match() -> None:
+    request = parsed(request_bytes(add=[("Origin", "http://example.com")]))
+    assert refusal(request, OnlyExample).status == 403
+
+
+def test_policy_missing_origin_admitted_only_with_none() -> None:
+    request = parsed(request_bytes(drop=("Origin",)))
+    assert accept(request, policy=OnlyExample).response
+
+    class BrowsersOnly(WebSocket):
+        origins = ("http://example.com",)
+
+    assert refusal(request, BrowsersOnly).status == 403
+    assert accept(parsed(request_bytes()), policy=BrowsersOnly).response
+
+
+def test_policy_default_admits_any_origin_and_keeps_server_preference() -> None:
+    request = parsed(request_bytes(replace={"Origin": "http://anywhere"}))
+    accepted = accept(request, ["superchat", "chat"], policy=WebSocket)
+    assert accepted.subprotocol == "superchat"
+    assert accept(request, None, policy=WebSocket).subprotocol is None
+
+
+def test_policy_validation_comes_first() -> None:
+    """An invalid request gets its 400/426 even when the origin would be refused too."""
+    request = parsed(request_bytes(replace={"Origin": "http://evil", "Sec-WebSocket-Version": "8"}))
+    assert refusal(request, Guarded).status == 426
+    assert refusal(parsed(request_bytes(drop=("Host",))), Broken).status == 400
+
+
+def test_policy_origin_is_checked_before_process_request() -> None:
+    class Both(Guarded):
+        origins = ["http://example.com"]
+
+    assert refusal(parsed(request_bytes(replace={"Origin": "http://evil"})), Both).status == 403
+    assert refusal(parsed(request_bytes()), Both).status == 401
+
+
+def test_process_request_rejection_status_reason_and_headers() -> None:
+    error = refusal(parsed(request_bytes("GET /chat?token=wrong HTTP/1.1")), Guarded)
+    assert isinstance(error, HandshakeRejected)
+    assert (error.status, error.reason) == (401, "token required")
+    status, headers = response_headers(error_response(error))
+    assert status == "HTTP/1.1 401 Unauthorized"
+    assert headers["www-authenticate"] == 'Bearer realm="ws"'
+    assert accept(parsed(request_bytes("GET /chat?a=1&token=s3cret HTTP/1.1")), policy=Guarded).response
+
+
+def test_handshake_rejected_defaults_and_checks() -> None:
+    error = HandshakeRejected(403)
+    assert (error.status, error.reason, error.headers) == (403, "Forbidden", [])
+    assert HandshakeRejected(599).reason == "Error"
+    with pytest.raises(ValueError, match="status"):
+        HandshakeRejected(101)
+    with pytest.raises(ValueError, match="header"):
+        HandshakeRejected(401, headers=[("WWW-Authenticate", "Basic\r\nX-Injected: 1")])
+
+
+def test_select_subprotocol_hook_sees_request_offers_and_server_protocols() -> None:
+    LastOffer.seen.clear()
+    accepted = accept(parsed(request_bytes()), ["chat"], policy=LastOffer)
+    assert accepted.subprotocol == "superchat"
+    status, headers = response_headers(accepted.response)
+    assert headers["sec-websocket-protocol"] == "superchat"
+    assert LastOffer.seen == [("/chat", ["chat", "superchat"], ["chat"])]
+
+
+def test_select_subprotocol_hook_not_called_without_offer() -> None:
+    LastOffer.seen.clear()
+    accepted = accept(parsed(request_bytes(drop=("Sec-WebSocket-Protocol",))), ["chat"], policy=LastOffer)
+    assert accepted.subprotocol is None
+    assert LastOffer.seen == []
+
+
+def test_select_subprotocol_hook_may_choose_none() -> None:
+    accepted = accept(parsed(request_bytes()), ["mqtt"], policy=WebSocket)
+    assert accepted.subprotocol is None
+    assert b"Sec-WebSocket-Protocol" not in accepted.response
+
+
+def test_subprotocol_not_offered_is_a_500(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="wsloop.handshake"):
+        error = refusal(parsed(request_bytes()), Unoffered)
+    assert error.status == 500
+    assert "not-offered" in caplog.text
+
+
+def test_hook_raising_is_logged_and_a_500(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="wsloop.handshake"):
+        error = refusal(parsed(request_bytes()), Broken)
+    assert error.status == 500
+    assert not isinstance(error, HandshakeRejected)
+    assert "bug in a hook" not in error.reason  # the client learns nothing of the bug
+    records = [r for r in caplog.records if r.name == "wsloop.handshake"]
+    assert records and records[0].exc_info is not None
+    assert "Broken" in records[0].getMessage()

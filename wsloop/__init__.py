@@ -1,6 +1,6 @@
 """wsloop: ws4py's WebSocket API on one selectors reactor thread."""
 
-from .exc import HandshakeError, ProtocolException, WebSocketException
+from .exc import HandshakeError, HandshakeRejected, ProtocolException, WebSocketException
 from .messaging import (
     BinaryMessage,
     CloseControlMessage,
@@ -26,5 +26,6 @@ __all__ = [
     "WebSocketException",
     "ProtocolException",
     "HandshakeError",
+    "HandshakeRejected",
     "__version__",
 ]

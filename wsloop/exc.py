@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from http import HTTPStatus
+
 __all__ = [
     "WebSocketException",
     "ProtocolException",
@@ -10,6 +13,7 @@ __all__ = [
     "TextFrameEncodingException",
     "InvalidBytesError",
     "HandshakeError",
+    "HandshakeRejected",
     "StreamClosed",
 ]
 
@@ -61,6 +65,31 @@ class HandshakeError(WebSocketException):
         self.reason = reason
         self.status = status
         self.headers = headers or []
+
+
+class HandshakeRejected(HandshakeError):
+    """Raised by a handler's ``process_request`` hook to refuse an upgrade.
+
+    ``status`` is the HTTP status to answer (3xx to 5xx: 401, 403, ...), ``reason`` the one-line
+    body (default: the status's phrase) and ``headers`` extra response headers, such as
+    ``WWW-Authenticate`` or ``Location``.
+    """
+
+    def __init__(
+        self, status: int, reason: str | None = None, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        if not 300 <= status <= 599:
+            raise ValueError(f"a refused handshake needs a 3xx, 4xx or 5xx status, not {status}")
+        pairs = [(str(name), str(value)) for name, value in headers]
+        for name, value in pairs:
+            if not name or any(c in name for c in ":\r\n") or "\r" in value or "\n" in value:
+                raise ValueError(f"invalid response header {name!r}: {value!r}")
+        if reason is None:
+            try:
+                reason = HTTPStatus(status).phrase
+            except ValueError:
+                reason = "Error"
+        super().__init__(reason, status, pairs)
 
 
 class StreamClosed(WebSocketException):

@@ -4,8 +4,10 @@ Server side: :func:`parse_request` turns the bytes of an HTTP/1.1 request into a
 :class:`Request` (or ``None`` while the header section is incomplete); :func:`validate_request`
 checks it is a WebSocket upgrade, raising :class:`~wsloop.exc.HandshakeError` with the HTTP
 status to answer; :func:`accept_response` builds the 101 and :func:`error_response` any other
-answer. Client side: :func:`client_request` and :func:`validate_response`. The standalone server,
-every framework adapter and the client all use these.
+answer. :func:`accept` does all of it for a server, and applies a :class:`HandshakePolicy` (the
+handler class's ``origins``, ``process_request`` and ``select_subprotocol`` hooks). Client side:
+:func:`client_request` and :func:`validate_response`. The standalone server, every framework
+adapter and the client all use these.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from .exc import HandshakeError
 
@@ -37,6 +40,8 @@ __all__ = [
     "accept_response",
     "accept",
     "Accepted",
+    "HandshakePolicy",
+    "origin_allowed",
     "error_response",
     "http_response",
     "new_key",
@@ -45,6 +50,8 @@ __all__ = [
     "validate_response",
     "split_header_list",
 ]
+
+logger = logging.getLogger("wsloop.handshake")
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEADER_SIZE = 16 * 1024
@@ -243,24 +250,89 @@ class Accepted(NamedTuple):
     extensions: list[str]  # the accepted extensions, as the response states them
 
 
+class HandshakePolicy(Protocol):
+    """What :func:`accept` asks of the server's handler before answering an upgrade.
+
+    :class:`wsloop.websocket.WebSocket` (the class, not an instance) is one: see its
+    ``origins``, ``process_request`` and ``select_subprotocol``.
+    """
+
+    @property
+    def origins(self) -> Collection[str | None] | None:
+        """Allowed ``Origin`` values (``None`` in it: requests without one); None: any."""
+
+    def process_request(self, request: Request) -> None:
+        """Inspect the request; raise :class:`~wsloop.exc.HandshakeRejected` to refuse it."""
+
+    def select_subprotocol(
+        self, request: Request, offered: list[str], supported: Sequence[str] | None
+    ) -> str | None:
+        """The subprotocol to speak, one of ``offered``, or None."""
+
+
+def origin_allowed(origin: str | None, allowed: Collection[str | None]) -> bool:
+    """Whether an ``Origin`` header value (None: absent) is among ``allowed`` (ASCII case-insensitive)."""
+    if origin is None:
+        return None in allowed
+    if origin in allowed:
+        return True
+    folded = origin.lower()
+    return any(item is not None and item.lower() == folded for item in allowed)
+
+
+def _apply_policy(policy: HandshakePolicy, request: Request, protocols: Sequence[str] | None) -> str | None:
+    """Run the policy's checks (raising :class:`HandshakeError`); return the chosen subprotocol."""
+    name = getattr(policy, "__name__", type(policy).__name__)
+    try:
+        origins = policy.origins
+        if origins is not None and not origin_allowed(request.headers.get("origin"), origins):
+            raise HandshakeError("origin not allowed", 403)
+        policy.process_request(request)
+        if "sec-websocket-protocol" not in request.headers:
+            return None
+        offered = request.protocols
+        subprotocol = policy.select_subprotocol(request, offered, protocols)
+    except HandshakeError:
+        raise
+    except Exception:
+        logger.exception("error in the handshake hooks of %s", name)
+        raise HandshakeError("internal server error", 500) from None
+    if subprotocol is not None and subprotocol not in offered:
+        logger.error("%s.select_subprotocol chose %r, which the client did not offer", name, subprotocol)
+        raise HandshakeError("internal server error", 500)
+    return subprotocol
+
+
 def accept(
     request: Request,
     protocols: Sequence[str] | None = None,
     compression: DeflateOptions | None = None,
     extra_headers: Iterable[tuple[str, str]] = (),
+    policy: HandshakePolicy | None = None,
 ) -> Accepted:
     """Validate an upgrade request and answer it (subprotocol, and permessage-deflate under the
     ``compression`` policy when the client offers it).
 
-    Raises :class:`HandshakeError` with the status to answer when the request is not valid.
+    With a ``policy`` (the handler class), after validation: the ``Origin`` header is checked
+    against ``policy.origins`` (403), ``policy.process_request`` may refuse the request, and
+    ``policy.select_subprotocol`` picks the subprotocol when the client offers any (``protocols``
+    are the server's own, passed to it). A hook that raises anything but a
+    :class:`HandshakeError`, or picks a subprotocol that was not offered, is logged and answered
+    with 500.
+
+    Raises :class:`HandshakeError` with the status to answer when the request is not valid or is
+    refused.
     """
     validate_request(request)
     headers = request.headers
-    subprotocol = (
-        select_subprotocol(request.protocols, protocols)
-        if protocols and "sec-websocket-protocol" in headers
-        else None
-    )
+    if policy is not None:
+        subprotocol = _apply_policy(policy, request, protocols)
+    else:
+        subprotocol = (
+            select_subprotocol(request.protocols, protocols)
+            if protocols and "sec-websocket-protocol" in headers
+            else None
+        )
     negotiated = None
     if "sec-websocket-extensions" in headers:
         from .deflate import negotiate  # deflate uses this module's header helpers

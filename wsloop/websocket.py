@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 import socket
 import types
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any, ClassVar
 
 from .deflate import DEFAULT as DEFAULT_DEFLATE
 from .deflate import DeflateOptions, PerMessageDeflate
 from .exc import ProtocolException, StreamClosed
 from .framing import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_PONG, OPCODE_TEXT
+from .handshake import Request
+from .handshake import select_subprotocol as _select_subprotocol
 from .messaging import Message, PongControlMessage
 from .protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, Protocol, State
 from .transport import BlockingTransport, TimerHandle, Transport
@@ -51,6 +53,10 @@ class WebSocket:
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     #: permessage-deflate policy for this handler's connections (None: never compress).
     compression: DeflateOptions | None = DEFAULT_DEFLATE
+    #: ``Origin`` values allowed to connect, as ``scheme://host[:port]`` (compared ignoring
+    #: case); include ``None`` to admit clients that send no Origin (non-browser clients).
+    #: ``None`` (the default): any origin. Others get 403.
+    origins: ClassVar[Collection[str | None] | None] = None
 
     def __init__(
         self,
@@ -79,6 +85,31 @@ class WebSocket:
         self._close_timer: TimerHandle | None = None
         self._heartbeat: TimerHandle | None = None
         self._awaiting_pong = False
+
+    # ------------------------------------------------------ handshake hooks
+
+    # Class methods: the server calls them (through handshake.accept) on the upgrade request,
+    # before any instance exists, in its own thread (the reactor's, for the standalone server),
+    # so they must not block.
+
+    @classmethod
+    def process_request(cls, request: Request) -> None:
+        """Inspect the upgrade request (``request.path`` with its query, ``request.headers`` with
+        lower-cased names) after it was validated and its origin admitted; raise
+        :class:`~wsloop.exc.HandshakeRejected` to refuse it (401 with ``WWW-Authenticate``, 403,
+        ...). Any other exception is logged and answered with 500. The default accepts.
+        """
+
+    @classmethod
+    def select_subprotocol(
+        cls, request: Request, offered: list[str], supported: Sequence[str] | None
+    ) -> str | None:
+        """The subprotocol for this connection: one of ``offered`` (the client's, in its order of
+        preference), or None for none. Called only when the client offers some; ``supported``
+        is the server's ``protocols`` option. The choice reaches the handler as ``self.protocols``.
+        The default takes the first of ``supported`` the client offered.
+        """
+        return _select_subprotocol(offered, supported)
 
     # ------------------------------------------------------------ callbacks
 

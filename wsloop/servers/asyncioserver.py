@@ -211,7 +211,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                     self._answer(response)
                     return
                 raise HandshakeError("this is a WebSocket endpoint: send an Upgrade request")
-            accepted = accept(request, self.protocols, self.compression)
+            accepted = accept(request, self.protocols, self.compression, policy=self.handler_cls)
         except HandshakeError as exc:
             logger.debug("handshake refused (%s %s)", exc.status, exc.reason)
             self._answer(error_response(exc))

@@ -160,7 +160,9 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
         try:
             if not handshake.is_upgrade and request.method in ("GET", "HEAD"):
                 raise HandshakeError("this is a WebSocket endpoint: send an Upgrade request")
-            accepted = accept(handshake, protocols, choose(handler_cls.compression, compression))
+            accepted = accept(
+                handshake, protocols, choose(handler_cls.compression, compression), policy=handler_cls
+            )
             answer, subprotocol = accepted.response, accepted.subprotocol
             http_request = _cheroot_request()
             if http_request is None or not hasattr(http_request.conn.rfile, "has_data"):

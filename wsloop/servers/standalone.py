@@ -220,7 +220,7 @@ class WebSocketServer:
                         response = response[: len(response) - len(page)]
                     return None, response, b""
                 raise HandshakeError("this is a WebSocket endpoint: send an Upgrade request")
-            accepted = accept(request, self.protocols, self.compression)
+            accepted = accept(request, self.protocols, self.compression, policy=self.handler_cls)
             if self.max_connections is not None and len(self.manager) >= self.max_connections:
                 raise HandshakeError("server at its connection limit", 503, [("Retry-After", "1")])
         except HandshakeError as exc:

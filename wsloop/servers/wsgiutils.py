@@ -87,7 +87,9 @@ class WebSocketWSGIApplication:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
-            accepted = accept(request_from_environ(environ), self.protocols, self.compression)
+            accepted = accept(
+                request_from_environ(environ), self.protocols, self.compression, policy=self.handler_cls
+            )
         except HandshakeError as exc:
             headers = [("Content-Type", "text/plain; charset=utf-8"), *exc.headers]
             start_response(status_line(exc.status), headers)
