@@ -46,8 +46,8 @@ def open_fds() -> set[str]:
 
 
 @pytest.fixture(scope="session")
-def tls_contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server context, client context) for a self-signed localhost certificate made here."""
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(certificate, key): a self-signed certificate for localhost and 127.0.0.1, made here."""
     folder: Path = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
@@ -67,12 +67,19 @@ def tls_contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLConte
             "-subj",
             "/CN=localhost",
             "-addext",
-            "subjectAltName=DNS:localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
         ],
         check=True,
         capture_output=True,
         timeout=60,
     )
+    return cert, key
+
+
+@pytest.fixture(scope="session")
+def tls_contexts(tls_files: tuple[Path, Path]) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context, client context) for :func:`tls_files`' certificate."""
+    cert, key = tls_files
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert, key)
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

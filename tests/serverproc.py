@@ -30,10 +30,10 @@ class ServerProcess:
             if not line:
                 raise RuntimeError("server exited during start-up:\n" + "".join(self.lines))
             self.lines.append(line)
-            match = re.search(r"ws://127\.0\.0\.1:(\d+)/", line)
+            match = re.search(r"(wss?)://127\.0\.0\.1:(\d+)/", line)
             if match:
-                self.port = int(match.group(1))
-                self.url = f"ws://127.0.0.1:{self.port}/"
+                self.port = int(match.group(2))
+                self.url = f"{match.group(1)}://127.0.0.1:{self.port}/"
                 return
         self.proc.kill()
         raise RuntimeError("server did not start:\n" + "".join(self.lines))

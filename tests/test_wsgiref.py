@@ -128,8 +128,8 @@ def test_frame_pipelined_with_the_request_is_served(wsgiref_server) -> None:  # 
     assert data.startswith(b"HTTP/1.1 101 ")
 
 
-def test_tls_connections_use_the_threaded_fallback(tls_contexts) -> None:  # type: ignore[no-untyped-def]
-    """A TLS socket goes to a thread of its own (the reactor does not do TLS yet)."""
+def test_tls_connections_are_served_by_the_reactor(tls_contexts) -> None:  # type: ignore[no-untyped-def]
+    """wsgiref serving HTTPS hands TLS sockets over: the reactor serves them, no thread each."""
     server_ctx, client_ctx = tls_contexts
     server, thread = start_server(server_ctx)
     try:
@@ -139,7 +139,7 @@ def test_tls_connections_use_the_threaded_fallback(tls_contexts) -> None:  # typ
             assert client.echo(f"secret {i}").data == f"secret {i}".encode()
             assert client.echo(b"\x00" * 100_000).data == b"\x00" * 100_000
         assert server.manager is not None and len(server.manager) == 3
-        assert threading.active_count() == plain_threads + 3, "one thread per TLS websocket"
+        assert threading.active_count() == plain_threads, "TLS websockets served by the reactor's thread"
         server.manager.broadcast("all")
         for client in clients:
             assert client.recv().data == b"all"

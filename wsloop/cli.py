@@ -86,12 +86,31 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="never negotiate permessage-deflate (by default the handler class's policy applies)",
     )
+    serve.add_argument(
+        "--certfile",
+        default=None,
+        help="standalone server: serve wss:// with this PEM certificate chain (the key in it, or --keyfile)",
+    )
+    serve.add_argument("--keyfile", default=None, help="the PEM private key for --certfile")
     serve.add_argument("--log-level", default="INFO")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.keyfile and not args.certfile:
+        parser.error("--keyfile needs --certfile")
+    if args.certfile and args.server != "standalone":
+        parser.error("--certfile (wss://) is served by the standalone server only")
+    ssl_context = None
+    if args.certfile:
+        from .servers.standalone import tls_context
+
+        try:
+            ssl_context = tls_context(args.certfile, args.keyfile)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            parser.error(f"cannot load the TLS certificate: {exc}")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     module = importlib.import_module(SERVERS[args.server])
     stop = threading.Event()
@@ -106,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     detail = f"{args.poller} poller" if args.server == "standalone" else f"{args.server} server"
 
     def ready(url: str) -> None:
-        page = url.replace("ws://", "http://", 1)
+        page = "http" + url[2:]  # ws:// -> http://, wss:// -> https://
         logger.info(
             "wsloop serving %s on %s (%s); open %s in a browser", args.handler.__name__, url, detail, page
         )
@@ -119,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.server == "standalone":
         options["poller"] = args.poller
         options["max_connections"] = args.max_connections
+        options["ssl_context"] = ssl_context
     elif args.max_connections is not None:
         build_parser().error("--max-connections is implemented by the standalone server only (for now)")
     module.serve(args.host, args.port, args.handler, ready=ready, stop=stop, **options)

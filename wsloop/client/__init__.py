@@ -18,9 +18,8 @@
 
 Every client without a ``reactor=`` of its own shares one reactor thread, started on first use:
 the TCP connect, TLS and upgrade are done there without blocking (bounded by
-``handshake_timeout``), and then the connection is served by that same loop. A ``wss://``
-connection is handed, once its TLS and upgrade are done, to the reactor's threaded fallback (the
-loop does not do non-blocking TLS yet).
+``handshake_timeout``), and then the connection is served by that same loop, ``wss://``
+included (non-blocking TLS, :class:`~wsloop.poller.reactor.TLSConnection`).
 
 The server's answer is checked before :meth:`opened` runs: status 101 (a redirect is refused with
 a :class:`~wsloop.exc.HandshakeError` naming its ``Location``), ``Upgrade``/``Connection``, the
@@ -476,10 +475,7 @@ class _Connector(Handler):
         if self.timer is not None:
             self.timer.cancel()
         self.reactor.remove_handler(self.sock)
-        client = self.client
-        if isinstance(self.sock, ssl.SSLSocket):
-            self.sock.setblocking(True)  # served by the threaded fallback
-        self.reactor.add(client, received=rest)  # attach() releases connect()
+        self.reactor.add(self.client, received=rest)  # attach() releases connect()
 
     def _timed_out(self) -> None:
         self.fail(

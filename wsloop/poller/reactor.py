@@ -12,6 +12,10 @@ One loop turn::
 
 Backpressure: a connection holding more than ``high_water`` unsent bytes stops being read until
 it drains below ``low_water``; a thread other than the reactor's that sends to it waits until then.
+
+TLS: a websocket whose socket is an ``ssl.SSLSocket`` (the standalone server's ``wss://``, a
+``wss://`` client, a framework serving HTTPS) gets a :class:`TLSConnection`, the same loop's
+connection with non-blocking TLS reads and writes.
 """
 
 from __future__ import annotations
@@ -33,9 +37,8 @@ from ..framing import OPCODE_BINARY, OPCODE_TEXT, frame_header
 from ..protocol import OPEN
 from ..transport import TimerHandle, _Timers
 from ..websocket import WebSocket
-from .threaded import ThreadedManager
 
-__all__ = ["Reactor", "Connection", "Handler", "tune_malloc"]
+__all__ = ["Reactor", "Connection", "TLSConnection", "Handler", "tune_malloc"]
 
 logger = logging.getLogger("wsloop.poller")
 
@@ -186,15 +189,8 @@ class Connection(Handler):
         buf = self.wbuf
         if buf:
             try:
-                if len(buf) == 1:
-                    sent = self.sock.send(buf[0])
-                elif self.wsize <= _JOIN_UNDER:
-                    data = b"".join(buf)
-                    buf[:] = (data,)
-                    sent = self.sock.send(data)
-                else:
-                    sent = self.sock.sendmsg(buf[:_IOV_MAX])
-            except (BlockingIOError, InterruptedError):
+                sent = self._send(buf)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 sent = 0
             except OSError:
                 self.teardown()
@@ -234,6 +230,16 @@ class Connection(Handler):
             self.events = events
             reactor._selector.modify(self.sock, events, self)
 
+    def _send(self, buf: list[bytes | memoryview]) -> int:
+        """One system call's worth of the queued output; returns the bytes it took."""
+        if len(buf) == 1:
+            return self.sock.send(buf[0])
+        if self.wsize <= _JOIN_UNDER:
+            data = b"".join(buf)
+            buf[:] = (data,)
+            return self.sock.send(data)
+        return self.sock.sendmsg(buf[:_IOV_MAX])
+
     def _linger(self) -> None:
         """After failing the connection: FIN, then read and discard until EOF or the timeout."""
         self.lingering = False  # once
@@ -264,6 +270,83 @@ class Connection(Handler):
             with reactor._drained:
                 reactor._drained.notify_all()
         self.ws._connection_lost()
+
+
+class TLSConnection(Connection):
+    """A connection over TLS: its socket is an ``ssl.SSLSocket`` in non-blocking mode.
+
+    Reading: OpenSSL hands out one record per ``recv_into``, and bytes it has already taken from
+    the kernel do not make the socket readable again, so a read event drains it until it wants
+    more (``SSLWantReadError``) and parses everything in one pass, as the plain connection does
+    with one read. If the shared buffer fills first, the rest is read on the next loop turn,
+    after this one's output is flushed (so backpressure applies as it does without TLS).
+
+    Writing: ``SSLSocket.send`` takes all it is given or raises ``SSLWantWriteError``, and a
+    retried write must start with the same bytes; the output list is only ever consumed from its
+    front, so it does. Small queued writes are joined into records of up to 64 KiB.
+    """
+
+    __slots__ = ()
+
+    def on_read(self) -> None:
+        if self.closed or self.paused:
+            return  # a deferred read (see below) after the connection ended or filled up
+        reactor = self.reactor
+        view = reactor._view
+        size = len(view)
+        sock = self.sock
+        got = 0
+        eof = False
+        while got < size:
+            try:
+                n = sock.recv_into(view[got:])
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ssl.SSLError among them: a broken or hostile peer
+                eof = True
+                break
+            if not n:
+                eof = True
+                break
+            got += n
+        if got and not self.closing:
+            self.ws.process(view[:got])
+        if eof:
+            self.teardown()
+        elif got == size and not self.closed and sock.pending():  # type: ignore[attr-defined]
+            reactor.call_later(0.0, self.on_read)  # after this turn's flush
+
+    def flush(self) -> None:
+        paused = self.paused
+        super().flush()
+        if paused and not (self.paused or self.closed) and self.sock.pending():  # type: ignore[attr-defined]
+            self.reactor.call_later(0.0, self.on_read)  # decrypted bytes wait inside OpenSSL
+
+    def _send(self, buf: list[bytes | memoryview]) -> int:
+        send = self.sock.send
+        sent = 0
+        i = 0
+        count = len(buf)
+        while i < count:
+            total = len(buf[i])
+            j = i + 1
+            while j < count and total + len(buf[j]) <= _JOIN_UNDER:
+                total += len(buf[j])
+                j += 1
+            if j - i > 1:
+                buf[i:j] = (b"".join(buf[i:j]),)
+                count -= j - i - 1
+            try:
+                n = send(buf[i])
+            except ssl.SSLWantWriteError:
+                if sent:
+                    return sent
+                raise
+            sent += n
+            if n < total:
+                break
+            i += 1
+        return sent
 
 
 class Reactor:
@@ -309,9 +392,6 @@ class Reactor:
         self._stop_deadline = 0.0
         self._finished = threading.Event()
         self._handlers: dict[int, Handler] = {}
-        # TLS sockets from frameworks: the loop does not do non-blocking TLS, so each of those
-        # is driven by its own thread (the threaded fallback), managed alongside the others.
-        self._threaded = ThreadedManager(close_timeout=close_timeout)
 
     # ------------------------------------------------------------ ws4py face
 
@@ -319,14 +399,9 @@ class Reactor:
         """Serve ``websocket`` (its ``sock`` connected and upgraded); calls its ``opened()``.
 
         ``preamble`` is sent first (the 101 response, for instance); ``received`` holds bytes
-        already read from the peer after its handshake. Safe from any thread.
-
-        A TLS socket (``ssl.SSLSocket``, as a framework serving HTTPS hands over) is served by a
-        thread of its own instead: the threaded fallback, counted and managed with the rest.
+        already read from the peer after its handshake. Safe from any thread. A TLS socket
+        (``ssl.SSLSocket``, its TLS handshake done) is served too, by a :class:`TLSConnection`.
         """
-        if isinstance(websocket.sock, ssl.SSLSocket):
-            self._threaded.add(websocket, preamble=preamble, received=received)
-            return
         if self._in_loop():
             self._add(websocket, preamble, received)
         else:
@@ -346,12 +421,10 @@ class Reactor:
 
     def close_all(self, code: int = 1001, message: str = "Server is shutting down") -> None:
         """Start the closing handshake on every websocket."""
-        self._threaded.close_all(code, message)
         self._run(self._close_all, code, message)
 
     def broadcast(self, message: str | bytes, binary: bool = False) -> None:
         """Send ``message`` to every open websocket, framing it once for all of them."""
-        self._threaded.broadcast(message, binary)
         self._run(self._broadcast, message, binary)
 
     def start(self) -> None:
@@ -368,11 +441,6 @@ class Reactor:
         drop the rest, and release every socket. Waits for the loop to end unless called from it.
         """
         wait = self.close_timeout if timeout is None else timeout
-        if len(self._threaded):
-            if self._in_loop():
-                threading.Thread(target=self._threaded.stop, args=(wait,), daemon=True).start()
-            else:
-                self._threaded.stop(wait)
         if self._tid is None and self._thread is None:
             self._begin_stop(wait)
             self._run_loop()
@@ -388,17 +456,17 @@ class Reactor:
             self._thread.join(timeout)
 
     def __len__(self) -> int:
-        return len(self._connections) + len(self._threaded)
+        return len(self._connections)
 
     def __iter__(self) -> Iterator[WebSocket]:
         return iter(self.websockets)
 
     def __contains__(self, websocket: object) -> bool:
-        return websocket in self._connections or websocket in self._threaded
+        return websocket in self._connections
 
     @property
     def websockets(self) -> list[WebSocket]:
-        return list(self._connections) + self._threaded.websockets
+        return list(self._connections)
 
     # ------------------------------------------------------------ plumbing
 
@@ -464,7 +532,7 @@ class Reactor:
             return
         if sock.gettimeout() != 0.0:
             sock.setblocking(False)
-        conn = Connection(self, sock, websocket)
+        conn = (TLSConnection if isinstance(sock, ssl.SSLSocket) else Connection)(self, sock, websocket)
         self._connections[websocket] = conn
         if handed_over:
             self._selector.modify(sock, EVENT_READ, conn)

@@ -4,6 +4,10 @@ With the selectors poller the listening socket and every handshake in progress a
 the same reactor thread that serves the websockets (non-blocking, each handshake bounded by
 ``handshake_timeout``). With the threaded poller, a thread accepts and each connection gets a
 thread. A plain ``GET /`` (no upgrade) serves a small demo page that talks to the server.
+
+With an ``ssl_context`` (or ``certfile``/``keyfile``) the server speaks ``wss://``: each accepted
+socket's TLS handshake is done without blocking in the reactor, bounded by the same
+``handshake_timeout``, and a failed one closes only that socket.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -25,7 +30,7 @@ from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..transport import TimerHandle
 from ..websocket import EchoWebSocket, WebSocket
 
-__all__ = ["WebSocketServer", "demo_page", "serve"]
+__all__ = ["WebSocketServer", "demo_page", "serve", "tls_context"]
 
 logger = logging.getLogger("wsloop.server")
 
@@ -36,6 +41,18 @@ _intern = sys.intern
 def demo_page() -> bytes:
     """The built-in HTML page served at ``/``."""
     return importlib.resources.files("wsloop").joinpath("static/demo.html").read_bytes()
+
+
+def tls_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:
+    """A server TLS context for a PEM certificate chain and its key (in ``certfile`` when
+    ``keyfile`` is None): TLS 1.2 or later, renegotiation off (it would make a non-blocking
+    write wait for a read), ALPN ``http/1.1``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_RENEGOTIATION
+    context.set_alpn_protocols(["http/1.1"])
+    context.load_cert_chain(certfile, keyfile)
+    return context
 
 
 def request_environ(request: Request, sock: socket.socket, peer: Any = None) -> dict[str, Any]:
@@ -59,6 +76,8 @@ def request_environ(request: Request, sock: socket.socket, peer: Any = None) -> 
             peer = None
     if peer:
         environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = _intern(str(peer[0])), str(peer[1])
+    if isinstance(sock, ssl.SSLSocket):
+        environ["wsgi.url_scheme"] = "https"
     for name, value in request.headers.items():
         environ[_environ_key(name)] = value if name == "sec-websocket-key" else _intern(value)
     return environ
@@ -103,6 +122,9 @@ class WebSocketServer:
     :param serve_page: answer a plain ``GET /`` with the demo page.
     :param max_connections: websockets served at once (None: no limit); an upgrade beyond it is
         answered ``503 Service Unavailable`` with ``Retry-After: 1``.
+    :param ssl_context: serve ``wss://`` with this server-side context.
+    :param certfile: serve ``wss://`` with this PEM certificate chain (and ``keyfile``, unless
+        the key is in ``certfile``), through :func:`tls_context`.
     """
 
     def __init__(
@@ -122,7 +144,13 @@ class WebSocketServer:
         serve_page: bool = True,
         manager: Reactor | ThreadedManager | None = None,
         max_connections: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
     ) -> None:
+        if ssl_context is None and certfile is not None:
+            ssl_context = tls_context(certfile, keyfile)
+        self.ssl_context = ssl_context
         self.handler_cls = handler_cls
         self.max_connections = max_connections
         self.protocols = list(protocols) if protocols else None
@@ -150,7 +178,7 @@ class WebSocketServer:
     @property
     def url(self) -> str:
         host, port = self.server_address
-        return f"ws://{host}:{port}/"
+        return f"{'wss' if self.ssl_context else 'ws'}://{host}:{port}/"
 
     # ------------------------------------------------------------ lifecycle
 
@@ -256,6 +284,8 @@ class WebSocketServer:
         sock.settimeout(self.handshake_timeout)
         data = b""
         try:
+            if self.ssl_context is not None:
+                sock = self.ssl_context.wrap_socket(sock, server_side=True)
             while True:
                 chunk = sock.recv(4096)
                 if not chunk:
@@ -300,6 +330,14 @@ class _Acceptor(Handler):
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            context = self.server.ssl_context
+            if context is not None:
+                try:
+                    sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                except OSError as exc:  # the peer is already gone
+                    logger.debug("TLS setup for %s failed: %s", peer, exc)
+                    sock.close()
+                    continue
             # The request has often arrived by the time the connection is accepted: read it at
             # once, and watch the socket (with a timeout) only if it is not all there.
             _Handshake(self.server, self.reactor, sock, peer).on_read()
@@ -312,9 +350,10 @@ class _Acceptor(Handler):
 
 
 class _Handshake(Handler):
-    """One connection's opening handshake, read and answered without blocking."""
+    """One connection's opening handshake (its TLS handshake first, for ``wss://``), read and
+    answered without blocking."""
 
-    __slots__ = ("server", "reactor", "sock", "peer", "data", "out", "timer")
+    __slots__ = ("server", "reactor", "sock", "peer", "data", "out", "timer", "events", "tls")
 
     def __init__(
         self, server: WebSocketServer, reactor: Reactor, sock: socket.socket, peer: Any = None
@@ -326,19 +365,41 @@ class _Handshake(Handler):
         self.data = b""
         self.out = b""
         self.timer: TimerHandle | None = None  # set once the socket is watched
+        self.events = 0
+        self.tls = isinstance(sock, ssl.SSLSocket)  # its TLS handshake is still to do
 
     def _watch(self, events: int = EVENT_READ) -> None:
         """Have the reactor watch the socket for this handler, within the handshake timeout."""
         if self.timer is None:
             self.timer = self.reactor.call_later(self.server.handshake_timeout, self.close)
             self.reactor.add_handler(self.sock, self, events)
-        else:
+        elif events != self.events:
             self.reactor.set_handler_events(self.sock, self, events)
+        self.events = events
+
+    def _tls_handshake(self) -> bool:
+        """Advance the TLS handshake; whether it is done."""
+        try:
+            self.sock.do_handshake()  # type: ignore[attr-defined]
+        except ssl.SSLWantReadError:
+            self._watch(EVENT_READ)
+            return False
+        except ssl.SSLWantWriteError:
+            self._watch(EVENT_WRITE)
+            return False
+        except OSError as exc:  # ssl.SSLError (not TLS, bad version, bad certificate), a reset
+            logger.debug("TLS handshake with %s failed: %s", self.peer, exc)
+            self.close()
+            return False
+        self.tls = False
+        return True
 
     def on_read(self) -> None:
+        if self.tls and not self._tls_handshake():
+            return
         try:
             chunk = self.sock.recv(MAX_HEADER_SIZE + 1)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             if self.timer is None:
                 self._watch()
             return
@@ -366,9 +427,13 @@ class _Handshake(Handler):
         self.reactor.add(ws, preamble=response, received=rest)
 
     def on_write(self) -> None:
+        if self.tls:
+            if self._tls_handshake():
+                self.on_read()
+            return
         try:
             sent = self.sock.send(self.out)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             return
         except OSError:
             self.close()
@@ -400,6 +465,7 @@ def serve(
     compression: bool | DeflateOptions = True,
     poller: str = "selectors",
     max_connections: int | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve ``handler_cls`` until ``stop`` is set, then close all with 1001 (the CLI's entry)."""
     server = WebSocketServer(
@@ -408,6 +474,7 @@ def serve(
         handler_cls,
         poller=poller,
         max_connections=max_connections,
+        ssl_context=ssl_context,
         heartbeat_freq=heartbeat_freq,
         max_message_size=max_message_size,
         compression=compression,

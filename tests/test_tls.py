@@ -1,0 +1,259 @@
+"""``wss://`` on the standalone server: TLS done by the reactor without blocking (and by each
+connection's thread with the threaded poller), over real loopback sockets and a certificate
+made for the test session."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from wsloop.client import WebSocketClient
+from wsloop.framing import OPCODE_TEXT, build_frame
+from wsloop.messaging import Message
+from wsloop.poller import Reactor
+from wsloop.servers.standalone import WebSocketServer
+
+from .conftest import open_fds
+from .serverproc import ServerProcess
+from .wsclient import Client, text_frame
+
+Contexts = tuple[ssl.SSLContext, ssl.SSLContext]
+
+
+@pytest.fixture
+def tls_server(make_server: Callable[..., WebSocketServer], tls_files: tuple[Path, Path]) -> WebSocketServer:
+    cert, key = tls_files
+    return make_server(certfile=str(cert), keyfile=str(key), handshake_timeout=1.0, close_timeout=1.0)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_echo_over_tls(tls_server: WebSocketServer, tls_contexts: Contexts) -> None:
+    assert tls_server.url.startswith("wss://")
+    _, client_ctx = tls_contexts
+    with Client(tls_server.port, ssl_context=client_ctx) as client:
+        assert client.echo("héllo").data == "héllo".encode()
+        assert client.echo(bytes(range(256))).data == bytes(range(256))
+        big = bytes(range(256)) * 8192  # 2 MiB: many TLS records, more than one read buffer
+        assert client.echo(big).data == big
+        # 500 frames in one write: several records in one read, parsed in one pass
+        client.send_raw(b"".join(text_frame(f"m{i}".encode()) for i in range(500)))
+        assert [client.recv().data for _ in range(500)] == [f"m{i}".encode() for i in range(500)]
+
+
+@pytest.mark.parametrize("poller", ["selectors"])
+def test_many_tls_connections_share_the_reactor_thread(
+    make_server: Callable[..., WebSocketServer], tls_files: tuple[Path, Path], tls_contexts: Contexts
+) -> None:
+    cert, key = tls_files
+    server = make_server(certfile=str(cert), keyfile=str(key))
+    threads = threading.active_count()
+    clients = [Client(server.port, ssl_context=tls_contexts[1]) for _ in range(50)]
+    try:
+        for i, client in enumerate(clients):
+            assert client.echo(f"c{i}").data == f"c{i}".encode()
+        assert threading.active_count() == threads, "no thread per TLS connection"
+        server.manager.broadcast("to all")
+        for client in clients:
+            assert client.recv().data == b"to all"
+    finally:
+        for client in clients:
+            client.sock.close()
+
+
+def test_failed_tls_handshakes_cost_only_their_connection(
+    tls_server: WebSocketServer, tls_contexts: Contexts
+) -> None:
+    _, client_ctx = tls_contexts
+    good = Client(tls_server.port, ssl_context=client_ctx)
+    baseline = open_fds()
+
+    def refused(data: bytes) -> bytes:
+        """Send ``data`` in clear; what the server answers before it closes (no HTTP at all)."""
+        with socket.create_connection(("127.0.0.1", tls_server.port), timeout=5) as sock:
+            sock.sendall(data)
+            got = b""
+            try:
+                while chunk := sock.recv(4096):
+                    got += chunk
+            except ConnectionResetError:
+                pass
+            return got
+
+    # A plain-text upgrade request and garbage: no TLS record, the connection is closed.
+    assert b"HTTP/1.1 101" not in refused(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+    assert b"HTTP/1.1 101" not in refused(bytes(range(256)) * 4)
+    assert good.echo("after garbage").data == b"after garbage"
+
+    # A client that does not trust the certificate gives up during the handshake.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        Client(tls_server.port, ssl_context=ssl.create_default_context())
+    # A client that offers only TLS 1.1 and older is refused (the server wants 1.2 or later).
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname = False
+    old.verify_mode = ssl.CERT_NONE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old.maximum_version = ssl.TLSVersion.TLSv1_1
+    except (ValueError, ssl.SSLError):
+        pass
+    else:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            Client(tls_server.port, ssl_context=old)
+    assert good.echo("after bad clients").data == b"after bad clients"
+
+    # Half a ClientHello, then silence: dropped after the handshake timeout (1 s here).
+    slow = socket.create_connection(("127.0.0.1", tls_server.port), timeout=5)
+    slow.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    started = time.monotonic()
+    assert slow.recv(4096) == b""
+    assert time.monotonic() - started < 4
+    slow.close()
+
+    assert good.echo("still here").data == b"still here"
+    assert wait_until(lambda: open_fds() <= baseline), open_fds() - baseline
+    good.close()
+
+
+@pytest.mark.parametrize("poller", ["selectors"])
+def test_a_peer_that_does_not_read_is_paused_alone(
+    make_server: Callable[..., WebSocketServer], tls_files: tuple[Path, Path], tls_contexts: Contexts
+) -> None:
+    """Backpressure over TLS: the server stops reading a client that does not read its echoes,
+    keeps serving the others, and delivers everything in order once the client reads."""
+    cert, key = tls_files
+    reactor = Reactor(high_water=256 * 1024, low_water=64 * 1024)
+    server = make_server(certfile=str(cert), keyfile=str(key), manager=reactor)
+    _, client_ctx = tls_contexts
+    lazy = Client(server.port, ssl_context=client_ctx)
+    other = Client(server.port, ssl_context=client_ctx)
+    payload = b"z" * 65536
+    count = 640  # 40 MiB of echoes: far above the high-water mark and the loopback socket buffers
+    sender = threading.Thread(target=lambda: [lazy.send(payload) for _ in range(count)], daemon=True)
+    sender.start()
+    sender.join(2)
+    assert sender.is_alive(), "the server kept reading a peer that does not read"
+    assert other.echo("served meanwhile").data == b"served meanwhile"
+    for _ in range(count):
+        assert lazy.recv(timeout=20).data == payload
+    sender.join(10)
+    assert not sender.is_alive()
+    lazy.close()
+    other.close()
+
+
+@pytest.mark.parametrize("poller", ["selectors", "threaded"])
+def test_stop_closes_tls_clients_with_1001(
+    poller: str,
+    make_server: Callable[..., WebSocketServer],
+    tls_files: tuple[Path, Path],
+    tls_contexts: Contexts,
+) -> None:
+    cert, key = tls_files
+    server = make_server(certfile=str(cert), keyfile=str(key), poller=poller)
+    clients = [Client(server.port, ssl_context=tls_contexts[1]) for _ in range(5)]
+    for client in clients:
+        assert client.echo("x").data == b"x"
+    stopper = threading.Thread(target=server.stop, args=(5,))
+    stopper.start()
+    for client in clients:
+        assert client.recv_close().code == 1001
+        client.flush()
+    stopper.join(10)
+    assert not stopper.is_alive()
+
+
+class _Echoed(WebSocketClient):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.got: list[bytes] = []
+        self.done = threading.Event()
+
+    def received_message(self, message: Message) -> None:
+        self.got.append(message.data)
+        if len(self.got) == 3:
+            self.done.set()
+
+
+def test_wsloop_client_and_server_both_tls_in_one_reactor(
+    tls_files: tuple[Path, Path], tls_contexts: Contexts
+) -> None:
+    """Server and 20 wss:// clients, all served by one reactor thread."""
+    cert, key = tls_files
+    reactor = Reactor()
+    server = WebSocketServer("127.0.0.1", 0, certfile=str(cert), keyfile=str(key), manager=reactor)
+    server.start()
+    threads = threading.active_count()
+    try:
+        clients = [_Echoed(server.url, ssl_options=tls_contexts[1], reactor=reactor) for _ in range(20)]
+        for client in clients:
+            client.connect()
+            for word in ("one", "two", "three"):
+                client.send(word)
+        for client in clients:
+            assert client.done.wait(10)
+            assert client.got == [b"one", b"two", b"three"]
+        assert threading.active_count() == threads
+        for client in clients:
+            client.close()
+        for client in clients:
+            assert client.run_forever(5)
+    finally:
+        server.stop(2)
+
+
+def test_cli_serves_wss(tls_files: tuple[Path, Path], tls_contexts: Contexts) -> None:
+    cert, key = tls_files
+    server = ServerProcess("--certfile", str(cert), "--keyfile", str(key))
+    try:
+        assert server.url.startswith("wss://"), server.output
+        clients = [Client(server.port, ssl_context=tls_contexts[1]) for _ in range(3)]
+        for client in clients:
+            assert client.echo("over tls").data == b"over tls"
+        clients[0].send_raw(build_frame(OPCODE_TEXT, b"\xff", masked=True))  # invalid UTF-8
+        assert clients[0].recv_close().code == 1007
+        clients[0].sock.close()
+        server.send_signal(signal.SIGTERM)
+        for client in clients[1:]:
+            assert client.recv_close().code == 1001
+            client.flush()
+    finally:
+        code = server.stop()
+    assert code == 0, server.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--certfile", "/nonexistent.pem"), "cannot load the TLS certificate"),
+        (("--keyfile", "/k.pem"), "--keyfile needs --certfile"),
+        (("--server", "gevent", "--certfile", "/c.pem"), "standalone server only"),
+    ],
+)
+def test_cli_tls_usage_errors(args: tuple[str, ...], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wsloop", "serve", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
