@@ -1,5 +1,9 @@
 """Handler classes the CLI tests load with ``--handler``."""
 
+from collections.abc import Sequence
+
+from wsloop.exc import HandshakeRejected
+from wsloop.handshake import Request
 from wsloop.messaging import Message
 from wsloop.websocket import WebSocket
 
@@ -11,3 +15,48 @@ class UpperWebSocket(WebSocket):
 
 class NotAHandler:
     pass
+
+
+class HookedWebSocket(UpperWebSocket):
+    """The handshake hooks, for tests/test_hooks.py: decisions by origin, path and offers.
+
+    ``/private`` needs ``?token=s3cret`` (else 401 with ``WWW-Authenticate``), ``/forbidden`` is
+    403, ``/boom`` raises in ``process_request``; the subprotocol is the one named by a
+    ``/proto/NAME`` path if offered, else the client's last offer (``/badproto``: one not offered).
+    The message ``?protocols`` is answered with ``self.protocols``.
+    """
+
+    origins = ("https://allowed.example", None)
+
+    @classmethod
+    def process_request(cls, request: Request) -> None:
+        path, _, query = request.path.partition("?")
+        if path == "/private" and "token=s3cret" not in query.split("&"):
+            raise HandshakeRejected(401, "token required", [("WWW-Authenticate", 'Bearer realm="wsloop"')])
+        if path == "/forbidden":
+            raise HandshakeRejected(403)
+        if path == "/boom":
+            raise RuntimeError("hook failure (test)")
+
+    @classmethod
+    def select_subprotocol(
+        cls, request: Request, offered: list[str], supported: Sequence[str] | None
+    ) -> str | None:
+        path = request.path.partition("?")[0]
+        if path == "/badproto":
+            return "never-offered"
+        if path.startswith("/proto/") and path[7:] in offered:
+            return path[7:]
+        return offered[-1]
+
+    def received_message(self, message: Message) -> None:
+        if str(message) == "?protocols":
+            self.send(repr(self.protocols))
+        else:
+            super().received_message(message)
+
+
+class BrowserOnlyWebSocket(HookedWebSocket):
+    """As :class:`HookedWebSocket`, but a request without ``Origin`` is refused too."""
+
+    origins = ("https://allowed.example",)

@@ -24,13 +24,14 @@ class Client:
         timeout: float = 10.0,
         protocols: list[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        headers: list[tuple[str, str]] | None = None,
     ):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         if ssl_context is not None:
             self.sock = ssl_context.wrap_socket(self.sock, server_hostname="localhost")
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = new_key()
-        self.sock.sendall(client_request(f"127.0.0.1:{port}", path, key, protocols))
+        self.sock.sendall(client_request(f"127.0.0.1:{port}", path, key, protocols, headers=headers or ()))
         data = b""
         while True:
             chunk = self.sock.recv(4096)

@@ -92,6 +92,10 @@ class WebSocketWSGIHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
             self.close_connection = True
             self._websocket = ws
             return
+        if self.code != 101 and self._connection_upgrade_requested():
+            # A refused upgrade (400, 401, 403, ...): close after the answer as the other servers
+            # do; a client may already have sent frames, not another request.
+            self.close_connection = True
         super().process_result()
 
     def handle_one_response(self) -> None:
