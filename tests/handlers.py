@@ -1,5 +1,6 @@
 """Handler classes the CLI tests load with ``--handler``."""
 
+import os
 from collections.abc import Sequence
 
 from wsloop.exc import HandshakeRejected
@@ -60,3 +61,31 @@ class BrowserOnlyWebSocket(HookedWebSocket):
     """As :class:`HookedWebSocket`, but a request without ``Origin`` is refused too."""
 
     origins = ("https://allowed.example",)
+
+
+class ScaleWebSocket(WebSocket):
+    """For tests/test_workers.py and tests/test_pubsub.py: echoes, except for these text commands:
+
+    ``pid`` (answered with the serving process's id), ``broadcast:TEXT`` (the reactor's
+    ``broadcast(TEXT)``), ``sub:CHANNEL`` / ``unsub:CHANNEL`` (join or leave), ``pub:CHANNEL:TEXT``
+    (publish TEXT on CHANNEL). Commands other than ``pid`` send no answer.
+    """
+
+    compression = None
+
+    def received_message(self, message: Message) -> None:
+        text = str(message) if message.is_text else ""
+        command, _, rest = text.partition(":")
+        if text == "pid":
+            self.send(str(os.getpid()))
+        elif command == "broadcast":
+            self.transport.reactor.broadcast(rest)  # the reactor serving this connection
+        elif command == "sub":
+            self.subscribe(rest)
+        elif command == "unsub":
+            self.unsubscribe(rest)
+        elif command == "pub":
+            channel, _, payload = rest.partition(":")
+            self.publish(channel, payload)
+        else:
+            self.send(message.data, message.is_binary)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import signal
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 from .websocket import EchoWebSocket, WebSocket
 
@@ -92,8 +94,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="standalone server: serve wss:// with this PEM certificate chain (the key in it, or --keyfile)",
     )
     serve.add_argument("--keyfile", default=None, help="the PEM private key for --certfile")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="standalone server: worker processes sharing the port, under a supervisor that restarts"
+        " them (default 1: this process serves, no supervisor)",
+    )
+    serve.add_argument(
+        "--broker",
+        type=_broker,
+        default=None,
+        help="standalone server: join broadcast() and channels across processes and hosts through"
+        " redis://host:port/db (needs wsloop[redis]); default: in-process only",
+    )
     serve.add_argument("--log-level", default="INFO")
     return parser
+
+
+def _broker(text: str) -> str:
+    from .pubsub import check_broker_spec
+
+    try:
+        return check_broker_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,7 +136,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             ssl_context = tls_context(args.certfile, args.keyfile)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             parser.error(f"cannot load the TLS certificate: {exc}")
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if (args.workers > 1 or args.broker) and args.server != "standalone":
+        parser.error("--workers and --broker are implemented by the standalone server only (for now)")
+    if args.broker and args.poller != "selectors":
+        parser.error("--broker needs the selectors poller")
+    if args.broker and args.broker.partition("://")[0] in ("redis", "rediss", "unix"):
+        if importlib.util.find_spec("redis") is None:
+            parser.error("--broker redis://... needs the redis package: pip install 'wsloop[redis]'")
+    process = " [%(process)d]" if args.workers > 1 else ""
+    logging.basicConfig(
+        level=args.log_level.upper(), format=f"%(asctime)s{process} %(name)s %(levelname)s %(message)s"
+    )
     module = importlib.import_module(SERVERS[args.server])
     stop = threading.Event()
 
@@ -123,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _signal)
     signal.signal(signal.SIGTERM, _signal)
     detail = f"{args.poller} poller" if args.server == "standalone" else f"{args.server} server"
+    if args.workers > 1:
+        detail = f"{args.workers} workers, {detail}"
+    if args.broker:
+        detail += f", broker {args.broker}"
 
     def ready(url: str) -> None:
         page = "http" + url[2:]  # ws:// -> http://, wss:// -> https://
@@ -141,5 +182,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         options["ssl_context"] = ssl_context
     elif args.max_connections is not None:
         build_parser().error("--max-connections is implemented by the standalone server only (for now)")
+    if args.broker:
+        options["broker"] = args.broker
+    if args.workers > 1:
+        from .workers import run
+
+        try:
+            worker_options: dict[str, Any] = dict(options)
+            return run(args.workers, args.host, args.port, args.handler, ready=ready, **worker_options)
+        except OSError as exc:
+            logger.error("cannot serve on %s:%s: %s", args.host, args.port, exc)
+            return 1
     module.serve(args.host, args.port, args.handler, ready=ready, stop=stop, **options)
     return 0

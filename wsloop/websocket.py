@@ -13,7 +13,7 @@ import logging
 import socket
 import types
 from collections.abc import Collection, Iterable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .deflate import DEFAULT as DEFAULT_DEFLATE
 from .deflate import DeflateOptions, PerMessageDeflate
@@ -23,7 +23,11 @@ from .handshake import Request
 from .handshake import select_subprotocol as _select_subprotocol
 from .messaging import Message, PongControlMessage
 from .protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, Protocol, State
+from .pubsub import hub_of
 from .transport import BlockingTransport, TimerHandle, Transport
+
+if TYPE_CHECKING:
+    from .pubsub import Hub
 
 __all__ = ["WebSocket", "EchoWebSocket", "DEFAULT_CLOSE_TIMEOUT"]
 
@@ -249,6 +253,31 @@ class WebSocket:
         """The local address, as ``socket.getsockname()`` gives it (None once closed)."""
         return _address(self.sock, "getsockname")
 
+    # ------------------------------------------------------------- channels
+
+    #: The hub (:mod:`wsloop.pubsub`) of the channels this websocket joined, once it joined one.
+    _hub: Hub | None = None
+
+    def subscribe(self, channel: str) -> None:
+        """Receive every message published on ``channel`` from now on, by any websocket of any
+        process joined to the reactor's broker (:mod:`wsloop.pubsub`; in-process by default).
+        Safe from any thread; a websocket leaves its channels when it closes."""
+        hub = hub_of(self)
+        hub.check_channel(channel)
+        self._in_context(hub.join, self, channel)
+
+    def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel`` (no error if not subscribed). Safe from any thread."""
+        hub = self._hub
+        if hub is not None:
+            self._in_context(hub.leave, self, channel)
+
+    def publish(self, channel: str, message: str | bytes, binary: bool = False) -> None:
+        """Send ``message`` to every websocket subscribed to ``channel``, in every process
+        joined to the broker (this one's at once, framed once for all), this one included if
+        it is subscribed. Safe from any thread."""
+        hub_of(self).publish(channel, message, binary)
+
     # ------------------------------------------------- ws4py's blocking style
 
     def run(self, received: bytes = b"") -> None:
@@ -389,6 +418,8 @@ class WebSocket:
                 timer.cancel()
         stream = self.stream
         stream.on_message = _ignore  # drop the websocket <-> protocol reference cycle
+        if self._hub is not None:
+            self._hub.leave_all(self)
         self._call_closed(stream.close_code, stream.close_reason)
 
     def _call_closed(self, code: int, reason: str) -> None:

@@ -30,13 +30,16 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..framing import OPCODE_BINARY, OPCODE_TEXT, frame_header
 from ..protocol import OPEN
 from ..transport import TimerHandle, _Timers
 from ..websocket import WebSocket
+
+if TYPE_CHECKING:
+    from ..pubsub import Hub
 
 __all__ = ["Reactor", "Connection", "TLSConnection", "Handler", "tune_malloc"]
 
@@ -392,6 +395,8 @@ class Reactor:
         self._stop_deadline = 0.0
         self._finished = threading.Event()
         self._handlers: dict[int, Handler] = {}
+        #: Channels and cross-process broadcast (:mod:`wsloop.pubsub`): set by ``pubsub.attach()``.
+        self.pubsub: Hub | None = None
 
     # ------------------------------------------------------------ ws4py face
 
@@ -424,8 +429,21 @@ class Reactor:
         self._run(self._close_all, code, message)
 
     def broadcast(self, message: str | bytes, binary: bool = False) -> None:
-        """Send ``message`` to every open websocket, framing it once for all of them."""
+        """Send ``message`` to every open websocket, framing it once for all of them.
+
+        With a broker attached (:mod:`wsloop.pubsub`), the other processes joined to it send it
+        to theirs too; each client gets it once.
+        """
         self._run(self._broadcast, message, binary)
+        if self.pubsub is not None:
+            self.pubsub.forward_broadcast(message, binary)
+
+    def local_broadcast(
+        self, message: str | bytes, binary: bool = False, websockets: Iterable[WebSocket] | None = None
+    ) -> None:
+        """Like :meth:`broadcast`, to this reactor's websockets only (those of ``websockets`` if
+        given, e.g. a channel's members), never through the broker. Safe from any thread."""
+        self._run(self._broadcast, message, binary, websockets)
 
     def start(self) -> None:
         """Run the loop in a new daemon thread."""
@@ -555,10 +573,18 @@ class Reactor:
         for ws in list(self._connections):
             ws.close(code, message)
 
-    def _broadcast(self, message: str | bytes, binary: bool) -> None:
+    def _broadcast(
+        self, message: str | bytes, binary: bool, websockets: Iterable[WebSocket] | None = None
+    ) -> None:
         payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
         frame = frame_header(OPCODE_BINARY if binary else OPCODE_TEXT, len(payload)) + payload
-        for ws, conn in self._connections.items():
+        connections = self._connections
+        targets: Iterable[tuple[WebSocket, Connection]] = (
+            connections.items()
+            if websockets is None
+            else [(ws, connections[ws]) for ws in websockets if ws in connections]
+        )
+        for ws, conn in targets:
             stream = ws.stream
             if stream.state is OPEN:
                 if stream.client or stream.deflate is not None:

@@ -27,6 +27,7 @@ from ..handshake import MAX_HEADER_SIZE, Request, accept, error_response, http_r
 from ..poller import Reactor, ThreadedManager, make_manager
 from ..poller.reactor import EVENT_READ, EVENT_WRITE, Handler
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
+from ..pubsub import Broker, attach, make_broker
 from ..transport import TimerHandle
 from ..websocket import EchoWebSocket, WebSocket
 
@@ -125,6 +126,10 @@ class WebSocketServer:
     :param ssl_context: serve ``wss://`` with this server-side context.
     :param certfile: serve ``wss://`` with this PEM certificate chain (and ``keyfile``, unless
         the key is in ``certfile``), through :func:`tls_context`.
+    :param sock: a listening socket to serve on instead of binding ``host:port`` (a worker of
+        :mod:`wsloop.workers` gets one); the server closes it when it stops.
+    :param broker: join the reactor to this :class:`~wsloop.pubsub.Broker` (selectors poller
+        only): ``broadcast()`` and channels then reach every process joined to it.
     """
 
     def __init__(
@@ -147,6 +152,8 @@ class WebSocketServer:
         ssl_context: ssl.SSLContext | None = None,
         certfile: str | None = None,
         keyfile: str | None = None,
+        sock: socket.socket | None = None,
+        broker: Broker | None = None,
     ) -> None:
         if ssl_context is None and certfile is not None:
             ssl_context = tls_context(certfile, keyfile)
@@ -161,7 +168,11 @@ class WebSocketServer:
         self.close_timeout = close_timeout
         self.serve_page = serve_page
         self.manager = manager if manager is not None else make_manager(poller, close_timeout=close_timeout)
-        self.sock = socket.create_server((host, port), backlog=backlog)
+        if broker is not None:
+            if not isinstance(self.manager, Reactor):
+                raise ValueError("a broker needs the selectors poller")
+            attach(self.manager, broker)
+        self.sock = sock if sock is not None else socket.create_server((host, port), backlog=backlog)
         self.sock.setblocking(False)
         self._stopped = threading.Event()
         self._accept_thread: threading.Thread | None = None
@@ -466,12 +477,23 @@ def serve(
     poller: str = "selectors",
     max_connections: int | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    sock: socket.socket | None = None,
+    broker: str | Broker | None = None,
 ) -> None:
-    """Serve ``handler_cls`` until ``stop`` is set, then close all with 1001 (the CLI's entry)."""
+    """Serve ``handler_cls`` until ``stop`` is set, then close all with 1001 (the CLI's entry).
+
+    ``sock``: a listening socket to use instead of binding ``host:port``. ``broker``: a
+    :class:`~wsloop.pubsub.Broker` or a URL (``redis://host:port/db``; such a broker is made
+    here and closed at the end); ``ready`` is called once its subscriptions are in effect, or
+    after 5 s without them (logged; local clients are served meanwhile).
+    """
+    joined = make_broker(broker)
     server = WebSocketServer(
         host,
         port,
         handler_cls,
+        sock=sock,
+        broker=joined,
         poller=poller,
         max_connections=max_connections,
         ssl_context=ssl_context,
@@ -480,9 +502,13 @@ def serve(
         compression=compression,
     )
     server.start()
+    if joined is not None and not joined.wait_ready(5.0):
+        logger.warning("%r: subscriptions not in effect after 5 s; serving local clients meanwhile", joined)
     ready(server.url)
     try:
         while not stop.wait(0.5):
             pass
     finally:
         server.stop()
+        if joined is not None and joined is not broker:
+            joined.close()
