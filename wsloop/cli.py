@@ -19,7 +19,9 @@ __all__ = ["main", "load_handler", "SERVERS"]
 logger = logging.getLogger("wsloop.cli")
 
 #: ``--server`` choices and the module whose ``serve()`` runs each. Every one of them has
-#: ``serve(host, port, handler_cls, *, ready, stop, heartbeat_freq, max_message_size)``.
+#: ``serve(host, port, handler_cls, *, ready, stop, heartbeat_freq, max_message_size, compression,
+#: max_connections, idle_timeout, close_timeout, handshake_timeout)``; the standalone and asyncio
+#: servers' also take ``max_header_size`` (the frameworks read the request head themselves).
 SERVERS = {
     "standalone": "wsloop.servers.standalone",
     "cherrypy": "wsloop.servers.cherrypyserver",
@@ -49,6 +51,20 @@ def _size(text: str) -> int | None:
     units = {"k": 1024, "m": 1024**2, "g": 1024**3}
     factor = units.get(text[-1:].lower(), 1)
     return int(text[:-1] if factor != 1 else text) * factor
+
+
+def _byte_count(text: str) -> int:
+    size = _size(text)
+    if size is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size in bytes is needed (suffix k/m)")
+    return size
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of seconds over 0 is needed")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +97,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-connections",
         type=int,
         default=None,
-        help="standalone server: websockets served at once; upgrades beyond get 503 (default: no limit)",
+        help="websockets served at once (per worker with --workers); upgrades beyond get 503"
+        " (default: no limit)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=None,
+        help="close with 1001 a websocket that receives nothing for this many seconds (default: never)",
+    )
+    serve.add_argument(
+        "--close-timeout",
+        type=_seconds,
+        default=5.0,
+        help="seconds to wait for the peer's close frame, and for all of them at shutdown; default 5",
+    )
+    serve.add_argument(
+        "--handshake-timeout",
+        type=_seconds,
+        default=10.0,
+        help="seconds a client has to send its upgrade request (the frameworks: for each read of"
+        " it); default 10",
+    )
+    serve.add_argument(
+        "--max-header-size",
+        type=_byte_count,
+        default=None,
+        help="standalone and asyncio servers: largest request head (suffix k/m); larger ones get 431;"
+        " default 16k",
     )
     serve.add_argument(
         "--no-compression",
@@ -175,13 +218,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "heartbeat_freq": args.heartbeat,
         "max_message_size": args.max_message_size,
         "compression": not args.no_compression,
+        "max_connections": args.max_connections,
+        "idle_timeout": args.idle_timeout,
+        "close_timeout": args.close_timeout,
+        "handshake_timeout": args.handshake_timeout,
     }
     if args.server == "standalone":
         options["poller"] = args.poller
-        options["max_connections"] = args.max_connections
         options["ssl_context"] = ssl_context
-    elif args.max_connections is not None:
-        build_parser().error("--max-connections is implemented by the standalone server only (for now)")
+    if args.max_header_size is not None:
+        if args.server not in ("standalone", "asyncio"):
+            parser.error(f"--max-header-size: the {args.server} server reads the request head itself")
+        options["max_header_size"] = args.max_header_size
     if args.broker:
         options["broker"] = args.broker
     if args.workers > 1:

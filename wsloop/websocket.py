@@ -49,12 +49,18 @@ class WebSocket:
     :param environ: the WSGI environ (or the request's headers) of the upgrade request.
     :param heartbeat_freq: seconds between keepalive pings; a ping still unanswered at the next
         one closes the connection with 1011.
+    :param idle_timeout: close with 1001 a connection that receives nothing for this many seconds
+        (``None``: the class attribute's :attr:`idle_timeout`).
     """
 
     #: Largest message accepted, in bytes (``None``: unlimited); a subclass may change it.
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE
     #: Seconds to wait for the peer's close frame before dropping the TCP connection.
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
+    #: Seconds without receiving anything (any frame, pongs included) after which the connection
+    #: is closed with 1001 "idle timeout" (``None``: never). It is noticed by a check every half
+    #: of it, so the connection closes after this long silent and at most half as long again.
+    idle_timeout: float | None = None
     #: permessage-deflate policy for this handler's connections (None: never compress).
     compression: DeflateOptions | None = DEFAULT_DEFLATE
     #: ``Origin`` values allowed to connect, as ``scheme://host[:port]`` (compared ignoring
@@ -73,6 +79,7 @@ class WebSocket:
         client: bool = False,
         max_message_size: int | None | object = _CLASS_DEFAULT,
         deflate: PerMessageDeflate | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         self.sock = sock
         self.protocols = protocols
@@ -81,6 +88,8 @@ class WebSocket:
         self.heartbeat_freq = heartbeat_freq
         if max_message_size is not _CLASS_DEFAULT:
             self.max_message_size = max_message_size  # type: ignore[assignment]
+        if idle_timeout is not None:
+            self.idle_timeout = idle_timeout
         self.stream = Protocol(
             client=client, max_message_size=self.max_message_size, on_message=self._dispatch, deflate=deflate
         )
@@ -89,6 +98,9 @@ class WebSocket:
         self._close_timer: TimerHandle | None = None
         self._heartbeat: TimerHandle | None = None
         self._awaiting_pong = False
+        self._idle_timer: TimerHandle | None = None
+        self._heard = False  # something arrived since the last idle check (set by process())
+        self._silent = 0  # idle checks in a row that found nothing arrived
 
     # ------------------------------------------------------ handshake hooks
 
@@ -162,7 +174,8 @@ class WebSocket:
             else:
                 self._send(payload, binary)
             return
-        if self.stream.state is not OPEN:
+        if self.stream.state is not OPEN or self._finished:
+            # (_finished: dropped without a closing handshake, by a reset for instance)
             raise StreamClosed("Cannot send on a terminated websocket")
         if isinstance(payload, types.GeneratorType):
             payload = list(payload)  # fragments are framed together on the driver's side
@@ -331,6 +344,8 @@ class WebSocket:
             pending.clear()
         if self.heartbeat_freq:
             self._heartbeat = transport.call_later(self.heartbeat_freq, self._beat)
+        if self.idle_timeout:
+            self._idle_timer = transport.call_later(self.idle_timeout / 2, self._idle_check)
         self._invoke(self.opened)
         self._after_close()
 
@@ -339,6 +354,7 @@ class WebSocket:
 
         Returns False when the closing handshake is complete and the transport should close.
         """
+        self._heard = True  # for the idle timeout: one store per read, no timer per message
         stream = self.stream
         stream.feed(data)
         if stream.state is OPEN:
@@ -408,12 +424,30 @@ class WebSocket:
         self.stream.ping(b"")
         self._heartbeat = self.transport.call_later(self.heartbeat_freq, self._beat)
 
+    def _idle_check(self) -> None:
+        # Every idle_timeout / 2: two checks in a row with nothing received in between mean at
+        # least idle_timeout of silence.
+        transport = self.transport
+        timeout = self.idle_timeout
+        if self.stream.state is not OPEN or transport is None or not timeout:
+            return
+        if self._heard:
+            self._heard = False
+            self._silent = 0
+        else:
+            self._silent += 1
+            if self._silent >= 2:
+                logger.info("nothing received for %ss; closing %r", timeout, self)
+                self._close(1001, "idle timeout")
+                return
+        self._idle_timer = transport.call_later(timeout / 2, self._idle_check)
+
     def _connection_lost(self) -> None:
         """Called once by the driver when the connection has ended (in context)."""
         if self._finished:
             return
         self._finished = True
-        for timer in (self._close_timer, self._heartbeat):
+        for timer in (self._close_timer, self._heartbeat, self._idle_timer):
             if timer is not None:
                 timer.cancel()
         stream = self.stream

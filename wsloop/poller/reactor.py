@@ -377,6 +377,10 @@ class Reactor:
         self._buffer = bytearray(read_size)
         self._view = memoryview(self._buffer)
         self._connections: dict[WebSocket, Connection] = {}
+        # Websockets handed over by other threads that the loop has not added yet: counted by
+        # len(), so a connection limit checked in those threads sees them (wsloop.servers.limits).
+        self._adding = 0
+        self._adding_lock = threading.Lock()
         self._dirty: list[Connection] = []
         self._calls: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
         self._timers = _Timers()
@@ -410,7 +414,9 @@ class Reactor:
         if self._in_loop():
             self._add(websocket, preamble, received)
         else:
-            self.call_soon_threadsafe(self._add, websocket, preamble, received)
+            with self._adding_lock:
+                self._adding += 1
+            self.call_soon_threadsafe(self._add_handed_over, websocket, preamble, received)
 
     def remove(self, websocket: WebSocket) -> None:
         """Stop serving ``websocket`` without closing it; its socket is left open and blocking."""
@@ -474,7 +480,8 @@ class Reactor:
             self._thread.join(timeout)
 
     def __len__(self) -> int:
-        return len(self._connections)
+        """The websockets served, and those other threads handed over that are not added yet."""
+        return len(self._connections) + self._adding
 
     def __iter__(self) -> Iterator[WebSocket]:
         return iter(self.websockets)
@@ -535,6 +542,11 @@ class Reactor:
             fn(*args)
         else:
             self.call_soon_threadsafe(fn, *args)
+
+    def _add_handed_over(self, websocket: WebSocket, preamble: bytes, received: bytes) -> None:
+        with self._adding_lock:
+            self._adding -= 1
+        self._add(websocket, preamble, received)
 
     def _add(self, websocket: WebSocket, preamble: bytes, received: bytes) -> None:
         sock = websocket.sock
@@ -682,6 +694,8 @@ class Reactor:
                     logger.exception("error closing %r", handler)
         self._handlers.clear()
         self._calls.clear()
+        with self._adding_lock:
+            self._adding = 0  # the websockets handed over too late are not served
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()

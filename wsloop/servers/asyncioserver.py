@@ -7,7 +7,7 @@
         loop.create_server(lambda: WebSocketProtocol(EchoWebSocket), "", 9007))
     loop.run_forever()
 
-:class:`WebSocketProtocol` reads the upgrade request (bounded by the 16 KiB header limit and
+:class:`WebSocketProtocol` reads the upgrade request (bounded by ``max_header_size``, 16 KiB, and
 ``handshake_timeout``), answers a malformed one with its HTTP status, a plain ``GET /`` with the
 demo page, and an upgrade with 101; then it drives the websocket with the same protocol core as
 the reactor, through :class:`wsloop.async_websocket.AsyncioTransport`. ``handler_cls`` may be a
@@ -57,7 +57,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 from ..async_websocket import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, AsyncioTransport, EchoWebSocket
 from ..deflate import DeflateOptions, choose
@@ -65,13 +65,13 @@ from ..exc import HandshakeError
 from ..handshake import MAX_HEADER_SIZE, accept, error_response, http_response, parse_request
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..websocket import DEFAULT_CLOSE_TIMEOUT, WebSocket
+from .limits import DEFAULT_HANDSHAKE_TIMEOUT, check_capacity
 from .standalone import demo_page, request_environ
 
 __all__ = ["WebSocketProtocol", "serve"]
 
 logger = logging.getLogger("wsloop.server")
 
-DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 READ_SIZE = 256 * 1024
 
 _local = threading.local()
@@ -104,6 +104,13 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     :param low_water: write buffer size below which both resume.
     :param connections: a set this protocol adds itself to while its connection is open (the
         server's registry, for shutting down).
+    :param max_connections: websockets served at once (None: no limit), counted in ``upgraded``;
+        an upgrade beyond it is answered ``503 Service Unavailable`` with ``Retry-After: 1``.
+    :param upgraded: a set this protocol adds itself to while its websocket is open: the one the
+        server's protocols share (needed with ``max_connections``).
+    :param idle_timeout: close with 1001 a websocket that receives nothing for this many
+        seconds (None: the handler class's ``idle_timeout``, by default never).
+    :param max_header_size: largest request head in bytes; a larger one gets 431.
     """
 
     def __init__(
@@ -120,7 +127,15 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         high_water: int = DEFAULT_HIGH_WATER,
         low_water: int = DEFAULT_LOW_WATER,
         connections: set[WebSocketProtocol] | None = None,
+        max_connections: int | None = None,
+        upgraded: set[WebSocketProtocol] | None = None,
+        idle_timeout: float | None = None,
+        max_header_size: int = MAX_HEADER_SIZE,
     ) -> None:
+        if max_connections is not None and upgraded is None:
+            raise ValueError(
+                "max_connections counts the websockets in upgraded: pass the protocols' shared set"
+            )
         self.handler_cls = handler_cls
         self.protocols = list(protocols) if protocols else None
         self.heartbeat_freq = heartbeat_freq
@@ -132,6 +147,10 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.high_water = high_water
         self.low_water = low_water
         self.connections = connections
+        self.max_connections = max_connections
+        self.upgraded = upgraded
+        self.idle_timeout = idle_timeout
+        self.max_header_size = max_header_size
         self.transport: asyncio.Transport | None = None
         self.ws: WebSocket | None = None
         self.driver: AsyncioTransport | None = None
@@ -189,6 +208,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self._timer = None
         if self.connections is not None:
             self.connections.discard(self)
+        if self.upgraded is not None:
+            self.upgraded.discard(self)
         if self.driver is not None:
             self.driver.connection_lost(exc)
 
@@ -198,7 +219,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         transport = self.transport
         assert transport is not None
         try:
-            parsed = parse_request(self._data, MAX_HEADER_SIZE)
+            parsed = parse_request(self._data, self.max_header_size)
             if parsed is None:
                 return
             request, length = parsed
@@ -212,6 +233,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                     return
                 raise HandshakeError("this is a WebSocket endpoint: send an Upgrade request")
             accepted = accept(request, self.protocols, self.compression, policy=self.handler_cls)
+            if self.upgraded is not None:
+                check_capacity(self.upgraded, self.max_connections)
         except HandshakeError as exc:
             logger.debug("handshake refused (%s %s)", exc.status, exc.reason)
             self._answer(error_response(exc))
@@ -226,6 +249,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 heartbeat_freq=self.heartbeat_freq,
                 max_message_size=self.max_message_size,
                 deflate=accepted.deflate,
+                idle_timeout=self.idle_timeout,
             )
         except Exception:
             logger.exception("error creating %s", self.handler_cls.__name__)
@@ -238,6 +262,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         received = self._data[length:]
         self._data = b""
         self.ws = ws
+        if self.upgraded is not None:
+            self.upgraded.add(self)
         self.driver = AsyncioTransport(transport, high_water=self.high_water, low_water=self.low_water)
         self.driver.start(ws, preamble=accepted.response, received=received)
 
@@ -296,6 +322,10 @@ def serve(
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     compression: bool | DeflateOptions = True,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    max_connections: int | None = None,
+    idle_timeout: float | None = None,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_header_size: int = MAX_HEADER_SIZE,
 ) -> None:
     """Serve ``handler_cls`` on ``host:port`` with a new asyncio event loop in the calling thread.
 
@@ -310,13 +340,20 @@ def serve(
             _serve(
                 host,
                 port,
-                handler_cls,
                 ready,
                 stop,
-                heartbeat_freq,
-                max_message_size,
-                compression,
                 close_timeout,
+                dict(
+                    handler_cls=handler_cls,
+                    heartbeat_freq=heartbeat_freq,
+                    max_message_size=max_message_size,
+                    compression=compression,
+                    close_timeout=close_timeout,
+                    max_connections=max_connections,
+                    idle_timeout=idle_timeout,
+                    handshake_timeout=handshake_timeout,
+                    max_header_size=max_header_size,
+                ),
             )
         )
     finally:
@@ -331,26 +368,17 @@ def serve(
 async def _serve(
     host: str,
     port: int,
-    handler_cls: type[WebSocket],
     ready: Callable[[str], None],
     stop: threading.Event,
-    heartbeat_freq: float | None,
-    max_message_size: int | None,
-    compression: bool | DeflateOptions,
     close_timeout: float,
+    options: dict[str, Any],
 ) -> None:
     loop = asyncio.get_running_loop()
     connections: set[WebSocketProtocol] = set()
+    upgraded: set[WebSocketProtocol] = set()
 
     def factory() -> WebSocketProtocol:
-        return WebSocketProtocol(
-            handler_cls,
-            heartbeat_freq=heartbeat_freq,
-            max_message_size=max_message_size,
-            compression=compression,
-            close_timeout=close_timeout,
-            connections=connections,
-        )
+        return WebSocketProtocol(connections=connections, upgraded=upgraded, **options)
 
     server = await loop.create_server(factory, host, port, backlog=1024)
     try:

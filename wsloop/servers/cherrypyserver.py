@@ -20,7 +20,8 @@ Usage, as in ws4py (only the imports change)::
 Per-path options: ``tools.websocket.handler_cls`` (a :class:`~wsloop.websocket.WebSocket`
 subclass; the default does nothing), ``protocols`` (subprotocols spoken, by preference),
 ``heartbeat_freq`` (seconds between keepalive pings), ``max_message_size`` (bytes; ``None``: no
-limit; default: the handler class's) and ``passthrough`` (let a plain ``GET``/``HEAD`` that asks
+limit; default: the handler class's), ``idle_timeout`` and ``close_timeout`` (seconds; default:
+the handler class's) and ``passthrough`` (let a plain ``GET``/``HEAD`` that asks
 for no upgrade at all reach the page handler, with ``cherrypy.request.ws_handler = None``; without
 it such a request gets a 400). A request that is not a valid upgrade gets the status the standalone
 server gives (400 with a one-line reason; 426 with ``Sec-WebSocket-Version: 13`` for another
@@ -92,6 +93,7 @@ from ..handshake import Request, accept
 from ..poller import Reactor
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..websocket import WebSocket
+from .limits import DEFAULT_HANDSHAKE_TIMEOUT, check_capacity
 
 __all__ = ["WebSocketTool", "WebSocketPlugin", "serve"]
 
@@ -104,6 +106,11 @@ _NAMES = "_wsloop_header_names"  # attribute of cherrypy.request: header names t
 # Bytes read by cheroot beyond the request head, from the hand-over to the plugin's handle().
 _received: weakref.WeakKeyDictionary[WebSocket, bytes] = weakref.WeakKeyDictionary()
 _received_lock = threading.Lock()
+# Upgrades the tool accepted and has not handed over yet, counted with the websockets the plugin
+# serves against its max_connections (the page handler and the 101 come in between); guarded by
+# _received_lock. An upgrade counted has _RESERVED set on its request until on_end_request.
+_upgrading = 0
+_RESERVED = "_wsloop_reserved"
 
 
 class _Upgrade:
@@ -142,6 +149,8 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
         extensions: Sequence[str] | None = None,
         version: int = 13,
         compression: bool | DeflateOptions = True,
+        idle_timeout: float | None = None,
+        close_timeout: float | None = None,
     ) -> None:
         """Validate the upgrade, answer 101 and create ``cherrypy.request.ws_handler``.
 
@@ -169,6 +178,7 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
                 raise HandshakeError("WebSocketTool needs CherryPy's own HTTP server (cheroot)", 501)
             if type(http_request.conn.socket) is not socket.socket:
                 raise HandshakeError("WebSocket over TLS is not supported by WebSocketTool", 501)
+            _reserve(request)  # the last check: 503 when the plugin is at its max_connections
         except HandshakeError as exc:
             logger.debug("handshake refused (%s %s)", exc.status, exc.reason)
             _refuse(exc)
@@ -183,8 +193,11 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
             environ=_environ(request.wsgi_environ),
             heartbeat_freq=heartbeat_freq,
             deflate=accepted.deflate,
+            idle_timeout=idle_timeout,
             **kwargs,
         )
+        if close_timeout is not None:
+            handler.close_timeout = close_timeout
         response.status = 101
         headers = []
         for line in answer.decode("latin-1").split("\r\n")[1:]:
@@ -227,7 +240,17 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
             response.header_list = [(names.get(k.lower(), k), v) for k, v in response.header_list]
 
     def _hand_over(self) -> None:
-        """After cheroot has written the 101: give the socket to the plugin's reactor."""
+        """After cheroot has written the 101: give the socket to the plugin's reactor; the
+        upgrade stops being counted apart once the reactor counts it (or it failed)."""
+        try:
+            self._give_socket()
+        finally:
+            request = cherrypy.serving.request
+            if getattr(request, _RESERVED, False):
+                setattr(request, _RESERVED, False)
+                _release()
+
+    def _give_socket(self) -> None:
         request = cherrypy.serving.request
         state: _Upgrade | None = getattr(request, _STATE, None)
         if state is None:
@@ -267,11 +290,15 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
     reactor cannot run again).
 
     :param close_timeout: seconds ``stop`` waits for the closing handshakes.
+    :param max_connections: websockets served at once (None: no limit), upgrades in progress
+        included; the tool answers an upgrade beyond it with ``503 Service Unavailable`` and
+        ``Retry-After: 1`` (asking through the bus's ``websocket-capacity`` channel).
     """
 
-    def __init__(self, bus: Any, close_timeout: float = 5.0) -> None:
+    def __init__(self, bus: Any, close_timeout: float = 5.0, max_connections: int | None = None) -> None:
         super().__init__(bus)
         self.close_timeout = close_timeout
+        self.max_connections = max_connections
         self.manager = Reactor(close_timeout=close_timeout)
         self._lock = threading.Lock()
         self._running = False
@@ -289,6 +316,7 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
         self.bus.log("Starting WebSocket processing")
         self.bus.subscribe("handle-websocket", self.handle)
         self.bus.subscribe("websocket-broadcast", self.broadcast)
+        self.bus.subscribe("websocket-capacity", self.capacity)
 
     # Before the HTTP server (75) starts accepting.
     start.priority = 50  # type: ignore[attr-defined]
@@ -296,6 +324,7 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
     def stop(self) -> None:
         self.bus.unsubscribe("handle-websocket", self.handle)
         self.bus.unsubscribe("websocket-broadcast", self.broadcast)
+        self.bus.unsubscribe("websocket-capacity", self.capacity)
         with self._lock:
             if not self._running:
                 return
@@ -321,6 +350,10 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
         """Send ``message`` to every open websocket (also the ``websocket-broadcast`` channel)."""
         self.manager.broadcast(message, binary)
 
+    def capacity(self) -> tuple[Reactor, int | None]:
+        """What serves the websockets and its limit (the ``websocket-capacity`` channel)."""
+        return self.manager, self.max_connections
+
 
 # ---------------------------------------------------------------------- helpers
 
@@ -336,6 +369,23 @@ def _handshake_request(request: Any) -> Request:
     major, minor = request.protocol
     path = request.path_info + (f"?{request.query_string}" if request.query_string else "")
     return Request(request.method, path, f"HTTP/{major}.{minor}", headers, raw)
+
+
+def _reserve(request: Any) -> None:
+    """Count an upgrade until it is handed over; :class:`HandshakeError` 503 when a running
+    plugin serves its ``max_connections`` already (upgrades in progress included)."""
+    global _upgrading
+    with _received_lock:
+        for manager, maximum in cherrypy.engine.publish("websocket-capacity"):
+            check_capacity(manager, maximum, _upgrading)
+        _upgrading += 1
+    setattr(request, _RESERVED, True)
+
+
+def _release() -> None:
+    global _upgrading
+    with _received_lock:
+        _upgrading -= 1
 
 
 def _cheroot_request() -> _CherootRequest | None:
@@ -421,6 +471,10 @@ def serve(
     heartbeat_freq: float | None = None,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     compression: bool | DeflateOptions = True,
+    max_connections: int | None = None,
+    idle_timeout: float | None = None,
+    close_timeout: float = 5.0,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> None:
     """Serve ``handler_cls`` websockets on ``host:port`` at any path with CherryPy until ``stop``.
 
@@ -429,6 +483,8 @@ def serve(
     closed with 1001 and every socket released. Installs no signal handler and does not block in
     ``engine.block()``; CherryPy writes nothing to the console itself, its ``cherrypy.error``
     logger passes on warnings and errors only, and its access log is not passed on.
+    ``handshake_timeout`` is cheroot's ``server.socket_timeout`` (how long one read of a request
+    may wait: 408 past it).
     """
     engine = cherrypy.engine
     cherrypy.config.update(
@@ -436,6 +492,7 @@ def serve(
             "server.socket_host": host,
             "server.socket_port": port,
             "server.socket_queue_size": 1024,
+            "server.socket_timeout": handshake_timeout,
             "log.screen": False,
             "engine.autoreload.on": False,
             "checker.on": False,
@@ -448,7 +505,7 @@ def serve(
     logging.getLogger("cherrypy.access").propagate = False
     if not isinstance(getattr(cherrypy.tools, "websocket", None), WebSocketTool):
         cherrypy.tools.websocket = WebSocketTool()
-    plugin = WebSocketPlugin(engine)
+    plugin = WebSocketPlugin(engine, close_timeout=close_timeout, max_connections=max_connections)
     plugin.subscribe()
     cherrypy.tree.mount(
         _Root(),
@@ -460,6 +517,8 @@ def serve(
                 "tools.websocket.heartbeat_freq": heartbeat_freq,
                 "tools.websocket.max_message_size": max_message_size,
                 "tools.websocket.compression": compression,
+                "tools.websocket.idle_timeout": idle_timeout,
+                "tools.websocket.close_timeout": close_timeout,
                 "tools.websocket.passthrough": True,
             }
         },

@@ -47,6 +47,7 @@ from ..deflate import DeflateOptions
 from ..poller import Reactor
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..websocket import WebSocket
+from .limits import DEFAULT_HANDSHAKE_TIMEOUT
 from .wsgiutils import WebSocketWSGIApplication, with_demo_page
 
 __all__ = ["WSGIServer", "WebSocketWSGIHandler", "serve"]
@@ -67,8 +68,21 @@ class WebSocketWSGIHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
     _shadow: socket.socket | None = None  # a standard socket over our fd, for environ (unpatched)
     _websocket: WebSocket | None = None  # upgraded by the application, not yet handed over
 
+    def handle(self) -> None:
+        timeout = self.server.handshake_timeout
+        if timeout is not None and self.socket is not None:
+            self.socket.settimeout(timeout)  # each read of a request (gevent sets none)
+        super().handle()
+
+    def _handle_client_error(self, ex: BaseException) -> Any:
+        if isinstance(ex, TimeoutError):  # a request that stalled: drop it, no traceback
+            logger.debug("handshake timeout: dropping %s", self.client_address)
+            return None
+        return super()._handle_client_error(ex)
+
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
+        environ["wsloop.manager"] = self.server.manager  # for max_connections
         sock = self.socket
         if self.server.ssl_enabled:
             return environ  # no socket: WebSocketWSGIApplication answers 500
@@ -157,15 +171,23 @@ class WebSocketWSGIHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
 class WSGIServer(pywsgi.WSGIServer):  # type: ignore[misc]
     """gevent's ``pywsgi.WSGIServer`` whose upgraded connections are served by a wsloop reactor.
 
-    Takes gevent's arguments (``WSGIServer(listener, application, ...)``), and ``manager=``: the
-    :class:`~wsloop.poller.Reactor` to use (a new one by default). The reactor starts with the
-    server (:meth:`start`, :meth:`serve_forever`).
+    Takes gevent's arguments (``WSGIServer(listener, application, ...)``), ``manager=``: the
+    :class:`~wsloop.poller.Reactor` to use (a new one by default), and ``handshake_timeout=``:
+    seconds a read of a request may wait before the client is dropped (None: for ever, as gevent
+    does). The reactor starts with the server (:meth:`start`, :meth:`serve_forever`).
     """
 
     handler_class = WebSocketWSGIHandler
 
-    def __init__(self, *args: Any, manager: Reactor | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        manager: Reactor | None = None,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.handshake_timeout = handshake_timeout
         self.manager: Reactor = manager if manager is not None else Reactor()
         self._reactor_started = False
         self._reactor_stopping = False
@@ -230,6 +252,10 @@ def serve(
     heartbeat_freq: float | None = None,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     compression: bool | DeflateOptions = True,
+    max_connections: int | None = None,
+    idle_timeout: float | None = None,
+    close_timeout: float = 5.0,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> None:
     """Serve ``handler_cls`` websockets on ``host:port`` with gevent until ``stop`` is set.
 
@@ -244,10 +270,15 @@ def serve(
         heartbeat_freq=heartbeat_freq,
         max_message_size=max_message_size,
         compression=compression,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
+        close_timeout=close_timeout,
     )
     server = WSGIServer(
         (host, port),
         with_demo_page(app),
+        manager=Reactor(close_timeout=close_timeout),
+        handshake_timeout=handshake_timeout,
         backlog=1024,
         log=pywsgi.LoggingLogAdapter(logger, logging.DEBUG),
         error_log=pywsgi.LoggingLogAdapter(logger, logging.ERROR),

@@ -18,6 +18,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..pubsub import Broker, attach, make_broker
 from ..transport import TimerHandle
 from ..websocket import EchoWebSocket, WebSocket
+from .limits import DEFAULT_HANDSHAKE_TIMEOUT, check_capacity
 
 __all__ = ["WebSocketServer", "demo_page", "serve", "tls_context"]
 
@@ -120,9 +122,15 @@ class WebSocketServer:
     :param compression: permessage-deflate: False never, True the handler class's policy
         (``handler_cls.compression``), or a :class:`~wsloop.deflate.DeflateOptions` of its own.
     :param handshake_timeout: seconds a client has to send its whole upgrade request.
+    :param close_timeout: seconds to wait for the peer's close frame (each websocket's
+        ``close_timeout``), and for the closing handshakes when the server stops.
     :param serve_page: answer a plain ``GET /`` with the demo page.
     :param max_connections: websockets served at once (None: no limit); an upgrade beyond it is
         answered ``503 Service Unavailable`` with ``Retry-After: 1``.
+    :param idle_timeout: close with 1001 a websocket that receives nothing for this many
+        seconds (None: the handler class's ``idle_timeout``, by default never).
+    :param max_header_size: largest request head (request line and headers) in bytes; a larger
+        one is answered ``431 Request Header Fields Too Large``.
     :param ssl_context: serve ``wss://`` with this server-side context.
     :param certfile: serve ``wss://`` with this PEM certificate chain (and ``keyfile``, unless
         the key is in ``certfile``), through :func:`tls_context`.
@@ -143,7 +151,7 @@ class WebSocketServer:
         heartbeat_freq: float | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         compression: bool | DeflateOptions = True,
-        handshake_timeout: float = 10.0,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         close_timeout: float = 5.0,
         backlog: int = 1024,
         serve_page: bool = True,
@@ -154,12 +162,16 @@ class WebSocketServer:
         keyfile: str | None = None,
         sock: socket.socket | None = None,
         broker: Broker | None = None,
+        idle_timeout: float | None = None,
+        max_header_size: int = MAX_HEADER_SIZE,
     ) -> None:
         if ssl_context is None and certfile is not None:
             ssl_context = tls_context(certfile, keyfile)
         self.ssl_context = ssl_context
         self.handler_cls = handler_cls
         self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.max_header_size = max_header_size
         self.protocols = list(protocols) if protocols else None
         self.heartbeat_freq = heartbeat_freq
         self.max_message_size = max_message_size
@@ -176,6 +188,7 @@ class WebSocketServer:
         self.sock.setblocking(False)
         self._stopped = threading.Event()
         self._accept_thread: threading.Thread | None = None
+        self._admitting = threading.Lock()  # threaded poller: handshake threads' admissions
         self._started = False
 
     @property
@@ -247,7 +260,7 @@ class WebSocketServer:
         ``(websocket or None, response bytes, bytes received after the request)``; ``peer`` is
         the client's address if known."""
         try:
-            parsed = parse_request(data, MAX_HEADER_SIZE)
+            parsed = parse_request(data, self.max_header_size)
             if parsed is None:
                 return None
             request, length = parsed
@@ -260,20 +273,24 @@ class WebSocketServer:
                     return None, response, b""
                 raise HandshakeError("this is a WebSocket endpoint: send an Upgrade request")
             accepted = accept(request, self.protocols, self.compression, policy=self.handler_cls)
-            if self.max_connections is not None and len(self.manager) >= self.max_connections:
-                raise HandshakeError("server at its connection limit", 503, [("Retry-After", "1")])
+            check_capacity(self.manager, self.max_connections)
         except HandshakeError as exc:
             logger.debug("handshake refused (%s %s)", exc.status, exc.reason)
             return None, error_response(exc), b""
-        ws = self.handler_cls(
-            sock,
-            protocols=[accepted.subprotocol] if accepted.subprotocol else None,
-            extensions=accepted.extensions or None,
-            environ=request_environ(request, sock, peer),
-            heartbeat_freq=self.heartbeat_freq,
-            max_message_size=self.max_message_size,
-            deflate=accepted.deflate,
-        )
+        try:
+            ws = self.handler_cls(
+                sock,
+                protocols=[accepted.subprotocol] if accepted.subprotocol else None,
+                extensions=accepted.extensions or None,
+                environ=request_environ(request, sock, peer),
+                heartbeat_freq=self.heartbeat_freq,
+                max_message_size=self.max_message_size,
+                deflate=accepted.deflate,
+                idle_timeout=self.idle_timeout,
+            )
+        except Exception:  # the user's constructor: log it, answer 500, keep serving
+            logger.exception("error creating %s", self.handler_cls.__name__)
+            return None, http_response(500, b"internal server error\n"), b""
         ws.close_timeout = self.close_timeout
         return ws, accepted.response, data[length:]
 
@@ -292,18 +309,25 @@ class WebSocketServer:
             threading.Thread(target=self._handshake_blocking, args=(sock,), daemon=True).start()
 
     def _handshake_blocking(self, sock: socket.socket) -> None:
+        deadline = time.monotonic() + self.handshake_timeout
         sock.settimeout(self.handshake_timeout)
         data = b""
         try:
             if self.ssl_context is not None:
                 sock = self.ssl_context.wrap_socket(sock, server_side=True)
             while True:
+                # The whole request within handshake_timeout, not each read of it.
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 chunk = sock.recv(4096)
                 if not chunk:
                     sock.close()
                     return
                 data += chunk
-                answer = self.respond(data, sock)
+                with self._admitting:  # max_connections: the check and the add, one at a time
+                    answer = self.respond(data, sock)
+                    if answer is not None and answer[0] is not None:
+                        sock.settimeout(None)
+                        self.manager.add(answer[0], preamble=answer[1], received=answer[2])
                 if answer is not None:
                     break
         except OSError:
@@ -317,9 +341,6 @@ class WebSocketServer:
             except OSError:
                 pass
             sock.close()
-            return
-        sock.settimeout(None)
-        self.manager.add(ws, preamble=response, received=rest)
 
 
 class _Acceptor(Handler):
@@ -409,7 +430,7 @@ class _Handshake(Handler):
         if self.tls and not self._tls_handshake():
             return
         try:
-            chunk = self.sock.recv(MAX_HEADER_SIZE + 1)
+            chunk = self.sock.recv(self.server.max_header_size + 1)
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             if self.timer is None:
                 self._watch()
@@ -479,6 +500,10 @@ def serve(
     ssl_context: ssl.SSLContext | None = None,
     sock: socket.socket | None = None,
     broker: str | Broker | None = None,
+    idle_timeout: float | None = None,
+    close_timeout: float = 5.0,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_header_size: int = MAX_HEADER_SIZE,
 ) -> None:
     """Serve ``handler_cls`` until ``stop`` is set, then close all with 1001 (the CLI's entry).
 
@@ -496,6 +521,10 @@ def serve(
         broker=joined,
         poller=poller,
         max_connections=max_connections,
+        idle_timeout=idle_timeout,
+        close_timeout=close_timeout,
+        handshake_timeout=handshake_timeout,
+        max_header_size=max_header_size,
         ssl_context=ssl_context,
         heartbeat_freq=heartbeat_freq,
         max_message_size=max_message_size,

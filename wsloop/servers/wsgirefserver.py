@@ -5,7 +5,9 @@
 the 101 response and the socket go to the server's reactor (``reactor.add(ws, preamble=101)``),
 together with any bytes the request's buffered reader already took from the socket, and the
 server skips its usual shutdown of that socket. The single-threaded wsgiref server is then free
-to accept the next client while the reactor serves the upgraded one.
+to accept the next client while the reactor serves the upgraded one. While it reads a request it
+serves no one else, so a read that waits more than :attr:`WSGIServer.handshake_timeout` drops
+that client (a request trickled in byte by byte still holds the server up to that long per byte).
 
 Usage, as in ws4py's docs::
 
@@ -31,6 +33,7 @@ from ..deflate import DeflateOptions
 from ..poller import Reactor
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..websocket import WebSocket
+from .limits import DEFAULT_HANDSHAKE_TIMEOUT
 from .wsgiutils import WebSocketWSGIApplication, with_demo_page
 
 __all__ = ["WSGIServer", "WebSocketWSGIRequestHandler", "WebSocketWSGIHandler", "serve"]
@@ -47,6 +50,7 @@ class WebSocketWSGIHandler(ServerHandler):
     def setup_environ(self) -> None:
         super().setup_environ()
         self.environ["wsloop.socket"] = self.environ["ws4py.socket"] = self.request_handler.connection
+        self.environ["wsloop.manager"] = self.request_handler.server.manager  # for max_connections
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         if status.startswith("101"):
@@ -75,15 +79,23 @@ class WebSocketWSGIRequestHandler(WSGIRequestHandler):
     server: WSGIServer
     WebSocketWSGIHandler = WebSocketWSGIHandler
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.handshake_timeout)  # each read of the request
+
     def handle(self) -> None:
-        self.raw_requestline = self.rfile.readline(65537)
-        if len(self.raw_requestline) > 65536:
-            self.requestline = ""
-            self.request_version = ""
-            self.command = ""
-            self.send_error(414)
-            return
-        if not self.parse_request():
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.requestline = ""
+                self.request_version = ""
+                self.command = ""
+                self.send_error(414)
+                return
+            if not self.parse_request():
+                return
+        except TimeoutError:
+            logger.debug("handshake timeout: dropping %s", self.client_address)
             return
         handler = self.WebSocketWSGIHandler(
             self.rfile,
@@ -111,11 +123,13 @@ class WSGIServer(_WSGIServer):
     """wsgiref's WSGIServer whose upgraded connections are served by a wsloop reactor.
 
     Its listen backlog is 1,024 (wsgiref's is 5: with many clients connecting at once, the
-    handshakes of those beyond it stall until they time out).
+    handshakes of those beyond it stall until they time out). A client whose request stalls for
+    :attr:`handshake_timeout` seconds is dropped (None: wait for ever, as wsgiref does).
     """
 
     manager: Reactor | None = None
     request_queue_size = 1024
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT
 
     def initialize_websockets_manager(self, manager: Reactor | None = None) -> None:
         """Create and start the reactor that serves the websockets (ws4py's name)."""
@@ -160,6 +174,10 @@ def serve(
     heartbeat_freq: float | None = None,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     compression: bool | DeflateOptions = True,
+    max_connections: int | None = None,
+    idle_timeout: float | None = None,
+    close_timeout: float = 5.0,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> None:
     """Serve ``handler_cls`` on the wsgiref server until ``stop`` is set (the CLI's entry)."""
     app = WebSocketWSGIApplication(
@@ -167,11 +185,15 @@ def serve(
         heartbeat_freq=heartbeat_freq,
         max_message_size=max_message_size,
         compression=compression,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
+        close_timeout=close_timeout,
     )
     server = make_server(
         host, port, with_demo_page(app), server_class=WSGIServer, handler_class=_QuietHandler
     )
-    server.initialize_websockets_manager()
+    server.handshake_timeout = handshake_timeout
+    server.initialize_websockets_manager(Reactor(close_timeout=close_timeout))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
     ready(f"ws://{host}:{server.server_port}/")

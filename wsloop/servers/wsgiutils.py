@@ -5,13 +5,15 @@ the handler and leaves it in ``environ["wsloop.websocket"]`` (the exact 101 resp
 ``environ["wsloop.response"]``). A WSGI server that can give up its socket then hands both to a
 driver: :mod:`wsloop.servers.wsgirefserver` and :mod:`wsloop.servers.geventserver` do. The server
 must put the connection's socket in ``environ["wsloop.socket"]`` (ws4py's ``"ws4py.socket"`` is
-accepted too). A request that is not a valid upgrade gets its HTTP error as a normal WSGI response.
+accepted too), and, for ``max_connections``, what serves its websockets (its reactor: anything
+``len()`` counts them with) in ``environ["wsloop.manager"]``. A request that is not a valid
+upgrade gets its HTTP error as a normal WSGI response.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from http import HTTPStatus
 from typing import Any
 
@@ -20,6 +22,7 @@ from ..exc import HandshakeError
 from ..handshake import Request, accept
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..websocket import WebSocket
+from .limits import check_capacity
 
 __all__ = ["WebSocketWSGIApplication", "request_from_environ", "status_line", "with_demo_page"]
 
@@ -67,6 +70,12 @@ class WebSocketWSGIApplication:
     :param max_message_size: largest message accepted (None: unlimited).
     :param compression: permessage-deflate: False never, True the handler class's policy, or a
         :class:`~wsloop.deflate.DeflateOptions` of its own.
+    :param max_connections: websockets the server's reactor serves at once (None: no limit); an
+        upgrade beyond it is answered ``503 Service Unavailable`` with ``Retry-After: 1``.
+    :param idle_timeout: close with 1001 a websocket that receives nothing for this many
+        seconds (None: the handler class's ``idle_timeout``, by default never).
+    :param close_timeout: seconds each websocket waits for the peer's close frame (None: the
+        handler class's ``close_timeout``).
     """
 
     def __init__(
@@ -77,6 +86,10 @@ class WebSocketWSGIApplication:
         heartbeat_freq: float | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         compression: bool | DeflateOptions = True,
+        *,
+        max_connections: int | None = None,
+        idle_timeout: float | None = None,
+        close_timeout: float | None = None,
     ) -> None:
         self.protocols = list(protocols) if protocols else None
         self.extensions = list(extensions) if extensions else None
@@ -84,12 +97,17 @@ class WebSocketWSGIApplication:
         self.heartbeat_freq = heartbeat_freq
         self.max_message_size = max_message_size
         self.compression = choose(handler_cls.compression, compression)
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.close_timeout = close_timeout
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
             accepted = accept(
                 request_from_environ(environ), self.protocols, self.compression, policy=self.handler_cls
             )
+            if self.max_connections is not None:
+                check_capacity(_manager_from_environ(environ), self.max_connections)
         except HandshakeError as exc:
             headers = [("Content-Type", "text/plain; charset=utf-8"), *exc.headers]
             start_response(status_line(exc.status), headers)
@@ -106,13 +124,26 @@ class WebSocketWSGIApplication:
             heartbeat_freq=self.heartbeat_freq,
             max_message_size=self.max_message_size,
             deflate=accepted.deflate,
+            idle_timeout=self.idle_timeout,
         )
+        if self.close_timeout is not None:
+            ws.close_timeout = self.close_timeout
         environ["wsloop.websocket"] = environ["ws4py.websocket"] = ws
         environ["wsloop.response"] = accepted.response
         lines = accepted.response.decode("latin-1").split("\r\n")
         headers = [(name, value) for name, _, value in (line.partition(": ") for line in lines[1:] if line)]
         start_response(lines[0].split(" ", 1)[1], headers)
         return []
+
+
+def _manager_from_environ(environ: dict[str, Any]) -> Sized:
+    """What serves the server's websockets, for ``max_connections`` (None: none yet)."""
+    if "wsloop.manager" not in environ:
+        raise HandshakeError(
+            "this WSGI server does not expose its websocket manager (environ['wsloop.manager'])", 500
+        )
+    manager: Sized | None = environ["wsloop.manager"]
+    return manager if manager is not None else ()
 
 
 def with_demo_page(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
