@@ -584,8 +584,8 @@ class Hub:
         once for all), the other processes' through the broker."""
         self.check_channel(channel)
         payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
-        self._run(self._fan_out, channel, payload, binary)
         self.broker.publish(channel, (self._binary_header if binary else self._text_header) + payload)
+        self._run(self._fan_out, channel, payload, binary)
 
     def forward_broadcast(self, message: str | bytes, binary: bool = False) -> None:
         """Publish a broadcast this process has delivered locally, for the other processes

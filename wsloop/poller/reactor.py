@@ -440,9 +440,9 @@ class Reactor:
         With a broker attached (:mod:`wsloop.pubsub`), the other processes joined to it send it
         to theirs too; each client gets it once.
         """
-        self._run(self._broadcast, message, binary)
-        if self.pubsub is not None:
+        if self.pubsub is not None:  # queued first, so the other processes start at once
             self.pubsub.forward_broadcast(message, binary)
+        self._run(self._broadcast, message, binary)
 
     def local_broadcast(
         self, message: str | bytes, binary: bool = False, websockets: Iterable[WebSocket] | None = None
