@@ -27,6 +27,25 @@ Scenarios (``--scenarios``, default all):
 * ``broadcast``  with 10,000 connections open, ``broadcast:`` + 64 B on one of them: time until
   every connection has the 64 B message (each server broadcasts with its own facility)
 
+Scaling scenarios (wsloop only, whatever ``--servers`` says; ``python stress/bench.py --scenarios
+workers,broadcast-workers`` runs them alone):
+
+* ``workers``            64 B text echo, 1,000 connections x 1 in flight: ``--workers 1`` (one
+  process, today's server) against ``--workers 2`` (two worker processes on one SO_REUSEPORT port)
+* ``broadcast-workers``  broadcast of 64 B to 10,000 connections: one process without a broker,
+  one with the Redis broker, two workers joined through Redis (time until the last connection of
+  either worker has it). A ``redis-server`` (Debian's package) is started for it on a free port
+  (``--save '' --appendonly no``, in a temporary folder).
+
+Nothing is pinned in the scaling scenarios: with two workers on a 2-core machine, pinning the
+server to one core would measure nothing, and pinning each worker to a core would leave the load
+generator only what they leave free. So the servers (every process) and the load generator may
+all run on any core, for the one-process row as for the two-worker row, and the table shows where
+the CPU went: the server's processes together (``/proc/PID/stat`` of the supervisor and its
+workers, over the whole load generator run), the load generator's, and other processes'. On a
+2-core machine the load generator's share is taken from the same two cores the workers need, so
+the ratio understates what two workers give where the clients are elsewhere.
+
 A rate measurement counts the echoes of ``--duration`` seconds after ``--warmup`` seconds of load;
 the server's CPU share (``/proc/PID/stat``) and the load generator's (``getrusage``) over that
 window are printed and tabulated. ``idle`` and ``broadcast`` share one fresh server process per
@@ -36,7 +55,9 @@ does not fall on all the runs of one server. Every phase is bounded:
 a server that does not start, dies, or runs out of time is recorded as ``failed (reason)`` or
 ``timeout`` and its remaining runs of that scenario are skipped.
 
-The results go to ``--output`` (``stress/RESULTS.md``): the machine, one table per scenario with
+The results go to ``--output`` (``stress/RESULTS.md``); a run of only the scaling scenarios
+replaces (or appends) the ``## Scaling out`` section of that file and leaves the rest. The report
+holds the machine, one table per scenario with
 each server's ratio to wsloop standalone (selectors), and the issue's targets as a checklist.
 Exit status: 0, or 1 if a wsloop standalone (selectors) measurement failed, 2 on a usage error or
 when the load generator cannot be built.
@@ -56,7 +77,9 @@ import re
 import resource
 import select
 import shlex
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -93,6 +116,7 @@ class Server:
     requires: tuple[str, ...] = ()  # modules it imports
     raw: bool = False  # no WebSocket framing
     broadcast: str = ""
+    unpinned: bool = False  # the server and its load generator may run on any core
 
 
 SERVERS = [
@@ -185,7 +209,44 @@ RATES = [
     Rate("bin1m", "1 MiB binary echo, 1 connection x 1 in flight", 1, 1, 1 << 20, True, True),
 ]
 IDLE_SCENARIOS = ["idle", "broadcast"]
-SCENARIOS = [r.name for r in RATES] + IDLE_SCENARIOS
+SCALING_SCENARIOS = ["workers", "broadcast-workers"]
+SCENARIOS = [r.name for r in RATES] + IDLE_SCENARIOS + SCALING_SCENARIOS
+WORKERS_RATE = Rate("workers", "64 B text echo, 1,000 connections x 1 in flight", 1000, 1, 64)
+# The configurations of the scaling scenarios ("{redis}": the URL of the bench's redis-server).
+SCALING: dict[str, list[Server]] = {
+    "workers": [
+        Server("workers-1", "--workers 1 (one process)", ("wsloop_server.py", "selectors"), unpinned=True),
+        Server(
+            "workers-2",
+            "--workers 2 (SO_REUSEPORT)",
+            ("wsloop_server.py", "selectors", "--workers", "2"),
+            unpinned=True,
+        ),
+    ],
+    "broadcast-workers": [
+        Server(
+            "bcast-1",
+            "--workers 1, no broker",
+            ("wsloop_server.py", "selectors"),
+            broadcast="reactor.broadcast()",
+            unpinned=True,
+        ),
+        Server(
+            "bcast-1-redis",
+            "--workers 1, Redis broker",
+            ("wsloop_server.py", "selectors", "--broker", "{redis}"),
+            broadcast="reactor.broadcast() + PUBLISH",
+            unpinned=True,
+        ),
+        Server(
+            "bcast-2-redis",
+            "--workers 2, Redis broker",
+            ("wsloop_server.py", "selectors", "--workers", "2", "--broker", "{redis}"),
+            broadcast="local fan-out + PUBLISH; the other worker's subscription",
+            unpinned=True,
+        ),
+    ],
+}
 QUICK_MANY = 200
 QUICK_IDLE = 500
 
@@ -230,6 +291,46 @@ def pinned(core: int | None) -> Callable[[], None] | None:
     if core is None:
         return None
     return lambda: os.sched_setaffinity(0, {core})
+
+
+ALL_CPUS = frozenset(os.sched_getaffinity(0))  # before main() pins this script
+
+
+def anywhere() -> None:
+    """preexec_fn of an unpinned child: every CPU this script could use when it started."""
+    os.sched_setaffinity(0, ALL_CPUS)
+
+
+def placement(cfg: Config, server: Server) -> tuple[int | None, Callable[[], None] | None]:
+    """(the server's core or None, the load generator's preexec_fn) for ``server``."""
+    if server.unpinned:
+        return None, anywhere
+    return cfg.server_core, pinned(cfg.gen_core)
+
+
+def server_pids(pid: int) -> list[int]:
+    """A process and its children (a supervisor and its workers), at most 16."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            children = [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        children = []
+    return [pid, *children][:16]
+
+
+def tree_ticks(pid: int) -> int:
+    """CPU ticks of a process and of its children (a supervisor and its workers)."""
+    return sum(proc_ticks(p) for p in server_pids(pid))
+
+
+def all_cores_ticks() -> int:
+    """User + nice + system jiffies of every CPU together (``/proc/stat``'s first line)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            user, nice, system = (int(x) for x in f.readline().split()[1:4])
+        return user + nice + system
+    except (OSError, ValueError):
+        return 0
 
 
 def raise_nofile_limit() -> int:
@@ -284,9 +385,10 @@ class Foreign:
     there, as a share of the wall time: near 0% on a quiet machine. The larger of the two is kept.
     """
 
-    def __init__(self, cfg: Config, server_pid: int) -> None:
+    def __init__(self, cfg: Config, server_pid: int, unpinned: bool = False) -> None:
         self.cfg = cfg
         self.server_pid = server_pid
+        self.unpinned = unpinned  # nothing pinned: other processes' time on all cores together
         self.start = self._sample()
 
     def _sample(self, gen_pid: int | None = None) -> tuple[float, int, int, int, int, float]:
@@ -294,6 +396,8 @@ class Foreign:
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         ours = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
         gen = proc_ticks(gen_pid) if gen_pid else 0
+        if self.unpinned:
+            return (time.monotonic(), all_cores_ticks(), 0, tree_ticks(self.server_pid), gen, ours)
         return (
             time.monotonic(),
             core_ticks(self.cfg.server_core),
@@ -305,12 +409,15 @@ class Foreign:
 
     def share(self, gen_pid: int | None = None) -> float:
         """Since construction; ``gen_pid``: a load generator still running (else it has exited
-        and is counted in RUSAGE_CHILDREN)."""
-        if self.cfg.server_core is None:
+        and is counted in RUSAGE_CHILDREN). Unpinned: in cores (1.0 = one core's time)."""
+        if self.cfg.server_core is None and not self.unpinned:
             return -1.0
         t0, a0, b0, s0, g0, o0 = self.start
         t1, a1, b1, s1, g1, o1 = self._sample(gen_pid)
         wall = max(t1 - t0, 1e-6)
+        if self.unpinned:
+            busy = ((a1 - a0) - (s1 - s0) - (g1 - g0)) / TICK / wall - (o1 - o0) / wall
+            return max(0.0, busy)
         on_server_core = ((a1 - a0) - (s1 - s0)) / TICK / wall
         on_gen_core = ((b1 - b0) - (g1 - g0)) / TICK / wall - (o1 - o0) / wall
         return max(0.0, on_server_core, on_gen_core)
@@ -356,15 +463,16 @@ def parse_fields(line: str) -> dict[str, str]:
 class ServerProcess:
     """A server script in a child process pinned to the server core; ready once it prints PORT."""
 
-    def __init__(self, server: Server, core: int | None) -> None:
+    def __init__(self, server: Server, core: int | None, redis_url: str = "") -> None:
         self.server = server
         self.log: IO[bytes] = tempfile.TemporaryFile()
+        args = [a.replace("{redis}", redis_url) for a in server.argv[1:]]
         self.proc = subprocess.Popen(
-            [sys.executable, str(PEERS / server.argv[0]), *server.argv[1:]],
+            [sys.executable, str(PEERS / server.argv[0]), *args],
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=self.log,
-            preexec_fn=pinned(core),
+            preexec_fn=anywhere if server.unpinned else pinned(core),
             cwd=REPO,
         )
         self.port = 0
@@ -419,13 +527,16 @@ class Config:
     warmup: float
     idle_conns: int
     many_conns: int
+    redis_url: str = ""  # the scaling scenarios' redis-server
 
 
 def loadgen_argv(
     cfg: Config, mode: str, server: Server, proc: ServerProcess, conns: int, size: int, *extra: str
 ) -> list[str]:
     """The load generator's command line for ``mode`` (``rate`` or ``idle``) against ``proc``."""
-    argv = [str(cfg.loadgen), mode, "--port", str(proc.port), "--server-pid", str(proc.pid)]
+    argv = [str(cfg.loadgen), mode, "--port", str(proc.port)]
+    for pid in server_pids(proc.pid):  # a supervisor's workers too: their CPU is summed
+        argv += ["--server-pid", str(pid)]
     argv += ["--conns", str(conns), "--size", str(size), *extra]
     argv += ["--timeout", str(OPEN_TIMEOUT), "--connect-inflight", str(CONNECT_IN_FLIGHT)]
     if server.raw:
@@ -434,17 +545,16 @@ def loadgen_argv(
 
 
 def run_rate(cfg: Config, server: Server, proc: ServerProcess, rate: Rate) -> dict[str, float] | str:
-    conns = cfg.many_conns if rate.name == "many" else rate.conns
+    conns = cfg.many_conns if rate.name in ("many", "workers") else rate.conns
     timing = ("--inflight", str(rate.in_flight), "--warmup", str(cfg.warmup), "--duration", str(cfg.duration))
     argv = loadgen_argv(cfg, "rate", server, proc, conns, rate.size, *timing)
     if rate.binary:
         argv.append("--binary")
     limit = OPEN_TIMEOUT + cfg.warmup + cfg.duration + 15
-    foreign = Foreign(cfg, proc.pid)
+    foreign = Foreign(cfg, proc.pid, server.unpinned)
+    gen_place = placement(cfg, server)[1]
     try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=limit, preexec_fn=pinned(cfg.gen_core)
-        )
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=limit, preexec_fn=gen_place)
     except subprocess.TimeoutExpired:
         return f"timeout (load generator still running after {limit:.0f} s)"
     other = foreign.share()
@@ -465,7 +575,7 @@ def run_rate(cfg: Config, server: Server, proc: ServerProcess, rate: Rate) -> di
 
 def run_idle(cfg: Config, server: Server, want: list[str]) -> tuple[dict[str, float], str]:
     """One run of the idle/broadcast scenarios on a fresh server: (figures, failure or '')."""
-    proc = ServerProcess(server, cfg.server_core)
+    proc = ServerProcess(server, cfg.server_core, cfg.redis_url)
     gen: subprocess.Popen[str] | None = None
     figures: dict[str, float] = {}
     try:
@@ -475,14 +585,14 @@ def run_idle(cfg: Config, server: Server, want: list[str]) -> tuple[dict[str, fl
         time.sleep(SETTLE_SECONDS)
         before = proc_status(proc.pid)
         argv = loadgen_argv(cfg, "idle", server, proc, cfg.idle_conns, 64)
-        foreign = Foreign(cfg, proc.pid)
+        foreign = Foreign(cfg, proc.pid, server.unpinned)
         gen = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
-            preexec_fn=pinned(cfg.gen_core),
+            preexec_fn=placement(cfg, server)[1],
         )
 
         def answer(command: str | None, seconds: float) -> dict[str, str]:
@@ -580,7 +690,7 @@ def measure_rates(
                         proc.stop()
                         proc = None
                         continue
-                    proc = ServerProcess(server, cfg.server_core)
+                    proc = ServerProcess(server, cfg.server_core, cfg.redis_url)
                     failure = proc.wait_ready()
                     if failure:
                         for r in rates:
@@ -1000,6 +1110,194 @@ def write_report(
     return passed
 
 
+# ---------------------------------------------------------------------------- scaling out
+
+SCALING_HEADING = "## Scaling out: worker processes and the Redis broker"
+WORKERS_TARGET = 1.6  # --workers 2 / --workers 1, 64 B echo, 1,000 connections
+
+
+class RedisServer:
+    """``redis-server`` for the ``broadcast-workers`` scenario: a free loopback port, a temporary
+    folder, no persistence; unpinned like the servers it joins."""
+
+    def __init__(self) -> None:
+        self.folder = tempfile.TemporaryDirectory(prefix="wsloop-bench-redis-")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", self.folder.name, "--daemonize", "no"]
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=anywhere,
+        )
+
+    def wait_ready(self, seconds: float = 10.0) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.folder.cleanup()
+
+
+def scaling_ratio(results: Results, scenario: str, key: str, name: str) -> float | None:
+    """``name``'s median over the scenario's first configuration's."""
+    reference = SCALING[scenario][0].name
+    outcome_key = "workers" if scenario == "workers" else "broadcast"
+    mine = results.get(name, {}).get(outcome_key)
+    ref = results.get(reference, {}).get(outcome_key)
+    if mine is None or ref is None:
+        return None
+    a, b = mine.median(key), ref.median(key)
+    return a / b if a is not None and b else None
+
+
+def scaling_section(
+    cfg: Config, results: Results, scaling: list[str], head: list[str]
+) -> tuple[list[str], bool]:
+    """The report's scaling section, and whether the workers target was met."""
+    lines = [
+        SCALING_HEADING,
+        "",
+        "Written by `python stress/bench.py --scenarios workers,broadcast-workers` (one or both; the"
+        " bench's docstring describes the method). Rerun it, do not edit.",
+        "",
+        *head,
+        "",
+        "- Nothing is pinned here: the server's processes and the load generator may all run on either"
+        " core, in every row (two workers pinned one per core would leave the load generator nothing,"
+        " and the one-process row would then not be comparable). On this 2-core machine the load"
+        " generator runs on the cores the workers need, so `--workers 2` is measured against one"
+        " process with less than 2 cores' worth for the server.",
+        "- server CPU: every process of the server (supervisor and workers) together, CPU time / wall"
+        " time over the measurement window (the broadcast, for `broadcast-workers`); 100% = one core."
+        " msg/s per server core: msg/s / server CPU, what one core of server gets through. other CPU:"
+        " what other processes took of both cores together over the run (100% = one core), from"
+        " /proc/stat: the machine is shared, and where it is high the row's figure understates wsloop.",
+        "",
+    ]
+    met = False
+    if "workers" in scaling:
+        conns = f"{cfg.many_conns:,}"
+        lines += [
+            f"### workers: 64 B text echo, {conns} connections x 1 in flight, `--workers 1` vs `--workers 2`",
+            "",
+            *header(
+                "configuration",
+                ">msg/s",
+                ">min–max",
+                ">vs --workers 1",
+                ">msg/s per server core",
+                *CPU_COLUMNS,
+            ),
+        ]
+        for server in SCALING["workers"]:
+            o = results[server.name]["workers"]
+            per_core = [r["rate"] / r["srv_cpu"] for r in o.runs if r.get("srv_cpu", 0) > 0]
+            row = [
+                server.label,
+                fmt(o.median("rate")),
+                fmt_span(o.span("rate")),
+                fmt_ratio(scaling_ratio(results, "workers", "rate", server.name)),
+                fmt(statistics.median(per_core) if per_core else None),
+                cpu_cell(o, "srv_cpu"),
+                cpu_cell(o, "gen_cpu"),
+                cpu_cell(o, "other_cpu"),
+                notes(o, cfg.runs),
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    if "broadcast-workers" in scaling:
+        n = f"{cfg.idle_conns:,}"
+        lines += [
+            f"### broadcast-workers: one 64 B broadcast to {n} connections",
+            "",
+            f"`broadcast:` + 64 B sent on one of {n} open connections (on whichever worker the kernel gave"
+            " it); the time until every connection has the 64 B message. With two workers about half of"
+            " the connections get it from the other worker, through Redis.",
+            "",
+            *header("configuration", ">ms", ">min–max", ">vs no broker", "broadcast with", *CPU_COLUMNS),
+        ]
+        for server in SCALING["broadcast-workers"]:
+            o = results[server.name]["broadcast"]
+            value, span = o.median("broadcast_s"), o.span("broadcast_s")
+            row = [
+                server.label,
+                fmt(None if value is None else value * 1e3, 1),
+                fmt_span(None if span is None else (span[0] * 1e3, span[1] * 1e3), 1),
+                fmt_ratio(scaling_ratio(results, "broadcast-workers", "broadcast_s", server.name)),
+                server.broadcast or "—",
+                cpu_cell(o, "broadcast_srv_cpu"),
+                cpu_cell(o, "broadcast_gen_cpu"),
+                cpu_cell(o, "other_cpu"),
+                notes(o, cfg.runs),
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    if "workers" in scaling:
+        value = scaling_ratio(results, "workers", "rate", SCALING["workers"][1].name)
+        lines.append("### Target")
+        lines.append("")
+        text = f"64 B echo, {cfg.many_conns:,} connections: `--workers 2` >= {WORKERS_TARGET}x `--workers 1`"
+        if value is None:
+            lines.append(f"- [ ] n/a — {text} (not measured)")
+        else:
+            met = value >= WORKERS_TARGET
+            lines.append(
+                f"- [{'x' if met else ' '}] {'PASS' if met else 'MISS'} — {text}: measured {value:.2f}x"
+            )
+        lines.append("")
+    return lines, met
+
+
+def splice_section(path: Path, section: list[str]) -> None:
+    """Put ``section`` (its first line a ``## `` heading) in the report at ``path``: in place of
+    the section with that heading, or at the end."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# wsloop benchmark results\n"
+    body = "\n".join(section).rstrip("\n") + "\n"
+    start = text.find("\n" + section[0] + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + body
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[: start + 1] + body + ("\n" + text[end + 1 :] if end >= 0 else "")
+    path.write_text(text, encoding="utf-8")
+
+
+def measure_scaling(cfg: Config, scaling: list[str], results: Results, label: tuple[int, int]) -> None:
+    """One run of each configuration of the scaling scenarios."""
+    for name in scaling:
+        for server in SCALING[name]:
+            if name == "workers":
+                measure_rates(cfg, server, [WORKERS_RATE], results, label)
+                continue
+            outcome = results[server.name]["broadcast"]
+            if outcome.failures:
+                outcome.skipped += 1
+                continue
+            measure_idle(cfg, server, ["broadcast"], results, label)
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -1086,11 +1384,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if needed > limit:
         print(f"error: {needed} file descriptors needed, RLIMIT_NOFILE is {limit}", file=sys.stderr)
         return 2
-    servers = [s for s in SERVERS if s.name in args.servers]
     scenarios = [s for s in SCENARIOS if s in args.scenarios]
+    scaling = [s for s in SCALING_SCENARIOS if s in scenarios]
+    scenarios = [s for s in scenarios if s not in scaling]  # the classic ones, against the peers
+    servers = [s for s in SERVERS if s.name in args.servers] if scenarios else []
     rates = [r for r in RATES if r.name in scenarios]
     idle = [s for s in IDLE_SCENARIOS if s in scenarios]
     results: Results = {s.name: {name: Outcome() for name in scenarios} for s in servers}
+    for name in scaling:
+        for config in SCALING[name]:
+            results[config.name] = {("workers" if name == "workers" else "broadcast"): Outcome()}
+    redis_server: RedisServer | None = None
+    if "broadcast-workers" in scaling:
+        why = ""
+        if shutil.which("redis-server") is None:
+            why = "redis-server not installed (Debian: apt-get install redis-server)"
+        elif importlib.util.find_spec("redis") is None:
+            why = "the redis package is not installed (pip install -e '.[bench]')"
+        else:
+            redis_server = RedisServer()
+            if redis_server.wait_ready():
+                cfg.redis_url = redis_server.url
+                log(f"redis-server on {redis_server.url}")
+            else:
+                why = "redis-server did not start"
+                redis_server.stop()
+                redis_server = None
+        if why:
+            log(f"broadcast-workers through Redis skipped: {why}")
+            for config in SCALING["broadcast-workers"]:
+                if "{redis}" in config.argv:
+                    results[config.name]["broadcast"].failures.append(f"failed ({why})")
     log(f"load generator {loadgen}; servers on CPU {server_core}, load generator on CPU {gen_core}")
     available = []
     for server in servers:
@@ -1115,6 +1439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results[server.name][name].skipped += 1  # failed before: not repeated
             if todo:
                 measure_idle(one_run, server, todo, results, (run + 1, cfg.runs))
+        if scaling:
+            measure_scaling(one_run, scaling, results, (run + 1, cfg.runs))
+    if redis_server is not None:
+        redis_server.stop()
     wall = time.monotonic() - STARTED
     command = (
         "python stress/bench.py"
@@ -1122,8 +1450,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         + shlex.join(sys.argv[1:] if argv is None else list(argv))
     )
     head = machine(cfg, command.strip(), started, wall, (load_start, loadavg()))
-    passed = write_report(args.output, cfg, servers, scenarios, results, head)
-    log(f"wrote {args.output} ({passed} of {len(TARGETS)} targets met); took {wall / 60:.1f} min")
+    if scenarios:
+        passed = write_report(args.output, cfg, servers, scenarios, results, head)
+        log(f"wrote {args.output} ({passed} of {len(TARGETS)} targets met); took {wall / 60:.1f} min")
+    if scaling:
+        pin = re.compile(
+            r"; (server on CPU \d+, load generator on CPU \d+ \(sched_setaffinity\)|not pinned.*)$"
+        )
+        scaling_head = [pin.sub("; nothing pinned in this section", line) for line in head]
+        section, met = scaling_section(cfg, results, scaling, scaling_head)
+        splice_section(args.output, section)
+        log(f"wrote the scaling section of {args.output} (workers target {'met' if met else 'not met'})")
     if REFERENCE in results and any(o.failures for o in results[REFERENCE].values()):
         print("error: a wsloop standalone (selectors) measurement failed", file=sys.stderr)
         return 1

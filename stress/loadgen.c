@@ -11,7 +11,8 @@
  *       each (an echo back queues the next message), and after W seconds counts the echoes of
  *       the next D seconds. Prints one line of key=value: msgs, secs, rate (messages/s), mbps
  *       (payload MB/s, 10^6), p50_us/p99_us (round trips, with K == 1), gen_cpu and srv_cpu
- *       (CPU time / wall time of this process and of PID over the window), or error=...
+ *       (CPU time / wall time of this process and of PID over the window; --server-pid may be
+ *       repeated, up to 16, for a server of several processes: their CPU is summed), or error=...
  *
  *   loadgen idle --port P [--raw] --conns N --size S --timeout T [--server-pid PID] [...]
  *       Opens N connections and prints `opened secs=... ok=... failed=...`, then obeys commands
@@ -59,7 +60,7 @@ typedef struct {
 static const char *host = "127.0.0.1";
 static int port, raw, binary, nconns = 1, inflight = 1, size = 64, connect_inflight = 100;
 static double warmup = 0.25, duration = 1.0, timeout_s = 30.0;
-static int server_pid;
+static int server_pids[16], nserver_pids;  /* --server-pid, repeatable: their CPU is summed */
 static conn_t *conns;
 static int ep;
 static unsigned char *sendbuf;   /* R copies of the frame */
@@ -85,10 +86,9 @@ static double self_cpu(void) {
     return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
 }
 
-static double server_cpu(void) {
+static double one_server_cpu(int pid) {
     char path[64], buf[2048];
-    if (!server_pid) return -1;
-    snprintf(path, sizeof path, "/proc/%d/stat", server_pid);
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
     FILE *f = fopen(path, "r");
     if (!f) return -1;
     size_t n = fread(buf, 1, sizeof buf - 1, f);
@@ -101,6 +101,18 @@ static double server_cpu(void) {
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
         return -1;
     return (double)(utime + stime) / sysconf(_SC_CLK_TCK);
+}
+
+/* CPU seconds of every --server-pid together (-1 if none is given or one is gone). */
+static double server_cpu(void) {
+    if (!nserver_pids) return -1;
+    double total = 0;
+    for (int i = 0; i < nserver_pids; i++) {
+        double t = one_server_cpu(server_pids[i]);
+        if (t < 0) return -1;
+        total += t;
+    }
+    return total;
 }
 
 static size_t header_len(size_t n) { return n < 126 ? 2 : n < 65536 ? 4 : 10; }
@@ -466,7 +478,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--warmup")) warmup = atof(v), i++;
         else if (!strcmp(a, "--duration")) duration = atof(v), i++;
         else if (!strcmp(a, "--timeout")) timeout_s = atof(v), i++;
-        else if (!strcmp(a, "--server-pid")) server_pid = atoi(v), i++;
+        else if (!strcmp(a, "--server-pid")) {
+            if (nserver_pids < 16) server_pids[nserver_pids++] = atoi(v);
+            i++;
+        }
         else if (!strcmp(a, "--connect-inflight")) connect_inflight = atoi(v), i++;
         else return usage();
     }

@@ -10,6 +10,10 @@ sends ``<rest>`` to every connection instead, with the library's broadcast:
 * the threaded poller: the server's ``ThreadedManager.broadcast()`` (``server.manager``);
 * the asyncio adapter exposes no manager: a loop of ``send()`` over the open connections.
 
+``--workers N`` (N > 1) runs the selectors flavour as N worker processes under
+:mod:`wsloop.workers`' supervisor; ``--broker redis://...`` joins them (or one server) through Redis,
+so ``broadcast:`` reaches every worker's connections.
+
 Compression is off. The wsgiref flavour's listen backlog is raised from wsgiref's 5 to 1024 (see
 ``main``). Prints ``PORT <n>`` once listening on 127.0.0.1; SIGTERM stops it (every
 connection closed with 1001, as the CLI does).
@@ -75,6 +79,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("flavour", choices=FLAVOURS)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="selectors flavour: worker processes (wsloop.workers)"
+    )
+    parser.add_argument("--broker", default=None, help="selectors flavour: redis://host:port/db")
     args = parser.parse_args()
     FLAVOUR = args.flavour
     logging.basicConfig(level=logging.WARNING)
@@ -85,6 +93,16 @@ def main() -> None:
     def ready(url: str) -> None:
         print(f"PORT {url.rstrip('/').rsplit(':', 1)[1]}", flush=True)
 
+    if FLAVOUR == "selectors" and (args.workers > 1 or args.broker):
+        from wsloop import workers
+        from wsloop.servers import standalone
+
+        options = {"compression": False, "broker": args.broker}
+        if args.workers > 1:
+            code = workers.run(args.workers, "127.0.0.1", args.port, BenchWebSocket, ready=ready, **options)
+            sys.exit(code)
+        standalone.serve("127.0.0.1", args.port, BenchWebSocket, ready=ready, stop=stop, **options)
+        return
     if FLAVOUR in ("selectors", "threaded"):
         from wsloop.servers.standalone import WebSocketServer
 
