@@ -308,7 +308,7 @@ class RedisBroker(Broker):
             pubsub = None
             try:
                 pubsub = self._client(0).pubsub()
-                self._serve_subscriptions(pubsub, wanted, down_since)
+                self._serve_subscriptions(pubsub, down_since)
                 down_since = None  # returned: closing, or no channel wanted any more
                 delay = self.backoff[0]
             except (redis.RedisError, OSError) as exc:
@@ -335,9 +335,9 @@ class RedisBroker(Broker):
                     except Exception:
                         pass
 
-    def _serve_subscriptions(self, pubsub: Any, wanted: set[str], down_since: float | None) -> None:
-        """Subscribe to ``wanted`` and pass messages on until closing (or no channel is wanted);
-        raises on a connection error."""
+    def _serve_subscriptions(self, pubsub: Any, down_since: float | None) -> None:
+        """Subscribe to the channels listeners want and pass messages on until closing (or until
+        no channel is wanted); raises on a connection error."""
         prefix = self.prefix
         subscribed: set[str] = set()
         pending: set[str] = set()  # subscribed, confirmation not seen yet
