@@ -174,3 +174,23 @@ def test_worker_and_broker_usage_errors(args: list[str], message: str) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+
+
+def test_supervisor_gives_up_on_workers_that_keep_dying() -> None:
+    """A worker that fails at once is restarted with a growing delay; 5 in a row: exit 1."""
+    script = (
+        "import logging, sys\n"
+        "from wsloop.workers import Supervisor\n"
+        "logging.basicConfig(level='INFO', format='%(name)s %(levelname)s %(message)s')\n"
+        "def target(sock, ready, stop):\n"
+        "    raise RuntimeError('broken worker (test)')\n"
+        "sys.exit(Supervisor(2, '127.0.0.1', 0, target).run())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert done.returncode == 1, done.stderr
+    assert "broken worker (test)" in done.stderr  # the worker's traceback is logged
+    assert "exited with status 1" in done.stderr
+    assert "starting a new one in 0.1 s" in done.stderr
+    assert "giving up" in done.stderr
