@@ -693,9 +693,17 @@ class Reactor:
                 except Exception:
                     logger.exception("error closing %r", handler)
         self._handlers.clear()
+        # Websockets handed over too late are not served: their sockets are closed.
+        late = [args[0] for fn, args in self._calls if fn == self._add_handed_over]
         self._calls.clear()
         with self._adding_lock:
-            self._adding = 0  # the websockets handed over too late are not served
+            self._adding = 0
+        for websocket in late:
+            if websocket.sock is not None:
+                try:
+                    websocket.sock.close()
+                except OSError:
+                    pass
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
