@@ -9,6 +9,16 @@ import subprocess
 import sys
 import time
 
+#: Every server flavour, by name: the CLI arguments that select it.
+FLAVOURS = {
+    "standalone": ("--server", "standalone"),
+    "threaded": ("--server", "standalone", "--poller", "threaded"),
+    "cherrypy": ("--server", "cherrypy"),
+    "gevent": ("--server", "gevent"),
+    "wsgiref": ("--server", "wsgiref"),
+    "asyncio": ("--server", "asyncio"),
+}
+
 
 class ServerProcess:
     """``python -m wsloop serve --port 0 ARGS``; ``port`` is read from its start-up log line."""

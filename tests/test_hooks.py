@@ -12,18 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.serverproc import ServerProcess
+from tests.serverproc import FLAVOURS, ServerProcess
 from tests.wsclient import Client
 from wsloop.handshake import Response, client_request, new_key, parse_response
-
-FLAVOURS = {
-    "standalone": ("--server", "standalone"),
-    "threaded": ("--server", "standalone", "--poller", "threaded"),
-    "cherrypy": ("--server", "cherrypy"),
-    "gevent": ("--server", "gevent"),
-    "wsgiref": ("--server", "wsgiref"),
-    "asyncio": ("--server", "asyncio"),
-}
 
 ALLOWED = [("Origin", "https://allowed.example")]
 

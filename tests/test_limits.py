@@ -42,17 +42,9 @@ from wsloop.protocol import Protocol
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket
 
-from .serverproc import ServerProcess
+from .serverproc import FLAVOURS, ServerProcess
 from .wsclient import Client
 
-FLAVOURS = {
-    "standalone": ("--server", "standalone"),
-    "threaded": ("--server", "standalone", "--poller", "threaded"),
-    "cherrypy": ("--server", "cherrypy"),
-    "gevent": ("--server", "gevent"),
-    "wsgiref": ("--server", "wsgiref"),
-    "asyncio": ("--server", "asyncio"),
-}
 #: The flavours that read the request head themselves (--max-header-size).
 OWN_HEAD = {"standalone", "threaded", "asyncio"}
 #: What each answers to a head of 110 header lines of 5,000 bytes (550 KB): over our limit (431);
