@@ -1266,8 +1266,32 @@ def scaling_section(
             lines.append(
                 f"- [{'x' if met else ' '}] {'PASS' if met else 'MISS'} — {text}: measured {value:.2f}x"
             )
+        lines += ceiling(results)
         lines.append("")
     return lines, met
+
+
+def ceiling(results: Results) -> list[str]:
+    """What the cores could give with the load generator on them: a line for the report."""
+    one, two = (results[s.name]["workers"] for s in SCALING["workers"])
+    costs = [
+        (r["srv_cpu"] + r["gen_cpu"]) / r["rate"]
+        for r in two.runs
+        if r.get("srv_cpu", 0) > 0 and r["rate"] > 0
+    ]
+    base = one.median("rate")
+    if not costs or not base:
+        return []
+    per_message = statistics.median(costs)  # CPU seconds per echo, server and load generator
+    ncores = len(ALL_CPUS)
+    bound = ncores / per_message
+    return [
+        "",
+        f"Ceiling on this machine: with `--workers 2` one echo costs {per_message * 1e6:.1f} µs of CPU,"
+        f" server and load generator together (median), so {ncores} fully busy cores give at most"
+        f" {bound:,.0f} msg/s, {bound / base:.2f}x `--workers 1`: the load generator shares the cores the"
+        " workers need. The msg/s per server core column shows what each worker process gets through.",
+    ]
 
 
 def splice_section(path: Path, section: list[str]) -> None:
