@@ -194,3 +194,24 @@ def test_supervisor_gives_up_on_workers_that_keep_dying() -> None:
     assert "exited with status 1" in done.stderr
     assert "starting a new one in 0.1 s" in done.stderr
     assert "giving up" in done.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_stop_when_the_supervisor_is_killed() -> None:
+    server = LoggedServer("--workers", "2", "--handler", HANDLER)
+    try:
+        pids = worker_pids(server, 2)
+        clients = [Client(server.port) for _ in range(10)]
+        for client in clients:
+            assert pid_of(client) in pids
+        server.proc.kill()  # SIGKILL: no chance to stop the workers itself
+        for client in clients:
+            assert client.recv_close().code == 1001  # each worker got SIGTERM from the kernel
+            client.close()
+
+        def gone() -> bool:
+            return not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+
+        wait_for(gone, "both workers exited")
+    finally:
+        server.stop()

@@ -104,6 +104,7 @@ class Supervisor:
         self._pending: dict[int, float] = {}  # slot -> when to start it
         self._quick_deaths = 0
         self._stop_signal: int | None = None
+        self._stopping = False  # stopping the workers: their exits are expected
         self._ready_r = self._ready_w = -1
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -279,7 +280,7 @@ class Supervisor:
             if worker is None:
                 continue
             how = _how_it_ended(status)
-            if self._stop_signal is not None:
+            if self._stopping or self._stop_signal is not None:
                 logger.info("worker %d (pid %d) %s", worker.slot, pid, how)
                 continue
             uptime = time.monotonic() - worker.started
@@ -307,16 +308,17 @@ class Supervisor:
         # sent to a worker that has just started is then handled by the worker, not lost.
         signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:
+            supervisor = os.getpid()
             pid = os.fork()
             if pid == 0:
-                self._child(slot, sock)  # never returns
+                self._child(slot, sock, supervisor)  # never returns
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)  # the parent's (the child exits)
         if sock is not self.sock:
             sock.close()  # the worker's own SO_REUSEPORT socket: the child has it
         self.workers[pid] = _Worker(slot, pid, time.monotonic())
 
-    def _child(self, slot: int, sock: socket.socket) -> None:
+    def _child(self, slot: int, sock: socket.socket, supervisor: int) -> None:
         code = 1
         try:
             stop = threading.Event()
@@ -330,6 +332,7 @@ class Supervisor:
             for sig in _STOP_SIGNALS:
                 signal.signal(sig, _stop)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _stop_with_parent(supervisor)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
             os.close(self._ready_r)
             if self._wake_r is not None and self._wake_w is not None:
@@ -353,6 +356,7 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         """SIGTERM every worker, wait up to ``stop_timeout``, then SIGKILL what is left."""
+        self._stopping = True
         self._pending.clear()
         for pid in list(self.workers):
             _signal(pid, signal.SIGTERM)
@@ -374,6 +378,22 @@ class Supervisor:
             except ChildProcessError:
                 break
             self.workers.pop(pid, None)
+
+
+def _stop_with_parent(supervisor: int) -> None:
+    """Linux: have the kernel send SIGTERM to this worker if the supervisor dies (even by
+    SIGKILL), so no orphan keeps serving; elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _ignore_signal(signum: int, frame: FrameType | None) -> None:
