@@ -162,13 +162,9 @@ class LoggedServer(ServerProcess):
             time.sleep(0.02)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        self.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._reader.join(5.0)
+        return super().stop(sig, timeout)
+
+    def _collect_output(self) -> None:
+        self._reader.join(5.0)  # the reader thread has read the rest into lines
         assert self.proc.stdout is not None
         self.proc.stdout.close()
-        return code

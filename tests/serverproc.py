@@ -64,10 +64,14 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()
+        self._collect_output()
+        return code
+
+    def _collect_output(self) -> None:
+        """Once the process has ended: the rest of its output into ``lines``."""
         assert self.proc.stdout is not None
         self.lines.extend(self.proc.stdout.readlines())
         self.proc.stdout.close()
-        return code
 
     @property
     def output(self) -> str:
