@@ -915,20 +915,8 @@ def idle_tables(cfg: Config, servers: list[Server], results: Results, scenarios:
             *header("server", ">ms", ">min–max", ">vs wsloop", "broadcast with", *CPU_COLUMNS),
         ]
         for server in servers:
-            o = results[server.name]["broadcast"]
-            value, span = o.median("broadcast_s"), o.span("broadcast_s")
-            row = [
-                server.label,
-                fmt(None if value is None else value * 1e3, 1),
-                fmt_span(None if span is None else (span[0] * 1e3, span[1] * 1e3), 1),
-                fmt_ratio(ratio(results, server.name, "broadcast", "broadcast_s")),
-                server.broadcast or "—",
-                cpu_cell(o, "broadcast_srv_cpu"),
-                cpu_cell(o, "broadcast_gen_cpu"),
-                cpu_cell(o, "other_cpu"),
-                notes(o, cfg.runs),
-            ]
-            lines.append("| " + " | ".join(row) + " |")
+            vs = ratio(results, server.name, "broadcast", "broadcast_s")
+            lines.append(broadcast_row(cfg, server, results[server.name]["broadcast"], vs))
         lines.append("")
     return lines
 
@@ -1167,6 +1155,23 @@ class RedisServer:
         self.folder.cleanup()
 
 
+def broadcast_row(cfg: Config, server: Server, o: Outcome, vs: float | None) -> str:
+    """A broadcast table's row: the time until the last connection has it, and where CPU went."""
+    value, span = o.median("broadcast_s"), o.span("broadcast_s")
+    row = [
+        server.label,
+        fmt(None if value is None else value * 1e3, 1),
+        fmt_span(None if span is None else (span[0] * 1e3, span[1] * 1e3), 1),
+        fmt_ratio(vs),
+        server.broadcast or "—",
+        cpu_cell(o, "broadcast_srv_cpu"),
+        cpu_cell(o, "broadcast_gen_cpu"),
+        cpu_cell(o, "other_cpu"),
+        notes(o, cfg.runs),
+    ]
+    return "| " + " | ".join(row) + " |"
+
+
 def scaling_ratio(
     results: Results, scenario: str, key: str, name: str, outcome_key: str = "broadcast"
 ) -> float | None:
@@ -1269,20 +1274,8 @@ def scaling_section(
             *header("configuration", ">ms", ">min–max", ">vs no broker", "broadcast with", *CPU_COLUMNS),
         ]
         for server in SCALING["broadcast-workers"]:
-            o = results[server.name]["broadcast"]
-            value, span = o.median("broadcast_s"), o.span("broadcast_s")
-            row = [
-                server.label,
-                fmt(None if value is None else value * 1e3, 1),
-                fmt_span(None if span is None else (span[0] * 1e3, span[1] * 1e3), 1),
-                fmt_ratio(scaling_ratio(results, "broadcast-workers", "broadcast_s", server.name)),
-                server.broadcast or "—",
-                cpu_cell(o, "broadcast_srv_cpu"),
-                cpu_cell(o, "broadcast_gen_cpu"),
-                cpu_cell(o, "other_cpu"),
-                notes(o, cfg.runs),
-            ]
-            lines.append("| " + " | ".join(row) + " |")
+            vs = scaling_ratio(results, "broadcast-workers", "broadcast_s", server.name)
+            lines.append(broadcast_row(cfg, server, results[server.name]["broadcast"], vs))
         lines.append("")
     if "workers" in scaling:
         target = WORKERS_RATES[0]
