@@ -106,10 +106,8 @@ _NAMES = "_wsloop_header_names"  # attribute of cherrypy.request: header names t
 # Bytes read by cheroot beyond the request head, from the hand-over to the plugin's handle().
 _received: weakref.WeakKeyDictionary[WebSocket, bytes] = weakref.WeakKeyDictionary()
 _received_lock = threading.Lock()
-# Upgrades the tool accepted and has not handed over yet, counted with the websockets the plugin
-# serves against its max_connections (the page handler and the 101 come in between); guarded by
-# _received_lock. An upgrade counted has _RESERVED set on its request until on_end_request.
-_upgrading = 0
+# Set on a request whose upgrade the plugin counts as in progress (WebSocketPlugin.reserve) until
+# the hand-over, when the reactor counts it instead.
 _RESERVED = "_wsloop_reserved"
 
 
@@ -248,7 +246,7 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
             request = cherrypy.serving.request
             if getattr(request, _RESERVED, False):
                 setattr(request, _RESERVED, False)
-                _release()
+                cherrypy.engine.publish("websocket-release")
 
     def _give_socket(self) -> None:
         request = cherrypy.serving.request
@@ -292,7 +290,7 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
     :param close_timeout: seconds ``stop`` waits for the closing handshakes.
     :param max_connections: websockets served at once (None: no limit), upgrades in progress
         included; the tool answers an upgrade beyond it with ``503 Service Unavailable`` and
-        ``Retry-After: 1`` (asking through the bus's ``websocket-capacity`` channel).
+        ``Retry-After: 1`` (asking through the bus's ``websocket-reserve`` channel).
     """
 
     def __init__(self, bus: Any, close_timeout: float = 5.0, max_connections: int | None = None) -> None:
@@ -300,6 +298,7 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
         self.close_timeout = close_timeout
         self.max_connections = max_connections
         self.manager = Reactor(close_timeout=close_timeout)
+        self._upgrading = 0  # upgrades the tool accepted and has not handed over yet
         self._lock = threading.Lock()
         self._running = False
         self._used = False
@@ -310,13 +309,15 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
                 return
             if self._used:  # a stopped reactor cannot run again: the engine restarted
                 self.manager = Reactor(close_timeout=self.close_timeout)
+                self._upgrading = 0
             self._used = True
             self.manager.start()
             self._running = True
         self.bus.log("Starting WebSocket processing")
         self.bus.subscribe("handle-websocket", self.handle)
         self.bus.subscribe("websocket-broadcast", self.broadcast)
-        self.bus.subscribe("websocket-capacity", self.capacity)
+        self.bus.subscribe("websocket-reserve", self.reserve)
+        self.bus.subscribe("websocket-release", self.release)
 
     # Before the HTTP server (75) starts accepting.
     start.priority = 50  # type: ignore[attr-defined]
@@ -324,7 +325,8 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
     def stop(self) -> None:
         self.bus.unsubscribe("handle-websocket", self.handle)
         self.bus.unsubscribe("websocket-broadcast", self.broadcast)
-        self.bus.unsubscribe("websocket-capacity", self.capacity)
+        self.bus.unsubscribe("websocket-reserve", self.reserve)
+        self.bus.unsubscribe("websocket-release", self.release)
         with self._lock:
             if not self._running:
                 return
@@ -350,9 +352,23 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
         """Send ``message`` to every open websocket (also the ``websocket-broadcast`` channel)."""
         self.manager.broadcast(message, binary)
 
-    def capacity(self) -> tuple[Reactor, int | None]:
-        """What serves the websockets and its limit (the ``websocket-capacity`` channel)."""
-        return self.manager, self.max_connections
+    def reserve(self) -> HandshakeError | None:
+        """Count one more upgrade in progress (the ``websocket-reserve`` channel), or return the
+        503 to answer when the websockets served and the upgrades in progress are at
+        ``max_connections`` already (the page handler and the 101 come between the tool's check
+        and the hand-over, so those count too)."""
+        with self._lock:
+            try:
+                check_capacity(self.manager, self.max_connections, self._upgrading)
+            except HandshakeError as refusal:
+                return refusal  # returned: the bus would log a raised one as a listener's error
+            self._upgrading += 1
+        return None
+
+    def release(self) -> None:
+        """An upgrade counted by :meth:`reserve` was handed over, or failed (``websocket-release``)."""
+        with self._lock:
+            self._upgrading -= 1
 
 
 # ---------------------------------------------------------------------- helpers
@@ -372,20 +388,12 @@ def _handshake_request(request: Any) -> Request:
 
 
 def _reserve(request: Any) -> None:
-    """Count an upgrade until it is handed over; :class:`HandshakeError` 503 when a running
-    plugin serves its ``max_connections`` already (upgrades in progress included)."""
-    global _upgrading
-    with _received_lock:
-        for manager, maximum in cherrypy.engine.publish("websocket-capacity"):
-            check_capacity(manager, maximum, _upgrading)
-        _upgrading += 1
+    """Have the running plugin count this upgrade until it is handed over; raise its 503 when it
+    serves its ``max_connections`` already (upgrades in progress included)."""
+    for refusal in cherrypy.engine.publish("websocket-reserve"):
+        if refusal is not None:
+            raise refusal
     setattr(request, _RESERVED, True)
-
-
-def _release() -> None:
-    global _upgrading
-    with _received_lock:
-        _upgrading -= 1
 
 
 def _cheroot_request() -> _CherootRequest | None:
