@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from http import HTTPStatus
 
 __all__ = [
     "WebSocketException",
@@ -85,10 +84,9 @@ class HandshakeRejected(HandshakeError):
             if not name or any(c in name for c in ":\r\n") or "\r" in value or "\n" in value:
                 raise ValueError(f"invalid response header {name!r}: {value!r}")
         if reason is None:
-            try:
-                reason = HTTPStatus(status).phrase
-            except ValueError:
-                reason = "Error"
+            from .handshake import status_phrase  # handshake imports this module
+
+            reason = status_phrase(status)
         super().__init__(reason, status, pairs)
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "origin_allowed",
     "error_response",
     "http_response",
+    "status_phrase",
     "new_key",
     "client_request",
     "parse_response",
@@ -344,6 +345,14 @@ def accept(
     return Accepted(response, subprotocol, negotiated[1] if negotiated else None, extensions)
 
 
+def status_phrase(status: int) -> str:
+    """The reason phrase of an HTTP status (``"Not Found"``), or ``"Error"`` for an unknown one."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 def http_response(
     status: int,
     body: bytes = b"",
@@ -351,12 +360,8 @@ def http_response(
     headers: Iterable[tuple[str, str]] = (),
 ) -> bytes:
     """A complete HTTP/1.1 response that closes the connection."""
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
     lines = [
-        f"HTTP/1.1 {status} {phrase}",
+        f"HTTP/1.1 {status} {status_phrase(status)}",
         f"Content-Type: {content_type}",
         f"Content-Length: {len(body)}",
         "Connection: close",

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterable, Sequence, Sized
-from http import HTTPStatus
 from typing import Any
 
 from ..deflate import DeflateOptions, choose
 from ..exc import HandshakeError
-from ..handshake import Request, accept
+from ..handshake import Request, accept, status_phrase
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..websocket import WebSocket
 from .limits import check_capacity
@@ -31,10 +30,7 @@ StartResponse = Callable[..., Any]
 
 def status_line(status: int) -> str:
     """``"400 Bad Request"`` for 400."""
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"{status} Error"
+    return f"{status} {status_phrase(status)}"
 
 
 def request_from_environ(environ: dict[str, Any]) -> Request:
