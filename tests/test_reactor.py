@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -445,3 +446,50 @@ def test_tune_malloc_on_glibc_and_its_opt_out(monkeypatch: pytest.MonkeyPatch) -
         assert tune_malloc() is True
     monkeypatch.setenv("WSLOOP_MALLOC_TUNING", "0")
     assert tune_malloc() is False
+
+
+def test_len_counts_websockets_handed_over_from_other_threads_once() -> None:
+    """``len(reactor)`` (what ``max_connections`` is checked against) counts a websocket another
+    thread hands over from ``add()`` on, and never twice nor not at all while the loop moves it
+    from "handed over" to "served": while websockets are only added, it never goes down."""
+    reactor = Reactor()
+    reactor.start()
+    total = 300
+    pairs = [socket.socketpair() for _ in range(total)]
+    seen: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(len(reactor))
+
+    def hand_over(half: list[tuple[socket.socket, socket.socket]]) -> None:
+        for server_side, _ in half:
+            reactor.add(WebSocket(server_side))
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: any window shows
+    try:
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        adders = [threading.Thread(target=hand_over, args=(pairs[i::2],)) for i in range(2)]
+        for thread in adders:
+            thread.start()
+        for thread in adders:
+            thread.join()
+        deadline = time.monotonic() + 10
+        while len(reactor.websockets) < total and time.monotonic() < deadline:
+            time.sleep(0.01)
+        done.set()
+        watcher.join()
+    finally:
+        sys.setswitchinterval(switch)
+    try:
+        assert len(reactor.websockets) == len(reactor) == total
+        drops = [(a, b) for a, b in zip(seen, seen[1:], strict=False) if b < a]
+        assert not drops, drops[:5]
+        assert max(seen) <= total
+    finally:
+        reactor.stop(0.1)
+        for _, client_side in pairs:
+            client_side.close()

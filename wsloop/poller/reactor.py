@@ -481,7 +481,8 @@ class Reactor:
 
     def __len__(self) -> int:
         """The websockets served, and those other threads handed over that are not added yet."""
-        return len(self._connections) + self._adding
+        with self._adding_lock:
+            return len(self._connections) + self._adding
 
     def __iter__(self) -> Iterator[WebSocket]:
         return iter(self.websockets)
@@ -544,11 +545,41 @@ class Reactor:
             self.call_soon_threadsafe(fn, *args)
 
     def _add_handed_over(self, websocket: WebSocket, preamble: bytes, received: bytes) -> None:
-        with self._adding_lock:
-            self._adding -= 1
-        self._add(websocket, preamble, received)
+        self._add(websocket, preamble, received, counted=True)
 
-    def _add(self, websocket: WebSocket, preamble: bytes, received: bytes) -> None:
+    def _add(self, websocket: WebSocket, preamble: bytes, received: bytes, counted: bool = False) -> None:
+        """Serve ``websocket``. ``counted``: :meth:`add` counted it in ``_adding`` (another
+        thread handed it over); it moves to ``_connections`` in one step under the lock, so
+        ``len()`` never sees it twice or not at all."""
+        conn: Connection | None = None
+        try:
+            conn, handed_over = self._connection_for(websocket)
+        finally:
+            if counted and conn is None:  # not served after all
+                with self._adding_lock:
+                    self._adding -= 1
+        if conn is None:
+            return
+        sock = conn.sock
+        if counted:
+            with self._adding_lock:
+                self._connections[websocket] = conn
+                self._adding -= 1
+        else:
+            self._connections[websocket] = conn
+        if handed_over:
+            self._selector.modify(sock, EVENT_READ, conn)
+        else:
+            self._selector.register(sock, EVENT_READ, conn)
+        if preamble:
+            conn.write(preamble)
+        websocket.attach(conn)
+        if received and not conn.closed:
+            websocket.process(received)
+
+    def _connection_for(self, websocket: WebSocket) -> tuple[Connection | None, bool]:
+        """The connection that will serve ``websocket`` (None when the loop is stopping: its
+        socket is closed), and whether its socket was a handler's until now."""
         sock = websocket.sock
         if sock is None:
             raise ValueError("websocket has no socket")
@@ -559,20 +590,11 @@ class Reactor:
             if handed_over:
                 self._selector.unregister(sock)
             sock.close()
-            return
+            return None, handed_over
         if sock.gettimeout() != 0.0:
             sock.setblocking(False)
-        conn = (TLSConnection if isinstance(sock, ssl.SSLSocket) else Connection)(self, sock, websocket)
-        self._connections[websocket] = conn
-        if handed_over:
-            self._selector.modify(sock, EVENT_READ, conn)
-        else:
-            self._selector.register(sock, EVENT_READ, conn)
-        if preamble:
-            conn.write(preamble)
-        websocket.attach(conn)
-        if received and not conn.closed:
-            websocket.process(received)
+        cls = TLSConnection if isinstance(sock, ssl.SSLSocket) else Connection
+        return cls(self, sock, websocket), handed_over
 
     def _forget(self, conn: Connection) -> None:
         self._connections.pop(conn.ws, None)

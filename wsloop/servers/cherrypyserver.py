@@ -239,7 +239,8 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
 
     def _hand_over(self) -> None:
         """After cheroot has written the 101: give the socket to the plugin's reactor; the
-        upgrade stops being counted apart once the reactor counts it (or it failed)."""
+        upgrade stops being counted apart as the reactor counts it (in the plugin's handle()),
+        or here when it was not handed over."""
         try:
             self._give_socket()
         finally:
@@ -342,6 +343,12 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
         with _received_lock:
             received = _received.pop(ws_handler, b"")
         with self._lock:
+            # Called on the thread of the tool's request: its reservation ends as the reactor
+            # counts the websocket, in one step, so a concurrent reserve() sees it once.
+            request = cherrypy.serving.request
+            if getattr(request, _RESERVED, False):
+                setattr(request, _RESERVED, False)
+                self._upgrading -= 1
             if self._running:
                 self.manager.add(ws_handler, received=received)
                 return
