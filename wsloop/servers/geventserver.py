@@ -235,11 +235,12 @@ def _url_host(host: str) -> str:
 
 
 def _wait(stop: threading.Event) -> None:
-    if isinstance(stop, GeventEvent):  # threading.Event, monkey-patched
-        stop.wait()
-        return
-    while not stop.is_set():  # a real threading.Event: poll, so gevent's hub keeps running
-        gevent_sleep(0.1)
+    """Until ``stop`` is set, polled with gevent's sleep whether threading is patched or not: a
+    real ``threading.Event.wait()`` would block the hub, and a patched one waits with no timer in
+    gevent's loop, so a signal arriving just before the loop blocks in ``epoll_wait`` would run
+    its Python handler (which sets ``stop``) only at the next event, which may never come."""
+    while not stop.is_set():
+        gevent_sleep(0.2)
 
 
 def serve(
