@@ -1,6 +1,7 @@
 """A CherryPy application for tests/test_cherrypy.py, run in a child process.
 
-``python -m tests.cherrypy_app [PORT]`` listens on PORT or a free one (10 worker threads), prints
+``python -m tests.cherrypy_app [PORT]`` listens on PORT or a free one (10 worker threads; HTTPS
+with ``CHERRYPY_APP_TLS=CERTFILE:KEYFILE`` in the environment), prints
 ``ws://127.0.0.1:PORT/`` each time the engine has started and the bus's state changes ("Bus
 STOPPED"...), and exits on SIGTERM (CherryPy's own handler: engine.exit).
 
@@ -93,6 +94,16 @@ def main() -> None:
             "checker.on": False,
         }
     )
+    tls = os.environ.get("CHERRYPY_APP_TLS")  # "CERTFILE:KEYFILE": HTTPS, websockets over TLS
+    if tls:
+        certfile, _, keyfile = tls.partition(":")
+        cherrypy.config.update(
+            {
+                "server.ssl_module": "builtin",
+                "server.ssl_certificate": certfile,
+                "server.ssl_private_key": keyfile,
+            }
+        )
     engine = cherrypy.engine
     engine.autoreload.unsubscribe()
     WebSocketPlugin(engine).subscribe()

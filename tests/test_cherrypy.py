@@ -14,6 +14,7 @@ import re
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -42,8 +43,14 @@ class Child:
 
     The child's output is drained by a thread (a full pipe would block its logging)."""
 
-    def __init__(self, *argv: str, pattern: re.Pattern[str] = URL, timeout: float = 20.0) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    def __init__(
+        self,
+        *argv: str,
+        pattern: re.Pattern[str] = URL,
+        timeout: float = 20.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, *argv],
             cwd=ROOT,
@@ -170,10 +177,10 @@ def port_busy(port: int) -> bool:
     return False
 
 
-def start_app(*args: str) -> Child:
+def start_app(*args: str, env: dict[str, str] | None = None) -> Child:
     """tests/cherrypy_app.py in a child, once its engine has started (a SIGTERM while it starts
     would race with the start)."""
-    child = Child("-m", "tests.cherrypy_app", *args)
+    child = Child("-m", "tests.cherrypy_app", *args, env=env)
     child.wait_for("Bus STARTED")
     return child
 
@@ -379,6 +386,83 @@ def test_frame_sent_right_behind_the_request(app: Child) -> None:
         parsed = parse_response(data)
         assert parsed is not None and parsed[0].status == 101
         assert data[parsed[1] :] == b"\x81\x0aEARLY BIRD\x81\x06SECOND"
+
+
+def test_websockets_over_https(
+    tls_files: tuple[Path, Path], tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """CherryPy serving HTTPS (cheroot's builtin ssl adapter): the upgraded TLS connection goes
+    to the reactor as it is, with the bytes cheroot and OpenSSL had already read."""
+    cert, key = tls_files
+    client_ctx = tls_contexts[1]
+    child = start_app(env={"CHERRYPY_APP_TLS": f"{cert}:{key}"})
+    try:
+        threads = child.threads()
+        with Client(child.port, path="/echo", ssl_context=client_ctx) as client:
+            assert client.echo("héllo").data == "héllo".encode()
+            big = bytes(range(256)) * 8192  # 2 MiB: many TLS records each way
+            assert client.echo(big).data == big
+            client.send_raw(b"".join(text_frame(f"m{i}".encode()) for i in range(300)))
+            assert [client.recv().data for _ in range(300)] == [f"m{i}".encode() for i in range(300)]
+        clients = [
+            Client(child.port, path="/upper", protocols=["upper"], ssl_context=client_ctx) for _ in range(20)
+        ]
+        try:
+            for i, client in enumerate(clients):
+                assert client.echo(f"c{i}").data == f"C{i}".encode()
+            assert child.threads() <= threads + 1, "no thread per TLS websocket"
+        finally:
+            for client in clients:
+                client.close()
+        # Frames right behind the request, each its own TLS record: whatever cheroot's reader
+        # and OpenSSL had taken in by the hand-over reaches the websocket.
+        key_ = new_key()
+        raw = socket.create_connection(("127.0.0.1", child.port), timeout=5)
+        with client_ctx.wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(client_request(f"127.0.0.1:{child.port}", "/upper", key_))
+            sock.sendall(text_frame(b"early bird"))
+            sock.sendall(text_frame(b"second"))
+            data = b""
+            deadline = time.monotonic() + 5
+            while data.count(b"\x81") < 2 and time.monotonic() < deadline:
+                data += sock.recv(4096)
+            parsed = parse_response(data)
+            assert parsed is not None and parsed[0].status == 101
+            assert data[parsed[1] :] == b"\x81\x0aEARLY BIRD\x81\x06SECOND"
+        # The request and 12 KB of frames in one TLS record: cheroot's reader takes 8 KiB of it,
+        # the rest waits decrypted inside OpenSSL, where no read event announces it.
+        frames = [f"frame {i:04d} ".encode() * 8 for i in range(100)]
+        with client_ctx.wrap_socket(
+            socket.create_connection(("127.0.0.1", child.port), timeout=5), server_hostname="localhost"
+        ) as sock:
+            request = client_request(f"127.0.0.1:{child.port}", "/echo", new_key())
+            sock.sendall(request + b"".join(text_frame(f) for f in frames))
+            expected = b"".join(bytes((0x81, len(f))) + f for f in frames)
+            data = b""
+            while len(data) < len(expected) or parse_response(data) is None:
+                chunk = sock.recv(65536)
+                assert chunk, data
+                data += chunk
+                parsed = parse_response(data)
+                if parsed is not None and len(data) - parsed[1] >= len(expected):
+                    break
+            parsed = parse_response(data)
+            assert parsed is not None and data[parsed[1] :] == expected
+        status, _, body, _ = get_tls(child.port, client_ctx)
+        assert status == 200 and body == b"plain HTTP"  # HTTPS pages as before
+    finally:
+        assert child.stop() == 0, child.output
+
+
+def get_tls(port: int, context: ssl.SSLContext) -> tuple[int, dict[str, str], bytes, float]:
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=context)
+    began = time.monotonic()
+    try:
+        conn.request("GET", "/", headers={"Host": "localhost"})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read(), time.monotonic() - began
+    finally:
+        conn.close()
 
 
 # ---------------------------------------------------------------------- 5. refusals

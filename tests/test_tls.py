@@ -4,6 +4,7 @@ made for the test session."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import ssl
@@ -19,8 +20,10 @@ import pytest
 
 from wsloop.client import WebSocketClient
 from wsloop.framing import OPCODE_TEXT, build_frame
+from wsloop.handshake import client_request, new_key
 from wsloop.messaging import Message
 from wsloop.poller import Reactor
+from wsloop.protocol import Protocol
 from wsloop.servers.standalone import WebSocketServer
 
 from .conftest import open_fds
@@ -138,25 +141,47 @@ def test_a_peer_that_does_not_read_is_paused_alone(
     make_server: Callable[..., WebSocketServer], tls_files: tuple[Path, Path], tls_contexts: Contexts
 ) -> None:
     """Backpressure over TLS: the server stops reading a client that does not read its echoes,
-    keeps serving the others, and delivers everything in order once the client reads."""
+    keeps serving the others, and delivers everything in order once the client reads.
+
+    The lazy client writes and reads at once, so it is an asyncio one: one thread drives its TLS
+    (an ``ssl.SSLSocket`` must not be read in one thread while another writes to it)."""
     cert, key = tls_files
     reactor = Reactor(high_water=256 * 1024, low_water=64 * 1024)
     server = make_server(certfile=str(cert), keyfile=str(key), manager=reactor)
     _, client_ctx = tls_contexts
-    lazy = Client(server.port, ssl_context=client_ctx)
     other = Client(server.port, ssl_context=client_ctx)
     payload = b"z" * 65536
     count = 640  # 40 MiB of echoes: far above the high-water mark and the loopback socket buffers
-    sender = threading.Thread(target=lambda: [lazy.send(payload) for _ in range(count)], daemon=True)
-    sender.start()
-    sender.join(2)
-    assert sender.is_alive(), "the server kept reading a peer that does not read"
-    assert other.echo("served meanwhile").data == b"served meanwhile"
-    for _ in range(count):
-        assert lazy.recv(timeout=20).data == payload
-    sender.join(10)
-    assert not sender.is_alive()
-    lazy.close()
+    frame = build_frame(OPCODE_TEXT, payload, masked=True)
+
+    async def lazy() -> list[bytes]:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.port, ssl=client_ctx, server_hostname="localhost"
+        )
+        writer.write(client_request(f"127.0.0.1:{server.port}", "/", new_key()))
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+        async def send_all() -> None:
+            for _ in range(count):
+                writer.write(frame)
+                await writer.drain()  # waits while the server does not read
+
+        sender = asyncio.create_task(send_all())
+        await asyncio.sleep(2)
+        assert not sender.done(), "the server kept reading a peer that does not read"
+        echo = await asyncio.to_thread(other.echo, "served meanwhile")
+        assert echo.data == b"served meanwhile"
+        stream = Protocol(client=True, max_message_size=None)
+        while len(stream.received) < count:
+            data = await asyncio.wait_for(reader.read(262144), 20)
+            assert data, "connection closed by the server"
+            stream.feed(data)
+        await asyncio.wait_for(sender, 10)
+        writer.close()
+        return [message.data for message in stream.received]
+
+    assert asyncio.run(lazy()) == [payload] * count
     other.close()
 
 

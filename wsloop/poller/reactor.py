@@ -576,6 +576,9 @@ class Reactor:
         websocket.attach(conn)
         if received and not conn.closed:
             websocket.process(received)
+        if type(conn) is TLSConnection and not conn.closed and sock.pending():  # type: ignore[attr-defined]
+            # Bytes the adapter's TLS reads left decrypted inside OpenSSL: no read event for them.
+            self.call_later(0.0, conn.on_read)
 
     def _connection_for(self, websocket: WebSocket) -> tuple[Connection | None, bool]:
         """The connection that will serve ``websocket`` (None when the loop is stopping: its

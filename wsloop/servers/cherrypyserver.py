@@ -65,7 +65,10 @@ the 101, and cheroot is never left holding a response it believes it still has t
 the 101 is written synchronously before the hand-over, the reactor's first frame (from
 ``opened()``, or a message the page handler sent through ``ws_handler``) always follows it.
 
-TLS (``server.ssl_module``) is not supported: an upgrade on a TLS connection gets a 501.
+TLS (``server.ssl_module = "builtin"``): the connection's ``ssl.SSLSocket`` cannot be detached
+from its TLS session, so that object itself becomes the handler's ``sock`` (cheroot, lingering,
+never closes it) and the reactor serves it with a ``TLSConnection``. cheroot's pyOpenSSL adapter
+is not supported: an upgrade over it gets a 501.
 
 :class:`WebSocketPlugin` runs one :class:`~wsloop.poller.Reactor` (its ``manager``) from the
 engine's ``start`` to its ``stop``; at ``stop`` (and so at ``engine.exit()``) every websocket is
@@ -77,6 +80,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import sys
 import threading
 import weakref
@@ -174,8 +178,10 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
             http_request = _cheroot_request()
             if http_request is None or not hasattr(http_request.conn.rfile, "has_data"):
                 raise HandshakeError("WebSocketTool needs CherryPy's own HTTP server (cheroot)", 501)
-            if type(http_request.conn.socket) is not socket.socket:
-                raise HandshakeError("WebSocket over TLS is not supported by WebSocketTool", 501)
+            if type(http_request.conn.socket) not in (socket.socket, ssl.SSLSocket):
+                raise HandshakeError(
+                    "WebSocketTool serves TLS from cheroot's builtin ssl adapter only", 501
+                )
             _reserve(request)  # the last check: 503 when the plugin is at its max_connections
         except HandshakeError as exc:
             logger.debug("handshake refused (%s %s)", exc.status, exc.reason)
@@ -263,9 +269,14 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
         handler = state.handler
         received = _take_buffered(conn.rfile)
         conn.linger = True  # cheroot's close() must not shutdown() (nor close) the connection
-        fd = conn.socket.detach()
-        sock = socket.socket(fileno=fd)
-        sock.setblocking(True)  # the descriptor may still be non-blocking from cheroot's timeout
+        sock: socket.socket = conn.socket
+        if isinstance(sock, ssl.SSLSocket):
+            # The TLS session cannot move to another object: the reactor takes cheroot's, which
+            # cheroot, lingering, leaves alone (a TLSConnection reads what OpenSSL still holds).
+            sock.settimeout(None)
+        else:
+            sock = socket.socket(fileno=sock.detach())
+            sock.setblocking(True)  # the descriptor may still be non-blocking from cheroot's timeout
         handler.sock = sock
         with _received_lock:
             _received[handler] = received
