@@ -130,10 +130,16 @@ class Child:
         return code
 
 
-def get(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, dict[str, str], bytes, float]:
-    """A plain HTTP GET on a new connection: (status, headers, body, seconds taken)."""
+def get(
+    port: int, path: str = "/", timeout: float = 5.0, context: ssl.SSLContext | None = None
+) -> tuple[int, dict[str, str], bytes, float]:
+    """A GET on a new connection, HTTPS with ``context``: (status, headers, body, seconds taken)."""
     start = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = (
+        http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        if context is None
+        else http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+    )
     try:
         conn.request("GET", path)
         response = conn.getresponse()
@@ -375,17 +381,38 @@ def test_heartbeat_freq_option(app: Child) -> None:
 
 def test_frame_sent_right_behind_the_request(app: Child) -> None:
     """Bytes cheroot buffered after the request head reach the websocket (``received=``)."""
-    key = new_key()
     with socket.create_connection(("127.0.0.1", app.port), timeout=5) as sock:
-        request = client_request(f"127.0.0.1:{app.port}", "/upper", key)
-        sock.sendall(request + text_frame(b"early bird") + text_frame(b"second"))
-        data = b""
-        deadline = time.monotonic() + 5
-        while data.count(b"\x81") < 2 and time.monotonic() < deadline:
-            data += sock.recv(4096)
+        upgrade_with_frames(sock, app.port, "/upper", [b"early bird", b"second"], EARLY_UPPER)
+
+
+EARLY_UPPER = b"\x81\x0aEARLY BIRD\x81\x06SECOND"
+
+
+def upgrade_with_frames(
+    sock: socket.socket, port: int, path: str, frames: list[bytes], expected: bytes, one_write: bool = True
+) -> None:
+    """Send an upgrade request with text ``frames`` right behind it (all in one write, or one
+    write each) and check that the 101 is followed by ``expected``."""
+    request = client_request(f"127.0.0.1:{port}", path, new_key())
+    if one_write:
+        sock.sendall(request + b"".join(text_frame(f) for f in frames))
+    else:
+        sock.sendall(request)
+        for f in frames:
+            sock.sendall(text_frame(f))
+    data = b""
+    deadline = time.monotonic() + 10
+    while True:
         parsed = parse_response(data)
-        assert parsed is not None and parsed[0].status == 101
-        assert data[parsed[1] :] == b"\x81\x0aEARLY BIRD\x81\x06SECOND"
+        if parsed is not None and len(data) - parsed[1] >= len(expected):
+            break
+        assert time.monotonic() < deadline, data
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    assert parsed[0].status == 101
+    assert data[parsed[1] :] == expected
 
 
 def test_websockets_over_https(
@@ -416,53 +443,21 @@ def test_websockets_over_https(
                 client.close()
         # Frames right behind the request, each its own TLS record: whatever cheroot's reader
         # and OpenSSL had taken in by the hand-over reaches the websocket.
-        key_ = new_key()
         raw = socket.create_connection(("127.0.0.1", child.port), timeout=5)
         with client_ctx.wrap_socket(raw, server_hostname="localhost") as sock:
-            sock.sendall(client_request(f"127.0.0.1:{child.port}", "/upper", key_))
-            sock.sendall(text_frame(b"early bird"))
-            sock.sendall(text_frame(b"second"))
-            data = b""
-            deadline = time.monotonic() + 5
-            while data.count(b"\x81") < 2 and time.monotonic() < deadline:
-                data += sock.recv(4096)
-            parsed = parse_response(data)
-            assert parsed is not None and parsed[0].status == 101
-            assert data[parsed[1] :] == b"\x81\x0aEARLY BIRD\x81\x06SECOND"
+            frames = [b"early bird", b"second"]
+            upgrade_with_frames(sock, child.port, "/upper", frames, EARLY_UPPER, one_write=False)
         # The request and 12 KB of frames in one TLS record: cheroot's reader takes 8 KiB of it,
         # the rest waits decrypted inside OpenSSL, where no read event announces it.
         frames = [f"frame {i:04d} ".encode() * 8 for i in range(100)]
-        with client_ctx.wrap_socket(
-            socket.create_connection(("127.0.0.1", child.port), timeout=5), server_hostname="localhost"
-        ) as sock:
-            request = client_request(f"127.0.0.1:{child.port}", "/echo", new_key())
-            sock.sendall(request + b"".join(text_frame(f) for f in frames))
+        raw = socket.create_connection(("127.0.0.1", child.port), timeout=5)
+        with client_ctx.wrap_socket(raw, server_hostname="localhost") as sock:
             expected = b"".join(bytes((0x81, len(f))) + f for f in frames)
-            data = b""
-            while len(data) < len(expected) or parse_response(data) is None:
-                chunk = sock.recv(65536)
-                assert chunk, data
-                data += chunk
-                parsed = parse_response(data)
-                if parsed is not None and len(data) - parsed[1] >= len(expected):
-                    break
-            parsed = parse_response(data)
-            assert parsed is not None and data[parsed[1] :] == expected
-        status, _, body, _ = get_tls(child.port, client_ctx)
+            upgrade_with_frames(sock, child.port, "/echo", frames, expected)
+        status, _, body, _ = get(child.port, context=client_ctx)
         assert status == 200 and body == b"plain HTTP"  # HTTPS pages as before
     finally:
         assert child.stop() == 0, child.output
-
-
-def get_tls(port: int, context: ssl.SSLContext) -> tuple[int, dict[str, str], bytes, float]:
-    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=context)
-    began = time.monotonic()
-    try:
-        conn.request("GET", "/", headers={"Host": "localhost"})
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read(), time.monotonic() - began
-    finally:
-        conn.close()
 
 
 # ---------------------------------------------------------------------- 5. refusals
