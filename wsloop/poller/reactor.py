@@ -555,18 +555,14 @@ class Reactor:
         try:
             conn, handed_over = self._connection_for(websocket)
         finally:
-            if counted and conn is None:  # not served after all
-                with self._adding_lock:
+            with self._adding_lock:
+                if conn is not None:
+                    self._connections[websocket] = conn
+                if counted:  # served now, or not at all (stopping, or an error)
                     self._adding -= 1
         if conn is None:
             return
         sock = conn.sock
-        if counted:
-            with self._adding_lock:
-                self._connections[websocket] = conn
-                self._adding -= 1
-        else:
-            self._connections[websocket] = conn
         if handed_over:
             self._selector.modify(sock, EVENT_READ, conn)
         else:

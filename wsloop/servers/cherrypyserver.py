@@ -270,13 +270,11 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
         received = _take_buffered(conn.rfile)
         conn.linger = True  # cheroot's close() must not shutdown() (nor close) the connection
         sock: socket.socket = conn.socket
-        if isinstance(sock, ssl.SSLSocket):
-            # The TLS session cannot move to another object: the reactor takes cheroot's, which
-            # cheroot, lingering, leaves alone (a TLSConnection reads what OpenSSL still holds).
-            sock.settimeout(None)
-        else:
+        # A TLS session cannot move to another object: the reactor takes cheroot's SSLSocket,
+        # which cheroot, lingering, leaves alone (a TLSConnection reads what OpenSSL still holds).
+        if not isinstance(sock, ssl.SSLSocket):
             sock = socket.socket(fileno=sock.detach())
-            sock.setblocking(True)  # the descriptor may still be non-blocking from cheroot's timeout
+        sock.setblocking(True)  # it may still be non-blocking from cheroot's timeout
         handler.sock = sock
         with _received_lock:
             _received[handler] = received
