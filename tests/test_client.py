@@ -567,3 +567,123 @@ def test_ws4py_client_example_ported_by_imports() -> None:
         assert ws.run_forever(10)
     fragments = "".join("#" * i for i in range(1, 200, 25))
     assert seen == [fragments] + ["*" * i for i in range(0, 200, 25)] + [("Closed down", 1000, "")]
+
+
+# ----------------------------------------------------- send, close and exit
+
+# Run as a fresh process: connect, five messages (three of 1 MiB, more than the socket takes at
+# once), then close() or not, and the script ends at once (the reactor's thread is a daemon).
+# "own-reactor": on a reactor of its own, which has no exit hook: close() alone must do.
+# ws4py 0.6.0 delivers 5 of 5 here, with 1000 after close() and 1006 without.
+_SEND_AND_EXIT = """
+import sys
+from wsloop.client import WebSocketClient
+from wsloop.poller import Reactor
+url, mode = sys.argv[1], sys.argv[2]
+reactor = None
+if mode == "own-reactor":
+    reactor = Reactor()
+    reactor.start()
+ws = WebSocketClient(url, reactor=reactor)
+ws.connect(wait=mode != "no-wait")
+for i in range(5):
+    ws.send(bytes([i]) * (1 << 20 if i % 2 == 0 else 10), binary=True)
+if mode != "no-close":
+    ws.close()
+"""
+
+
+def _sent_before_exit(i: int) -> bytes:
+    return bytes([i]) * (1 << 20 if i % 2 == 0 else 10)
+
+
+@pytest.mark.parametrize(
+    "mode, runs, code",
+    [("close", 6, 1000), ("own-reactor", 6, 1000), ("no-wait", 3, 1000), ("no-close", 3, 1006)],
+)
+def test_a_client_that_sends_closes_and_exits_loses_nothing(mode: str, runs: int, code: int) -> None:
+    """close() from the main thread returns once the close frame is written, the shared
+    reactor's exit hook writes what is still queued (and finishes the closing handshake), and
+    connect(wait=False) then send() waits for the connection: every message arrives intact,
+    and 1000 with close(), every time."""
+    ended: list[tuple[list[bytes], int]] = []
+
+    class Recording(WebSocket):
+        def opened(self) -> None:
+            self.got: list[bytes] = []
+
+        def received_message(self, message: Message) -> None:
+            self.got.append(bytes(message.data))
+
+        def closed(self, code: int, reason: str | None = None) -> None:
+            ended.append((self.got, code))
+
+    with WebSocketServer("127.0.0.1", 0, Recording) as server:
+        for run in range(runs):
+            done = subprocess.run(
+                [sys.executable, "-c", _SEND_AND_EXIT, server.url, mode],
+                cwd=Path(__file__).resolve().parent.parent,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0 and not done.stderr, done.stderr
+            deadline = time.monotonic() + 10
+            while len(ended) <= run and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(ended) == run + 1, f"run {run}: the server saw no end"
+            got, seen = ended[run]
+            assert [len(m) for m in got] == [len(_sent_before_exit(i)) for i in range(5)], f"run {run}"
+            assert got == [_sent_before_exit(i) for i in range(5)], f"run {run}: not intact"
+            assert seen == code, f"run {run}: closed {seen}"
+
+
+def test_close_in_a_callback_does_not_wait(reactor: Reactor) -> None:
+    """close() on the reactor's thread must not wait for the write that thread would do."""
+
+    class Patient(Recorder):
+        close_timeout = 60.0
+
+        def received_message(self, message: Message) -> None:
+            super().received_message(message)
+            self.close()
+
+    with WebSocketServer("127.0.0.1", 0, EchoWebSocket) as server:
+        client = Patient(server.url, reactor=reactor)
+        client.connect()
+        client.send(b"x" * (1 << 20), binary=True)
+        assert client.run_forever(10)
+    assert client.events[-1] == ("closed", 1000, "")
+
+
+def test_close_from_another_thread_is_bounded_by_close_timeout() -> None:
+    """A server-side websocket closed from another thread while its peer reads nothing: close()
+    waits for its close frame to be written, but no longer than close_timeout."""
+    opened: list[WebSocket] = []
+    ready = threading.Event()
+
+    class Flooding(WebSocket):
+        def opened(self) -> None:
+            for _ in range(3):
+                self.send(b"x" * (3 << 20), binary=True)  # more than the socket buffers hold
+            opened.append(self)
+            ready.set()
+
+    with WebSocketServer("127.0.0.1", 0, Flooding, close_timeout=1.0) as server:
+        peer = socket.create_connection(("127.0.0.1", server.port))
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        key = new_key()
+        peer.sendall(
+            (
+                f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        try:
+            assert ready.wait(10)
+            started = time.monotonic()
+            opened[0].close()
+            waited = time.monotonic() - started
+        finally:
+            peer.close()
+    assert waited < 1.0 + 5.0, waited  # close_timeout, and a wide margin for a loaded machine
