@@ -687,3 +687,63 @@ def test_close_from_another_thread_is_bounded_by_close_timeout() -> None:
         finally:
             peer.close()
     assert waited < 1.0 + 5.0, waited  # close_timeout, and a wide margin for a loaded machine
+
+
+_SEND_TO_A_STALLED_SERVER = """
+import sys, time
+import wsloop.client
+from wsloop.client import WebSocketClient
+wsloop.client.EXIT_TIMEOUT = 1.0
+ws = WebSocketClient(sys.argv[1])
+ws.connect()
+for _ in range(2):
+    ws.send(b"x" * (7 << 19), binary=True)  # 7 MiB in all: more than the socket buffers hold
+print(time.monotonic(), flush=True)
+"""
+
+
+def test_the_exit_hook_is_bounded_by_its_timeout() -> None:
+    """A server that never reads: the exit waits EXIT_TIMEOUT for the output, then gives up
+    with a warning."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        sock, _ = listener.accept()
+        held.append(sock)
+        data = b""
+        while (parsed := parse_request(data)) is None:
+            data += sock.recv(4096)
+        key = parsed[0].headers["sec-websocket-key"]
+        sock.sendall(
+            response(
+                "HTTP/1.1 101 Switching Protocols",
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                f"Sec-WebSocket-Accept: {accept_key(key)}",
+            )
+        )  # and then reads nothing
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _SEND_TO_A_STALLED_SERVER, f"ws://127.0.0.1:{listener.getsockname()[1]}/"],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        ended = time.monotonic()
+    finally:
+        listener.close()
+        thread.join(10)
+        for sock in held:
+            sock.close()
+    assert done.returncode == 0, done.stderr
+    assert "exiting with client output unsent after 1.0s" in done.stderr
+    exit_took = ended - float(done.stdout.split()[-1])
+    assert 1.0 <= exit_took < 20, exit_took  # the timeout, and a wide margin for a loaded machine

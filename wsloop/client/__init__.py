@@ -19,7 +19,10 @@
 Every client without a ``reactor=`` of its own shares one reactor thread, started on first use:
 the TCP connect, TLS and upgrade are done there without blocking (bounded by
 ``handshake_timeout``), and then the connection is served by that same loop, ``wss://``
-included (non-blocking TLS, :class:`~wsloop.poller.reactor.TLSConnection`).
+included (non-blocking TLS, :class:`~wsloop.poller.reactor.TLSConnection`). ``close()`` from
+the program's thread returns once the close frame is written, and at the interpreter's exit the
+shared reactor writes what is still queued (see :func:`shared_reactor`): a script may send,
+close and end.
 
 The server's answer is checked before :meth:`opened` runs: status 101 (a redirect is refused with
 a :class:`~wsloop.exc.HandshakeError` naming its ``Location``), ``Upgrade``/``Connection``, the
@@ -119,7 +122,7 @@ def _settle(reactor: Reactor, timeout: float) -> bool:
     def check(delay: float) -> None:
         # In the loop, after the calls other threads queued before (their sends are framed).
         if any(_unsettled(ws) for ws in reactor.websockets) or any(
-            _unsettled(connector.client) for connector in _connecting if connector.reactor is reactor
+            _unsettled(connector.client) for connector in tuple(_connecting) if connector.reactor is reactor
         ):
             delay = min(max(delay * 2, 0.001), 0.05)
             reactor.call_later(delay, check, delay)
