@@ -573,7 +573,8 @@ def test_ws4py_client_example_ported_by_imports() -> None:
 
 # Run as a fresh process: connect, five messages (three of 1 MiB, more than the socket takes at
 # once), then close() or not, and the script ends at once (the reactor's thread is a daemon).
-# "own-reactor": on a reactor of its own, which has no exit hook: close() alone must do.
+# "own-reactor": on a reactor of its own, which has no exit hook: close() alone must do; "wss":
+# over TLS (the reactor's TLS connection holds what OpenSSL has not taken yet).
 # ws4py 0.6.0 delivers 5 of 5 here, with 1000 after close() and 1006 without.
 _SEND_AND_EXIT = """
 import sys
@@ -584,7 +585,8 @@ reactor = None
 if mode == "own-reactor":
     reactor = Reactor()
     reactor.start()
-ws = WebSocketClient(url, reactor=reactor)
+ssl_options = {"ca_certs": sys.argv[3]} if mode == "wss" else None
+ws = WebSocketClient(url, reactor=reactor, ssl_options=ssl_options)
 ws.connect(wait=mode != "no-wait")
 for i in range(5):
     ws.send(bytes([i]) * (1 << 20 if i % 2 == 0 else 10), binary=True)
@@ -599,9 +601,17 @@ def _sent_before_exit(i: int) -> bytes:
 
 @pytest.mark.parametrize(
     "mode, runs, code",
-    [("close", 6, 1000), ("own-reactor", 6, 1000), ("no-wait", 3, 1000), ("no-close", 3, 1006)],
+    [
+        ("close", 6, 1000),
+        ("own-reactor", 6, 1000),
+        ("wss", 3, 1000),
+        ("no-wait", 3, 1000),
+        ("no-close", 3, 1006),
+    ],
 )
-def test_a_client_that_sends_closes_and_exits_loses_nothing(mode: str, runs: int, code: int) -> None:
+def test_a_client_that_sends_closes_and_exits_loses_nothing(
+    mode: str, runs: int, code: int, tls_files: tuple[Path, Path]
+) -> None:
     """close() from the main thread returns once the close frame is written, the shared
     reactor's exit hook writes what is still queued (and finishes the closing handshake), and
     connect(wait=False) then send() waits for the connection: every message arrives intact,
@@ -618,10 +628,15 @@ def test_a_client_that_sends_closes_and_exits_loses_nothing(mode: str, runs: int
         def closed(self, code: int, reason: str | None = None) -> None:
             ended.append((self.got, code))
 
-    with WebSocketServer("127.0.0.1", 0, Recording) as server:
+    cert, key = tls_files
+    tls = mode == "wss"
+    with WebSocketServer(
+        "127.0.0.1", 0, Recording, certfile=str(cert) if tls else None, keyfile=str(key) if tls else None
+    ) as server:
+        url = f"wss://localhost:{server.port}/" if tls else server.url
         for run in range(runs):
             done = subprocess.run(
-                [sys.executable, "-c", _SEND_AND_EXIT, server.url, mode],
+                [sys.executable, "-c", _SEND_AND_EXIT, url, mode, str(cert)],
                 cwd=Path(__file__).resolve().parent.parent,
                 capture_output=True,
                 text=True,
