@@ -567,3 +567,198 @@ def test_ws4py_client_example_ported_by_imports() -> None:
         assert ws.run_forever(10)
     fragments = "".join("#" * i for i in range(1, 200, 25))
     assert seen == [fragments] + ["*" * i for i in range(0, 200, 25)] + [("Closed down", 1000, "")]
+
+
+# ----------------------------------------------------- send, close and exit
+
+# Run as a fresh process: connect, five messages (three of 1 MiB, more than the socket takes at
+# once), then close() or not, and the script ends at once (the reactor's thread is a daemon).
+# "own-reactor": on a reactor of its own, which has no exit hook: close() alone must do; "wss":
+# over TLS (the reactor's TLS connection holds what OpenSSL has not taken yet).
+# ws4py 0.6.0 delivers 5 of 5 here, with 1000 after close() and 1006 without.
+_SEND_AND_EXIT = """
+import sys
+from wsloop.client import WebSocketClient
+from wsloop.poller import Reactor
+url, mode = sys.argv[1], sys.argv[2]
+reactor = None
+if mode == "own-reactor":
+    reactor = Reactor()
+    reactor.start()
+ssl_options = {"ca_certs": sys.argv[3]} if mode == "wss" else None
+ws = WebSocketClient(url, reactor=reactor, ssl_options=ssl_options)
+ws.connect(wait=mode != "no-wait")
+for i in range(5):
+    ws.send(bytes([i]) * (1 << 20 if i % 2 == 0 else 10), binary=True)
+if mode != "no-close":
+    ws.close()
+"""
+
+
+def _sent_before_exit(i: int) -> bytes:
+    return bytes([i]) * (1 << 20 if i % 2 == 0 else 10)
+
+
+@pytest.mark.parametrize(
+    "mode, runs, code",
+    [
+        ("close", 6, 1000),
+        ("own-reactor", 6, 1000),
+        ("wss", 3, 1000),
+        ("no-wait", 3, 1000),
+        ("no-close", 3, 1006),
+    ],
+)
+def test_a_client_that_sends_closes_and_exits_loses_nothing(
+    mode: str, runs: int, code: int, tls_files: tuple[Path, Path]
+) -> None:
+    """close() from the main thread returns once the close frame is written, the shared
+    reactor's exit hook writes what is still queued (and finishes the closing handshake), and
+    connect(wait=False) then send() waits for the connection: every message arrives intact,
+    and 1000 with close(), every time."""
+    ended: list[tuple[list[bytes], int]] = []
+
+    class Recording(WebSocket):
+        def opened(self) -> None:
+            self.got: list[bytes] = []
+
+        def received_message(self, message: Message) -> None:
+            self.got.append(bytes(message.data))
+
+        def closed(self, code: int, reason: str | None = None) -> None:
+            ended.append((self.got, code))
+
+    cert, key = tls_files
+    tls = mode == "wss"
+    with WebSocketServer(
+        "127.0.0.1", 0, Recording, certfile=str(cert) if tls else None, keyfile=str(key) if tls else None
+    ) as server:
+        url = f"wss://localhost:{server.port}/" if tls else server.url
+        for run in range(runs):
+            done = subprocess.run(
+                [sys.executable, "-c", _SEND_AND_EXIT, url, mode, str(cert)],
+                cwd=Path(__file__).resolve().parent.parent,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0 and not done.stderr, done.stderr
+            deadline = time.monotonic() + 10
+            while len(ended) <= run and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(ended) == run + 1, f"run {run}: the server saw no end"
+            got, seen = ended[run]
+            assert [len(m) for m in got] == [len(_sent_before_exit(i)) for i in range(5)], f"run {run}"
+            assert got == [_sent_before_exit(i) for i in range(5)], f"run {run}: not intact"
+            assert seen == code, f"run {run}: closed {seen}"
+
+
+def test_close_in_a_callback_does_not_wait(reactor: Reactor) -> None:
+    """close() on the reactor's thread must not wait for the write that thread would do."""
+
+    class Patient(Recorder):
+        close_timeout = 60.0
+
+        def received_message(self, message: Message) -> None:
+            super().received_message(message)
+            self.close()
+
+    with WebSocketServer("127.0.0.1", 0, EchoWebSocket) as server:
+        client = Patient(server.url, reactor=reactor)
+        client.connect()
+        client.send(b"x" * (1 << 20), binary=True)
+        assert client.run_forever(10)
+    assert client.events[-1] == ("closed", 1000, "")
+
+
+def test_close_from_another_thread_is_bounded_by_close_timeout() -> None:
+    """A server-side websocket closed from another thread while its peer reads nothing: close()
+    waits for its close frame to be written, but no longer than close_timeout."""
+    opened: list[WebSocket] = []
+    ready = threading.Event()
+
+    class Flooding(WebSocket):
+        def opened(self) -> None:
+            for _ in range(3):
+                self.send(b"x" * (3 << 20), binary=True)  # more than the socket buffers hold
+            opened.append(self)
+            ready.set()
+
+    with WebSocketServer("127.0.0.1", 0, Flooding, close_timeout=1.0) as server:
+        peer = socket.create_connection(("127.0.0.1", server.port))
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        key = new_key()
+        peer.sendall(
+            (
+                f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        try:
+            assert ready.wait(10)
+            started = time.monotonic()
+            opened[0].close()
+            waited = time.monotonic() - started
+        finally:
+            peer.close()
+    assert waited < 1.0 + 5.0, waited  # close_timeout, and a wide margin for a loaded machine
+
+
+_SEND_TO_A_STALLED_SERVER = """
+import sys, time
+import wsloop.client
+from wsloop.client import WebSocketClient
+wsloop.client.EXIT_TIMEOUT = 1.0
+ws = WebSocketClient(sys.argv[1])
+ws.connect()
+for _ in range(2):
+    ws.send(b"x" * (7 << 19), binary=True)  # 7 MiB in all: more than the socket buffers hold
+print(time.monotonic(), flush=True)
+"""
+
+
+def test_the_exit_hook_is_bounded_by_its_timeout() -> None:
+    """A server that never reads: the exit waits EXIT_TIMEOUT for the output, then gives up
+    with a warning."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        sock, _ = listener.accept()
+        held.append(sock)
+        data = b""
+        while (parsed := parse_request(data)) is None:
+            data += sock.recv(4096)
+        key = parsed[0].headers["sec-websocket-key"]
+        sock.sendall(
+            response(
+                "HTTP/1.1 101 Switching Protocols",
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                f"Sec-WebSocket-Accept: {accept_key(key)}",
+            )
+        )  # and then reads nothing
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _SEND_TO_A_STALLED_SERVER, f"ws://127.0.0.1:{listener.getsockname()[1]}/"],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        ended = time.monotonic()
+    finally:
+        listener.close()
+        thread.join(10)
+        for sock in held:
+            sock.close()
+    assert done.returncode == 0, done.stderr
+    assert "exiting with client output unsent after 1.0s" in done.stderr
+    exit_took = ended - float(done.stdout.split()[-1])
+    assert 1.0 <= exit_took < 20, exit_took  # the timeout, and a wide margin for a loaded machine

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+import time
 import types
 from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -222,8 +224,47 @@ class WebSocket:
         """Start the closing handshake; :meth:`closed` follows when the connection ends.
 
         The TCP connection is dropped if the peer does not answer within ``close_timeout``.
+        From a thread other than the driver's, this returns once the close frame, and all output
+        queued before it, is written to the socket (or after ``close_timeout`` at most), as
+        ws4py's synchronous close did: a program may exit right after it. From a callback (on
+        the driver's thread) it never waits.
         """
-        self._in_context(self._close, code, reason)
+        transport = self.transport
+        if transport is None or transport.in_context():
+            self._close(code, reason)
+            return
+        written = threading.Event()
+        transport.call(self._close_submitted, code, reason, written)
+        deadline = time.monotonic() + self.close_timeout
+        while not self._finished:  # the connection ended (or its driver stopped): nothing to wait for
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or written.wait(min(remaining, 0.1)):
+                return
+
+    def _close_submitted(self, code: int, reason: str, written: threading.Event) -> None:
+        # close() from another thread, now in context. A reactor connection writes its output at
+        # the end of the loop turn: flush() writes it now, so a close frame that fits in the
+        # socket's buffer releases close() at once.
+        try:
+            self._close(code, reason)
+            flush = getattr(self.transport, "flush", None)
+            if flush is not None:
+                flush()
+        finally:
+            self._when_written(written, 0.0)
+
+    def _when_written(self, written: threading.Event, delay: float) -> None:
+        """(In context) set ``written`` once this connection's queued output is written to the
+        socket, or the connection has ended; looks again every ``delay`` seconds (growing to
+        50 ms) while the peer drains it. A reactor connection counts its unsent bytes in
+        ``wsize``; the other transports write at once. Nothing is queued after a close frame,
+        so no unsent bytes means the close frame is out."""
+        transport = self.transport
+        if self._finished or transport is None or not getattr(transport, "wsize", 0):
+            written.set()
+            return
+        delay = min(max(delay * 2, 0.001), 0.05)
+        transport.call_later(delay, self._when_written, written, delay)
 
     def terminate(self) -> None:
         """Drop the connection at once, without a closing handshake; :meth:`closed` follows."""

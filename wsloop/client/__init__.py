@@ -19,7 +19,10 @@
 Every client without a ``reactor=`` of its own shares one reactor thread, started on first use:
 the TCP connect, TLS and upgrade are done there without blocking (bounded by
 ``handshake_timeout``), and then the connection is served by that same loop, ``wss://``
-included (non-blocking TLS, :class:`~wsloop.poller.reactor.TLSConnection`).
+included (non-blocking TLS, :class:`~wsloop.poller.reactor.TLSConnection`). ``close()`` from
+the program's thread returns once the close frame is written, and at the interpreter's exit the
+shared reactor writes what is still queued (see :func:`shared_reactor`): a script may send,
+close and end.
 
 The server's answer is checked before :meth:`opened` runs: status 101 (a redirect is refused with
 a :class:`~wsloop.exc.HandshakeError` naming its ``Location``), ``Upgrade``/``Connection``, the
@@ -28,21 +31,24 @@ a :class:`~wsloop.exc.HandshakeError` naming its ``Location``), ``Upgrade``/``Co
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..deflate import DeflateOptions, client_accept, client_offer
-from ..exc import HandshakeError
+from ..exc import HandshakeError, StreamClosed
 from ..handshake import MAX_HEADER_SIZE, _encode_head, new_key, parse_response, validate_response
 from ..poller.reactor import EVENT_READ, EVENT_WRITE, Handler, Reactor
+from ..protocol import OPEN
 from ..transport import TimerHandle, Transport
-from ..websocket import WebSocket
+from ..websocket import SendPayload, WebSocket
 
 __all__ = ["WebSocketClient", "WebSocketBaseClient", "CLIENT_DEFLATE", "parse_url", "shared_reactor"]
 
@@ -57,12 +63,19 @@ _DEFAULT_PORTS = {"ws": 80, "wss": 443, "ws+unix": 0}
 CLIENT_DEFLATE = DeflateOptions(client_no_context_takeover=True)
 
 
+#: Seconds the interpreter's exit waits at most for the shared client reactor (see
+#: :func:`shared_reactor`) to write its clients' pending output and finish the closing
+#: handshakes in progress.
+EXIT_TIMEOUT = 5.0
+
+
 class _Shared:
     """The reactor clients share when given none (made and started on first use)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.reactor: Reactor | None = None
+        self.at_exit = False
 
     def get(self) -> Reactor:
         with self.lock:
@@ -70,15 +83,73 @@ class _Shared:
             if reactor is None or reactor._finished.is_set():
                 reactor = self.reactor = Reactor()
                 reactor.start()
+                if not self.at_exit:
+                    self.at_exit = True
+                    atexit.register(self.exit_hook)
             return reactor
+
+    def exit_hook(self) -> None:
+        """At the interpreter's exit: let the reactor thread (a daemon) finish its clients' work."""
+        reactor = self.reactor
+        if reactor is not None and not _settle(reactor, EXIT_TIMEOUT):
+            logger.warning("exiting with client output unsent after %ss", EXIT_TIMEOUT)
 
 
 _shared = _Shared()
 
 
 def shared_reactor() -> Reactor:
-    """The reactor every :class:`WebSocketClient` made without ``reactor=`` runs on."""
+    """The reactor every :class:`WebSocketClient` made without ``reactor=`` runs on.
+
+    Its thread is a daemon, which does not keep the program alive; the first use registers an
+    exit hook that waits (at most :data:`EXIT_TIMEOUT` seconds) until every client's queued
+    output is written and every closing handshake in progress has finished, so a script that
+    sends and exits loses nothing.
+    """
     return _shared.get()
+
+
+def _settle(reactor: Reactor, timeout: float) -> bool:
+    """Wait until ``reactor``'s websockets have written their queued output and those closing
+    have finished (clients still in their handshake with output queued count too); False if
+    ``timeout`` passed first. From a thread other than the reactor's (it returns True at once
+    on that thread, or when the reactor is not running)."""
+    thread = reactor._thread
+    if reactor.in_loop() or thread is None or not thread.is_alive() or reactor._finished.is_set():
+        return True
+    done = threading.Event()
+
+    def check(delay: float) -> None:
+        # In the loop, after the calls other threads queued before (their sends are framed).
+        if any(_unsettled(ws) for ws in reactor.websockets) or any(
+            _unsettled(connector.client) for connector in tuple(_connecting) if connector.reactor is reactor
+        ):
+            delay = min(max(delay * 2, 0.001), 0.05)
+            reactor.call_later(delay, check, delay)
+        else:
+            done.set()
+
+    reactor.call_soon_threadsafe(check, 0.0)
+    deadline = time.monotonic() + timeout
+    while not reactor._finished.is_set() and thread.is_alive():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if done.wait(min(remaining, 0.1)):
+            break
+    return True
+
+
+def _unsettled(ws: WebSocket) -> bool:
+    """Whether ``ws`` has output to write or a closing handshake to finish."""
+    if ws._finished:
+        return False
+    stream = ws.stream
+    if stream.state is not OPEN:
+        return True
+    if ws.transport is None:
+        return bool(stream.outgoing)  # still connecting: what it sent waits for the handshake
+    return bool(getattr(ws.transport, "wsize", 0))  # the reactor connection's unsent bytes
 
 
 def parse_url(url: str) -> tuple[str, str, int, str]:
@@ -242,6 +313,32 @@ class WebSocketClient(WebSocket):
         finally:
             self._connected.set()
 
+    def send(self, payload: SendPayload, binary: bool = False) -> None:
+        """Send a message (see :meth:`wsloop.websocket.WebSocket.send`). From a thread other
+        than the reactor's while the handshake is in progress (after ``connect(wait=False)``),
+        it first waits for the connection (at most ``handshake_timeout``), then sends, or raises
+        :class:`~wsloop.exc.StreamClosed` if the connection could not be made."""
+        if self.transport is None and self.sock is not None:
+            self._await_connection()
+            if self._finished:
+                raise StreamClosed("Cannot send on a terminated websocket")
+        super().send(payload, binary)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake (see :meth:`wsloop.websocket.WebSocket.close`: from a
+        thread other than the reactor's, it returns once the close frame is written). During
+        the handshake, from another thread, it waits for the connection first."""
+        if self.transport is None and self.sock is not None:
+            self._await_connection()
+        super().close(code, reason)
+
+    def _await_connection(self) -> None:
+        # The reactor's thread attaches the connection (flushing what was queued before it) and
+        # owns the protocol from then on: another thread must not write to it meanwhile.
+        reactor = self.reactor
+        if reactor is not None and not reactor.in_loop():
+            self._connected.wait(self.handshake_timeout + 5.0)
+
     def run_forever(self, timeout: float | None = None) -> bool:
         """Block until the connection has ended and :meth:`closed` has run (ws4py's method).
 
@@ -347,6 +444,9 @@ _TLS = 1
 _SENDING = 2
 _READING = 3
 
+#: The handshakes in progress, every reactor's (touched on their reactors' threads only).
+_connecting: set[_Connector] = set()
+
 
 class _Connector(Handler):
     """One client's connect, TLS and opening handshake, inside the reactor, without blocking."""
@@ -363,6 +463,7 @@ class _Connector(Handler):
         self.timer: TimerHandle | None = None
 
     def start(self) -> None:
+        _connecting.add(self)
         self.timer = self.reactor.call_later(self.client.handshake_timeout, self._timed_out)
         try:
             self.reactor.add_handler(self.sock, self, EVENT_WRITE)
@@ -472,6 +573,7 @@ class _Connector(Handler):
         self.reactor.set_handler_events(self.sock, self, events)
 
     def _finish(self, rest: bytes) -> None:
+        _connecting.discard(self)
         if self.timer is not None:
             self.timer.cancel()
         self.reactor.remove_handler(self.sock)
@@ -485,6 +587,7 @@ class _Connector(Handler):
         )
 
     def fail(self, exc: BaseException) -> None:
+        _connecting.discard(self)
         if self.timer is not None:
             self.timer.cancel()
         self.reactor.remove_handler(self.sock)
