@@ -6,13 +6,19 @@ stand-ins) joined through one real ``redis-server``, which is restarted mid-test
 
 from __future__ import annotations
 
+import logging
+import os
+import resource
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from wsloop.messaging import CloseControlMessage, Message
-from wsloop.pubsub import BROADCAST_CHANNEL, InProcessBroker, attach
+from wsloop.pubsub import BROADCAST_CHANNEL, InProcessBroker, RedisBroker, attach
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import WebSocket
 
@@ -205,3 +211,169 @@ def test_channels_across_two_servers_through_redis_and_a_redis_restart(redis_ser
             client.close()
         codes = (a.stop(), b.stop())
     assert codes == (0, 0), a.output + b.output
+
+
+# ---------------------------------------------------------------------------- broker faults
+
+
+class Inbox:
+    """A broker listener that keeps what it gets, for waiting on it."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, bytes]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, channel: str, data: bytes) -> None:
+        with self.cond:
+            self.got.append((channel, data))
+            self.cond.notify_all()
+
+    def expect(self, channel: str, data: bytes, timeout: float = 15.0) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: (channel, data) in self.got, timeout):
+                raise AssertionError(f"{data!r} on {channel!r} not received; got {self.got[-5:]!r}")
+
+
+def open_many_fds(count: int) -> list[int]:
+    """``count`` more open fds (pipes), the soft RLIMIT_NOFILE raised for them if need be."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = len(os.listdir("/proc/self/fd")) + count + 256
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {needed}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    fds: list[int] = []
+    for _ in range(count // 2):
+        fds.extend(os.pipe())
+    return fds
+
+
+def publish_until(url: str, channel: str, data: bytes, inbox: Inbox, timeout: float = 15.0) -> None:
+    """Publish ``data`` from a plain Redis client until ``inbox`` has it (a subscription being
+    (re)made in the meantime misses some: Redis pub/sub is at-most-once)."""
+    import redis
+
+    with redis.Redis.from_url(url, socket_timeout=5) as client:
+        deadline = time.monotonic() + timeout
+        while True:
+            client.publish(channel, data)
+            with inbox.cond:
+                if inbox.cond.wait_for(lambda: (channel, data) in inbox.got, 0.2):
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{data!r} on {channel!r} never received")
+
+
+@pytest.mark.timeout(120)
+def test_redis_broker_with_its_sockets_above_fd_1023(redis_server: RedisServer) -> None:
+    """select() cannot watch an fd >= FD_SETSIZE (1024): the subscriber must use poll/epoll."""
+    fds = open_many_fds(1100)
+    broker = other = None
+    try:
+        broker = RedisBroker(redis_server.url)
+        inbox = Inbox()
+        broker.subscribe("room", inbox)
+        assert broker.wait_ready(15.0), "subscribed"
+        # Its sockets were made after the 1,100 pipes (its Redis connection after this one).
+        assert broker._wake_r.fileno() > 1023, broker._wake_r.fileno()
+        publish_until(redis_server.url, "room", b"to the high fds", inbox)
+        # Both directions, between two brokers: the high-fd one publishes too.
+        other = RedisBroker(redis_server.url)
+        other_inbox = Inbox()
+        other.subscribe("room", other_inbox)
+        assert other.wait_ready(15.0)
+        broker.publish("room", b"from the high fds")
+        other_inbox.expect("room", b"from the high fds")
+        inbox.expect("room", b"from the high fds")
+        assert broker.wait_ready(0), "still subscribed"
+        assert broker._subscriber.is_alive()
+    finally:
+        for b in (broker, other):
+            if b is not None:
+                b.close()
+        for fd in fds:
+            os.close(fd)
+
+
+def wait_not_ready(broker: RedisBroker, what: str) -> None:
+    wait_for(lambda: not broker.wait_ready(0), what, timeout=15.0)
+
+
+def fill_fds_below(limit: int, fds: list[int]) -> None:
+    """Open /dev/null until an fd at or above ``limit`` is returned: no fd below is free."""
+    while True:
+        fd = os.open(os.devnull, os.O_RDONLY)
+        fds.append(fd)
+        if fd >= limit:
+            return
+
+
+@pytest.mark.timeout(120)
+def test_redis_subscriber_killed_and_reconnected_above_fd_1023(redis_server: RedisServer) -> None:
+    """The subscriber's connection is killed (CLIENT KILL): not ready while it is down, then
+    ready, and messages cross. Then Redis restarts while every fd below 1024 is taken: the
+    subscriber reconnects on a higher fd, and messages still cross."""
+    import redis
+
+    broker = RedisBroker(redis_server.url, backoff=(0.5, 1.0))
+    fds: list[int] = []
+    try:
+        inbox = Inbox()
+        broker.subscribe("room", inbox)
+        assert broker.wait_ready(15.0)
+        publish_until(redis_server.url, "room", b"before", inbox)
+        with redis.Redis.from_url(redis_server.url, socket_timeout=5) as admin:
+            assert admin.client_kill_filter(_type="pubsub") == 1
+        wait_not_ready(broker, "not ready once its connection is killed")
+        assert broker.wait_ready(15.0), "ready again"
+        publish_until(redis_server.url, "room", b"after the kill", inbox)
+
+        fds = open_many_fds(1100)
+        redis_server.stop()
+        wait_not_ready(broker, "not ready while Redis is down")
+        time.sleep(1.0)  # past the first back-off: its old connection is closed by then
+        fill_fds_below(1024, fds)  # so its next connection's fd is above 1023
+        redis_server.start()
+        assert broker.wait_ready(15.0), "ready again after the Redis restart"
+        publish_until(redis_server.url, "room", b"after the restart", inbox)
+        assert broker.wait_ready(0) and broker._subscriber.is_alive()
+        assert broker.outages == 2, (broker.outages, broker.failures)
+    finally:
+        broker.close()
+        for fd in fds:
+            os.close(fd)
+    assert not broker.wait_ready(0), "not ready once closed"
+
+
+class FailingOnceBroker(RedisBroker):
+    """A RedisBroker whose subscriber hits an unexpected error (a bug's stand-in) the first time
+    it serves its subscriptions: everything else (Redis, its sockets) is real."""
+
+    failed = False
+
+    def _serve_subscriptions(self, *args: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("unexpected failure (test)")
+        super()._serve_subscriptions(*args)
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_redis_subscriber_is_logged_and_restarted(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wsloop.pubsub")
+    broker = FailingOnceBroker(redis_server.url, backoff=(1.0, 2.0))
+    try:
+        inbox = Inbox()
+        broker.subscribe("room", inbox)
+        wait_for(lambda: broker.failed, "the subscriber failed")
+        assert not broker.wait_ready(0.2), "not ready while the subscriber is down"
+        assert broker.wait_ready(15.0), "the subscriber is restarted"
+        publish_until(redis_server.url, "room", b"after the restart", inbox)
+        assert broker.failures == 1
+        failed = [r for r in caplog.records if "the subscriber failed" in r.getMessage()]
+        assert len(failed) == 1 and failed[0].exc_info is not None, "logged once, with the traceback"
+        assert "restarting it in 1.0 s" in failed[0].getMessage()
+    finally:
+        broker.close()

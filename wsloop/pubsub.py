@@ -31,7 +31,7 @@ import abc
 import collections
 import logging
 import os
-import select
+import selectors
 import socket
 import threading
 import time
@@ -174,7 +174,10 @@ class RedisBroker(Broker):
     never blocks the caller. When Redis goes away both log it once and retry with exponential
     backoff (``backoff`` = first and longest delay); meanwhile local delivery goes on, published
     messages are dropped (Redis pub/sub is at-most-once: nothing published during an outage is
-    delivered to the processes that were cut off).
+    delivered to the processes that were cut off). A subscriber that fails otherwise (a bug) is
+    logged with its traceback and restarted after the same backoff. :meth:`wait_ready` is False
+    whenever the subscriptions are not in effect. The sockets are watched with epoll/kqueue/poll
+    (``selectors``), so any fd number works.
 
     :param url: ``redis://[[user]:password@]host[:port][/db]`` (``rediss://`` for TLS,
         ``unix:///path``), as ``redis.Redis.from_url`` takes. Note that pub/sub channels are
@@ -226,7 +229,12 @@ class RedisBroker(Broker):
         self.dropped = 0
         #: Times the subscriber connection was lost.
         self.outages = 0
-        self._subscriber = threading.Thread(target=self._subscribe_loop, name="wsloop-redis-sub", daemon=True)
+        self._down_since: float | None = None  # since when the subscriber has been cut off
+        #: Times the subscriber failed unexpectedly (logged with its traceback) and was restarted.
+        self.failures = 0
+        self._subscriber = threading.Thread(
+            target=self._subscriber_main, name="wsloop-redis-sub", daemon=True
+        )
         self._publisher = threading.Thread(target=self._publish_loop, name="wsloop-redis-pub", daemon=True)
         self._subscriber.start()
         self._publisher.start()
@@ -263,7 +271,9 @@ class RedisBroker(Broker):
             self._outbox_cond.notify()
 
     def wait_ready(self, timeout: float) -> bool:
-        return self._ready.wait(timeout)
+        """True once every channel wanted is subscribed on a live connection; False while the
+        subscriber is disconnected, reconnecting or restarting (and after :meth:`close`)."""
+        return self._ready.wait(timeout) and self._subscriber.is_alive() and not self._closing.is_set()
 
     def close(self) -> None:
         if self._closing.is_set():
@@ -295,26 +305,58 @@ class RedisBroker(Broker):
             retry=redis.retry.Retry(redis.backoff.NoBackoff(), retries),
         )
 
+    def _subscriber_main(self) -> None:
+        """The subscriber thread: :meth:`_subscribe_loop`, restarted (after a back-off that
+        doubles, from ``backoff[0]`` to ``backoff[1]``) if it fails unexpectedly; not ready while
+        it is down."""
+        delay = self.backoff[0]
+        while not self._closing.is_set():
+            started = time.monotonic()
+            try:
+                self._subscribe_loop()
+                return
+            except Exception:
+                self._ready.clear()
+                self.failures += 1
+                if self._down_since is None:
+                    self._down_since = time.monotonic()  # its recovery is logged
+                if time.monotonic() - started > 60.0:
+                    delay = self.backoff[0]  # it had been working: not a failure in a row
+                logger.exception(
+                    "redis at %s: the subscriber failed; messages from other processes are not"
+                    " delivered until it is back; restarting it in %.1f s",
+                    self.where,
+                    delay,
+                )
+                self._closing.wait(delay)
+                delay = min(delay * 2, self.backoff[1])
+        self._ready.clear()
+
     def _subscribe_loop(self) -> None:
+        # epoll/kqueue/poll, never select(): that fails on an fd above FD_SETSIZE (1024).
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            self._connect_loop(selector)
+
+    def _connect_loop(self, selector: selectors.BaseSelector) -> None:
         redis = self._redis
         delay = self.backoff[0]
-        down_since: float | None = None
         while not self._closing.is_set():
             wanted = self._listeners.channels()
             if not wanted:
                 self._ready.set()
-                self._wait_wake(None)
+                selector.select(None)
+                self._drain_wake()
                 continue
             pubsub = None
             try:
                 pubsub = self._client(0).pubsub()
-                self._serve_subscriptions(pubsub, down_since)
-                down_since = None  # returned: closing, or no channel wanted any more
-                delay = self.backoff[0]
+                self._serve_subscriptions(pubsub, selector)
             except (redis.RedisError, OSError) as exc:
                 self._ready.clear()
-                if down_since is None:
-                    down_since = time.monotonic()
+                if self._down_since is None:  # a new outage (it was subscribed, or starting)
+                    self._down_since = time.monotonic()
+                    delay = self.backoff[0]
                     self.outages += 1
                     logger.warning(
                         "redis at %s unreachable (%s): messages from other processes are not delivered"
@@ -335,73 +377,77 @@ class RedisBroker(Broker):
                     except Exception:
                         pass
 
-    def _serve_subscriptions(self, pubsub: Any, down_since: float | None) -> None:
+    def _serve_subscriptions(self, pubsub: Any, selector: selectors.BaseSelector) -> None:
         """Subscribe to the channels listeners want and pass messages on until closing (or until
-        no channel is wanted); raises on a connection error."""
+        no channel is wanted); raises on a connection error. ``selector`` watches the wake-up
+        socket; the connection's socket is added to it for the time of the call."""
         prefix = self.prefix
         subscribed: set[str] = set()
         pending: set[str] = set()  # subscribed, confirmation not seen yet
         announced = False
         last_heard = time.monotonic()
-        while not self._closing.is_set():
-            wanted = self._listeners.channels()
-            add, drop = wanted - subscribed, subscribed - wanted
-            if add:
-                pubsub.subscribe(*[prefix + c for c in add])
-                subscribed |= add
-                pending |= add
-            if drop:
-                pubsub.unsubscribe(*[prefix + c for c in drop])
-                subscribed -= drop
-                pending -= drop
-            if not subscribed:
-                return  # nothing wanted: drop the connection until something is
-            while True:
-                message = pubsub.get_message(timeout=0)
-                if message is None:
-                    break
-                last_heard = time.monotonic()
-                kind = message["type"]
-                channel = _text(message["channel"])
-                if channel is not None and channel.startswith(prefix):
-                    channel = channel[len(prefix) :]
-                if kind == "message" and channel is not None:
-                    _call_listeners(self._listeners.get(channel), channel, message["data"])
-                elif kind == "subscribe" and channel is not None:
-                    pending.discard(channel)
-            if not pending and not announced:
-                announced = True
-                if down_since is not None:
-                    logger.warning(
-                        "redis at %s reachable again after %.1f s; resubscribed to %d channel(s)"
-                        " (messages published meanwhile are lost)",
-                        self.where,
-                        time.monotonic() - down_since,
-                        len(subscribed),
-                    )
-                else:
-                    logger.info("redis at %s: subscribed to %d channel(s)", self.where, len(subscribed))
-            if not pending and self._listeners.channels() == subscribed:
-                self._ready.set()
-            sock = getattr(pubsub.connection, "_sock", None)
-            if sock is None:  # not the redis-py we know: poll
-                pubsub.connection.can_read(timeout=0.05)
-                continue
-            ready, _, _ = select.select([sock, self._wake_r], [], [], self.health_interval)
-            if self._wake_r in ready:
-                self._drain_wake()
-            if not ready and time.monotonic() - last_heard >= self.health_interval:
-                if time.monotonic() - last_heard >= 3 * self.health_interval:
-                    raise self._redis.ConnectionError("no answer to pings")
-                pubsub.ping()
-
-    def _wait_wake(self, timeout: float | None) -> None:
+        watched = -1  # the connection's fd, once registered
         try:
-            select.select([self._wake_r], [], [], timeout)
-        except (OSError, ValueError):
-            self._closing.wait(0.1)  # closed under us
-            return
-        self._drain_wake()
+            while not self._closing.is_set():
+                wanted = self._listeners.channels()
+                add, drop = wanted - subscribed, subscribed - wanted
+                if add:
+                    pubsub.subscribe(*[prefix + c for c in add])
+                    subscribed |= add
+                    pending |= add
+                if drop:
+                    pubsub.unsubscribe(*[prefix + c for c in drop])
+                    subscribed -= drop
+                    pending -= drop
+                if not subscribed:
+                    return  # nothing wanted: drop the connection until something is
+                while True:
+                    message = pubsub.get_message(timeout=0)
+                    if message is None:
+                        break
+                    last_heard = time.monotonic()
+                    kind = message["type"]
+                    channel = _text(message["channel"])
+                    if channel is not None and channel.startswith(prefix):
+                        channel = channel[len(prefix) :]
+                    if kind == "message" and channel is not None:
+                        _call_listeners(self._listeners.get(channel), channel, message["data"])
+                    elif kind == "subscribe" and channel is not None:
+                        pending.discard(channel)
+                if not pending and not announced:
+                    announced = True
+                    down_since, self._down_since = self._down_since, None
+                    if down_since is not None:
+                        logger.warning(
+                            "redis at %s reachable again after %.1f s; resubscribed to %d channel(s)"
+                            " (messages published meanwhile are lost)",
+                            self.where,
+                            time.monotonic() - down_since,
+                            len(subscribed),
+                        )
+                    else:
+                        logger.info("redis at %s: subscribed to %d channel(s)", self.where, len(subscribed))
+                if not pending and self._listeners.channels() == subscribed:
+                    self._ready.set()
+                sock = getattr(pubsub.connection, "_sock", None)
+                if sock is None:  # not the redis-py we know: poll
+                    pubsub.connection.can_read(timeout=0.05)
+                    continue
+                if sock.fileno() != watched:
+                    if watched >= 0:
+                        selector.unregister(watched)
+                    watched = sock.fileno()
+                    selector.register(watched, selectors.EVENT_READ)
+                ready = selector.select(self.health_interval)
+                if any(key.fd != watched for key, _ in ready):
+                    self._drain_wake()
+                if not ready and time.monotonic() - last_heard >= self.health_interval:
+                    if time.monotonic() - last_heard >= 3 * self.health_interval:
+                        raise self._redis.ConnectionError("no answer to pings")
+                    pubsub.ping()
+        finally:
+            if watched >= 0:
+                selector.unregister(watched)
 
     def _drain_wake(self) -> None:
         try:
