@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from wsloop.messaging import CloseControlMessage, Message
-from wsloop.pubsub import BROADCAST_CHANNEL, InProcessBroker, RedisBroker, attach
+from wsloop.pubsub import BROADCAST_CHANNEL, InProcessBroker, PublishTooLarge, RedisBroker, attach
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import WebSocket
 
@@ -377,3 +377,80 @@ def test_a_failed_redis_subscriber_is_logged_and_restarted(
         assert "restarting it in 1.0 s" in failed[0].getMessage()
     finally:
         broker.close()
+
+
+class RefusalReportingWebSocket(ScaleWebSocket):
+    """ScaleWebSocket's commands; a PublishTooLarge is answered with ``refused: ...``."""
+
+    def received_message(self, message: Message) -> None:
+        try:
+            super().received_message(message)
+        except PublishTooLarge as exc:
+            self.send(f"refused: {exc}")
+
+
+@pytest.mark.timeout(120)
+def test_max_publish_size_refuses_a_huge_publish_and_sends_nothing(redis_server: RedisServer) -> None:
+    """Over ``max_publish_size`` (1 MiB by default) publish() and broadcast() raise in the
+    caller's thread and nothing reaches anyone; 512 KiB crosses."""
+    broker = RedisBroker(redis_server.url)
+    assert broker.max_publish_size == 1024 * 1024
+    server = WebSocketServer("127.0.0.1", 0, RefusalReportingWebSocket, broker=broker)
+    server.start()
+    observer = RedisBroker(redis_server.url)  # another process's stand-in
+    inbox = Inbox()
+    clients: list[Client] = []
+    try:
+        observer.subscribe("room", inbox)
+        observer.subscribe(BROADCAST_CHANNEL, inbox)
+        assert observer.wait_ready(15.0)
+        sender, member = Client(server.port), Client(server.port)
+        clients = [sender, member]
+        member.send("sub:room")
+        nothing_pending(member)
+        wait_for(lambda: numsub(redis_server.url, "room") == 2, "both brokers subscribed to 'room'")
+
+        huge = "x" * (2 * 1024 * 1024)
+        sender.send("pub:room:" + huge)
+        refusal = sender.recv()
+        assert refusal.data.startswith(b"refused: a message of 2097174 bytes is over"), refusal.data[:100]
+        sender.send("broadcast:" + huge)
+        assert sender.recv().data.startswith(b"refused: "), "broadcast() is refused too"
+        with pytest.raises(PublishTooLarge):
+            broker.publish("room", huge.encode())  # the broker itself, directly
+        # Nothing was sent: the next message anyone gets is the marker published after.
+        sender.send("pub:room:marker")
+        expect_text(member, "marker")
+        broker_payload(inbox, "room", b"marker")
+        assert all(len(data) < 1024 for _, data in inbox.got), "nothing huge reached Redis"
+        nothing_pending(sender)
+
+        half = "y" * (512 * 1024)
+        sender.send("pub:room:" + half)
+        expect_text(member, half)
+        broker_payload(inbox, "room", half.encode())
+        sender.send("broadcast:" + half)
+        expect_text(member, half)
+        expect_text(sender, half)
+        broker_payload(inbox, BROADCAST_CHANNEL, half.encode())
+    finally:
+        for client in clients:
+            client.close()
+        server.stop(timeout=2)
+        broker.close()
+        observer.close()
+
+
+def broker_payload(inbox: Inbox, channel: str, payload: bytes, timeout: float = 15.0) -> bytes:
+    """The enveloped message on ``channel`` whose payload is ``payload`` (waited for)."""
+
+    def found() -> bytes | None:
+        for got_channel, data in inbox.got:
+            if got_channel == channel and data.endswith(payload) and len(data) == len(payload) + 22:
+                return data
+        return None
+
+    wait_for(lambda: found() is not None, f"{payload[:20]!r}... on {channel!r}", timeout)
+    data = found()
+    assert data is not None
+    return data

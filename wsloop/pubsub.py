@@ -21,7 +21,8 @@ its broadcasts while the broker is unreachable. A message published by something
 is: text if it is valid UTF-8, else binary.
 
 Handlers use it through ``WebSocket.subscribe(channel)``, ``unsubscribe(channel)`` and
-``publish(channel, message)``; a websocket leaves all its channels when it closes. Redis pub/sub is
+``publish(channel, message)``; a websocket leaves all its channels when it closes. A message over
+the broker's ``max_publish_size`` (Redis: 1 MiB by default) raises :class:`PublishTooLarge`. Redis pub/sub is
 at-most-once: what is published while a subscriber is disconnected is lost for it.
 """
 
@@ -50,6 +51,8 @@ __all__ = [
     "RedisBroker",
     "Hub",
     "Listener",
+    "PublishTooLarge",
+    "DEFAULT_MAX_PUBLISH_SIZE",
     "attach",
     "hub_of",
     "make_broker",
@@ -62,6 +65,16 @@ BROADCAST_CHANNEL = "wsloop.broadcast"
 
 #: A broker's listener: ``listener(channel, data)``, called from any thread.
 Listener = Callable[[str, bytes], None]
+
+#: :class:`RedisBroker`'s default ``max_publish_size``: well under Redis's default output buffer
+#: limit for pub/sub clients (32 MB hard), past which Redis disconnects every subscriber.
+DEFAULT_MAX_PUBLISH_SIZE = 1024 * 1024
+
+
+class PublishTooLarge(ValueError):
+    """Raised by ``publish()`` (and ``broadcast()`` with a broker attached) for a message over
+    the broker's ``max_publish_size``: nothing was sent, to anyone."""
+
 
 # Envelope of a message a hub publishes: magic, the hub's origin (16 hex digits), kind, payload.
 _MAGIC = b"\x00wsl1"
@@ -78,6 +91,20 @@ class Broker(abc.ABC):
     """Carries messages published on a channel to every listener of that channel, in every
     process joined to the broker. Thread-safe; listeners are called from any thread and must
     not block (hand the message over to where it is used)."""
+
+    #: Largest message :meth:`publish` takes, in bytes (a hub's 22-byte envelope included);
+    #: larger ones raise :class:`PublishTooLarge`. None: no limit.
+    max_publish_size: int | None = None
+
+    def check_size(self, size: int) -> None:
+        """Raise :class:`PublishTooLarge` if a message of ``size`` bytes is over
+        :attr:`max_publish_size`."""
+        limit = self.max_publish_size
+        if limit is not None and size > limit:
+            raise PublishTooLarge(
+                f"a message of {size} bytes is over the broker's max_publish_size ({limit} bytes):"
+                " not published"
+            )
 
     @abc.abstractmethod
     def subscribe(self, channel: str, listener: Listener) -> None:
@@ -149,8 +176,9 @@ class InProcessBroker(Broker):
     """Delivers within this process only (the default): shared by several reactors of one
     process, it joins their channels and broadcasts. Listeners run in the publisher's thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_publish_size: int | None = None) -> None:
         self._listeners = _Listeners()
+        self.max_publish_size = max_publish_size
 
     def subscribe(self, channel: str, listener: Listener) -> None:
         self._listeners.add(channel, listener)
@@ -159,6 +187,7 @@ class InProcessBroker(Broker):
         self._listeners.remove(channel, listener)
 
     def publish(self, channel: str, data: bytes) -> None:
+        self.check_size(len(data))
         _call_listeners(self._listeners.get(channel), channel, data)
 
     def __repr__(self) -> str:
@@ -185,6 +214,11 @@ class RedisBroker(Broker):
     :param prefix: prepended to every channel name in Redis.
     :param max_pending: bytes of published messages queued for the publisher thread at most;
         beyond, messages are dropped (logged).
+    :param max_publish_size: largest message :meth:`publish` takes (default 1 MiB, a hub's
+        22-byte envelope included); a larger one raises :class:`PublishTooLarge` in the caller's
+        thread and nothing is sent. Redis disconnects a subscriber whose output buffer passes
+        its ``client-output-buffer-limit pubsub`` (32 MB by default): one huge message would
+        cut every subscriber off and lose it and the next ones. None: no limit.
     :param health_interval: seconds of silence on the subscriber connection after which it is
         pinged (a dead connection is then noticed).
     """
@@ -195,6 +229,7 @@ class RedisBroker(Broker):
         *,
         prefix: str = "",
         max_pending: int = 64 * 1024 * 1024,
+        max_publish_size: int | None = DEFAULT_MAX_PUBLISH_SIZE,
         backoff: tuple[float, float] = (0.1, 5.0),
         connect_timeout: float = 2.0,
         health_interval: float = 15.0,
@@ -211,6 +246,7 @@ class RedisBroker(Broker):
         self.url = url
         self.prefix = prefix
         self.max_pending = max_pending
+        self.max_publish_size = max_publish_size
         self.backoff = backoff
         self.connect_timeout = connect_timeout
         self.health_interval = health_interval
@@ -255,6 +291,7 @@ class RedisBroker(Broker):
 
     def publish(self, channel: str, data: bytes) -> None:
         size = len(data)
+        self.check_size(size)
         with self._outbox_cond:
             if self._outbox_bytes + size > self.max_pending:
                 self.dropped += 1
@@ -627,16 +664,20 @@ class Hub:
 
     def publish(self, channel: str, message: str | bytes, binary: bool = False) -> None:
         """Send ``message`` to every member of ``channel``: this process's at once (each framed
-        once for all), the other processes' through the broker."""
+        once for all), the other processes' through the broker. Raises
+        :class:`PublishTooLarge` (nothing sent) past the broker's ``max_publish_size``."""
         self.check_channel(channel)
         payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+        self.broker.check_size(_HEADER_LEN + len(payload))  # before anyone gets it
         self.broker.publish(channel, (self._binary_header if binary else self._text_header) + payload)
         self._run(self._fan_out, channel, payload, binary)
 
     def forward_broadcast(self, message: str | bytes, binary: bool = False) -> None:
-        """Publish a broadcast this process has delivered locally, for the other processes
-        (``Reactor.broadcast()`` calls it)."""
+        """Publish a broadcast for the other processes (``Reactor.broadcast()`` calls it before
+        delivering it locally). Raises :class:`PublishTooLarge` past the broker's
+        ``max_publish_size``."""
         payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+        self.broker.check_size(_HEADER_LEN + len(payload))
         header = self._binary_header if binary else self._text_header
         self.broker.publish(self.broadcast_channel, header + payload)
 
