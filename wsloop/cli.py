@@ -67,6 +67,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _seconds_or_zero(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of seconds (0 or more) is needed")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m wsloop", description="wsloop WebSocket server")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="standalone server: worker processes sharing the port, under a supervisor that restarts"
         " them (default 1: this process serves, no supervisor)",
+    )
+    serve.add_argument(
+        "--worker-timeout",
+        type=_seconds_or_zero,
+        default=10.0,
+        help="with --workers: a worker whose reactor sends no heartbeat for this many seconds (a"
+        " handler blocking it) is killed and restarted; 0 never; default 10",
     )
     serve.add_argument(
         "--broker",
@@ -237,7 +251,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             worker_options: dict[str, Any] = dict(options)
-            return run(args.workers, args.host, args.port, args.handler, ready=ready, **worker_options)
+            return run(
+                args.workers,
+                args.host,
+                args.port,
+                args.handler,
+                ready=ready,
+                worker_timeout=args.worker_timeout,
+                **worker_options,
+            )
         except OSError as exc:
             logger.error("cannot serve on %s:%s: %s", args.host, args.port, exc)
             return 1
