@@ -454,3 +454,35 @@ def broker_payload(inbox: Inbox, channel: str, payload: bytes, timeout: float = 
     data = found()
     assert data is not None
     return data
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_max_publish_size_flag(redis_server: RedisServer, workers: str) -> None:
+    """``--max-publish-size 4k`` reaches the Redis broker (of each worker with --workers)."""
+    server = LoggedServer(
+        "--broker",
+        redis_server.url,
+        "--max-publish-size",
+        "4k",
+        "--workers",
+        workers,
+        "--handler",
+        "tests.test_pubsub:RefusalReportingWebSocket",
+    )
+    clients: list[Client] = []
+    try:
+        sender, member = Client(server.port), Client(server.port)
+        clients = [sender, member]
+        member.send("sub:room")
+        nothing_pending(member)
+        wait_for(lambda: numsub(redis_server.url, "room") == 1, "the member's worker subscribed")
+        sender.send("pub:room:" + "x" * 5000)
+        assert sender.recv().data.startswith(b"refused: a message of 5022 bytes is over"), server.output
+        sender.send("pub:room:" + "y" * 3000)
+        expect_text(member, "y" * 3000)
+    finally:
+        for client in clients:
+            client.close()
+        code = server.stop()
+    assert code == 0, server.output

@@ -165,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="standalone server: join broadcast() and channels across processes and hosts through"
         " redis://host:port/db (needs wsloop[redis]); default: in-process only",
     )
+    serve.add_argument(
+        "--max-publish-size",
+        type=_size,
+        default="1m",
+        help="with --broker redis://...: largest message publish() and broadcast() send through"
+        " Redis (suffix k/m; 'none' for no limit); a larger one raises PublishTooLarge and is not"
+        " sent; default 1m",
+    )
     serve.add_argument("--log-level", default="INFO")
     return parser
 
@@ -244,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.server not in ("standalone", "asyncio"):
             parser.error(f"--max-header-size: the {args.server} server reads the request head itself")
         options["max_header_size"] = args.max_header_size
+    broker_options = {"max_publish_size": args.max_publish_size}
     if args.broker:
         options["broker"] = args.broker
     if args.workers > 1:
@@ -258,10 +267,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.handler,
                 ready=ready,
                 worker_timeout=args.worker_timeout,
+                broker_options=broker_options,
                 **worker_options,
             )
         except OSError as exc:
             logger.error("cannot serve on %s:%s: %s", args.host, args.port, exc)
             return 1
-    module.serve(args.host, args.port, args.handler, ready=ready, stop=stop, **options)
+    broker = None
+    if args.broker:  # made here to take broker_options; serve() leaves it open
+        from .pubsub import make_broker
+
+        options["broker"] = broker = make_broker(args.broker, **broker_options)
+    try:
+        module.serve(args.host, args.port, args.handler, ready=ready, stop=stop, **options)
+    finally:
+        if broker is not None:
+            broker.close()
     return 0

@@ -565,16 +565,17 @@ def _redacted(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def make_broker(spec: str | Broker | None) -> Broker | None:
+def make_broker(spec: str | Broker | None, **options: Any) -> Broker | None:
     """A broker from ``--broker``'s value: ``None``/``"inprocess"``/``"memory"`` (None: the
-    in-process default), ``redis://...``, ``rediss://...``, ``unix://...``, or a Broker as is."""
+    in-process default), ``redis://...``, ``rediss://...``, ``unix://...`` (a
+    :class:`RedisBroker`, made with ``options``), or a Broker as is."""
     if spec is None or isinstance(spec, Broker):
         return spec
     if spec in ("inprocess", "memory", "none", ""):
         return None
     scheme = spec.partition("://")[0].lower()
     if scheme in ("redis", "rediss", "unix"):
-        return RedisBroker(spec)
+        return RedisBroker(spec, **options)
     raise ValueError(f"unknown broker {spec!r}: redis://host:port/db or inprocess")
 
 

@@ -577,6 +577,7 @@ def run(
     ready: Callable[[str], None] | None = None,
     reuse_port: bool | None = None,
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
+    broker_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> int:
     """Serve ``handler_cls`` on ``host:port`` from ``workers`` processes with the standalone
@@ -585,10 +586,11 @@ def run(
     takes them (``broker="redis://host:port/db"`` joins the workers, ``heartbeat_freq``,
     ``max_message_size``, ``compression``, ``max_connections``, ...). Each worker's reactor sends
     heartbeats: one silent for ``worker_timeout`` seconds (0: never) is killed and replaced.
-    From the main thread."""
+    ``broker_options`` go to the :class:`~wsloop.pubsub.RedisBroker` each worker makes
+    (``max_publish_size``, ...). From the main thread."""
 
     def target(sock: socket.socket, worker_ready: Callable[[str], None], stop: threading.Event) -> None:
-        _serve_worker(host, port, handler_cls, sock, worker_ready, stop, dict(options))
+        _serve_worker(host, port, handler_cls, sock, worker_ready, stop, dict(options), broker_options or {})
 
     supervisor = Supervisor(workers, host, port, target, reuse_port=reuse_port, worker_timeout=worker_timeout)
     return supervisor.run(ready)
@@ -602,6 +604,7 @@ def _serve_worker(
     ready: Callable[[str], None],
     stop: threading.Event,
     options: dict[str, Any],
+    broker_options: dict[str, Any],
 ) -> None:
     """``standalone.serve()``, its reactor sending heartbeats to the supervisor."""
     from .poller.reactor import Reactor
@@ -609,7 +612,7 @@ def _serve_worker(
     from .servers.standalone import WebSocketServer
 
     broker = options.pop("broker", None)
-    joined = make_broker(broker)
+    joined = make_broker(broker, **broker_options)
     server = WebSocketServer(host, port, handler_cls, sock=sock, broker=joined, **options)
     server.start()
     if isinstance(ready, WorkerLink) and isinstance(server.manager, Reactor):
