@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -299,6 +300,23 @@ def wait_not_ready(broker: RedisBroker, what: str) -> None:
     wait_for(lambda: not broker.wait_ready(0), what, timeout=15.0)
 
 
+def fds_connected_to(port: int) -> list[int]:
+    """This process's socket fds connected to 127.0.0.1:``port``."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:  # a dup
+                peer = sock.getpeername()
+            if isinstance(peer, tuple) and peer[1] == port:
+                found.append(fd)
+        except OSError:
+            continue
+    return found
+
+
 def fill_fds_below(limit: int, fds: list[int]) -> None:
     """Open /dev/null until an fd at or above ``limit`` is returned: no fd below is free."""
     while True:
@@ -335,6 +353,7 @@ def test_redis_subscriber_killed_and_reconnected_above_fd_1023(redis_server: Red
         fill_fds_below(1024, fds)  # so its next connection's fd is above 1023
         redis_server.start()
         assert broker.wait_ready(15.0), "ready again after the Redis restart"
+        assert any(fd > 1023 for fd in fds_connected_to(redis_server.port)), "reconnected above 1023"
         publish_until(redis_server.url, "room", b"after the restart", inbox)
         assert broker.wait_ready(0) and broker._subscriber.is_alive()
         assert broker.outages == 2, (broker.outages, broker.failures)
