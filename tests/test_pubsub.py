@@ -505,3 +505,44 @@ def test_max_publish_size_flag(redis_server: RedisServer, workers: str) -> None:
             client.close()
         code = server.stop()
     assert code == 0, server.output
+
+
+class PublisherFailingOnceBroker(RedisBroker):
+    """A RedisBroker whose publisher thread hits an unexpected error (a bug's stand-in) when it
+    first makes its connection; Redis and the sockets are real."""
+
+    failed = False
+
+    def _client(self, retries: int) -> Any:
+        if retries == 1 and not self.failed:  # the publisher's (the subscriber's has 0)
+            self.failed = True
+            raise RuntimeError("unexpected publisher failure (test)")
+        return super()._client(retries)
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_redis_publisher_is_logged_and_restarted(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wsloop.pubsub")
+    broker = PublisherFailingOnceBroker(redis_server.url, backoff=(0.5, 1.0))
+    observer = RedisBroker(redis_server.url)
+    inbox = Inbox()
+    try:
+        observer.subscribe("room", inbox)
+        assert observer.wait_ready(15.0)
+        broker.publish("room", b"lost with the failure")
+        wait_for(lambda: broker.failed, "the publisher failed")
+
+        def crossed() -> bool:
+            broker.publish("room", b"after the restart")
+            with inbox.cond:
+                return inbox.cond.wait_for(lambda: ("room", b"after the restart") in inbox.got, 0.2)
+
+        wait_for(crossed, "a message published after the restart crosses", timeout=15.0)
+        assert broker.failures == 1
+        failed = [r for r in caplog.records if "the publisher failed" in r.getMessage()]
+        assert len(failed) == 1 and failed[0].exc_info is not None, "logged once, with the traceback"
+    finally:
+        broker.close()
+        observer.close()

@@ -203,8 +203,8 @@ class RedisBroker(Broker):
     never blocks the caller. When Redis goes away both log it once and retry with exponential
     backoff (``backoff`` = first and longest delay); meanwhile local delivery goes on, published
     messages are dropped (Redis pub/sub is at-most-once: nothing published during an outage is
-    delivered to the processes that were cut off). A subscriber that fails otherwise (a bug) is
-    logged with its traceback and restarted after the same backoff. :meth:`wait_ready` is False
+    delivered to the processes that were cut off). A subscriber or publisher that fails otherwise
+    (a bug) is logged with its traceback and restarted after the same backoff. :meth:`wait_ready` is False
     whenever the subscriptions are not in effect. The sockets are watched with epoll/kqueue/poll
     (``selectors``), so any fd number works.
 
@@ -266,12 +266,13 @@ class RedisBroker(Broker):
         #: Times the subscriber connection was lost.
         self.outages = 0
         self._down_since: float | None = None  # since when the subscriber has been cut off
-        #: Times the subscriber failed unexpectedly (logged with its traceback) and was restarted.
+        #: Times the subscriber or publisher thread failed unexpectedly (logged with the
+        #: traceback) and was restarted.
         self.failures = 0
         self._subscriber = threading.Thread(
             target=self._subscriber_main, name="wsloop-redis-sub", daemon=True
         )
-        self._publisher = threading.Thread(target=self._publish_loop, name="wsloop-redis-pub", daemon=True)
+        self._publisher = threading.Thread(target=self._publisher_main, name="wsloop-redis-pub", daemon=True)
         self._subscriber.start()
         self._publisher.start()
 
@@ -343,31 +344,42 @@ class RedisBroker(Broker):
         )
 
     def _subscriber_main(self) -> None:
-        """The subscriber thread: :meth:`_subscribe_loop`, restarted (after a back-off that
-        doubles, from ``backoff[0]`` to ``backoff[1]``) if it fails unexpectedly; not ready while
-        it is down."""
+        self._restarting(self._subscribe_loop, "subscriber", self._subscriber_failed)
+        self._ready.clear()
+
+    def _subscriber_failed(self) -> None:
+        self._ready.clear()
+        if self._down_since is None:
+            self._down_since = time.monotonic()  # its recovery is logged
+
+    def _publisher_main(self) -> None:
+        self._restarting(self._publish_loop, "publisher", None)
+
+    def _restarting(self, loop: Callable[[], None], what: str, failed: Callable[[], None] | None) -> None:
+        """Run ``loop`` (a thread's body) until it returns; if it fails unexpectedly (a bug),
+        log that with the traceback and run it again after a back-off that doubles from
+        ``backoff[0]`` to ``backoff[1]`` (from ``backoff[0]`` again after a minute's run)."""
         delay = self.backoff[0]
         while not self._closing.is_set():
             started = time.monotonic()
             try:
-                self._subscribe_loop()
+                loop()
                 return
             except Exception:
-                self._ready.clear()
+                if failed is not None:
+                    failed()
                 self.failures += 1
-                if self._down_since is None:
-                    self._down_since = time.monotonic()  # its recovery is logged
                 if time.monotonic() - started > 60.0:
-                    delay = self.backoff[0]  # it had been working: not a failure in a row
+                    delay = self.backoff[0]
                 logger.exception(
-                    "redis at %s: the subscriber failed; messages from other processes are not"
+                    "redis at %s: the %s failed; messages to or from other processes are not"
                     " delivered until it is back; restarting it in %.1f s",
                     self.where,
+                    what,
                     delay,
                 )
                 self._closing.wait(delay)
                 delay = min(delay * 2, self.backoff[1])
-        self._ready.clear()
 
     def _subscribe_loop(self) -> None:
         # epoll/kqueue/poll, never select(): that fails on an fd above FD_SETSIZE (1024).
