@@ -15,7 +15,9 @@ Hung workers: each worker's reactor writes a heartbeat byte to a pipe of its own
 ``min(1, worker_timeout / 4)`` seconds, from a reactor timer, so a handler that blocks the
 reactor stops it. A worker that has sent heartbeats and then none for ``worker_timeout`` seconds
 (default 10; 0 disables) is logged, sent SIGTERM, SIGKILL ``kill_grace`` seconds later, and
-restarted; the connections it held are lost (as with a crash).
+restarted; the connections it held are lost (as with a crash). A worker that never sent a
+heartbeat (a custom target not calling ``ready.beat_from(reactor)``, the threaded poller) is
+not watched.
 
 Workers do not share memory: ``broadcast()`` and channels reach the clients of other workers only
 through a broker joined by every worker (``broker="redis://..."``, see :mod:`wsloop.pubsub`); each
