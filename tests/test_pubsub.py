@@ -6,13 +6,20 @@ stand-ins) joined through one real ``redis-server``, which is restarted mid-test
 
 from __future__ import annotations
 
+import logging
+import os
+import resource
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from wsloop.messaging import CloseControlMessage, Message
-from wsloop.pubsub import BROADCAST_CHANNEL, InProcessBroker, attach
+from wsloop.pubsub import BROADCAST_CHANNEL, InProcessBroker, PublishTooLarge, RedisBroker, attach
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import WebSocket
 
@@ -205,3 +212,337 @@ def test_channels_across_two_servers_through_redis_and_a_redis_restart(redis_ser
             client.close()
         codes = (a.stop(), b.stop())
     assert codes == (0, 0), a.output + b.output
+
+
+# ---------------------------------------------------------------------------- broker faults
+
+
+class Inbox:
+    """A broker listener that keeps what it gets, for waiting on it."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, bytes]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, channel: str, data: bytes) -> None:
+        with self.cond:
+            self.got.append((channel, data))
+            self.cond.notify_all()
+
+    def expect(self, channel: str, data: bytes, timeout: float = 15.0) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: (channel, data) in self.got, timeout):
+                raise AssertionError(f"{data!r} on {channel!r} not received; got {self.got[-5:]!r}")
+
+
+def open_many_fds(count: int) -> list[int]:
+    """``count`` more open fds (pipes), the soft RLIMIT_NOFILE raised for them if need be."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = len(os.listdir("/proc/self/fd")) + count + 256
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {needed}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    fds: list[int] = []
+    for _ in range(count // 2):
+        fds.extend(os.pipe())
+    return fds
+
+
+def publish_until(url: str, channel: str, data: bytes, inbox: Inbox, timeout: float = 15.0) -> None:
+    """Publish ``data`` from a plain Redis client until ``inbox`` has it (a subscription being
+    (re)made in the meantime misses some: Redis pub/sub is at-most-once)."""
+    import redis
+
+    with redis.Redis.from_url(url, socket_timeout=5) as client:
+        deadline = time.monotonic() + timeout
+        while True:
+            client.publish(channel, data)
+            with inbox.cond:
+                if inbox.cond.wait_for(lambda: (channel, data) in inbox.got, 0.2):
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{data!r} on {channel!r} never received")
+
+
+@pytest.mark.timeout(120)
+def test_redis_broker_with_its_sockets_above_fd_1023(redis_server: RedisServer) -> None:
+    """select() cannot watch an fd >= FD_SETSIZE (1024): the subscriber must use poll/epoll."""
+    fds = open_many_fds(1100)
+    broker = other = None
+    try:
+        broker = RedisBroker(redis_server.url)
+        inbox = Inbox()
+        broker.subscribe("room", inbox)
+        assert broker.wait_ready(15.0), "subscribed"
+        # Its sockets were made after the 1,100 pipes (its Redis connection after this one).
+        assert broker._wake_r.fileno() > 1023, broker._wake_r.fileno()
+        publish_until(redis_server.url, "room", b"to the high fds", inbox)
+        # Both directions, between two brokers: the high-fd one publishes too.
+        other = RedisBroker(redis_server.url)
+        other_inbox = Inbox()
+        other.subscribe("room", other_inbox)
+        assert other.wait_ready(15.0)
+        broker.publish("room", b"from the high fds")
+        other_inbox.expect("room", b"from the high fds")
+        inbox.expect("room", b"from the high fds")
+        assert broker.wait_ready(0), "still subscribed"
+        assert broker._subscriber.is_alive()
+    finally:
+        for b in (broker, other):
+            if b is not None:
+                b.close()
+        for fd in fds:
+            os.close(fd)
+
+
+def wait_not_ready(broker: RedisBroker, what: str) -> None:
+    wait_for(lambda: not broker.wait_ready(0), what, timeout=15.0)
+
+
+def fds_connected_to(port: int) -> list[int]:
+    """This process's socket fds connected to 127.0.0.1:``port``."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:  # a dup
+                peer = sock.getpeername()
+            if isinstance(peer, tuple) and peer[1] == port:
+                found.append(fd)
+        except OSError:
+            continue
+    return found
+
+
+def fill_fds_below(limit: int, fds: list[int]) -> None:
+    """Open /dev/null until an fd at or above ``limit`` is returned: no fd below is free."""
+    while True:
+        fd = os.open(os.devnull, os.O_RDONLY)
+        fds.append(fd)
+        if fd >= limit:
+            return
+
+
+@pytest.mark.timeout(120)
+def test_redis_subscriber_killed_and_reconnected_above_fd_1023(redis_server: RedisServer) -> None:
+    """The subscriber's connection is killed (CLIENT KILL): not ready while it is down, then
+    ready, and messages cross. Then Redis restarts while every fd below 1024 is taken: the
+    subscriber reconnects on a higher fd, and messages still cross."""
+    import redis
+
+    broker = RedisBroker(redis_server.url, backoff=(0.5, 1.0))
+    fds: list[int] = []
+    try:
+        inbox = Inbox()
+        broker.subscribe("room", inbox)
+        assert broker.wait_ready(15.0)
+        publish_until(redis_server.url, "room", b"before", inbox)
+        with redis.Redis.from_url(redis_server.url, socket_timeout=5) as admin:
+            assert admin.client_kill_filter(_type="pubsub") == 1
+        wait_not_ready(broker, "not ready once its connection is killed")
+        assert broker.wait_ready(15.0), "ready again"
+        publish_until(redis_server.url, "room", b"after the kill", inbox)
+
+        fds = open_many_fds(1100)
+        redis_server.stop()
+        wait_not_ready(broker, "not ready while Redis is down")
+        time.sleep(1.0)  # past the first back-off: its old connection is closed by then
+        fill_fds_below(1024, fds)  # so its next connection's fd is above 1023
+        redis_server.start()
+        assert broker.wait_ready(15.0), "ready again after the Redis restart"
+        assert any(fd > 1023 for fd in fds_connected_to(redis_server.port)), "reconnected above 1023"
+        publish_until(redis_server.url, "room", b"after the restart", inbox)
+        assert broker.wait_ready(0) and broker._subscriber.is_alive()
+        assert broker.outages == 2, (broker.outages, broker.failures)
+    finally:
+        broker.close()
+        for fd in fds:
+            os.close(fd)
+    assert not broker.wait_ready(0), "not ready once closed"
+
+
+class FailingOnceBroker(RedisBroker):
+    """A RedisBroker whose subscriber hits an unexpected error (a bug's stand-in) the first time
+    it serves its subscriptions: everything else (Redis, its sockets) is real."""
+
+    failed = False
+
+    def _serve_subscriptions(self, *args: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("unexpected failure (test)")
+        super()._serve_subscriptions(*args)
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_redis_subscriber_is_logged_and_restarted(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wsloop.pubsub")
+    broker = FailingOnceBroker(redis_server.url, backoff=(1.0, 2.0))
+    try:
+        inbox = Inbox()
+        broker.subscribe("room", inbox)
+        wait_for(lambda: broker.failed, "the subscriber failed")
+        assert not broker.wait_ready(0.2), "not ready while the subscriber is down"
+        assert broker.wait_ready(15.0), "the subscriber is restarted"
+        publish_until(redis_server.url, "room", b"after the restart", inbox)
+        assert broker.failures == 1
+        failed = [r for r in caplog.records if "the subscriber failed" in r.getMessage()]
+        assert len(failed) == 1 and failed[0].exc_info is not None, "logged once, with the traceback"
+        assert "restarting it in 1.0 s" in failed[0].getMessage()
+    finally:
+        broker.close()
+
+
+class RefusalReportingWebSocket(ScaleWebSocket):
+    """ScaleWebSocket's commands; a PublishTooLarge is answered with ``refused: ...``."""
+
+    def received_message(self, message: Message) -> None:
+        try:
+            super().received_message(message)
+        except PublishTooLarge as exc:
+            self.send(f"refused: {exc}")
+
+
+@pytest.mark.timeout(120)
+def test_max_publish_size_refuses_a_huge_publish_and_sends_nothing(redis_server: RedisServer) -> None:
+    """Over ``max_publish_size`` (1 MiB by default) publish() and broadcast() raise in the
+    caller's thread and nothing reaches anyone; 512 KiB crosses."""
+    broker = RedisBroker(redis_server.url)
+    assert broker.max_publish_size == 1024 * 1024
+    server = WebSocketServer("127.0.0.1", 0, RefusalReportingWebSocket, broker=broker)
+    server.start()
+    observer = RedisBroker(redis_server.url)  # another process's stand-in
+    inbox = Inbox()
+    clients: list[Client] = []
+    try:
+        observer.subscribe("room", inbox)
+        observer.subscribe(BROADCAST_CHANNEL, inbox)
+        assert observer.wait_ready(15.0)
+        sender, member = Client(server.port), Client(server.port)
+        clients = [sender, member]
+        member.send("sub:room")
+        nothing_pending(member)
+        wait_for(lambda: numsub(redis_server.url, "room") == 2, "both brokers subscribed to 'room'")
+
+        huge = "x" * (2 * 1024 * 1024)
+        sender.send("pub:room:" + huge)
+        refusal = sender.recv()
+        assert refusal.data.startswith(b"refused: a message of 2097174 bytes is over"), refusal.data[:100]
+        sender.send("broadcast:" + huge)
+        assert sender.recv().data.startswith(b"refused: "), "broadcast() is refused too"
+        with pytest.raises(PublishTooLarge):
+            broker.publish("room", huge.encode())  # the broker itself, directly
+        # Nothing was sent: the next message anyone gets is the marker published after.
+        sender.send("pub:room:marker")
+        expect_text(member, "marker")
+        broker_payload(inbox, "room", b"marker")
+        assert all(len(data) < 1024 for _, data in inbox.got), "nothing huge reached Redis"
+        nothing_pending(sender)
+
+        half = "y" * (512 * 1024)
+        sender.send("pub:room:" + half)
+        expect_text(member, half)
+        broker_payload(inbox, "room", half.encode())
+        sender.send("broadcast:" + half)
+        expect_text(member, half)
+        expect_text(sender, half)
+        broker_payload(inbox, BROADCAST_CHANNEL, half.encode())
+    finally:
+        for client in clients:
+            client.close()
+        server.stop(timeout=2)
+        broker.close()
+        observer.close()
+
+
+def broker_payload(inbox: Inbox, channel: str, payload: bytes, timeout: float = 15.0) -> bytes:
+    """The enveloped message on ``channel`` whose payload is ``payload`` (waited for)."""
+
+    def found() -> bytes | None:
+        for got_channel, data in inbox.got:
+            if got_channel == channel and data.endswith(payload) and len(data) == len(payload) + 22:
+                return data
+        return None
+
+    wait_for(lambda: found() is not None, f"{payload[:20]!r}... on {channel!r}", timeout)
+    data = found()
+    assert data is not None
+    return data
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_max_publish_size_flag(redis_server: RedisServer, workers: str) -> None:
+    """``--max-publish-size 4k`` reaches the Redis broker (of each worker with --workers)."""
+    server = LoggedServer(
+        "--broker",
+        redis_server.url,
+        "--max-publish-size",
+        "4k",
+        "--workers",
+        workers,
+        "--handler",
+        "tests.test_pubsub:RefusalReportingWebSocket",
+    )
+    clients: list[Client] = []
+    try:
+        sender, member = Client(server.port), Client(server.port)
+        clients = [sender, member]
+        member.send("sub:room")
+        nothing_pending(member)
+        wait_for(lambda: numsub(redis_server.url, "room") == 1, "the member's worker subscribed")
+        sender.send("pub:room:" + "x" * 5000)
+        assert sender.recv().data.startswith(b"refused: a message of 5022 bytes is over"), server.output
+        sender.send("pub:room:" + "y" * 3000)
+        expect_text(member, "y" * 3000)
+    finally:
+        for client in clients:
+            client.close()
+        code = server.stop()
+    assert code == 0, server.output
+
+
+class PublisherFailingOnceBroker(RedisBroker):
+    """A RedisBroker whose publisher thread hits an unexpected error (a bug's stand-in) when it
+    first makes its connection; Redis and the sockets are real."""
+
+    failed = False
+
+    def _client(self, retries: int) -> Any:
+        if retries == 1 and not self.failed:  # the publisher's (the subscriber's has 0)
+            self.failed = True
+            raise RuntimeError("unexpected publisher failure (test)")
+        return super()._client(retries)
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_redis_publisher_is_logged_and_restarted(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wsloop.pubsub")
+    broker = PublisherFailingOnceBroker(redis_server.url, backoff=(0.5, 1.0))
+    observer = RedisBroker(redis_server.url)
+    inbox = Inbox()
+    try:
+        observer.subscribe("room", inbox)
+        assert observer.wait_ready(15.0)
+        broker.publish("room", b"lost with the failure")
+        wait_for(lambda: broker.failed, "the publisher failed")
+
+        def crossed() -> bool:
+            broker.publish("room", b"after the restart")
+            with inbox.cond:
+                return inbox.cond.wait_for(lambda: ("room", b"after the restart") in inbox.got, 0.2)
+
+        wait_for(crossed, "a message published after the restart crosses", timeout=15.0)
+        assert broker.failures == 1
+        failed = [r for r in caplog.records if "the publisher failed" in r.getMessage()]
+        assert len(failed) == 1 and failed[0].exc_info is not None, "logged once, with the traceback"
+    finally:
+        broker.close()
+        observer.close()

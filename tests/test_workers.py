@@ -9,14 +9,16 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from wsloop.messaging import CloseControlMessage
+from wsloop.messaging import CloseControlMessage, Message
 from wsloop.workers import reuse_port_supported
 
+from .handlers import ScaleWebSocket
 from .redisproc import LoggedServer, RedisServer, redis_fixture, wait_for
 from .wsclient import Client
 
@@ -215,3 +217,111 @@ def test_workers_stop_when_the_supervisor_is_killed() -> None:
         wait_for(gone, "both workers exited")
     finally:
         server.stop()
+
+
+class HangingWebSocket(ScaleWebSocket):
+    """ScaleWebSocket, but ``hang`` blocks the reactor for good (a handler stuck in a call)."""
+
+    def received_message(self, message: Message) -> None:
+        if message.is_text and str(message) == "hang":
+            while True:
+                time.sleep(3600)
+        super().received_message(message)
+
+
+HANGING = "tests.test_workers:HangingWebSocket"
+
+
+def one_client_per_worker(port: int, pids: set[int], clients: list[Client]) -> dict[int, Client]:
+    """A client served by each worker (SO_REUSEPORT spreads new connections; bounded tries)."""
+    by_pid: dict[int, Client] = {}
+    for _ in range(200):
+        client = Client(port)
+        clients.append(client)
+        by_pid.setdefault(pid_of(client), client)
+        if set(by_pid) == pids:
+            return by_pid
+    raise AssertionError(f"not every worker got a client: {sorted(by_pid)} of {sorted(pids)}")
+
+
+@pytest.mark.timeout(180)
+def test_hung_workers_are_killed_and_replaced() -> None:
+    """Both workers' reactors blocked by a handler: the supervisor notices the missing heartbeats
+    (--worker-timeout 2), logs, kills and restarts them, and new upgrades are answered again."""
+    server = LoggedServer("--workers", "2", "--worker-timeout", "2", "--handler", HANGING)
+    clients: list[Client] = []
+    try:
+        pids = worker_pids(server, 2)
+        by_pid = one_client_per_worker(server.port, pids, clients)
+        time.sleep(3.0)  # longer than --worker-timeout: healthy idle workers keep beating
+        assert "sent no heartbeat" not in server.output, server.output
+
+        mark = len(server.lines)
+        hung_at = time.monotonic()
+        for client in by_pid.values():
+            client.send("hang")
+        for pid in pids:
+            server.wait_for_line(rf"worker \d+ \(pid {pid}\) sent no heartbeat for \d", after=mark)
+            server.wait_for_line(
+                rf"worker \d+ \(pid {pid}\) (was killed by signal|exited with status).*starting a new one",
+                after=mark,
+            )
+        ready = r"worker \d+ ready \(pid (\d+)\)"
+        wait_for(lambda: len(server.matches(ready, after=mark)) >= 2, "two new workers ready")
+        new_pids = {int(m.group(1)) for m in server.matches(ready, after=mark)}
+        assert len(new_pids) == 2 and not new_pids & pids
+
+        fresh = [Client(server.port) for _ in range(20)]
+        clients += fresh
+        for i, client in enumerate(fresh):
+            assert client.echo(f"again {i}").data == f"again {i}".encode()
+        answered_after = time.monotonic() - hung_at
+        assert {pid_of(client) for client in fresh} <= new_pids
+        # 2 s without heartbeats + 2 s of SIGTERM grace + a fork: far below this bound.
+        assert answered_after < 60.0, answered_after
+        print(f"hung at t=0; 20 of 20 new upgrades answered by t={answered_after:.1f} s")
+        for pid in pids:
+            assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid), f"hung worker {pid} still runs"
+    finally:
+        for client in clients:
+            client.sock.close()
+        code = server.stop()
+    assert code == 0, server.output
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.timeout(120)
+def test_worker_timeout_zero_never_kills_a_hung_worker() -> None:
+    server = LoggedServer("--workers", "2", "--worker-timeout", "0", "--handler", HANGING)
+    clients: list[Client] = []
+    try:
+        pids = worker_pids(server, 2)
+        by_pid = one_client_per_worker(server.port, pids, clients)
+        hung, healthy = sorted(pids)
+        by_pid[hung].send("hang")
+        time.sleep(4.0)
+        assert "sent no heartbeat" not in server.output, server.output
+        assert os.path.exists(f"/proc/{hung}") and not _is_zombie(hung)
+        assert by_pid[healthy].echo("still here").data == b"still here"
+    finally:
+        for client in clients:
+            client.sock.close()
+        server.stop(timeout=30)
+
+
+def test_worker_timeout_must_not_be_negative() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wsloop", "serve", "--workers", "2", "--worker-timeout", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--worker-timeout" in result.stderr

@@ -67,6 +67,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _seconds_or_zero(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of seconds (0 or more) is needed")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m wsloop", description="wsloop WebSocket server")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,11 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
         " them (default 1: this process serves, no supervisor)",
     )
     serve.add_argument(
+        "--worker-timeout",
+        type=_seconds_or_zero,
+        default=10.0,
+        help="with --workers: a worker whose reactor sends no heartbeat for this many seconds (a"
+        " handler blocking it) is killed and restarted; 0 never; default 10",
+    )
+    serve.add_argument(
         "--broker",
         type=_broker,
         default=None,
         help="standalone server: join broadcast() and channels across processes and hosts through"
         " redis://host:port/db (needs wsloop[redis]); default: in-process only",
+    )
+    serve.add_argument(
+        "--max-publish-size",
+        type=_size,
+        default="1m",
+        help="with --broker redis://...: largest message publish() and broadcast() send through"
+        " Redis (suffix k/m; 'none' for no limit); a larger one raises PublishTooLarge and is not"
+        " sent; default 1m",
     )
     serve.add_argument("--log-level", default="INFO")
     return parser
@@ -230,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.server not in ("standalone", "asyncio"):
             parser.error(f"--max-header-size: the {args.server} server reads the request head itself")
         options["max_header_size"] = args.max_header_size
+    broker_options = {"max_publish_size": args.max_publish_size}
     if args.broker:
         options["broker"] = args.broker
     if args.workers > 1:
@@ -237,9 +260,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             worker_options: dict[str, Any] = dict(options)
-            return run(args.workers, args.host, args.port, args.handler, ready=ready, **worker_options)
+            return run(
+                args.workers,
+                args.host,
+                args.port,
+                args.handler,
+                ready=ready,
+                worker_timeout=args.worker_timeout,
+                broker_options=broker_options,
+                **worker_options,
+            )
         except OSError as exc:
             logger.error("cannot serve on %s:%s: %s", args.host, args.port, exc)
             return 1
-    module.serve(args.host, args.port, args.handler, ready=ready, stop=stop, **options)
+    broker = None
+    if args.broker:  # made here to take broker_options; serve() leaves it open
+        from .pubsub import make_broker
+
+        options["broker"] = broker = make_broker(args.broker, **broker_options)
+    try:
+        module.serve(args.host, args.port, args.handler, ready=ready, stop=stop, **options)
+    finally:
+        if broker is not None:
+            broker.close()
     return 0

@@ -21,7 +21,8 @@ its broadcasts while the broker is unreachable. A message published by something
 is: text if it is valid UTF-8, else binary.
 
 Handlers use it through ``WebSocket.subscribe(channel)``, ``unsubscribe(channel)`` and
-``publish(channel, message)``; a websocket leaves all its channels when it closes. Redis pub/sub is
+``publish(channel, message)``; a websocket leaves all its channels when it closes. A message over
+the broker's ``max_publish_size`` (Redis: 1 MiB by default) raises :class:`PublishTooLarge`. Redis pub/sub is
 at-most-once: what is published while a subscriber is disconnected is lost for it.
 """
 
@@ -31,7 +32,7 @@ import abc
 import collections
 import logging
 import os
-import select
+import selectors
 import socket
 import threading
 import time
@@ -50,6 +51,8 @@ __all__ = [
     "RedisBroker",
     "Hub",
     "Listener",
+    "PublishTooLarge",
+    "DEFAULT_MAX_PUBLISH_SIZE",
     "attach",
     "hub_of",
     "make_broker",
@@ -62,6 +65,16 @@ BROADCAST_CHANNEL = "wsloop.broadcast"
 
 #: A broker's listener: ``listener(channel, data)``, called from any thread.
 Listener = Callable[[str, bytes], None]
+
+#: :class:`RedisBroker`'s default ``max_publish_size``: well under Redis's default output buffer
+#: limit for pub/sub clients (32 MB hard), past which Redis disconnects every subscriber.
+DEFAULT_MAX_PUBLISH_SIZE = 1024 * 1024
+
+
+class PublishTooLarge(ValueError):
+    """Raised by ``publish()`` (and ``broadcast()`` with a broker attached) for a message over
+    the broker's ``max_publish_size``: nothing was sent, to anyone."""
+
 
 # Envelope of a message a hub publishes: magic, the hub's origin (16 hex digits), kind, payload.
 _MAGIC = b"\x00wsl1"
@@ -78,6 +91,20 @@ class Broker(abc.ABC):
     """Carries messages published on a channel to every listener of that channel, in every
     process joined to the broker. Thread-safe; listeners are called from any thread and must
     not block (hand the message over to where it is used)."""
+
+    #: Largest message :meth:`publish` takes, in bytes (a hub's 22-byte envelope included);
+    #: larger ones raise :class:`PublishTooLarge`. None: no limit.
+    max_publish_size: int | None = None
+
+    def check_size(self, size: int) -> None:
+        """Raise :class:`PublishTooLarge` if a message of ``size`` bytes is over
+        :attr:`max_publish_size`."""
+        limit = self.max_publish_size
+        if limit is not None and size > limit:
+            raise PublishTooLarge(
+                f"a message of {size} bytes is over the broker's max_publish_size ({limit} bytes):"
+                " not published"
+            )
 
     @abc.abstractmethod
     def subscribe(self, channel: str, listener: Listener) -> None:
@@ -149,8 +176,9 @@ class InProcessBroker(Broker):
     """Delivers within this process only (the default): shared by several reactors of one
     process, it joins their channels and broadcasts. Listeners run in the publisher's thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_publish_size: int | None = None) -> None:
         self._listeners = _Listeners()
+        self.max_publish_size = max_publish_size
 
     def subscribe(self, channel: str, listener: Listener) -> None:
         self._listeners.add(channel, listener)
@@ -159,6 +187,7 @@ class InProcessBroker(Broker):
         self._listeners.remove(channel, listener)
 
     def publish(self, channel: str, data: bytes) -> None:
+        self.check_size(len(data))
         _call_listeners(self._listeners.get(channel), channel, data)
 
     def __repr__(self) -> str:
@@ -174,7 +203,10 @@ class RedisBroker(Broker):
     never blocks the caller. When Redis goes away both log it once and retry with exponential
     backoff (``backoff`` = first and longest delay); meanwhile local delivery goes on, published
     messages are dropped (Redis pub/sub is at-most-once: nothing published during an outage is
-    delivered to the processes that were cut off).
+    delivered to the processes that were cut off). A subscriber or publisher that fails otherwise
+    (a bug) is logged with its traceback and restarted after the same backoff. :meth:`wait_ready` is False
+    whenever the subscriptions are not in effect. The sockets are watched with epoll/kqueue/poll
+    (``selectors``), so any fd number works.
 
     :param url: ``redis://[[user]:password@]host[:port][/db]`` (``rediss://`` for TLS,
         ``unix:///path``), as ``redis.Redis.from_url`` takes. Note that pub/sub channels are
@@ -182,6 +214,11 @@ class RedisBroker(Broker):
     :param prefix: prepended to every channel name in Redis.
     :param max_pending: bytes of published messages queued for the publisher thread at most;
         beyond, messages are dropped (logged).
+    :param max_publish_size: largest message :meth:`publish` takes (default 1 MiB, a hub's
+        22-byte envelope included); a larger one raises :class:`PublishTooLarge` in the caller's
+        thread and nothing is sent. Redis disconnects a subscriber whose output buffer passes
+        its ``client-output-buffer-limit pubsub`` (32 MB by default): one huge message would
+        cut every subscriber off and lose it and the next ones. None: no limit.
     :param health_interval: seconds of silence on the subscriber connection after which it is
         pinged (a dead connection is then noticed).
     """
@@ -192,6 +229,7 @@ class RedisBroker(Broker):
         *,
         prefix: str = "",
         max_pending: int = 64 * 1024 * 1024,
+        max_publish_size: int | None = DEFAULT_MAX_PUBLISH_SIZE,
         backoff: tuple[float, float] = (0.1, 5.0),
         connect_timeout: float = 2.0,
         health_interval: float = 15.0,
@@ -208,6 +246,7 @@ class RedisBroker(Broker):
         self.url = url
         self.prefix = prefix
         self.max_pending = max_pending
+        self.max_publish_size = max_publish_size
         self.backoff = backoff
         self.connect_timeout = connect_timeout
         self.health_interval = health_interval
@@ -226,8 +265,14 @@ class RedisBroker(Broker):
         self.dropped = 0
         #: Times the subscriber connection was lost.
         self.outages = 0
-        self._subscriber = threading.Thread(target=self._subscribe_loop, name="wsloop-redis-sub", daemon=True)
-        self._publisher = threading.Thread(target=self._publish_loop, name="wsloop-redis-pub", daemon=True)
+        self._down_since: float | None = None  # since when the subscriber has been cut off
+        #: Times the subscriber or publisher thread failed unexpectedly (logged with the
+        #: traceback) and was restarted.
+        self.failures = 0
+        self._subscriber = threading.Thread(
+            target=self._subscriber_main, name="wsloop-redis-sub", daemon=True
+        )
+        self._publisher = threading.Thread(target=self._publisher_main, name="wsloop-redis-pub", daemon=True)
         self._subscriber.start()
         self._publisher.start()
 
@@ -247,6 +292,7 @@ class RedisBroker(Broker):
 
     def publish(self, channel: str, data: bytes) -> None:
         size = len(data)
+        self.check_size(size)
         with self._outbox_cond:
             if self._outbox_bytes + size > self.max_pending:
                 self.dropped += 1
@@ -263,7 +309,9 @@ class RedisBroker(Broker):
             self._outbox_cond.notify()
 
     def wait_ready(self, timeout: float) -> bool:
-        return self._ready.wait(timeout)
+        """True once every channel wanted is subscribed on a live connection; False while the
+        subscriber is disconnected, reconnecting or restarting (and after :meth:`close`)."""
+        return self._ready.wait(timeout) and self._subscriber.is_alive() and not self._closing.is_set()
 
     def close(self) -> None:
         if self._closing.is_set():
@@ -295,26 +343,69 @@ class RedisBroker(Broker):
             retry=redis.retry.Retry(redis.backoff.NoBackoff(), retries),
         )
 
+    def _subscriber_main(self) -> None:
+        self._restarting(self._subscribe_loop, "subscriber", self._subscriber_failed)
+        self._ready.clear()
+
+    def _subscriber_failed(self) -> None:
+        self._ready.clear()
+        if self._down_since is None:
+            self._down_since = time.monotonic()  # its recovery is logged
+
+    def _publisher_main(self) -> None:
+        self._restarting(self._publish_loop, "publisher", None)
+
+    def _restarting(self, loop: Callable[[], None], what: str, failed: Callable[[], None] | None) -> None:
+        """Run ``loop`` (a thread's body) until it returns; if it fails unexpectedly (a bug),
+        log that with the traceback and run it again after a back-off that doubles from
+        ``backoff[0]`` to ``backoff[1]`` (from ``backoff[0]`` again after a minute's run)."""
+        delay = self.backoff[0]
+        while not self._closing.is_set():
+            started = time.monotonic()
+            try:
+                loop()
+                return
+            except Exception:
+                if failed is not None:
+                    failed()
+                self.failures += 1
+                if time.monotonic() - started > 60.0:
+                    delay = self.backoff[0]
+                logger.exception(
+                    "redis at %s: the %s failed; messages to or from other processes are not"
+                    " delivered until it is back; restarting it in %.1f s",
+                    self.where,
+                    what,
+                    delay,
+                )
+                self._closing.wait(delay)
+                delay = min(delay * 2, self.backoff[1])
+
     def _subscribe_loop(self) -> None:
+        # epoll/kqueue/poll, never select(): that fails on an fd above FD_SETSIZE (1024).
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            self._connect_loop(selector)
+
+    def _connect_loop(self, selector: selectors.BaseSelector) -> None:
         redis = self._redis
         delay = self.backoff[0]
-        down_since: float | None = None
         while not self._closing.is_set():
             wanted = self._listeners.channels()
             if not wanted:
                 self._ready.set()
-                self._wait_wake(None)
+                selector.select(None)
+                self._drain_wake()
                 continue
             pubsub = None
             try:
                 pubsub = self._client(0).pubsub()
-                self._serve_subscriptions(pubsub, down_since)
-                down_since = None  # returned: closing, or no channel wanted any more
-                delay = self.backoff[0]
+                self._serve_subscriptions(pubsub, selector)
             except (redis.RedisError, OSError) as exc:
                 self._ready.clear()
-                if down_since is None:
-                    down_since = time.monotonic()
+                if self._down_since is None:  # a new outage (it was subscribed, or starting)
+                    self._down_since = time.monotonic()
+                    delay = self.backoff[0]
                     self.outages += 1
                     logger.warning(
                         "redis at %s unreachable (%s): messages from other processes are not delivered"
@@ -335,73 +426,77 @@ class RedisBroker(Broker):
                     except Exception:
                         pass
 
-    def _serve_subscriptions(self, pubsub: Any, down_since: float | None) -> None:
+    def _serve_subscriptions(self, pubsub: Any, selector: selectors.BaseSelector) -> None:
         """Subscribe to the channels listeners want and pass messages on until closing (or until
-        no channel is wanted); raises on a connection error."""
+        no channel is wanted); raises on a connection error. ``selector`` watches the wake-up
+        socket; the connection's socket is added to it for the time of the call."""
         prefix = self.prefix
         subscribed: set[str] = set()
         pending: set[str] = set()  # subscribed, confirmation not seen yet
         announced = False
         last_heard = time.monotonic()
-        while not self._closing.is_set():
-            wanted = self._listeners.channels()
-            add, drop = wanted - subscribed, subscribed - wanted
-            if add:
-                pubsub.subscribe(*[prefix + c for c in add])
-                subscribed |= add
-                pending |= add
-            if drop:
-                pubsub.unsubscribe(*[prefix + c for c in drop])
-                subscribed -= drop
-                pending -= drop
-            if not subscribed:
-                return  # nothing wanted: drop the connection until something is
-            while True:
-                message = pubsub.get_message(timeout=0)
-                if message is None:
-                    break
-                last_heard = time.monotonic()
-                kind = message["type"]
-                channel = _text(message["channel"])
-                if channel is not None and channel.startswith(prefix):
-                    channel = channel[len(prefix) :]
-                if kind == "message" and channel is not None:
-                    _call_listeners(self._listeners.get(channel), channel, message["data"])
-                elif kind == "subscribe" and channel is not None:
-                    pending.discard(channel)
-            if not pending and not announced:
-                announced = True
-                if down_since is not None:
-                    logger.warning(
-                        "redis at %s reachable again after %.1f s; resubscribed to %d channel(s)"
-                        " (messages published meanwhile are lost)",
-                        self.where,
-                        time.monotonic() - down_since,
-                        len(subscribed),
-                    )
-                else:
-                    logger.info("redis at %s: subscribed to %d channel(s)", self.where, len(subscribed))
-            if not pending and self._listeners.channels() == subscribed:
-                self._ready.set()
-            sock = getattr(pubsub.connection, "_sock", None)
-            if sock is None:  # not the redis-py we know: poll
-                pubsub.connection.can_read(timeout=0.05)
-                continue
-            ready, _, _ = select.select([sock, self._wake_r], [], [], self.health_interval)
-            if self._wake_r in ready:
-                self._drain_wake()
-            if not ready and time.monotonic() - last_heard >= self.health_interval:
-                if time.monotonic() - last_heard >= 3 * self.health_interval:
-                    raise self._redis.ConnectionError("no answer to pings")
-                pubsub.ping()
-
-    def _wait_wake(self, timeout: float | None) -> None:
+        watched = -1  # the connection's fd, once registered
         try:
-            select.select([self._wake_r], [], [], timeout)
-        except (OSError, ValueError):
-            self._closing.wait(0.1)  # closed under us
-            return
-        self._drain_wake()
+            while not self._closing.is_set():
+                wanted = self._listeners.channels()
+                add, drop = wanted - subscribed, subscribed - wanted
+                if add:
+                    pubsub.subscribe(*[prefix + c for c in add])
+                    subscribed |= add
+                    pending |= add
+                if drop:
+                    pubsub.unsubscribe(*[prefix + c for c in drop])
+                    subscribed -= drop
+                    pending -= drop
+                if not subscribed:
+                    return  # nothing wanted: drop the connection until something is
+                while True:
+                    message = pubsub.get_message(timeout=0)
+                    if message is None:
+                        break
+                    last_heard = time.monotonic()
+                    kind = message["type"]
+                    channel = _text(message["channel"])
+                    if channel is not None and channel.startswith(prefix):
+                        channel = channel[len(prefix) :]
+                    if kind == "message" and channel is not None:
+                        _call_listeners(self._listeners.get(channel), channel, message["data"])
+                    elif kind == "subscribe" and channel is not None:
+                        pending.discard(channel)
+                if not pending and not announced:
+                    announced = True
+                    down_since, self._down_since = self._down_since, None
+                    if down_since is not None:
+                        logger.warning(
+                            "redis at %s reachable again after %.1f s; resubscribed to %d channel(s)"
+                            " (messages published meanwhile are lost)",
+                            self.where,
+                            time.monotonic() - down_since,
+                            len(subscribed),
+                        )
+                    else:
+                        logger.info("redis at %s: subscribed to %d channel(s)", self.where, len(subscribed))
+                if not pending and self._listeners.channels() == subscribed:
+                    self._ready.set()
+                sock = getattr(pubsub.connection, "_sock", None)
+                if sock is None:  # not the redis-py we know: poll
+                    pubsub.connection.can_read(timeout=0.05)
+                    continue
+                if sock.fileno() != watched:
+                    if watched >= 0:
+                        selector.unregister(watched)
+                    watched = sock.fileno()
+                    selector.register(watched, selectors.EVENT_READ)
+                ready = selector.select(self.health_interval)
+                if any(key.fd != watched for key, _ in ready):
+                    self._drain_wake()
+                if not ready and time.monotonic() - last_heard >= self.health_interval:
+                    if time.monotonic() - last_heard >= 3 * self.health_interval:
+                        raise self._redis.ConnectionError("no answer to pings")
+                    pubsub.ping()
+        finally:
+            if watched >= 0:
+                selector.unregister(watched)
 
     def _drain_wake(self) -> None:
         try:
@@ -482,16 +577,17 @@ def _redacted(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def make_broker(spec: str | Broker | None) -> Broker | None:
+def make_broker(spec: str | Broker | None, **options: Any) -> Broker | None:
     """A broker from ``--broker``'s value: ``None``/``"inprocess"``/``"memory"`` (None: the
-    in-process default), ``redis://...``, ``rediss://...``, ``unix://...``, or a Broker as is."""
+    in-process default), ``redis://...``, ``rediss://...``, ``unix://...`` (a
+    :class:`RedisBroker`, made with ``options``), or a Broker as is."""
     if spec is None or isinstance(spec, Broker):
         return spec
     if spec in ("inprocess", "memory", "none", ""):
         return None
     scheme = spec.partition("://")[0].lower()
     if scheme in ("redis", "rediss", "unix"):
-        return RedisBroker(spec)
+        return RedisBroker(spec, **options)
     raise ValueError(f"unknown broker {spec!r}: redis://host:port/db or inprocess")
 
 
@@ -581,16 +677,20 @@ class Hub:
 
     def publish(self, channel: str, message: str | bytes, binary: bool = False) -> None:
         """Send ``message`` to every member of ``channel``: this process's at once (each framed
-        once for all), the other processes' through the broker."""
+        once for all), the other processes' through the broker. Raises
+        :class:`PublishTooLarge` (nothing sent) past the broker's ``max_publish_size``."""
         self.check_channel(channel)
         payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+        self.broker.check_size(_HEADER_LEN + len(payload))  # before anyone gets it
         self.broker.publish(channel, (self._binary_header if binary else self._text_header) + payload)
         self._run(self._fan_out, channel, payload, binary)
 
     def forward_broadcast(self, message: str | bytes, binary: bool = False) -> None:
-        """Publish a broadcast this process has delivered locally, for the other processes
-        (``Reactor.broadcast()`` calls it)."""
+        """Publish a broadcast for the other processes (``Reactor.broadcast()`` calls it before
+        delivering it locally). Raises :class:`PublishTooLarge` past the broker's
+        ``max_publish_size``."""
         payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+        self.broker.check_size(_HEADER_LEN + len(payload))
         header = self._binary_header if binary else self._text_header
         self.broker.publish(self.broadcast_channel, header + payload)
 

@@ -11,6 +11,14 @@ dying at start makes it give up, stop the others and exit 1), and on SIGTERM or 
 worker to stop (each closes its connections with 1001 and waits for the closing handshakes),
 waits for them and returns 0. It holds no thread, so forking is safe.
 
+Hung workers: each worker's reactor writes a heartbeat byte to a pipe of its own every
+``min(1, worker_timeout / 4)`` seconds, from a reactor timer, so a handler that blocks the
+reactor stops it. A worker that has sent heartbeats and then none for ``worker_timeout`` seconds
+(default 10; 0 disables) is logged, sent SIGTERM, SIGKILL ``kill_grace`` seconds later, and
+restarted; the connections it held are lost (as with a crash). A worker that never sent a
+heartbeat (a custom target not calling ``ready.beat_from(reactor)``, the threaded poller) is
+not watched.
+
 Workers do not share memory: ``broadcast()`` and channels reach the clients of other workers only
 through a broker joined by every worker (``broker="redis://..."``, see :mod:`wsloop.pubsub`); each
 worker makes its own broker connection after the fork.
@@ -32,17 +40,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .websocket import WebSocket
 
-__all__ = ["Supervisor", "WorkerTarget", "reuse_port_supported", "run"]
+if TYPE_CHECKING:
+    from .poller.reactor import Reactor
+
+__all__ = ["Supervisor", "WorkerLink", "WorkerTarget", "reuse_port_supported", "run"]
 
 logger = logging.getLogger("wsloop.workers")
 
 #: What a worker runs: ``target(sock, ready, stop)`` serves on the listening socket ``sock``,
-#: calls ``ready(url)`` once it is accepting, and returns once ``stop`` is set.
+#: calls ``ready(url)`` once it is accepting, and returns once ``stop`` is set. ``ready`` is a
+#: :class:`WorkerLink`: ``ready.beat_from(reactor)`` has the worker watched for hangs.
 WorkerTarget = Callable[[socket.socket, Callable[[str], None], threading.Event], None]
+
+#: Default seconds without a heartbeat after which a worker is deemed hung (``worker_timeout``).
+DEFAULT_WORKER_TIMEOUT = 10.0
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -58,6 +73,48 @@ class _Worker:
     pid: int
     started: float
     ready: bool = False
+    beat_fd: int = -1  # the read end of its heartbeat pipe (-1: not watched)
+    last_beat: float | None = None  # when its last heartbeat came (None: none yet)
+    killed_at: float | None = None  # when it was sent SIGTERM for being hung
+    sigkilled: bool = False
+
+
+class WorkerLink:
+    """A worker's line to its supervisor, given to its target as ``ready``: call it with the URL
+    once accepting; :meth:`beat_from` a reactor to send heartbeats from its loop."""
+
+    def __init__(self, pid: int, ready_fd: int, beat_fd: int, interval: float) -> None:
+        self.pid = pid
+        self._ready_fd = ready_fd
+        self._beat_fd = beat_fd
+        #: Seconds between heartbeats.
+        self.interval = interval
+
+    def __call__(self, url: str) -> None:
+        os.write(self._ready_fd, f"{self.pid} {url}\n".encode())
+
+    def beat(self) -> None:
+        """Send one heartbeat (never blocks: dropped if the pipe is full)."""
+        if self._beat_fd < 0:
+            return
+        try:
+            os.write(self._beat_fd, b".")
+        except (BlockingIOError, InterruptedError):
+            pass  # the supervisor has not read the earlier ones yet: it knows we are alive
+        except OSError:
+            self._beat_fd = -1  # the supervisor is gone
+
+    def beat_from(self, reactor: Reactor) -> None:
+        """Send a heartbeat every :attr:`interval` seconds from a timer of ``reactor``'s loop: a
+        handler that blocks the loop stops them, and the supervisor replaces the worker."""
+        if self._beat_fd < 0:
+            return  # not watched (worker_timeout 0)
+
+        def tick() -> None:
+            self.beat()
+            reactor.call_later(self.interval, tick)
+
+        reactor.call_soon_threadsafe(tick)
 
 
 class Supervisor:
@@ -71,6 +128,11 @@ class Supervisor:
     :param min_uptime: a worker that dies sooner after its start is restarted only after a
         delay that doubles each time (from 0.1 s); after ``max_quick_deaths`` such deaths in a
         row the supervisor gives up.
+    :param worker_timeout: seconds without a heartbeat after which a worker that has sent
+        heartbeats (its target called ``ready.beat_from(reactor)``, as :func:`run`'s does) is
+        deemed hung: logged, sent SIGTERM, SIGKILL ``kill_grace`` seconds later, restarted.
+        0 disables the watch (no heartbeat pipe is made).
+    :param kill_grace: seconds a hung worker has between SIGTERM and SIGKILL.
     """
 
     def __init__(
@@ -86,9 +148,13 @@ class Supervisor:
         stop_timeout: float = 15.0,
         min_uptime: float = 2.0,
         max_quick_deaths: int = 5,
+        worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
+        kill_grace: float = 2.0,
     ) -> None:
         if count < 1:
             raise ValueError("at least one worker")
+        if worker_timeout < 0:
+            raise ValueError("worker_timeout is 0 (no watch) or a number of seconds")
         if not hasattr(os, "fork"):
             raise RuntimeError("worker processes need os.fork (POSIX)")
         self.count = count
@@ -100,7 +166,13 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self.min_uptime = min_uptime
         self.max_quick_deaths = max_quick_deaths
+        self.worker_timeout = worker_timeout
+        self.kill_grace = kill_grace
+        #: Seconds between a worker's heartbeats.
+        self.beat_interval = min(1.0, worker_timeout / 4)
         self.workers: dict[int, _Worker] = {}  # pid -> worker
+        self._beats: dict[int, _Worker] = {}  # heartbeat pipe's read end -> worker
+        self._poll: Any = None  # select.poll(): no fd of its own to leak into the workers
         self._pending: dict[int, float] = {}  # slot -> when to start it
         self._quick_deaths = 0
         self._stop_signal: int | None = None
@@ -163,6 +235,9 @@ class Supervisor:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self._poll = select.poll()
+        self._poll.register(self._wake_r, select.POLLIN)
+        self._poll.register(self._ready_r, select.POLLIN)
         previous = {sig: signal.signal(sig, self._on_stop_signal) for sig in _STOP_SIGNALS}
         previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, _ignore_signal)
         previous_wakeup = signal.set_wakeup_fd(self._wake_w.fileno())
@@ -225,25 +300,83 @@ class Supervisor:
             timeout = min([t for t in self._pending.values()], default=now + 1.0) - now
             if not announced:
                 timeout = min(timeout, deadline - now)
+            if self.worker_timeout:
+                timeout = min(timeout, self.beat_interval)
             self._wait(max(0.0, timeout))
             self._reap()
+            if self.worker_timeout:
+                self._check_heartbeats()
         return 0
+
+    def _check_heartbeats(self) -> None:
+        """Kill the workers that stopped sending heartbeats: SIGTERM, then SIGKILL after
+        ``kill_grace`` (they are restarted once reaped)."""
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if worker.killed_at is not None:
+                if not worker.sigkilled and now - worker.killed_at >= self.kill_grace:
+                    worker.sigkilled = True
+                    logger.error(
+                        "worker %d (pid %d) still running %.1f s after SIGTERM: SIGKILL",
+                        worker.slot,
+                        worker.pid,
+                        now - worker.killed_at,
+                    )
+                    _signal(worker.pid, signal.SIGKILL)
+            elif worker.last_beat is not None and now - worker.last_beat > self.worker_timeout:
+                worker.killed_at = now
+                logger.error(
+                    "worker %d (pid %d) sent no heartbeat for %.1f s (worker_timeout %g s): its"
+                    " reactor is blocked; killing it (SIGTERM, SIGKILL after %g s) and starting a"
+                    " new one",
+                    worker.slot,
+                    worker.pid,
+                    now - worker.last_beat,
+                    self.worker_timeout,
+                    self.kill_grace,
+                )
+                _signal(worker.pid, signal.SIGTERM)
 
     def _wait(self, timeout: float) -> None:
         assert self._wake_r is not None
         try:
-            watched: list[Any] = [self._wake_r, self._ready_r]
-            readable, _, _ = select.select(watched, [], [], timeout)
+            events = self._poll.poll(timeout * 1000.0)
         except InterruptedError:
             return
-        if self._wake_r in readable:
-            try:
-                while self._wake_r.recv(4096):
+        for fd, _ in events:
+            if fd == self._wake_r.fileno():
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except (BlockingIOError, InterruptedError):
                     pass
-            except (BlockingIOError, InterruptedError):
-                pass
-        if self._ready_r in readable:
-            self._read_ready()
+            elif fd == self._ready_r:
+                self._read_ready()
+            else:
+                self._read_beats(fd)
+
+    def _read_beats(self, fd: int) -> None:
+        worker = self._beats.get(fd)
+        if worker is None:
+            return
+        try:
+            while True:
+                chunk = os.read(fd, 4096)
+                if not chunk:  # the worker is gone: it is reaped on SIGCHLD
+                    self._forget_beats(worker)
+                    return
+                worker.last_beat = time.monotonic()
+                if len(chunk) < 4096:
+                    return
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _forget_beats(self, worker: _Worker) -> None:
+        if worker.beat_fd >= 0:
+            self._poll.unregister(worker.beat_fd)
+            del self._beats[worker.beat_fd]
+            os.close(worker.beat_fd)
+            worker.beat_fd = -1
 
     def _read_ready(self) -> None:
         try:
@@ -279,6 +412,7 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
+            self._forget_beats(worker)
             how = _how_it_ended(status)
             if self._stopping or self._stop_signal is not None:
                 logger.info("worker %d (pid %d) %s", worker.slot, pid, how)
@@ -303,6 +437,11 @@ class Supervisor:
     def _start(self, slot: int) -> None:
         """Fork the worker of ``slot``; in the child, run the target and exit."""
         sock = self._worker_socket()
+        beat_r = beat_w = -1
+        if self.worker_timeout:
+            beat_r, beat_w = os.pipe()
+            os.set_blocking(beat_r, False)
+            os.set_blocking(beat_w, False)
         blocked = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
         # Signals stay blocked across the fork until the child has its own handlers: a SIGTERM
         # sent to a worker that has just started is then handled by the worker, not lost.
@@ -311,14 +450,25 @@ class Supervisor:
             supervisor = os.getpid()
             pid = os.fork()
             if pid == 0:
-                self._child(slot, sock, supervisor)  # never returns
+                if beat_r >= 0:
+                    os.close(beat_r)
+                self._child(slot, sock, supervisor, beat_w)  # never returns
+        except BaseException:
+            if beat_r >= 0:
+                os.close(beat_r)
+            raise
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)  # the parent's (the child exits)
-        if sock is not self.sock:
-            sock.close()  # the worker's own SO_REUSEPORT socket: the child has it
-        self.workers[pid] = _Worker(slot, pid, time.monotonic())
+            if beat_w >= 0:
+                os.close(beat_w)  # the child's end
+            if sock is not self.sock:
+                sock.close()  # the worker's own SO_REUSEPORT socket: the child has it
+        worker = self.workers[pid] = _Worker(slot, pid, time.monotonic(), beat_fd=beat_r)
+        if beat_r >= 0:
+            self._beats[beat_r] = worker
+            self._poll.register(beat_r, select.POLLIN)
 
-    def _child(self, slot: int, sock: socket.socket, supervisor: int) -> None:
+    def _child(self, slot: int, sock: socket.socket, supervisor: int, beat_fd: int) -> None:
         code = 1
         try:
             stop = threading.Event()
@@ -340,12 +490,9 @@ class Supervisor:
                 self._wake_w.close()
             if sock is not self.sock:
                 self.sock.close()  # the supervisor's port reservation
-            ready_w = self._ready_w
-            pid = os.getpid()
-
-            def ready(url: str) -> None:
-                os.write(ready_w, f"{pid} {url}\n".encode())
-
+            for fd in self._beats:  # the other workers' heartbeat pipes
+                os.close(fd)
+            ready = WorkerLink(os.getpid(), self._ready_w, beat_fd, self.beat_interval)
             self.target(sock, ready, stop)
             code = 0
         except BaseException:
@@ -377,7 +524,11 @@ class Supervisor:
                 pid, status = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-            self.workers.pop(pid, None)
+            worker = self.workers.pop(pid, None)
+            if worker is not None:
+                self._forget_beats(worker)
+        for worker in list(self._beats.values()):
+            self._forget_beats(worker)
 
 
 def _stop_with_parent(supervisor: int) -> None:
@@ -427,16 +578,54 @@ def run(
     *,
     ready: Callable[[str], None] | None = None,
     reuse_port: bool | None = None,
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
+    broker_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> int:
     """Serve ``handler_cls`` on ``host:port`` from ``workers`` processes with the standalone
     server until SIGTERM/SIGINT; 0 on a requested stop. ``options`` go to
-    :func:`wsloop.servers.standalone.serve` (``broker="redis://host:port/db"`` joins the workers,
-    ``heartbeat_freq``, ``max_message_size``, ``compression``, ``max_connections``, ...).
-    From the main thread."""
-    from .servers import standalone
+    :class:`wsloop.servers.standalone.WebSocketServer` as :func:`wsloop.servers.standalone.serve`
+    takes them (``broker="redis://host:port/db"`` joins the workers, ``heartbeat_freq``,
+    ``max_message_size``, ``compression``, ``max_connections``, ...). Each worker's reactor sends
+    heartbeats: one silent for ``worker_timeout`` seconds (0: never) is killed and replaced.
+    ``broker_options`` go to the :class:`~wsloop.pubsub.RedisBroker` each worker makes
+    (``max_publish_size``, ...). From the main thread."""
 
     def target(sock: socket.socket, worker_ready: Callable[[str], None], stop: threading.Event) -> None:
-        standalone.serve(host, port, handler_cls, ready=worker_ready, stop=stop, sock=sock, **options)
+        _serve_worker(host, port, handler_cls, sock, worker_ready, stop, dict(options), broker_options or {})
 
-    return Supervisor(workers, host, port, target, reuse_port=reuse_port).run(ready)
+    supervisor = Supervisor(workers, host, port, target, reuse_port=reuse_port, worker_timeout=worker_timeout)
+    return supervisor.run(ready)
+
+
+def _serve_worker(
+    host: str,
+    port: int,
+    handler_cls: type[WebSocket],
+    sock: socket.socket,
+    ready: Callable[[str], None],
+    stop: threading.Event,
+    options: dict[str, Any],
+    broker_options: dict[str, Any],
+) -> None:
+    """``standalone.serve()``, its reactor sending heartbeats to the supervisor."""
+    from .poller.reactor import Reactor
+    from .pubsub import make_broker
+    from .servers.standalone import WebSocketServer
+
+    broker = options.pop("broker", None)
+    joined = make_broker(broker, **broker_options)
+    server = WebSocketServer(host, port, handler_cls, sock=sock, broker=joined, **options)
+    server.start()
+    if isinstance(ready, WorkerLink) and isinstance(server.manager, Reactor):
+        ready.beat_from(server.manager)
+    if joined is not None and not joined.wait_ready(5.0):
+        logger.warning("%r: subscriptions not in effect after 5 s; serving local clients meanwhile", joined)
+    ready(server.url)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        if joined is not None and joined is not broker:
+            joined.close()
