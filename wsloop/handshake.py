@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -103,8 +104,23 @@ def split_header_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+# RFC 9110 §5.6.2 token (a field name, a method); a field line (RFC 9112 §5): name, colon,
+# optional whitespace, a value of visible characters, spaces and tabs (obs-text allowed), no
+# other control character (so no NUL, no bare CR or LF); a request line (RFC 9112 §3) in
+# origin form; a Host value (RFC 3986 uri-host, with its port).
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_FIELD_LINE = re.compile(rf"({_TOKEN}):([^\x00-\x08\x0a-\x1f\x7f]*)").fullmatch
+_METHOD = re.compile(_TOKEN).fullmatch
+_TARGET = re.compile(r"[^\x00-\x20\x7f]+").fullmatch
+_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]").fullmatch
+_HOST = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]*").fullmatch
+
+
 def _parse_head(data: bytes, max_size: int) -> tuple[str, list[tuple[str, str]], int] | None:
-    """Split an HTTP head into its start line and headers; ``None`` while incomplete."""
+    """Split an HTTP head into its start line and headers; ``None`` while incomplete.
+
+    A malformed field line is a 400 (RFC 9112 §5): whitespace or a control character in a name,
+    a control character other than HTAB in a value (a bare CR or LF too), obs-fold."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         if len(data) > max_size:
@@ -120,12 +136,13 @@ def _parse_head(data: bytes, max_size: int) -> tuple[str, list[tuple[str, str]],
     lines = text.split("\r\n")
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            raise HandshakeError("obsolete header line folding")
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or not name.isascii():
+        match = _FIELD_LINE(line)
+        if match is None:
+            if line[:1] in (" ", "\t"):
+                raise HandshakeError("obsolete header line folding")
             raise HandshakeError("malformed header line")
-        headers.append((name.lower(), value.strip()))
+        name, value = match.groups()
+        headers.append((name.lower(), value.strip(" \t")))
     return lines[0], headers, end + 4
 
 
@@ -152,12 +169,21 @@ def parse_request(data: bytes, max_size: int = MAX_HEADER_SIZE) -> tuple[Request
         return None
     start, raw, length = head
     parts = start.split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+    if len(parts) != 3 or not _METHOD(parts[0]) or not _VERSION(parts[2]):
         raise HandshakeError("malformed request line")
     method, path, version = parts
     if not path.startswith("/"):
         raise HandshakeError("request target must be a path")
-    return Request(method, path, version, _join_headers(raw), raw), length
+    if not _TARGET(path):
+        raise HandshakeError("malformed request target")
+    headers = _join_headers(raw)
+    host = headers.get("host")
+    if host is not None:  # RFC 9112 §3.2: one Host, with a valid value
+        if sum(name == "host" for name, _ in raw) > 1:
+            raise HandshakeError("more than one Host header")
+        if not _HOST(host):
+            raise HandshakeError("invalid Host header")
+    return Request(method, path, version, headers, raw), length
 
 
 def validate_key(key: str) -> None:
