@@ -893,7 +893,7 @@ def test_parse_request_ambiguous_head_is_400(data: bytes) -> None:
         (b"X-A: 1\t2", "1\t2"),  # HTAB is allowed inside a value
         (b"X-A:\t 1 \t", "1"),  # optional whitespace around it
         (b"X-A: caf\xe9", "caf\xe9"),  # obs-text
-        (b"X-A: a \"q\" (c) ~!", 'a "q" (c) ~!'),
+        (b'X-A: a "q" (c) ~!', 'a "q" (c) ~!'),
         (b"X-A:", ""),
     ],
 )

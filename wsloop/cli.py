@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+from .servers.limits import DEFAULT_MAX_PENDING_HANDSHAKES
 from .websocket import EchoWebSocket, WebSocket
 
 __all__ = ["main", "load_handler", "SERVERS"]
@@ -58,6 +59,18 @@ def _byte_count(text: str) -> int:
     if size is None:
         raise argparse.ArgumentTypeError(f"{text!r}: a size in bytes is needed (suffix k/m)")
     return size
+
+
+def _limit(text: str) -> int | None:
+    if text.lower() in ("none", "unlimited"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a count of at least 1 (or 'none') is needed")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -125,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="standalone and asyncio servers: largest request head (suffix k/m); larger ones get 431;"
         " default 16k",
+    )
+    serve.add_argument(
+        "--max-pending-handshakes",
+        type=_limit,
+        default=DEFAULT_MAX_PENDING_HANDSHAKES,
+        help="standalone server: connections whose handshake is in progress (at most half the"
+        " open-file limit either way); more are answered 503 and closed at once ('none': only"
+        f" that cap); default {DEFAULT_MAX_PENDING_HANDSHAKES}",
     )
     serve.add_argument(
         "--no-compression",
@@ -226,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.server == "standalone":
         options["poller"] = args.poller
         options["ssl_context"] = ssl_context
+        options["max_pending_handshakes"] = args.max_pending_handshakes
+    elif args.max_pending_handshakes != DEFAULT_MAX_PENDING_HANDSHAKES:
+        parser.error("--max-pending-handshakes is implemented by the standalone server only")
     if args.max_header_size is not None:
         if args.server not in ("standalone", "asyncio"):
             parser.error(f"--max-header-size: the {args.server} server reads the request head itself")

@@ -8,10 +8,16 @@ thread. A plain ``GET /`` (no upgrade) serves a small demo page that talks to th
 With an ``ssl_context`` (or ``certfile``/``keyfile``) the server speaks ``wss://``: each accepted
 socket's TLS handshake is done without blocking in the reactor, bounded by the same
 ``handshake_timeout``, and a failed one closes only that socket.
+
+Accepting is bounded: at most ``max_pending_handshakes`` connections wait for their handshake
+(more are answered 503 and closed at once), and when ``accept()`` fails for want of resources
+(EMFILE, ENFILE, ENOBUFS, ENOMEM) the listener is paused for a back-off of 0.1 s doubling to 1 s,
+with one warning per episode, while the connections already open are served.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib.resources
 import logging
 import socket
@@ -31,7 +37,14 @@ from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..pubsub import Broker, attach, make_broker
 from ..transport import TimerHandle
 from ..websocket import EchoWebSocket, WebSocket
-from .limits import DEFAULT_HANDSHAKE_TIMEOUT, check_capacity
+from .limits import (
+    ACCEPT_BACKOFF_MAX,
+    ACCEPT_BACKOFF_MIN,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_PENDING_HANDSHAKES,
+    check_capacity,
+    pending_limit,
+)
 
 __all__ = ["WebSocketServer", "demo_page", "serve", "tls_context"]
 
@@ -39,6 +52,14 @@ logger = logging.getLogger("wsloop.server")
 
 _ACCEPTS_PER_TURN = 256
 _intern = sys.intern
+
+# accept() errors that concern one connection only (it was reset before it was accepted): the
+# next one is accepted at once. Any other error (EMFILE, ENFILE, ENOBUFS, ENOMEM, ...) would
+# recur at once: the listener is paused (_AcceptBackoff).
+_TRANSIENT_ACCEPT_ERRORS = frozenset(
+    {errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EAGAIN, errno.EINTR, errno.EPERM}
+)
+_BUSY = error_response(HandshakeError("too many handshakes in progress", 503, [("Retry-After", "1")]))
 
 
 def demo_page() -> bytes:
@@ -131,6 +152,12 @@ class WebSocketServer:
         seconds (None: the handler class's ``idle_timeout``, by default never).
     :param max_header_size: largest request head (request line and headers) in bytes; a larger
         one is answered ``431 Request Header Fields Too Large``.
+    :param max_pending_handshakes: connections accepted whose opening handshake (TLS, then HTTP)
+        is not done yet (None: no limit; at most half the open-file limit either way, see
+        :func:`~wsloop.servers.limits.pending_limit`). A connection beyond it is answered
+        ``503 Service Unavailable`` with ``Retry-After: 1`` (plain connections) and closed at once,
+        with one warning per episode. With the threaded poller it also bounds the handshake
+        threads.
     :param ssl_context: serve ``wss://`` with this server-side context.
     :param certfile: serve ``wss://`` with this PEM certificate chain (and ``keyfile``, unless
         the key is in ``certfile``), through :func:`tls_context`.
@@ -164,6 +191,7 @@ class WebSocketServer:
         broker: Broker | None = None,
         idle_timeout: float | None = None,
         max_header_size: int = MAX_HEADER_SIZE,
+        max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
     ) -> None:
         if ssl_context is None and certfile is not None:
             ssl_context = tls_context(certfile, keyfile)
@@ -190,6 +218,11 @@ class WebSocketServer:
         self._accept_thread: threading.Thread | None = None
         self._admitting = threading.Lock()  # threaded poller: handshake threads' admissions
         self._started = False
+        self.max_pending_handshakes = max_pending_handshakes
+        self._pending_limit = pending_limit(max_pending_handshakes)
+        self._pending = 0  # handshakes in progress (the reactor's thread, or under _pending_lock)
+        self._pending_lock = threading.Lock()
+        self._refusing = False  # a refusal episode is going on (it was logged)
 
     @property
     def server_address(self) -> tuple[str, int]:
@@ -296,17 +329,58 @@ class WebSocketServer:
 
     # ------------------------------------------------------- threaded mode
 
+    def _admit_pending(self, sock: socket.socket) -> bool:
+        """Count a connection accepted as a handshake in progress, or refuse it (503, closed)
+        when ``max_pending_handshakes`` are in progress already."""
+        limit = self._pending_limit
+        if limit is not None and self._pending >= limit:
+            if not self._refusing:
+                self._refusing = True
+                logger.warning(
+                    "%d handshakes in progress (max_pending_handshakes): refusing new connections"
+                    " with 503 until fewer",
+                    self._pending,
+                )
+            _refuse(sock, self.ssl_context is None)
+            return False
+        self._refusing = False
+        self._pending += 1
+        return True
+
+    def _handshake_done(self) -> None:
+        self._pending -= 1
+
     def _accept_loop(self) -> None:
+        backoff = _AcceptBackoff()
         while not self._stopped.is_set():
             try:
                 sock, _ = self.sock.accept()
             except TimeoutError:
                 continue
-            except OSError:
+            except OSError as exc:
                 if self._stopped.is_set():
                     return
+                if exc.errno not in _TRANSIENT_ACCEPT_ERRORS:
+                    self._stopped.wait(backoff.failed(exc))
                 continue
-            threading.Thread(target=self._handshake_blocking, args=(sock,), daemon=True).start()
+            backoff.succeeded()
+            with self._pending_lock:
+                if not self._admit_pending(sock):
+                    continue
+            try:
+                threading.Thread(target=self._handshake_thread, args=(sock,), daemon=True).start()
+            except RuntimeError:  # can't start new thread
+                with self._pending_lock:
+                    self._handshake_done()
+                sock.close()
+                self._stopped.wait(backoff.failed(OSError(errno.EAGAIN, "cannot start a thread")))
+
+    def _handshake_thread(self, sock: socket.socket) -> None:
+        try:
+            self._handshake_blocking(sock)
+        finally:
+            with self._pending_lock:
+                self._handshake_done()
 
     def _handshake_blocking(self, sock: socket.socket) -> None:
         deadline = time.monotonic() + self.handshake_timeout
@@ -349,17 +423,25 @@ class _Acceptor(Handler):
     def __init__(self, server: WebSocketServer, reactor: Reactor) -> None:
         self.server = server
         self.reactor = reactor
+        self.backoff = _AcceptBackoff()
+        self.timer: TimerHandle | None = None  # set while the listener is paused
 
     def on_read(self) -> None:
-        listener = self.server.sock
+        server = self.server
+        listener = server.sock
         for _ in range(_ACCEPTS_PER_TURN):
             try:
                 sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                logger.warning("accept failed: %s", exc)
+                if exc.errno in _TRANSIENT_ACCEPT_ERRORS:
+                    continue
+                self._pause(self.backoff.failed(exc))
                 return
+            self.backoff.succeeded()
+            if not server._admit_pending(sock):
+                continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             context = self.server.ssl_context
@@ -368,24 +450,85 @@ class _Acceptor(Handler):
                     sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
                 except OSError as exc:  # the peer is already gone
                     logger.debug("TLS setup for %s failed: %s", peer, exc)
+                    server._handshake_done()
                     sock.close()
                     continue
             # The request has often arrived by the time the connection is accepted: read it at
             # once, and watch the socket (with a timeout) only if it is not all there.
-            _Handshake(self.server, self.reactor, sock, peer).on_read()
+            handshake = _Handshake(server, self.reactor, sock, peer)
+            try:
+                handshake.on_read()
+            except Exception:
+                logger.exception("error in the handshake with %s", peer)
+                handshake.close()
+
+    def _pause(self, delay: float) -> None:
+        """Stop watching the listener for ``delay`` seconds (accept() would fail again at once)."""
+        self.reactor.remove_handler(self.server.sock)
+        self.timer = self.reactor.call_later(delay, self._resume)
+
+    def _resume(self) -> None:
+        self.timer = None
+        if not self.server._stopped.is_set():
+            self.reactor.add_handler(self.server.sock, self)
 
     def on_write(self) -> None:
         pass
 
     def close(self) -> None:
-        pass  # the server closes its listening socket
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        # the server closes its listening socket
+
+
+class _AcceptBackoff:
+    """How long to pause accepting after accept() failed for want of resources: from
+    ``ACCEPT_BACKOFF_MIN`` doubling to ``ACCEPT_BACKOFF_MAX`` while it keeps failing, back to the
+    start once a connection is accepted. One warning per episode."""
+
+    __slots__ = ("delay",)
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+
+    def failed(self, exc: OSError) -> float:
+        if not self.delay:
+            logger.warning(
+                "accept() failed: %s; accepting paused (retried after %g s, then up to every %g s,"
+                " until it succeeds); open connections are still served",
+                exc,
+                ACCEPT_BACKOFF_MIN,
+                ACCEPT_BACKOFF_MAX,
+            )
+            self.delay = ACCEPT_BACKOFF_MIN
+        else:
+            self.delay = min(self.delay * 2, ACCEPT_BACKOFF_MAX)
+        return self.delay
+
+    def succeeded(self) -> None:
+        if self.delay:
+            logger.debug("accepting again")
+            self.delay = 0.0
+
+
+def _refuse(sock: socket.socket, answer: bool) -> None:
+    """Close a connection accepted over a limit, after a 503 if ``answer`` (plain HTTP): one
+    non-blocking send, which a fresh socket's empty buffer takes whole."""
+    if answer:
+        try:
+            sock.setblocking(False)
+            sock.send(_BUSY)
+        except OSError:
+            pass
+    sock.close()
 
 
 class _Handshake(Handler):
     """One connection's opening handshake (its TLS handshake first, for ``wss://``), read and
     answered without blocking."""
 
-    __slots__ = ("server", "reactor", "sock", "peer", "data", "out", "timer", "events", "tls")
+    __slots__ = ("server", "reactor", "sock", "peer", "data", "out", "timer", "events", "tls", "pending")
 
     def __init__(
         self, server: WebSocketServer, reactor: Reactor, sock: socket.socket, peer: Any = None
@@ -399,6 +542,7 @@ class _Handshake(Handler):
         self.timer: TimerHandle | None = None  # set once the socket is watched
         self.events = 0
         self.tls = isinstance(sock, ssl.SSLSocket)  # its TLS handshake is still to do
+        self.pending = True  # counted in the server's handshakes in progress
 
     def _watch(self, events: int = EVENT_READ) -> None:
         """Have the reactor watch the socket for this handler, within the handshake timeout."""
@@ -455,6 +599,7 @@ class _Handshake(Handler):
             return
         if self.timer is not None:
             self.timer.cancel()
+        self._done()
         # The reactor takes the socket over from this handler (its registration is reused).
         self.reactor.add(ws, preamble=response, received=rest)
 
@@ -478,7 +623,13 @@ class _Handshake(Handler):
                 pass
             self.close()
 
+    def _done(self) -> None:
+        if self.pending:
+            self.pending = False
+            self.server._handshake_done()
+
     def close(self) -> None:
+        self._done()
         if self.timer is not None:
             self.timer.cancel()
             self.reactor.remove_handler(self.sock)
@@ -504,6 +655,7 @@ def serve(
     close_timeout: float = 5.0,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_header_size: int = MAX_HEADER_SIZE,
+    max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
 ) -> None:
     """Serve ``handler_cls`` until ``stop`` is set, then close all with 1001 (the CLI's entry).
 
@@ -525,6 +677,7 @@ def serve(
         close_timeout=close_timeout,
         handshake_timeout=handshake_timeout,
         max_header_size=max_header_size,
+        max_pending_handshakes=max_pending_handshakes,
         ssl_context=ssl_context,
         heartbeat_freq=heartbeat_freq,
         max_message_size=max_message_size,
