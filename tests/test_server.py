@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 import socket
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -390,3 +393,49 @@ def test_ambiguous_request_head_gets_400(server: WebSocketServer, request_bytes:
     assert b"Connection: close" in response
     with Client(server.port) as client:  # the server goes on serving
         assert client.echo("after").data == b"after"
+
+
+def test_stop_returns_in_time_with_a_peer_that_does_not_read(
+    make_server: Callable[..., WebSocketServer],
+) -> None:
+    """A thread blocked sending to a client that never reads (holding the threaded poller's
+    connection lock) does not keep stop(timeout=1.0) from returning (issue 13, item 8: it had not
+    returned after 8 s); the blocked sender is released too."""
+    opened: queue.Queue[WebSocket] = queue.Queue()
+
+    class Opened(WebSocket):
+        def opened(self) -> None:
+            opened.put(self)
+
+    server = make_server(handler_cls=Opened)
+    client = Client(server.port)  # never reads
+    try:
+        ws = opened.get(timeout=10)
+        sent = [0]
+
+        def pump() -> None:
+            try:
+                while True:
+                    ws.send(b"x" * 65536, True)
+                    sent[0] += 1
+            except Exception:
+                pass
+
+        sender = threading.Thread(target=pump, daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 30
+        last = -1
+        while sent[0] != last and time.monotonic() < deadline:  # until the sends block
+            last = sent[0]
+            time.sleep(0.5)
+        assert sender.is_alive()
+        started = time.monotonic()
+        stopper = threading.Thread(target=server.stop, kwargs={"timeout": 1.0}, daemon=True)
+        stopper.start()
+        stopper.join(5.0)
+        assert not stopper.is_alive(), "stop(timeout=1.0) had not returned after 5 s"
+        assert time.monotonic() - started < 5.0
+        sender.join(5.0)
+        assert not sender.is_alive(), "the blocked sender was not released"
+    finally:
+        client.sock.close()
