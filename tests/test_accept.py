@@ -254,3 +254,25 @@ def test_cli_max_pending_handshakes() -> None:
         timeout=30,
     )
     assert bad.returncode == 2 and "--max-pending-handshakes" in bad.stderr
+
+
+def test_refusal_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    """Episodes of refusals that follow each other (a slot frees, the next connection takes it,
+    the one after is refused) log one warning, not one per episode."""
+    server = WebSocketServer("127.0.0.1", 0, max_pending_handshakes=2, handshake_timeout=60)
+    server.start()
+    try:
+        with caplog.at_level("DEBUG", logger="wsloop.server"):
+            for _ in range(5):
+                idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
+                assert len(first_bytes(idle, 2, 5.0)) == 2  # 2 refused
+                for sock in idle:
+                    sock.close()
+                deadline = time.monotonic() + 5
+                while server._pending and time.monotonic() < deadline:
+                    time.sleep(0.02)
+        refusals = [r for r in caplog.records if "max_pending_handshakes" in r.getMessage()]
+        assert len(refusals) == 5
+        assert [r.levelname for r in refusals] == ["WARNING"] + ["DEBUG"] * 4
+    finally:
+        server.stop(timeout=2)

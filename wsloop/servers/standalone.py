@@ -222,7 +222,7 @@ class WebSocketServer:
         self._pending_limit = pending_limit(max_pending_handshakes)
         self._pending = 0  # handshakes in progress (the reactor's thread, or under _pending_lock)
         self._pending_lock = threading.Lock()
-        self._refusing = False  # a refusal episode is going on (it was logged)
+        self._refusals = _Episodes()
 
     @property
     def server_address(self) -> tuple[str, int]:
@@ -334,16 +334,14 @@ class WebSocketServer:
         when ``max_pending_handshakes`` are in progress already."""
         limit = self._pending_limit
         if limit is not None and self._pending >= limit:
-            if not self._refusing:
-                self._refusing = True
-                logger.warning(
-                    "%d handshakes in progress (max_pending_handshakes): refusing new connections"
-                    " with 503 until fewer",
-                    self._pending,
-                )
+            self._refusals.begin(
+                "%d handshakes in progress (max_pending_handshakes): refusing new connections"
+                " with 503 until fewer",
+                self._pending,
+            )
             _refuse(sock, self.ssl_context is None)
             return False
-        self._refusing = False
+        self._refusals.end()
         self._pending += 1
         return True
 
@@ -482,19 +480,53 @@ class _Acceptor(Handler):
         # the server closes its listening socket
 
 
+class _Episodes:
+    """One warning per episode of a condition (accept() failing, connections refused), and
+    at most one per ``_EPISODE_LOG_INTERVAL`` seconds when episodes follow each other."""
+
+    __slots__ = ("active", "logged_at", "count")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.logged_at = -_EPISODE_LOG_INTERVAL
+        self.count = 0  # episodes since the last warning
+
+    def begin(self, message: str, *args: object) -> None:
+        if self.active:
+            return
+        self.active = True
+        self.count += 1
+        now = time.monotonic()
+        if now - self.logged_at >= _EPISODE_LOG_INTERVAL:
+            if self.count > 1:
+                message += f" ({self.count - 1} more such episodes in the last {now - self.logged_at:.0f} s)"
+            logger.warning(message, *args)
+            self.logged_at = now
+            self.count = 0
+        else:
+            logger.debug(message, *args)
+
+    def end(self) -> None:
+        self.active = False
+
+
+_EPISODE_LOG_INTERVAL = 10.0
+
+
 class _AcceptBackoff:
     """How long to pause accepting after accept() failed for want of resources: from
     ``ACCEPT_BACKOFF_MIN`` doubling to ``ACCEPT_BACKOFF_MAX`` while it keeps failing, back to the
-    start once a connection is accepted. One warning per episode."""
+    start once a connection is accepted. One warning per episode (at most one per 10 s)."""
 
-    __slots__ = ("delay",)
+    __slots__ = ("delay", "episodes")
 
     def __init__(self) -> None:
         self.delay = 0.0
+        self.episodes = _Episodes()
 
     def failed(self, exc: OSError) -> float:
         if not self.delay:
-            logger.warning(
+            self.episodes.begin(
                 "accept() failed: %s; accepting paused (retried after %g s, then up to every %g s,"
                 " until it succeeds); open connections are still served",
                 exc,
@@ -510,6 +542,7 @@ class _AcceptBackoff:
         if self.delay:
             logger.debug("accepting again")
             self.delay = 0.0
+            self.episodes.end()
 
 
 def _refuse(sock: socket.socket, answer: bool) -> None:
