@@ -236,9 +236,10 @@ def test_pending_handshakes_are_bounded(poller: str) -> None:
         server.stop(timeout=2)
 
 
-def test_cli_max_pending_handshakes() -> None:
+@pytest.mark.parametrize("flavour", ["standalone", "asyncio"])
+def test_cli_max_pending_handshakes(flavour: str) -> None:
     """``--max-pending-handshakes 4``: of 10 silent connections, 6 get 503 at once."""
-    with limited_server(256, "--max-pending-handshakes", "4") as server:
+    with limited_server(256, "--server", flavour, "--max-pending-handshakes", "4") as server:
         idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
         try:
             answers = first_bytes(idle, 10, 2.0)
@@ -248,12 +249,19 @@ def test_cli_max_pending_handshakes() -> None:
         assert len(answers) == 6 and all(a.startswith(b"HTTP/1.1 503 ") for a in answers.values())
         assert served_within(server.port, 10.0)
     bad = subprocess.run(
-        [sys.executable, "-m", "wsloop", "serve", "--max-pending-handshakes", "0"],
+        [sys.executable, "-m", "wsloop", "serve", "--server", flavour, "--max-pending-handshakes", "0"],
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert bad.returncode == 2 and "--max-pending-handshakes" in bad.stderr
+    elsewhere = subprocess.run(
+        [sys.executable, "-m", "wsloop", "serve", "--server", "wsgiref", "--max-pending-handshakes", "8"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert elsewhere.returncode == 2 and "accepts connections itself" in elsewhere.stderr
 
 
 def test_refusal_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:

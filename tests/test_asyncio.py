@@ -768,3 +768,26 @@ def test_ambiguous_request_heads_get_400() -> None:
         with Client(served.port) as client:  # still serving
             assert client.echo("after").data == b"after"
     assert statuses == dict.fromkeys(cases, b"HTTP/1.1 400"), statuses
+
+
+def test_pending_handshakes_are_bounded() -> None:
+    """max_pending_handshakes=4: of 10 connections that send nothing, 6 are answered 503 at
+    once; once they go, a new client is served (issue 13, item 3, for the asyncio server)."""
+    with serving(SyncEchoWebSocket, max_pending_handshakes=4) as served:
+        idle = [socket.create_connection(("127.0.0.1", served.port), timeout=5) for _ in range(10)]
+        try:
+            answers = []
+            deadline = time.monotonic() + 5
+            while len(answers) < 6 and time.monotonic() < deadline:
+                readable, _, _ = select.select([s for s in idle if s not in answers], [], [], 0.2)
+                answers.extend(readable)
+            time.sleep(0.2)
+            extra, _, _ = select.select([s for s in idle if s not in answers], [], [], 0)
+            assert len(answers) == 6 and not extra, (len(answers), len(extra))
+            assert all(s.recv(100).startswith(b"HTTP/1.1 503 ") for s in answers)
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(0.2)
+        with Client(served.port) as client:
+            assert client.echo("after").data == b"after"

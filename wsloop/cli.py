@@ -22,7 +22,8 @@ logger = logging.getLogger("wsloop.cli")
 #: ``--server`` choices and the module whose ``serve()`` runs each. Every one of them has
 #: ``serve(host, port, handler_cls, *, ready, stop, heartbeat_freq, max_message_size, compression,
 #: max_connections, idle_timeout, close_timeout, handshake_timeout)``; the standalone and asyncio
-#: servers' also take ``max_header_size`` (the frameworks read the request head themselves).
+#: servers' also take ``max_header_size`` and ``max_pending_handshakes`` (the frameworks read the
+#: request head and accept connections themselves).
 SERVERS = {
     "standalone": "wsloop.servers.standalone",
     "cherrypy": "wsloop.servers.cherrypyserver",
@@ -143,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-pending-handshakes",
         type=_limit,
         default=DEFAULT_MAX_PENDING_HANDSHAKES,
-        help="standalone server: connections whose handshake is in progress (at most half the"
+        help="standalone and asyncio servers: connections whose handshake is in progress (at most half the"
         " open-file limit either way); more are answered 503 and closed at once ('none': only"
         f" that cap); default {DEFAULT_MAX_PENDING_HANDSHAKES}",
     )
@@ -247,9 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.server == "standalone":
         options["poller"] = args.poller
         options["ssl_context"] = ssl_context
+    if args.server in ("standalone", "asyncio"):
         options["max_pending_handshakes"] = args.max_pending_handshakes
     elif args.max_pending_handshakes != DEFAULT_MAX_PENDING_HANDSHAKES:
-        parser.error("--max-pending-handshakes is implemented by the standalone server only")
+        parser.error(f"--max-pending-handshakes: the {args.server} server accepts connections itself")
     if args.max_header_size is not None:
         if args.server not in ("standalone", "asyncio"):
             parser.error(f"--max-header-size: the {args.server} server reads the request head itself")
