@@ -104,12 +104,13 @@ def split_header_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-# RFC 9110 §5.6.2 token (a field name, a method); a field line (RFC 9112 §5): name, colon,
-# optional whitespace, a value of visible characters, spaces and tabs (obs-text allowed), no
-# other control character (so no NUL, no bare CR or LF); a request line (RFC 9112 §3) in
-# origin form; a Host value (RFC 3986 uri-host, with its port).
+# RFC 9110 §5.6.2 token (a field name, a method); the field lines after the start line
+# (RFC 9112 §5), each CRLF, name, colon, a value of visible characters, spaces and tabs (obs-text
+# allowed) and no other control character (so no NUL, no bare CR or LF), matched in one pass
+# (each value stops at the next CR, so there is no backtracking); a request line (RFC 9112 §3)
+# in origin form; a Host value (RFC 3986 uri-host, with its port).
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_FIELD_LINE = re.compile(rf"({_TOKEN}):([^\x00-\x08\x0a-\x1f\x7f]*)").fullmatch
+_FIELD_LINES = re.compile(rf"(?:\r\n{_TOKEN}:[\t\x20-\x7e\x80-\xff]*)*").fullmatch
 _METHOD = re.compile(_TOKEN).fullmatch
 _TARGET = re.compile(r"[^\x00-\x20\x7f]+").fullmatch
 _VERSION = re.compile(r"HTTP/[0-9]\.[0-9]").fullmatch
@@ -134,14 +135,14 @@ def _parse_head(data: bytes, max_size: int) -> tuple[str, list[tuple[str, str]],
         # Header values may be Latin-1 by the HTTP grammar; names and start line must be ASCII.
         text = data[:end].decode("latin-1")
     lines = text.split("\r\n")
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        match = _FIELD_LINE(line)
-        if match is None:
+    if not _FIELD_LINES(text, len(lines[0])):
+        for line in lines[1:]:
             if line[:1] in (" ", "\t"):
                 raise HandshakeError("obsolete header line folding")
-            raise HandshakeError("malformed header line")
-        name, value = match.groups()
+        raise HandshakeError("malformed header line")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
         headers.append((name.lower(), value.strip(" \t")))
     return lines[0], headers, end + 4
 
