@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -143,7 +143,7 @@ def test_idle_connect_flood_under_fd_limit_is_bounded(poller: str) -> None:
             assert served_within(server.port, 10.0), server.output
             assert echo.echo("after").data == b"after"
     assert logged <= 5, (logged, server.output[-2000:])
-    assert cpu < 0.3, f"server used {cpu:.0%} of a core while the idle connections waited"
+    assert cpu < 0.1, f"server used {cpu:.0%} of a core while the idle connections waited"
 
 
 @pytest.mark.parametrize("poller", ["selectors", "threaded"])
@@ -181,7 +181,7 @@ def test_accept_out_of_fds_pauses_and_resumes(poller: str) -> None:
                     sock.close()
     assert logged.count(b"Too many open files") == 1, logged[-2000:]
     assert logged.count(b"\n") <= 5, logged[-2000:]
-    assert cpu < 0.3, f"server used {cpu:.0%} of a core with accept() failing"
+    assert cpu < 0.1, f"server used {cpu:.0%} of a core with accept() failing"
 
 
 def first_bytes(socks: list[socket.socket], count: int, within: float) -> dict[socket.socket, bytes]:
@@ -205,48 +205,81 @@ def first_bytes(socks: list[socket.socket], count: int, within: float) -> dict[s
     return answers
 
 
+def wait_for(condition: Callable[[], bool], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 @pytest.mark.parametrize("poller", ["selectors", "threaded"])
 def test_pending_handshakes_are_bounded(poller: str) -> None:
-    """300 connections that send nothing, with max_pending_handshakes=16: 16 wait for their
-    request, 284 are answered 503 at once; with the threaded poller, 16 handshake threads, not
-    300 (item 12: was 302 threads). Once they go, a new client is served."""
+    """300 connections that send nothing, with max_pending_handshakes=16: 16 are accepted, the
+    rest wait in the listen backlog; with the threaded poller, 16 handshake threads, not 300
+    (item 12: was 302 threads). Once they go, a new client is served."""
     server = WebSocketServer("127.0.0.1", 0, poller=poller, max_pending_handshakes=16, handshake_timeout=60)
     server.start()
     try:
         base = threading.active_count()
         idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(300)]
         try:
-            answers = first_bytes(idle, 284, 20.0)
-            time.sleep(0.3)  # the threads of the 16 admitted ones have started
+            assert wait_for(lambda: server._pending == 16, 10.0), server._pending
+            time.sleep(0.5)  # the server would have accepted more by now
             threads = threading.active_count() - base
-            assert len(answers) == 284, len(answers)
-            assert all(a.startswith(b"HTTP/1.1 503 ") for a in answers.values()), set(answers.values())
-            assert b"Retry-After: 1" in next(iter(answers.values()))
-            assert threads <= 16 + 2, threads
             assert server._pending == 16
+            assert threads <= 16 + 2, threads
+            assert not first_bytes(idle, 1, 0.2), "nobody is answered, or refused"
         finally:
             for sock in idle:
                 sock.close()
         assert served_within(server.port, 10.0)
-        deadline = time.monotonic() + 5
-        while server._pending and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server._pending == 0
+        assert wait_for(lambda: server._pending == 0, 10.0), server._pending
+    finally:
+        server.stop(timeout=2)
+
+
+@pytest.mark.parametrize("poller", ["selectors", "threaded"])
+def test_burst_over_pending_limit_is_served(poller: str) -> None:
+    """60 clients that connect first and send their upgrades afterwards, with
+    max_pending_handshakes=8: accepting pauses and resumes, and every one gets its 101 (a burst
+    is slowed, not refused)."""
+    server = WebSocketServer("127.0.0.1", 0, poller=poller, max_pending_handshakes=8)
+    server.start()
+    try:
+        socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(60)]
+        try:
+            assert wait_for(lambda: server._pending == 8, 10.0)
+            for sock in socks:
+                sock.sendall(UPGRADE)
+            assert sum(got_101(sock, 10.0) for sock in socks) == 60
+        finally:
+            for sock in socks:
+                sock.close()
     finally:
         server.stop(timeout=2)
 
 
 @pytest.mark.parametrize("flavour", ["standalone", "asyncio"])
 def test_cli_max_pending_handshakes(flavour: str) -> None:
-    """``--max-pending-handshakes 4``: of 10 silent connections, 6 get 503 at once."""
+    """``--max-pending-handshakes 4`` and 10 silent connections: the standalone server accepts
+    4 and pauses (the others are served once they send their upgrades); the asyncio server
+    answers 6 with 503 at once."""
     with limited_server(256, "--server", flavour, "--max-pending-handshakes", "4") as server:
         idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
         try:
             answers = first_bytes(idle, 10, 2.0)
+            if flavour == "asyncio":
+                assert len(answers) == 6 and all(a.startswith(b"HTTP/1.1 503 ") for a in answers.values())
+            else:
+                assert not answers
+                for sock in idle:
+                    sock.sendall(UPGRADE)
+                assert sum(got_101(sock, 10.0) for sock in idle) == 10
         finally:
             for sock in idle:
                 sock.close()
-        assert len(answers) == 6 and all(a.startswith(b"HTTP/1.1 503 ") for a in answers.values())
         assert served_within(server.port, 10.0)
     bad = subprocess.run(
         [sys.executable, "-m", "wsloop", "serve", "--server", flavour, "--max-pending-handshakes", "0"],
@@ -264,23 +297,22 @@ def test_cli_max_pending_handshakes(flavour: str) -> None:
     assert elsewhere.returncode == 2 and "accepts connections itself" in elsewhere.stderr
 
 
-def test_refusal_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
-    """Episodes of refusals that follow each other (a slot frees, the next connection takes it,
-    the one after is refused) log one warning, not one per episode."""
+def test_pause_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    """Episodes at max_pending_handshakes that follow each other (slots free, accepting resumes,
+    the limit is reached again) log one warning, not one per episode."""
     server = WebSocketServer("127.0.0.1", 0, max_pending_handshakes=2, handshake_timeout=60)
     server.start()
     try:
         with caplog.at_level("DEBUG", logger="wsloop.server"):
             for _ in range(5):
                 idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
-                assert len(first_bytes(idle, 2, 5.0)) == 2  # 2 refused
+                assert wait_for(lambda: server._pending == 2, 5.0)
+                time.sleep(0.05)
                 for sock in idle:
                     sock.close()
-                deadline = time.monotonic() + 5
-                while server._pending and time.monotonic() < deadline:
-                    time.sleep(0.02)
-        refusals = [r for r in caplog.records if "max_pending_handshakes" in r.getMessage()]
-        assert len(refusals) == 5
-        assert [r.levelname for r in refusals] == ["WARNING"] + ["DEBUG"] * 4
+                assert wait_for(lambda: server._pending == 0, 5.0)
+        pauses = [r for r in caplog.records if "max_pending_handshakes" in r.getMessage()]
+        assert len(pauses) == 5
+        assert [r.levelname for r in pauses] == ["WARNING"] + ["DEBUG"] * 4
     finally:
         server.stop(timeout=2)

@@ -143,10 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-pending-handshakes",
         type=_limit,
-        default=DEFAULT_MAX_PENDING_HANDSHAKES,
-        help="standalone and asyncio servers: connections whose handshake is in progress (at most half the"
-        " open-file limit either way); more are answered 503 and closed at once ('none': only"
-        f" that cap); default {DEFAULT_MAX_PENDING_HANDSHAKES}",
+        default=argparse.SUPPRESS,
+        help="standalone server: connections whose handshake is in progress, at most (and at most"
+        " half the open-file limit); at the limit accepting pauses, new connections wait in the"
+        f" listen backlog ('none': only that cap); default {DEFAULT_MAX_PENDING_HANDSHAKES}."
+        " asyncio server: connections not upgraded, at most; more are answered 503 at once;"
+        " default none",
     )
     serve.add_argument(
         "--no-compression",
@@ -248,10 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.server == "standalone":
         options["poller"] = args.poller
         options["ssl_context"] = ssl_context
-    if args.server in ("standalone", "asyncio"):
+    if hasattr(args, "max_pending_handshakes"):
+        if args.server not in ("standalone", "asyncio"):
+            parser.error(f"--max-pending-handshakes: the {args.server} server accepts connections itself")
         options["max_pending_handshakes"] = args.max_pending_handshakes
-    elif args.max_pending_handshakes != DEFAULT_MAX_PENDING_HANDSHAKES:
-        parser.error(f"--max-pending-handshakes: the {args.server} server accepts connections itself")
     if args.max_header_size is not None:
         if args.server not in ("standalone", "asyncio"):
             parser.error(f"--max-header-size: the {args.server} server reads the request head itself")

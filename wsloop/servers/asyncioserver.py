@@ -65,7 +65,7 @@ from ..exc import HandshakeError
 from ..handshake import MAX_HEADER_SIZE, accept, error_response, http_response, parse_request
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..websocket import DEFAULT_CLOSE_TIMEOUT, WebSocket
-from .limits import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, check_capacity, pending_limit
+from .limits import DEFAULT_HANDSHAKE_TIMEOUT, check_capacity, pending_limit
 from .standalone import demo_page, request_environ
 
 __all__ = ["WebSocketProtocol", "serve"]
@@ -344,12 +344,14 @@ def serve(
     idle_timeout: float | None = None,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_header_size: int = MAX_HEADER_SIZE,
-    max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
+    max_pending_handshakes: int | None = None,
 ) -> None:
     """Serve ``handler_cls`` on ``host:port`` with a new asyncio event loop in the calling thread.
 
-    ``max_pending_handshakes`` is the standalone server's (at most half the open-file limit
-    either way: :func:`~wsloop.servers.limits.pending_limit`). Calls ``ready(url)`` once
+    ``max_pending_handshakes`` (None: no limit; given, at most half the open-file limit, see
+    :func:`~wsloop.servers.limits.pending_limit`): the connections not upgraded, at most; more
+    are answered 503 at once (asyncio cannot pause accepting; it pauses by itself, for 1 s,
+    when ``accept()`` fails for want of file descriptors). Calls ``ready(url)`` once
     listening (``port`` 0 picks a free port), serves until ``stop`` is
     set, then closes every websocket with 1001, waits up to ``close_timeout`` for the closing
     handshakes, drops what remains, cancels leftover tasks and closes the loop. Installs no
@@ -374,7 +376,9 @@ def serve(
                     idle_timeout=idle_timeout,
                     handshake_timeout=handshake_timeout,
                     max_header_size=max_header_size,
-                    max_pending_handshakes=pending_limit(max_pending_handshakes),
+                    max_pending_handshakes=(
+                        None if max_pending_handshakes is None else pending_limit(max_pending_handshakes)
+                    ),
                 ),
             )
         )

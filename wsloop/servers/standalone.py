@@ -9,10 +9,11 @@ With an ``ssl_context`` (or ``certfile``/``keyfile``) the server speaks ``wss://
 socket's TLS handshake is done without blocking in the reactor, bounded by the same
 ``handshake_timeout``, and a failed one closes only that socket.
 
-Accepting is bounded: at most ``max_pending_handshakes`` connections wait for their handshake
-(more are answered 503 and closed at once), and when ``accept()`` fails for want of resources
-(EMFILE, ENFILE, ENOBUFS, ENOMEM) the listener is paused for a back-off of 0.1 s doubling to 1 s,
-with one warning per episode, while the connections already open are served.
+Accepting is bounded: while ``max_pending_handshakes`` connections wait for their handshake,
+accepting pauses (new connections wait in the listen backlog), and when ``accept()`` fails for
+want of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the listener is paused for a back-off of
+0.1 s doubling to 1 s; one warning per episode either way, and the connections already open are
+served meanwhile.
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ _intern = sys.intern
 _TRANSIENT_ACCEPT_ERRORS = frozenset(
     {errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EAGAIN, errno.EINTR, errno.EPERM}
 )
-_BUSY = error_response(HandshakeError("too many handshakes in progress", 503, [("Retry-After", "1")]))
 
 
 def demo_page() -> bytes:
@@ -154,8 +154,8 @@ class WebSocketServer:
         one is answered ``431 Request Header Fields Too Large``.
     :param max_pending_handshakes: connections accepted whose opening handshake (TLS, then HTTP)
         is not done yet (None: no limit; at most half the open-file limit either way, see
-        :func:`~wsloop.servers.limits.pending_limit`). A connection beyond it is answered
-        ``503 Service Unavailable`` with ``Retry-After: 1`` (plain connections) and closed at once,
+        :func:`~wsloop.servers.limits.pending_limit`). At the limit accepting pauses (new
+        connections wait in the listen backlog, ``backlog``) until an eighth of them are done,
         with one warning per episode. With the threaded poller it also bounds the handshake
         threads.
     :param ssl_context: serve ``wss://`` with this server-side context.
@@ -220,9 +220,10 @@ class WebSocketServer:
         self._started = False
         self.max_pending_handshakes = max_pending_handshakes
         self._pending_limit = pending_limit(max_pending_handshakes)
-        self._pending = 0  # handshakes in progress (the reactor's thread, or under _pending_lock)
-        self._pending_lock = threading.Lock()
-        self._refusals = _Episodes()
+        self._pending = 0  # handshakes in progress (the reactor's thread, or under _pending_cond)
+        self._pending_cond = threading.Condition()  # threaded poller: a handshake thread ended
+        self._full = _Episodes()  # accepting paused at max_pending_handshakes
+        self._acceptor: _Acceptor | None = None
 
     @property
     def server_address(self) -> tuple[str, int]:
@@ -246,7 +247,8 @@ class WebSocketServer:
         self._started = True
         manager = self.manager
         if isinstance(manager, Reactor):
-            manager.add_handler(self.sock, _Acceptor(self, manager))
+            self._acceptor = _Acceptor(self, manager)
+            manager.add_handler(self.sock, self._acceptor)
             manager.start()
         else:
             manager.start()
@@ -329,28 +331,40 @@ class WebSocketServer:
 
     # ------------------------------------------------------- threaded mode
 
-    def _admit_pending(self, sock: socket.socket) -> bool:
-        """Count a connection accepted as a handshake in progress, or refuse it (503, closed)
-        when ``max_pending_handshakes`` are in progress already."""
+    def _full_now(self) -> bool:
+        """Whether ``max_pending_handshakes`` handshakes are in progress (logged, once per
+        episode): accepting pauses until no more than :meth:`_resume_at` are."""
         limit = self._pending_limit
-        if limit is not None and self._pending >= limit:
-            self._refusals.begin(
-                "%d handshakes in progress (max_pending_handshakes): refusing new connections"
-                " with 503 until fewer",
-                self._pending,
-            )
-            _refuse(sock, self.ssl_context is None)
+        if limit is None or self._pending < limit:
             return False
-        self._refusals.end()
-        self._pending += 1
+        self._full.begin(
+            "%d handshakes in progress (max_pending_handshakes): accepting paused until %d are done",
+            self._pending,
+            self._pending - self._resume_at(),
+        )
         return True
 
+    def _resume_at(self) -> int:
+        limit = self._pending_limit
+        assert limit is not None
+        return limit - max(1, limit // 8)
+
     def _handshake_done(self) -> None:
+        """A handshake counted in ``_pending`` ended (the reactor's thread)."""
         self._pending -= 1
+        if self._acceptor is not None:
+            self._acceptor.handshake_done()
 
     def _accept_loop(self) -> None:
         backoff = _AcceptBackoff()
+        cond = self._pending_cond
         while not self._stopped.is_set():
+            with cond:
+                if self._full_now():
+                    while self._pending > self._resume_at() and not self._stopped.is_set():
+                        cond.wait(0.2)
+                    self._full.end()
+                    continue
             try:
                 sock, _ = self.sock.accept()
             except TimeoutError:
@@ -362,14 +376,12 @@ class WebSocketServer:
                     self._stopped.wait(backoff.failed(exc))
                 continue
             backoff.succeeded()
-            with self._pending_lock:
-                if not self._admit_pending(sock):
-                    continue
+            with cond:
+                self._pending += 1
             try:
                 threading.Thread(target=self._handshake_thread, args=(sock,), daemon=True).start()
             except RuntimeError:  # can't start new thread
-                with self._pending_lock:
-                    self._handshake_done()
+                self._handshake_thread_ended()
                 sock.close()
                 self._stopped.wait(backoff.failed(OSError(errno.EAGAIN, "cannot start a thread")))
 
@@ -377,8 +389,12 @@ class WebSocketServer:
         try:
             self._handshake_blocking(sock)
         finally:
-            with self._pending_lock:
-                self._handshake_done()
+            self._handshake_thread_ended()
+
+    def _handshake_thread_ended(self) -> None:
+        with self._pending_cond:
+            self._pending -= 1
+            self._pending_cond.notify()
 
     def _handshake_blocking(self, sock: socket.socket) -> None:
         deadline = time.monotonic() + self.handshake_timeout
@@ -422,12 +438,18 @@ class _Acceptor(Handler):
         self.server = server
         self.reactor = reactor
         self.backoff = _AcceptBackoff()
-        self.timer: TimerHandle | None = None  # set while the listener is paused
+        self.timer: TimerHandle | None = None  # set while paused after accept() failed
+        self.full = False  # paused at max_pending_handshakes
+        self.listening = True  # the listener is registered (the server registers it first)
 
     def on_read(self) -> None:
         server = self.server
         listener = server.sock
         for _ in range(_ACCEPTS_PER_TURN):
+            if server._full_now():
+                self.full = True
+                self._update()
+                return
             try:
                 sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -435,11 +457,12 @@ class _Acceptor(Handler):
             except OSError as exc:
                 if exc.errno in _TRANSIENT_ACCEPT_ERRORS:
                     continue
-                self._pause(self.backoff.failed(exc))
+                # accept() would fail again at once: stop watching the listener for a while.
+                self.timer = self.reactor.call_later(self.backoff.failed(exc), self._resume)
+                self._update()
                 return
             self.backoff.succeeded()
-            if not server._admit_pending(sock):
-                continue
+            server._pending += 1
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             context = self.server.ssl_context
@@ -460,15 +483,25 @@ class _Acceptor(Handler):
                 logger.exception("error in the handshake with %s", peer)
                 handshake.close()
 
-    def _pause(self, delay: float) -> None:
-        """Stop watching the listener for ``delay`` seconds (accept() would fail again at once)."""
-        self.reactor.remove_handler(self.server.sock)
-        self.timer = self.reactor.call_later(delay, self._resume)
-
     def _resume(self) -> None:
         self.timer = None
-        if not self.server._stopped.is_set():
-            self.reactor.add_handler(self.server.sock, self)
+        self._update()
+
+    def handshake_done(self) -> None:
+        if self.full and self.server._pending <= self.server._resume_at():
+            self.full = False
+            self.server._full.end()
+            self._update()
+
+    def _update(self) -> None:
+        """Watch the listener unless paused (or the server stopped)."""
+        listen = self.timer is None and not self.full and not self.server._stopped.is_set()
+        if listen != self.listening:
+            self.listening = listen
+            if listen:
+                self.reactor.add_handler(self.server.sock, self)
+            else:
+                self.reactor.remove_handler(self.server.sock)
 
     def on_write(self) -> None:
         pass
@@ -481,7 +514,7 @@ class _Acceptor(Handler):
 
 
 class _Episodes:
-    """One warning per episode of a condition (accept() failing, connections refused), and
+    """One warning per episode of a condition (accept() failing, handshakes at their limit), and
     at most one per ``_EPISODE_LOG_INTERVAL`` seconds when episodes follow each other."""
 
     __slots__ = ("active", "logged_at", "count")
@@ -543,18 +576,6 @@ class _AcceptBackoff:
             logger.debug("accepting again")
             self.delay = 0.0
             self.episodes.end()
-
-
-def _refuse(sock: socket.socket, answer: bool) -> None:
-    """Close a connection accepted over a limit, after a 503 if ``answer`` (plain HTTP): one
-    non-blocking send, which a fresh socket's empty buffer takes whole."""
-    if answer:
-        try:
-            sock.setblocking(False)
-            sock.send(_BUSY)
-        except OSError:
-            pass
-    sock.close()
 
 
 class _Handshake(Handler):
