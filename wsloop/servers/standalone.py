@@ -329,7 +329,7 @@ class WebSocketServer:
         ws.close_timeout = self.close_timeout
         return ws, accepted.response, data[length:]
 
-    # ------------------------------------------------------- threaded mode
+    # ------------------------------------- accepting (both pollers), threaded mode
 
     def _full_now(self) -> bool:
         """Whether ``max_pending_handshakes`` handshakes are in progress (logged, once per
