@@ -736,3 +736,58 @@ def test_coroutine_callback_outside_asyncio_fails_with_1011() -> None:
         assert "no asyncio loop" in next_event(events, "error")[1]
     finally:
         server.stop(timeout=2)
+
+
+def _ambiguous_upgrade(request_line: bytes = b"GET / HTTP/1.1", extra: bytes = b"") -> bytes:
+    """A valid upgrade but for ``request_line`` and ``extra`` (raw field lines)."""
+    key = new_key().encode()
+    return (
+        request_line
+        + b"\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+        + key
+        + b"\r\nSec-WebSocket-Version: 13\r\n"
+        + extra
+        + b"\r\n"
+    )
+
+
+def test_ambiguous_request_heads_get_400() -> None:
+    """RFC 9112: a head a proxy could read differently is refused (issue 13, item 16)."""
+    cases = {
+        "bare-lf-in-value": _ambiguous_upgrade(extra=b"X-A: 1\nHost: evil\r\n"),
+        "bare-cr-in-value": _ambiguous_upgrade(extra=b"X-A: 1\rX-B: 2\r\n"),
+        "nul-in-name": _ambiguous_upgrade(extra=b"X\x00A: 1\r\n"),
+        "space-in-name": _ambiguous_upgrade(extra=b"X A: 1\r\n"),
+        "ctl-in-value": _ambiguous_upgrade(extra=b"X-A: 1\x012\r\n"),
+        "obs-fold": _ambiguous_upgrade(extra=b"X-A: 1\r\n  2\r\n"),
+        "bare-cr-in-path": _ambiguous_upgrade(request_line=b"GET /a\rb HTTP/1.1"),
+        "two-hosts": _ambiguous_upgrade(extra=b"Host: evil\r\n"),
+    }
+    with serving(SyncEchoWebSocket) as served:
+        statuses = {name: raw_request(served.port, data)[:12] for name, data in cases.items()}
+        with Client(served.port) as client:  # still serving
+            assert client.echo("after").data == b"after"
+    assert statuses == dict.fromkeys(cases, b"HTTP/1.1 400"), statuses
+
+
+def test_pending_handshakes_are_bounded() -> None:
+    """max_pending_handshakes=4: of 10 connections that send nothing, 6 are answered 503 at
+    once; once they go, a new client is served (issue 13, item 3, for the asyncio server)."""
+    with serving(SyncEchoWebSocket, max_pending_handshakes=4) as served:
+        idle = [socket.create_connection(("127.0.0.1", served.port), timeout=5) for _ in range(10)]
+        try:
+            answers = []
+            deadline = time.monotonic() + 5
+            while len(answers) < 6 and time.monotonic() < deadline:
+                readable, _, _ = select.select([s for s in idle if s not in answers], [], [], 0.2)
+                answers.extend(readable)
+            time.sleep(0.2)
+            extra, _, _ = select.select([s for s in idle if s not in answers], [], [], 0)
+            assert len(answers) == 6 and not extra, (len(answers), len(extra))
+            assert all(s.recv(100).startswith(b"HTTP/1.1 503 ") for s in answers)
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(0.2)
+        with Client(served.port) as client:
+            assert client.echo("after").data == b"after"

@@ -853,3 +853,60 @@ def test_hook_raising_is_logged_and_a_500(caplog: pytest.LogCaptureFixture) -> N
     records = [r for r in caplog.records if r.name == "wsloop.handshake"]
     assert records and records[0].exc_info is not None
     assert "Broken" in records[0].getMessage()
+
+
+# ------------------------------------------------- strict head parsing (issue 13, item 16)
+
+SMUGGLING_HEADS = {
+    # RFC 9112: each of these is a 400 (a proxy that reads it differently could be smuggled past)
+    "bare-lf-in-value": b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\nHost: evil\r\n\r\n",
+    "bare-cr-in-value": b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\rHost: evil\r\n\r\n",
+    "nul-in-name": b"GET / HTTP/1.1\r\nHost: h\r\nX\x00A: 1\r\n\r\n",
+    "space-in-name": b"GET / HTTP/1.1\r\nHost: h\r\nX A: 1\r\n\r\n",
+    "nul-in-value": b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\x002\r\n\r\n",
+    "ctl-in-value": b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\x1b2\r\n\r\n",
+    "del-in-value": b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\x7f\r\n\r\n",
+    "obs-fold": b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n 2\r\n\r\n",
+    "obs-fold-tab": b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\t2\r\n\r\n",
+    "bare-cr-in-path": b"GET /a\rb HTTP/1.1\r\nHost: h\r\n\r\n",
+    "nul-in-path": b"GET /a\x00b HTTP/1.1\r\nHost: h\r\n\r\n",
+    "tab-in-path": b"GET /a\tb HTTP/1.1\r\nHost: h\r\n\r\n",
+    "two-hosts": b"GET / HTTP/1.1\r\nHost: h\r\nHost: evil\r\n\r\n",
+    "two-hosts-same": b"GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n",
+    "host-with-space": b"GET / HTTP/1.1\r\nHost: h evil\r\n\r\n",
+    "host-with-slash": b"GET / HTTP/1.1\r\nHost: h/evil\r\n\r\n",
+    "method-not-token": b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n",
+    "version-not-digits": b"GET / HTTP/x.y\r\nHost: h\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("data", list(SMUGGLING_HEADS.values()), ids=list(SMUGGLING_HEADS))
+def test_parse_request_ambiguous_head_is_400(data: bytes) -> None:
+    with pytest.raises(HandshakeError) as exc_info:
+        parse_request(data)
+    assert exc_info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        (b"X-A: 1\t2", "1\t2"),  # HTAB is allowed inside a value
+        (b"X-A:\t 1 \t", "1"),  # optional whitespace around it
+        (b"X-A: caf\xe9", "caf\xe9"),  # obs-text
+        (b'X-A: a "q" (c) ~!', 'a "q" (c) ~!'),
+        (b"X-A:", ""),
+    ],
+)
+def test_parse_request_valid_field_values(line: bytes, value: str) -> None:
+    request = parsed(b"GET /p?q=1&r=%20 HTTP/1.1\r\nHost: [::1]:8080\r\n" + line + b"\r\n\r\n")
+    assert request.headers["x-a"] == value
+    assert request.path == "/p?q=1&r=%20"
+
+
+def test_parse_request_value_full_of_spaces_is_linear() -> None:
+    """Field values are matched without backtracking: 16 KiB of blanks parse at once."""
+    data = b"GET / HTTP/1.1\r\nHost: h\r\nX-A: " + b" \t" * 8000 + b"\x01\r\n\r\n"
+    with pytest.raises(HandshakeError):
+        parse_request(data, 64 * 1024)
+    request = parsed(b"GET / HTTP/1.1\r\nHost: h\r\nX-A: " + b" " * 16000 + b"x\r\n\r\n")
+    assert request.headers["x-a"] == "x"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 import socket
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -356,3 +359,83 @@ def test_request_environ_takes_the_given_peer_and_shares_its_strings() -> None:
     assert [k for k in first if k.startswith("HTTP_")] == [k for k in second if k.startswith("HTTP_")]
     for k1, k2 in zip(first, second, strict=True):
         assert k1 is k2
+
+
+def _smuggling_upgrade(request_line: bytes = b"GET / HTTP/1.1", extra: bytes = b"") -> bytes:
+    """A valid upgrade but for ``request_line`` and ``extra`` (raw field lines)."""
+    return (
+        request_line
+        + b"\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+        + KEY.encode()
+        + b"\r\nSec-WebSocket-Version: 13\r\n"
+        + extra
+        + b"\r\n"
+    )
+
+
+AMBIGUOUS_UPGRADES = {
+    "bare-lf-in-value": _smuggling_upgrade(extra=b"X-A: 1\nHost: evil\r\n"),
+    "bare-cr-in-value": _smuggling_upgrade(extra=b"X-A: 1\rX-B: 2\r\n"),
+    "nul-in-name": _smuggling_upgrade(extra=b"X\x00A: 1\r\n"),
+    "space-in-name": _smuggling_upgrade(extra=b"X A: 1\r\n"),
+    "ctl-in-value": _smuggling_upgrade(extra=b"X-A: 1\x012\r\n"),
+    "obs-fold": _smuggling_upgrade(extra=b"X-A: 1\r\n  2\r\n"),
+    "bare-cr-in-path": _smuggling_upgrade(request_line=b"GET /a\rb HTTP/1.1"),
+    "two-hosts": _smuggling_upgrade(extra=b"Host: evil\r\n"),
+}
+
+
+@pytest.mark.parametrize("request_bytes", list(AMBIGUOUS_UPGRADES.values()), ids=list(AMBIGUOUS_UPGRADES))
+def test_ambiguous_request_head_gets_400(server: WebSocketServer, request_bytes: bytes) -> None:
+    """RFC 9112: a head a proxy could read differently is refused (issue 13, item 16)."""
+    response = raw_request(server.port, request_bytes)
+    assert status_of(response) == 400, response[:200]
+    assert b"Connection: close" in response
+    with Client(server.port) as client:  # the server goes on serving
+        assert client.echo("after").data == b"after"
+
+
+def test_stop_returns_in_time_with_a_peer_that_does_not_read(
+    make_server: Callable[..., WebSocketServer],
+) -> None:
+    """A thread blocked sending to a client that never reads (holding the threaded poller's
+    connection lock) does not keep stop(timeout=1.0) from returning (issue 13, item 8: it had not
+    returned after 8 s); the blocked sender is released too."""
+    opened: queue.Queue[WebSocket] = queue.Queue()
+
+    class Opened(WebSocket):
+        def opened(self) -> None:
+            opened.put(self)
+
+    server = make_server(handler_cls=Opened)
+    client = Client(server.port)  # never reads
+    try:
+        ws = opened.get(timeout=10)
+        sent = [0]
+
+        def pump() -> None:
+            try:
+                while True:
+                    ws.send(b"x" * 65536, True)
+                    sent[0] += 1
+            except Exception:
+                pass
+
+        sender = threading.Thread(target=pump, daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 30
+        last = -1
+        while sent[0] != last and time.monotonic() < deadline:  # until the sends block
+            last = sent[0]
+            time.sleep(0.5)
+        assert sender.is_alive()
+        started = time.monotonic()
+        stopper = threading.Thread(target=server.stop, kwargs={"timeout": 1.0}, daemon=True)
+        stopper.start()
+        stopper.join(5.0)
+        assert not stopper.is_alive(), "stop(timeout=1.0) had not returned after 5 s"
+        assert time.monotonic() - started < 5.0
+        sender.join(5.0)
+        assert not sender.is_alive(), "the blocked sender was not released"
+    finally:
+        client.sock.close()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+from .servers.limits import DEFAULT_MAX_PENDING_HANDSHAKES
 from .websocket import EchoWebSocket, WebSocket
 
 __all__ = ["main", "load_handler", "SERVERS"]
@@ -21,7 +22,8 @@ logger = logging.getLogger("wsloop.cli")
 #: ``--server`` choices and the module whose ``serve()`` runs each. Every one of them has
 #: ``serve(host, port, handler_cls, *, ready, stop, heartbeat_freq, max_message_size, compression,
 #: max_connections, idle_timeout, close_timeout, handshake_timeout)``; the standalone and asyncio
-#: servers' also take ``max_header_size`` (the frameworks read the request head themselves).
+#: servers' also take ``max_header_size`` and ``max_pending_handshakes`` (the frameworks read the
+#: request head and accept connections themselves).
 SERVERS = {
     "standalone": "wsloop.servers.standalone",
     "cherrypy": "wsloop.servers.cherrypyserver",
@@ -58,6 +60,18 @@ def _byte_count(text: str) -> int:
     if size is None:
         raise argparse.ArgumentTypeError(f"{text!r}: a size in bytes is needed (suffix k/m)")
     return size
+
+
+def _limit(text: str) -> int | None:
+    if text.lower() in ("none", "unlimited"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a count of at least 1 (or 'none') is needed")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -132,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="standalone and asyncio servers: largest request head (suffix k/m); larger ones get 431;"
         " default 16k",
+    )
+    serve.add_argument(
+        "--max-pending-handshakes",
+        type=_limit,
+        default=argparse.SUPPRESS,
+        help="standalone server: connections whose handshake is in progress, at most (and at most"
+        " half the open-file limit); at the limit accepting pauses, new connections wait in the"
+        f" listen backlog ('none': only that cap); default {DEFAULT_MAX_PENDING_HANDSHAKES}."
+        " asyncio server: connections not upgraded, at most; more are answered 503 at once;"
+        " default none",
     )
     serve.add_argument(
         "--no-compression",
@@ -248,6 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.server == "standalone":
         options["poller"] = args.poller
         options["ssl_context"] = ssl_context
+    if hasattr(args, "max_pending_handshakes"):
+        if args.server not in ("standalone", "asyncio"):
+            parser.error(f"--max-pending-handshakes: the {args.server} server accepts connections itself")
+        options["max_pending_handshakes"] = args.max_pending_handshakes
     if args.max_header_size is not None:
         if args.server not in ("standalone", "asyncio"):
             parser.error(f"--max-header-size: the {args.server} server reads the request head itself")

@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -103,8 +104,24 @@ def split_header_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+# RFC 9110 §5.6.2 token (a field name, a method); the field lines after the start line
+# (RFC 9112 §5), each CRLF, name, colon, a value of visible characters, spaces and tabs (obs-text
+# allowed) and no other control character (so no NUL, no bare CR or LF), matched in one pass
+# (each value stops at the next CR, so there is no backtracking); a request line (RFC 9112 §3)
+# in origin form; a Host value (RFC 3986 uri-host, with its port).
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_FIELD_LINES = re.compile(rf"(?:\r\n{_TOKEN}:[\t\x20-\x7e\x80-\xff]*)*").fullmatch
+_METHOD = re.compile(_TOKEN).fullmatch
+_TARGET = re.compile(r"[^\x00-\x20\x7f]+").fullmatch
+_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]").fullmatch
+_HOST = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]*").fullmatch
+
+
 def _parse_head(data: bytes, max_size: int) -> tuple[str, list[tuple[str, str]], int] | None:
-    """Split an HTTP head into its start line and headers; ``None`` while incomplete."""
+    """Split an HTTP head into its start line and headers; ``None`` while incomplete.
+
+    A malformed field line is a 400 (RFC 9112 §5): whitespace or a control character in a name,
+    a control character other than HTAB in a value (a bare CR or LF too), obs-fold."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         if len(data) > max_size:
@@ -118,14 +135,15 @@ def _parse_head(data: bytes, max_size: int) -> tuple[str, list[tuple[str, str]],
         # Header values may be Latin-1 by the HTTP grammar; names and start line must be ASCII.
         text = data[:end].decode("latin-1")
     lines = text.split("\r\n")
+    if not _FIELD_LINES(text, len(lines[0])):
+        for line in lines[1:]:
+            if line[:1] in (" ", "\t"):
+                raise HandshakeError("obsolete header line folding")
+        raise HandshakeError("malformed header line")
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            raise HandshakeError("obsolete header line folding")
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or not name.isascii():
-            raise HandshakeError("malformed header line")
-        headers.append((name.lower(), value.strip()))
+        name, _, value = line.partition(":")
+        headers.append((name.lower(), value.strip(" \t")))
     return lines[0], headers, end + 4
 
 
@@ -152,12 +170,21 @@ def parse_request(data: bytes, max_size: int = MAX_HEADER_SIZE) -> tuple[Request
         return None
     start, raw, length = head
     parts = start.split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+    if len(parts) != 3 or not _METHOD(parts[0]) or not _VERSION(parts[2]):
         raise HandshakeError("malformed request line")
     method, path, version = parts
     if not path.startswith("/"):
         raise HandshakeError("request target must be a path")
-    return Request(method, path, version, _join_headers(raw), raw), length
+    if not _TARGET(path):
+        raise HandshakeError("malformed request target")
+    headers = _join_headers(raw)
+    host = headers.get("host")
+    if host is not None:  # RFC 9112 §3.2: one Host, with a valid value
+        if sum(name == "host" for name, _ in raw) > 1:
+            raise HandshakeError("more than one Host header")
+        if not _HOST(host):
+            raise HandshakeError("invalid Host header")
+    return Request(method, path, version, headers, raw), length
 
 
 def validate_key(key: str) -> None:

@@ -124,6 +124,7 @@ class BlockingTransport:
         self.finished = False
         self._closing = False
         self._linger = False
+        self._deadline: float | None = None  # set by call_nowait() for the writes of its call
 
     def in_context(self) -> bool:
         return False  # every call goes through the lock, which is re-entrant
@@ -133,13 +134,42 @@ class BlockingTransport:
             if not self.finished:
                 fn(*args)
 
+    def call_nowait(self, fn: Callable[..., Any], *args: Any, deadline: float) -> bool:
+        """Run ``fn(*args)`` in context only if the lock is free now, its writes bounded by
+        ``deadline`` (``time.monotonic()``): one that cannot finish by then drops the connection.
+        Whether it ran (or the connection is finished). For a server that stops: another
+        thread may hold the lock for as long as a peer that does not read wants."""
+        if not self.lock.acquire(blocking=False):
+            return self.finished
+        try:
+            if not self.finished:
+                self._deadline = deadline
+                try:
+                    fn(*args)
+                finally:
+                    self._deadline = None
+            return True
+        finally:
+            self.lock.release()
+
     def write(self, data: bytes) -> None:
         if self.finished:
             return
         try:
-            self.sock.sendall(data)
-        except OSError:
+            if self._deadline is None:
+                self.sock.sendall(data)
+            else:
+                self._write_by(data, self._deadline)
+        except OSError:  # TimeoutError too
             self.abort()
+
+    def _write_by(self, data: bytes, deadline: float) -> None:
+        sock = self.sock
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))  # sendall(): for all the data
+        try:
+            sock.sendall(data)
+        finally:
+            sock.settimeout(None)
 
     def close(self, linger: bool = False) -> None:
         self._closing = True

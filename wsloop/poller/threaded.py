@@ -7,10 +7,12 @@ as :class:`wsloop.poller.Reactor`; costs one thread per connection.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
 
+from ..transport import BlockingTransport
 from ..websocket import WebSocket
 
 __all__ = ["ThreadedManager"]
@@ -76,16 +78,54 @@ class ThreadedManager:
         self._finished.wait()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Close all with 1001, wait up to ``timeout`` for their threads, drop the rest."""
+        """Close all with 1001, wait up to ``timeout`` for their threads, drop the rest; returns
+        within ``timeout`` whatever the peers do.
+
+        A connection whose lock is busy (a handler running, or a send blocked on a peer that
+        does not read) is asked again until the time is up, and a close frame that cannot be
+        written in time drops its connection. The last quarter of the time (at most 0.25 s) is
+        kept to drop what remains: its sockets are shut down, which ends a blocked send or read
+        in any thread, and the threads are given until ``timeout`` to finish.
+        """
         self._stopping = True
-        self.close_all()
-        deadline = time.monotonic() + (self.close_timeout if timeout is None else timeout)
+        wait = max(0.0, self.close_timeout if timeout is None else timeout)
+        end = time.monotonic() + wait
+        deadline = end - min(0.25, wait / 4)
+        closing = {ws for ws, _ in self._items()}
+        while True:
+            for ws in list(closing):
+                if self._start_close(ws, deadline):
+                    closing.discard(ws)
+            alive = [thread for _, thread in self._items() if thread.is_alive()]
+            left = deadline - time.monotonic()
+            if not alive or left <= 0:
+                break
+            alive[0].join(min(left, 0.05) if closing else left)
         for ws, thread in self._items():
-            thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
-                ws.terminate()
-                thread.join(1.0)
+                _drop(ws)
+        for _, thread in self._items():
+            thread.join(max(0.0, end - time.monotonic()))
+        stuck = sum(thread.is_alive() for _, thread in self._items())
+        if stuck:
+            logger.warning(
+                "stop(): %d connection threads still running (a callback that does not return?)", stuck
+            )
         self._finished.set()
+
+    @staticmethod
+    def _start_close(websocket: WebSocket, deadline: float) -> bool:
+        """Start the closing handshake without waiting for the connection's lock; whether it
+        was started (or is not needed)."""
+        transport = websocket.transport
+        if transport is None:
+            return False  # its thread has not attached it yet
+        if websocket.terminated:
+            return True
+        if isinstance(transport, BlockingTransport):
+            return transport.call_nowait(websocket.close, 1001, "Server is shutting down", deadline=deadline)
+        websocket.close(1001, "Server is shutting down")
+        return True
 
     def join(self, timeout: float | None = None) -> None:
         self._finished.wait(timeout)
@@ -106,3 +146,16 @@ class ThreadedManager:
     @property
     def websockets(self) -> list[WebSocket]:
         return [ws for ws, _ in self._items()]
+
+
+def _drop(websocket: WebSocket) -> None:
+    """Drop a connection from any thread: shut its socket down (a send or read blocked in
+    another thread fails at once)."""
+    transport = websocket.transport
+    if transport is not None:
+        transport.abort()
+    elif websocket.sock is not None:
+        try:
+            websocket.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

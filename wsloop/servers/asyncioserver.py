@@ -65,7 +65,7 @@ from ..exc import HandshakeError
 from ..handshake import MAX_HEADER_SIZE, accept, error_response, http_response, parse_request
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..websocket import DEFAULT_CLOSE_TIMEOUT, WebSocket
-from .limits import DEFAULT_HANDSHAKE_TIMEOUT, check_capacity
+from .limits import DEFAULT_HANDSHAKE_TIMEOUT, check_capacity, pending_limit
 from .standalone import demo_page, request_environ
 
 __all__ = ["WebSocketProtocol", "serve"]
@@ -73,6 +73,8 @@ __all__ = ["WebSocketProtocol", "serve"]
 logger = logging.getLogger("wsloop.server")
 
 READ_SIZE = 256 * 1024
+
+_BUSY = error_response(HandshakeError("too many handshakes in progress", 503, [("Retry-After", "1")]))
 
 _local = threading.local()
 
@@ -111,6 +113,10 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     :param idle_timeout: close with 1001 a websocket that receives nothing for this many
         seconds (None: the handler class's ``idle_timeout``, by default never).
     :param max_header_size: largest request head in bytes; a larger one gets 431.
+    :param max_pending_handshakes: connections in ``connections`` that are not in ``upgraded``
+        (handshakes in progress, and HTTP answers being sent), at most (None: no limit); a
+        connection beyond it is answered ``503 Service Unavailable`` with ``Retry-After: 1`` and
+        closed at once. Needs both sets.
     """
 
     def __init__(
@@ -131,11 +137,15 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         upgraded: set[WebSocketProtocol] | None = None,
         idle_timeout: float | None = None,
         max_header_size: int = MAX_HEADER_SIZE,
+        max_pending_handshakes: int | None = None,
     ) -> None:
         if max_connections is not None and upgraded is None:
             raise ValueError(
                 "max_connections counts the websockets in upgraded: pass the protocols' shared set"
             )
+        if max_pending_handshakes is not None and (connections is None or upgraded is None):
+            raise ValueError("max_pending_handshakes counts with connections and upgraded: pass both sets")
+        self.max_pending_handshakes = max_pending_handshakes
         self.handler_cls = handler_cls
         self.protocols = list(protocols) if protocols else None
         self.heartbeat_freq = heartbeat_freq
@@ -163,6 +173,14 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        limit = self.max_pending_handshakes
+        if limit is not None and self.connections is not None and self.upgraded is not None:
+            if len(self.connections) - len(self.upgraded) >= limit:
+                logger.debug("%d handshakes in progress (max_pending_handshakes): 503", limit)
+                self._answered = True
+                self.transport.write(_BUSY)
+                self.transport.close()
+                return
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.handshake_timeout, self._handshake_timeout)
         if self.connections is not None:
@@ -326,10 +344,15 @@ def serve(
     idle_timeout: float | None = None,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_header_size: int = MAX_HEADER_SIZE,
+    max_pending_handshakes: int | None = None,
 ) -> None:
     """Serve ``handler_cls`` on ``host:port`` with a new asyncio event loop in the calling thread.
 
-    Calls ``ready(url)`` once listening (``port`` 0 picks a free port), serves until ``stop`` is
+    ``max_pending_handshakes`` (None: no limit; given, at most half the open-file limit, see
+    :func:`~wsloop.servers.limits.pending_limit`): the connections not upgraded, at most; more
+    are answered 503 at once (asyncio cannot pause accepting; it pauses by itself, for 1 s,
+    when ``accept()`` fails for want of file descriptors). Calls ``ready(url)`` once
+    listening (``port`` 0 picks a free port), serves until ``stop`` is
     set, then closes every websocket with 1001, waits up to ``close_timeout`` for the closing
     handshakes, drops what remains, cancels leftover tasks and closes the loop. Installs no
     signal handlers.
@@ -353,6 +376,9 @@ def serve(
                     idle_timeout=idle_timeout,
                     handshake_timeout=handshake_timeout,
                     max_header_size=max_header_size,
+                    max_pending_handshakes=(
+                        None if max_pending_handshakes is None else pending_limit(max_pending_handshakes)
+                    ),
                 ),
             )
         )

@@ -8,10 +8,17 @@ thread. A plain ``GET /`` (no upgrade) serves a small demo page that talks to th
 With an ``ssl_context`` (or ``certfile``/``keyfile``) the server speaks ``wss://``: each accepted
 socket's TLS handshake is done without blocking in the reactor, bounded by the same
 ``handshake_timeout``, and a failed one closes only that socket.
+
+Accepting is bounded: while ``max_pending_handshakes`` connections wait for their handshake,
+accepting pauses (new connections wait in the listen backlog), and when ``accept()`` fails for
+want of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the listener is paused for a back-off of
+0.1 s doubling to 1 s; one warning per episode either way, and the connections already open are
+served meanwhile.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib.resources
 import logging
 import socket
@@ -31,7 +38,14 @@ from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..pubsub import Broker, attach, make_broker
 from ..transport import TimerHandle
 from ..websocket import EchoWebSocket, WebSocket
-from .limits import DEFAULT_HANDSHAKE_TIMEOUT, check_capacity
+from .limits import (
+    ACCEPT_BACKOFF_MAX,
+    ACCEPT_BACKOFF_MIN,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_PENDING_HANDSHAKES,
+    check_capacity,
+    pending_limit,
+)
 
 __all__ = ["WebSocketServer", "demo_page", "serve", "tls_context"]
 
@@ -39,6 +53,13 @@ logger = logging.getLogger("wsloop.server")
 
 _ACCEPTS_PER_TURN = 256
 _intern = sys.intern
+
+# accept() errors that concern one connection only (it was reset before it was accepted): the
+# next one is accepted at once. Any other error (EMFILE, ENFILE, ENOBUFS, ENOMEM, ...) would
+# recur at once: the listener is paused (_AcceptBackoff).
+_TRANSIENT_ACCEPT_ERRORS = frozenset(
+    {errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EAGAIN, errno.EINTR, errno.EPERM}
+)
 
 
 def demo_page() -> bytes:
@@ -131,6 +152,12 @@ class WebSocketServer:
         seconds (None: the handler class's ``idle_timeout``, by default never).
     :param max_header_size: largest request head (request line and headers) in bytes; a larger
         one is answered ``431 Request Header Fields Too Large``.
+    :param max_pending_handshakes: connections accepted whose opening handshake (TLS, then HTTP)
+        is not done yet (None: no limit; at most half the open-file limit either way, see
+        :func:`~wsloop.servers.limits.pending_limit`). At the limit accepting pauses (new
+        connections wait in the listen backlog, ``backlog``) until an eighth of them are done,
+        with one warning per episode. With the threaded poller it also bounds the handshake
+        threads.
     :param ssl_context: serve ``wss://`` with this server-side context.
     :param certfile: serve ``wss://`` with this PEM certificate chain (and ``keyfile``, unless
         the key is in ``certfile``), through :func:`tls_context`.
@@ -164,6 +191,7 @@ class WebSocketServer:
         broker: Broker | None = None,
         idle_timeout: float | None = None,
         max_header_size: int = MAX_HEADER_SIZE,
+        max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
     ) -> None:
         if ssl_context is None and certfile is not None:
             ssl_context = tls_context(certfile, keyfile)
@@ -190,6 +218,12 @@ class WebSocketServer:
         self._accept_thread: threading.Thread | None = None
         self._admitting = threading.Lock()  # threaded poller: handshake threads' admissions
         self._started = False
+        self.max_pending_handshakes = max_pending_handshakes
+        self._pending_limit = pending_limit(max_pending_handshakes)
+        self._pending = 0  # handshakes in progress (the reactor's thread, or under _pending_cond)
+        self._pending_cond = threading.Condition()  # threaded poller: a handshake thread ended
+        self._full = _Episodes()  # accepting paused at max_pending_handshakes
+        self._acceptor: _Acceptor | None = None
 
     @property
     def server_address(self) -> tuple[str, int]:
@@ -213,7 +247,8 @@ class WebSocketServer:
         self._started = True
         manager = self.manager
         if isinstance(manager, Reactor):
-            manager.add_handler(self.sock, _Acceptor(self, manager))
+            self._acceptor = _Acceptor(self, manager)
+            manager.add_handler(self.sock, self._acceptor)
             manager.start()
         else:
             manager.start()
@@ -294,19 +329,72 @@ class WebSocketServer:
         ws.close_timeout = self.close_timeout
         return ws, accepted.response, data[length:]
 
-    # ------------------------------------------------------- threaded mode
+    # ------------------------------------- accepting (both pollers), threaded mode
+
+    def _full_now(self) -> bool:
+        """Whether ``max_pending_handshakes`` handshakes are in progress (logged, once per
+        episode): accepting pauses until no more than :meth:`_resume_at` are."""
+        limit = self._pending_limit
+        if limit is None or self._pending < limit:
+            return False
+        self._full.begin(
+            "%d handshakes in progress (max_pending_handshakes): accepting paused until %d are done",
+            self._pending,
+            self._pending - self._resume_at(),
+        )
+        return True
+
+    def _resume_at(self) -> int:
+        limit = self._pending_limit
+        assert limit is not None
+        return limit - max(1, limit // 8)
+
+    def _handshake_done(self) -> None:
+        """A handshake counted in ``_pending`` ended (the reactor's thread)."""
+        self._pending -= 1
+        if self._acceptor is not None:
+            self._acceptor.handshake_done()
 
     def _accept_loop(self) -> None:
+        backoff = _AcceptBackoff()
+        cond = self._pending_cond
         while not self._stopped.is_set():
+            with cond:
+                if self._full_now():
+                    while self._pending > self._resume_at() and not self._stopped.is_set():
+                        cond.wait(0.2)
+                    self._full.end()
+                    continue
             try:
                 sock, _ = self.sock.accept()
             except TimeoutError:
                 continue
-            except OSError:
+            except OSError as exc:
                 if self._stopped.is_set():
                     return
+                if exc.errno not in _TRANSIENT_ACCEPT_ERRORS:
+                    self._stopped.wait(backoff.failed(exc))
                 continue
-            threading.Thread(target=self._handshake_blocking, args=(sock,), daemon=True).start()
+            backoff.succeeded()
+            with cond:
+                self._pending += 1
+            try:
+                threading.Thread(target=self._handshake_thread, args=(sock,), daemon=True).start()
+            except RuntimeError:  # can't start new thread
+                self._handshake_thread_ended()
+                sock.close()
+                self._stopped.wait(backoff.failed(OSError(errno.EAGAIN, "cannot start a thread")))
+
+    def _handshake_thread(self, sock: socket.socket) -> None:
+        try:
+            self._handshake_blocking(sock)
+        finally:
+            self._handshake_thread_ended()
+
+    def _handshake_thread_ended(self) -> None:
+        with self._pending_cond:
+            self._pending -= 1
+            self._pending_cond.notify()
 
     def _handshake_blocking(self, sock: socket.socket) -> None:
         deadline = time.monotonic() + self.handshake_timeout
@@ -349,17 +437,32 @@ class _Acceptor(Handler):
     def __init__(self, server: WebSocketServer, reactor: Reactor) -> None:
         self.server = server
         self.reactor = reactor
+        self.backoff = _AcceptBackoff()
+        self.timer: TimerHandle | None = None  # set while paused after accept() failed
+        self.full = False  # paused at max_pending_handshakes
+        self.listening = True  # the listener is registered (the server registers it first)
 
     def on_read(self) -> None:
-        listener = self.server.sock
+        server = self.server
+        listener = server.sock
         for _ in range(_ACCEPTS_PER_TURN):
+            if server._full_now():
+                self.full = True
+                self._update()
+                return
             try:
                 sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                logger.warning("accept failed: %s", exc)
+                if exc.errno in _TRANSIENT_ACCEPT_ERRORS:
+                    continue
+                # accept() would fail again at once: stop watching the listener for a while.
+                self.timer = self.reactor.call_later(self.backoff.failed(exc), self._resume)
+                self._update()
                 return
+            self.backoff.succeeded()
+            server._pending += 1
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             context = self.server.ssl_context
@@ -368,24 +471,118 @@ class _Acceptor(Handler):
                     sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
                 except OSError as exc:  # the peer is already gone
                     logger.debug("TLS setup for %s failed: %s", peer, exc)
+                    server._handshake_done()
                     sock.close()
                     continue
             # The request has often arrived by the time the connection is accepted: read it at
             # once, and watch the socket (with a timeout) only if it is not all there.
-            _Handshake(self.server, self.reactor, sock, peer).on_read()
+            handshake = _Handshake(server, self.reactor, sock, peer)
+            try:
+                handshake.on_read()
+            except Exception:
+                logger.exception("error in the handshake with %s", peer)
+                handshake.close()
+
+    def _resume(self) -> None:
+        self.timer = None
+        self._update()
+
+    def handshake_done(self) -> None:
+        if self.full and self.server._pending <= self.server._resume_at():
+            self.full = False
+            self.server._full.end()
+            self._update()
+
+    def _update(self) -> None:
+        """Watch the listener unless paused (or the server stopped)."""
+        listen = self.timer is None and not self.full and not self.server._stopped.is_set()
+        if listen != self.listening:
+            self.listening = listen
+            if listen:
+                self.reactor.add_handler(self.server.sock, self)
+            else:
+                self.reactor.remove_handler(self.server.sock)
 
     def on_write(self) -> None:
         pass
 
     def close(self) -> None:
-        pass  # the server closes its listening socket
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        # the server closes its listening socket
+
+
+class _Episodes:
+    """One warning per episode of a condition (accept() failing, handshakes at their limit), and
+    at most one per ``_EPISODE_LOG_INTERVAL`` seconds when episodes follow each other."""
+
+    __slots__ = ("active", "logged_at", "count")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.logged_at = -_EPISODE_LOG_INTERVAL
+        self.count = 0  # episodes since the last warning
+
+    def begin(self, message: str, *args: object) -> None:
+        if self.active:
+            return
+        self.active = True
+        self.count += 1
+        now = time.monotonic()
+        if now - self.logged_at >= _EPISODE_LOG_INTERVAL:
+            if self.count > 1:
+                message += f" ({self.count - 1} more such episodes in the last {now - self.logged_at:.0f} s)"
+            logger.warning(message, *args)
+            self.logged_at = now
+            self.count = 0
+        else:
+            logger.debug(message, *args)
+
+    def end(self) -> None:
+        self.active = False
+
+
+_EPISODE_LOG_INTERVAL = 10.0
+
+
+class _AcceptBackoff:
+    """How long to pause accepting after accept() failed for want of resources: from
+    ``ACCEPT_BACKOFF_MIN`` doubling to ``ACCEPT_BACKOFF_MAX`` while it keeps failing, back to the
+    start once a connection is accepted. One warning per episode (at most one per 10 s)."""
+
+    __slots__ = ("delay", "episodes")
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.episodes = _Episodes()
+
+    def failed(self, exc: OSError) -> float:
+        if not self.delay:
+            self.episodes.begin(
+                "accept() failed: %s; accepting paused (retried after %g s, then up to every %g s,"
+                " until it succeeds); open connections are still served",
+                exc,
+                ACCEPT_BACKOFF_MIN,
+                ACCEPT_BACKOFF_MAX,
+            )
+            self.delay = ACCEPT_BACKOFF_MIN
+        else:
+            self.delay = min(self.delay * 2, ACCEPT_BACKOFF_MAX)
+        return self.delay
+
+    def succeeded(self) -> None:
+        if self.delay:
+            logger.debug("accepting again")
+            self.delay = 0.0
+            self.episodes.end()
 
 
 class _Handshake(Handler):
     """One connection's opening handshake (its TLS handshake first, for ``wss://``), read and
     answered without blocking."""
 
-    __slots__ = ("server", "reactor", "sock", "peer", "data", "out", "timer", "events", "tls")
+    __slots__ = ("server", "reactor", "sock", "peer", "data", "out", "timer", "events", "tls", "pending")
 
     def __init__(
         self, server: WebSocketServer, reactor: Reactor, sock: socket.socket, peer: Any = None
@@ -399,6 +596,7 @@ class _Handshake(Handler):
         self.timer: TimerHandle | None = None  # set once the socket is watched
         self.events = 0
         self.tls = isinstance(sock, ssl.SSLSocket)  # its TLS handshake is still to do
+        self.pending = True  # counted in the server's handshakes in progress
 
     def _watch(self, events: int = EVENT_READ) -> None:
         """Have the reactor watch the socket for this handler, within the handshake timeout."""
@@ -455,6 +653,7 @@ class _Handshake(Handler):
             return
         if self.timer is not None:
             self.timer.cancel()
+        self._done()
         # The reactor takes the socket over from this handler (its registration is reused).
         self.reactor.add(ws, preamble=response, received=rest)
 
@@ -478,7 +677,13 @@ class _Handshake(Handler):
                 pass
             self.close()
 
+    def _done(self) -> None:
+        if self.pending:
+            self.pending = False
+            self.server._handshake_done()
+
     def close(self) -> None:
+        self._done()
         if self.timer is not None:
             self.timer.cancel()
             self.reactor.remove_handler(self.sock)
@@ -504,6 +709,7 @@ def serve(
     close_timeout: float = 5.0,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_header_size: int = MAX_HEADER_SIZE,
+    max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
 ) -> None:
     """Serve ``handler_cls`` until ``stop`` is set, then close all with 1001 (the CLI's entry).
 
@@ -525,6 +731,7 @@ def serve(
         close_timeout=close_timeout,
         handshake_timeout=handshake_timeout,
         max_header_size=max_header_size,
+        max_pending_handshakes=max_pending_handshakes,
         ssl_context=ssl_context,
         heartbeat_freq=heartbeat_freq,
         max_message_size=max_message_size,
