@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..exc import ProtocolException
 from ..framing import OPCODE_BINARY, OPCODE_TEXT, frame_header
 from ..protocol import OPEN
 from ..transport import TimerHandle, _Timers
@@ -398,6 +399,7 @@ class Reactor:
         self._stopping = False
         self._stop_deadline = 0.0
         self._finished = threading.Event()
+        self._ended = False  # the loop has shut down: add() refuses (set under _adding_lock)
         self._handlers: dict[int, Handler] = {}
         #: Channels and cross-process broadcast (:mod:`wsloop.pubsub`): set by ``pubsub.attach()``.
         self.pubsub: Hub | None = None
@@ -410,13 +412,20 @@ class Reactor:
         ``preamble`` is sent first (the 101 response, for instance); ``received`` holds bytes
         already read from the peer after its handshake. Safe from any thread. A TLS socket
         (``ssl.SSLSocket``, its TLS handshake done) is served too, by a :class:`TLSConnection`.
+
+        Once :meth:`stop` has begun (or the loop has ended) a websocket is refused: its socket is
+        closed and its ``closed(1001, "Server is shutting down")`` is called (``opened()`` never
+        was), on the reactor's thread or, once the loop has ended, in the caller's.
         """
         if self._in_loop():
             self._add(websocket, preamble, received)
-        else:
-            with self._adding_lock:
+            return
+        with self._adding_lock:
+            if not self._ended:
                 self._adding += 1
-            self.call_soon_threadsafe(self._add_handed_over, websocket, preamble, received)
+                self.call_soon_threadsafe(self._add_handed_over, websocket, preamble, received)
+                return
+        self._refuse(websocket)
 
     def remove(self, websocket: WebSocket) -> None:
         """Stop serving ``websocket`` without closing it; its socket is left open and blocking."""
@@ -588,12 +597,24 @@ class Reactor:
         if self._stopping:
             if handed_over:
                 self._selector.unregister(sock)
-            sock.close()
+            self._refuse(websocket)
             return None, handed_over
         if sock.gettimeout() != 0.0:
             sock.setblocking(False)
         cls = TLSConnection if isinstance(sock, ssl.SSLSocket) else Connection
         return cls(self, sock, websocket), handed_over
+
+    @staticmethod
+    def _refuse(websocket: WebSocket) -> None:
+        """Not served (the reactor is stopping or stopped): close its socket; ``closed(1001)``."""
+        sock = websocket.sock
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        websocket.stream.fail(ProtocolException("Server is shutting down", 1001))
+        websocket._connection_lost()
 
     def _forget(self, conn: Connection) -> None:
         self._connections.pop(conn.ws, None)
@@ -714,17 +735,17 @@ class Reactor:
                 except Exception:
                     logger.exception("error closing %r", handler)
         self._handlers.clear()
-        # Websockets handed over too late are not served: their sockets are closed.
+        # Websockets handed over too late are refused; add() refuses them from now on.
+        with self._adding_lock:
+            self._ended = True
+            self._adding = 0
         late = [args[0] for fn, args in self._calls if fn == self._add_handed_over]
         self._calls.clear()
-        with self._adding_lock:
-            self._adding = 0
         for websocket in late:
-            if websocket.sock is not None:
-                try:
-                    websocket.sock.close()
-                except OSError:
-                    pass
+            try:
+                self._refuse(websocket)
+            except Exception:
+                logger.exception("error refusing %r", websocket)
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
