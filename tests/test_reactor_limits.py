@@ -4,11 +4,15 @@ sockets, timers, adds after stop."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from wsloop.framing import OPCODE_PING, OPCODE_TEXT, build_frame
+from wsloop.handshake import client_request, new_key
 from wsloop.poller import Reactor
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
@@ -143,3 +147,199 @@ def test_add_while_stopping_is_refused_with_1001() -> None:
     finally:
         silent_client.close()
         stopper.join()
+
+
+# ------------------------------------------ output cap and memory accounting (items 4, 5)
+
+
+def raw_upgrade(port: int, rcvbuf: int = 4096) -> socket.socket:
+    """A connected, upgraded socket with a small receive buffer (set before connecting, so the
+    window stays small), the 101 read and nothing else."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(client_request(f"127.0.0.1:{port}", "/", new_key()))
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(1)  # byte by byte: nothing after the 101 is taken
+        assert chunk, "closed during the handshake"
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 101"), data
+    return sock
+
+
+class Codes(EchoWebSocket):
+    instances: list[Codes] = []
+    codes: list[int] = []
+
+    def opened(self) -> None:
+        Codes.instances.append(self)
+
+    def closed(self, code: int, reason: str | None = None) -> None:
+        Codes.codes.append(code)
+
+
+def test_broadcast_to_a_peer_that_never_reads_is_capped_and_others_get_everything() -> None:
+    Codes.instances, Codes.codes = [], []
+    server = WebSocketServer("127.0.0.1", 0, Codes, max_buffered=16 << 20)
+    server.start()
+    reactor = server.manager
+    assert isinstance(reactor, Reactor) and reactor.max_buffered == 16 << 20
+    slow = raw_upgrade(server.port)
+    good = Client(server.port)
+    try:
+        wait_for(lambda: len(Codes.instances) == 2)
+        slow_ws = next(ws for ws in Codes.instances if ws.peer_address[1] == slow.getsockname()[1])
+        conn = reactor._connections[slow_ws]
+        count, size = 48, 1 << 20  # 48 MiB to each
+        received: list[bytes] = []
+
+        def read() -> None:
+            while len(received) < count:
+                received.append(good.recv(timeout=30).data)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        for i in range(count):
+            reactor.broadcast(bytes([i]) * size, binary=True)
+            # A good reader keeps up: at most 8 MiB in flight to it.
+            wait_for(lambda i=i: len(received) >= i - 8, timeout=30)
+        reader.join(30)
+        assert [m[:1] for m in received] == [bytes([i]) for i in range(count)], "all, in order"
+        assert all(len(m) == size and m.count(m[:1]) == size for m in received), "intact"
+        wait_for(lambda: Codes.codes)
+        assert Codes.codes == [1008], "the non-reader is closed with 1008, the good one is not"
+        assert conn.closed and conn.wbuf == [] and conn.wsize == 0, "its buffer is freed"
+        assert slow_ws not in reactor and len(reactor) == 1
+        # The non-reader's connection was reset: what it reads ends in a reset or EOF, never
+        # in the 48 MiB.
+        total = 0
+        slow.settimeout(10)
+        try:
+            while chunk := slow.recv(1 << 20):
+                total += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert total < 24 << 20
+        assert good.echo("still here").data == b"still here"
+    finally:
+        slow.close()
+        good.close()
+        server.stop(timeout=1)
+
+
+def test_a_burst_of_broadcasts_from_a_thread_is_flushed_in_steps() -> None:
+    """Broadcasts queued by another thread faster than the loop runs reach the sockets of those
+    who read, a high-water mark's worth at a time, instead of piling up past max_buffered (the
+    reader is another process: no GIL shared with the reactor)."""
+    Codes.instances, Codes.codes = [], []
+    reactor = Reactor(high_water=1 << 20, low_water=256 << 10, max_buffered=4 << 20)
+    server = WebSocketServer("127.0.0.1", 0, Codes, manager=reactor)
+    server.start()
+    count, size = 24, 256 << 10  # 6 MiB queued at once: more than max_buffered
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _BURST_READER, str(server.port), str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout is not None
+        assert reader.stdout.readline() == "ready\n"
+        wait_for(lambda: len(Codes.instances) == 1)
+        reactor.call_soon_threadsafe(time.sleep, 0.3)  # the loop is busy: the burst queues up
+        for i in range(count):
+            reactor.broadcast(bytes([i % 256]) * size, binary=True)
+        out, _ = reader.communicate(timeout=60)
+        assert out.split() == [str(i % 256) for i in range(count)], Codes.codes
+        assert reader.returncode == 0
+        assert 1008 not in Codes.codes
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+        server.stop(timeout=1)
+
+
+_BURST_READER = """
+import sys
+from tests.wsclient import Client
+port, count = int(sys.argv[1]), int(sys.argv[2])
+client = Client(port)
+print("ready", flush=True)
+for _ in range(count):
+    data = client.recv(timeout=30).data
+    assert data.count(data[:1]) == len(data) == 256 << 10
+    print(data[0], flush=True)
+client.close()
+"""
+
+
+def test_reactor_callbacks_sending_to_a_non_reader_are_capped() -> None:
+    """send() from a callback (the reactor's thread never waits) is capped too."""
+
+    class Sprayer(Codes):
+        def received_message(self, message: Any) -> None:
+            for _ in range(8):  # 4 MiB per message received
+                self.send(b"s" * (512 << 10), binary=True)
+
+    Codes.instances, Codes.codes = [], []
+    reactor = Reactor(max_buffered=16 << 20)
+    server = WebSocketServer("127.0.0.1", 0, Sprayer, manager=reactor)
+    server.start()
+    slow = raw_upgrade(server.port)
+    try:
+        wait_for(lambda: len(Codes.instances) == 1)
+        conn = reactor._connections[Codes.instances[0]]
+        # 48 MiB asked for in one read (reading pauses only after it has been answered).
+        slow.sendall(build_frame(OPCODE_TEXT, b"go", masked=True) * 12)
+        wait_for(lambda: Codes.codes, timeout=20)
+        assert Codes.codes == [1008]
+        assert conn.wbuf == [] and conn.wsize == 0
+    finally:
+        slow.close()
+        server.stop(timeout=1)
+
+
+def test_a_ping_flood_to_a_non_reader_is_bounded_as_memory() -> None:
+    """Pongs to a peer that never reads are counted with their per-buffer overhead: reading
+    pauses at the high-water mark of memory, not after millions of 2-byte pongs."""
+    Codes.instances, Codes.codes = [], []
+    reactor = Reactor()
+    server = WebSocketServer("127.0.0.1", 0, Codes, manager=reactor)
+    server.start()
+    slow = raw_upgrade(server.port)
+    try:
+        wait_for(lambda: len(Codes.instances) == 1)
+        conn = reactor._connections[Codes.instances[0]]
+        # As over a slow path: the kernel holds few of the pongs, the reactor the rest.
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        ping = build_frame(OPCODE_PING, b"", masked=True)
+        block = ping * 10_000
+        slow.setblocking(False)
+        sent = 0
+        stalled_since = time.monotonic()
+        deadline = time.monotonic() + 30
+        peak = 0
+        while sent < 17_000_000 and time.monotonic() < deadline:
+            try:
+                n = slow.send(block)
+            except BlockingIOError:
+                if time.monotonic() - stalled_since > 2.0:
+                    break  # the server stopped reading
+                time.sleep(0.01)
+                continue
+            sent += n
+            if n < len(block):
+                block = block[n:] + ping * (n // len(ping))  # keep frames whole
+            stalled_since = time.monotonic()
+            peak = max(peak, len(conn.wbuf))
+        time.sleep(0.5)
+        peak = max(peak, len(conn.wbuf))
+        held = conn.wsize + 64 * len(conn.wbuf)
+        # One read (256 KiB: 43,690 pings) is answered before reading pauses: 2.8 MB of pongs.
+        assert held <= reactor.high_water + (4 << 20), (held, len(conn.wbuf))
+        assert peak < 150_000, f"{peak} pong buffers held"
+        assert conn.paused, ("reading paused for a peer that does not read its pongs", sent, peak)
+    finally:
+        slow.close()
+        server.stop(timeout=1)

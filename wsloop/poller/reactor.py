@@ -10,8 +10,11 @@ One loop turn::
             └─▶ each connection with new output: one send()/sendmsg(); only a connection that
                 could not write everything is registered for EVENT_WRITE.
 
-Backpressure: a connection holding more than ``high_water`` unsent bytes stops being read until
-it drains below ``low_water``; a thread other than the reactor's that sends to it waits until then.
+Backpressure: a connection holding more than ``high_water`` of unsent output stops being read
+until it drains below ``low_water``; a thread other than the reactor's that sends to it waits until
+then. Output the reactor's own thread queues (callbacks' sends, broadcasts, publishes, pongs) is
+capped by ``max_buffered``: a connection past it is reset and reported ``closed(1008)``. Unsent
+output is counted as memory: its bytes plus ``_OVERHEAD`` per queued buffer.
 
 TLS: a websocket whose socket is an ``ssl.SSLSocket`` (the standalone server's ``wss://``, a
 ``wss://`` client, a framework serving HTTPS) gets a :class:`TLSConnection`, the same loop's
@@ -28,6 +31,7 @@ import os
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -50,6 +54,12 @@ EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 _IOV_MAX = 1024
 _JOIN_UNDER = 64 * 1024
+# What one queued buffer costs beyond its bytes (a bytes object's header, its list slot, malloc's
+# rounding): 1.25 M two-byte pongs held 83 MB, not 2.5 MB.
+_OVERHEAD = 64
+_MAX_BUFFERED = 16 * 1024 * 1024
+_OVERFLOW_CODE = 1008
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets and frees the kernel's buffer
 
 
 # glibc's mallopt() parameters (malloc.h).
@@ -115,7 +125,7 @@ class Connection(Handler):
         self.sock = sock
         self.ws = ws
         self.wbuf: list[bytes | memoryview] = []
-        self.wsize = 0  # bytes in wbuf
+        self.wsize = 0  # bytes in wbuf (its memory: wsize + _OVERHEAD * len(wbuf))
         self.queued = 0  # bytes other threads have submitted that the reactor has not framed yet
         self.events = EVENT_READ  # what the selector watches now
         self.dirty = False  # in the reactor's list of connections to flush this turn
@@ -215,12 +225,16 @@ class Connection(Handler):
                     i += 1
                 del buf[:i]
         reactor = self.reactor
+        held = self.wsize + _OVERHEAD * len(buf)
+        if held > reactor.max_buffered:
+            self.overflow()
+            return
         if self.paused:
-            if self.wsize <= reactor.low_water:
+            if held <= reactor.low_water:
                 self.paused = False
-        elif self.wsize > reactor.high_water:
+        elif held > reactor.high_water:
             self.paused = True
-        if self.waiters and self.wsize + self.queued <= reactor.low_water:
+        if self.waiters and held + self.queued <= reactor.low_water:
             with reactor._drained:
                 reactor._drained.notify_all()
         if self.closing and not buf:
@@ -243,6 +257,30 @@ class Connection(Handler):
             buf[:] = (data,)
             return self.sock.send(data)
         return self.sock.sendmsg(buf[:_IOV_MAX])
+
+    def overflow(self) -> None:
+        """Output past ``max_buffered``: drop it, reset the connection, report ``closed(1008)``.
+
+        No close frame: it would wait behind output the peer does not read.
+        """
+        if self.closed:
+            return
+        reactor = self.reactor
+        logger.warning(
+            "%r: %d bytes of output unsent (max_buffered %d): the peer does not read; closing (%d)",
+            self.ws,
+            self.wsize + _OVERHEAD * len(self.wbuf),
+            reactor.max_buffered,
+            _OVERFLOW_CODE,
+        )
+        self.ws.stream.fail(ProtocolException("output buffer limit exceeded", _OVERFLOW_CODE))
+        self.wbuf = []
+        self.wsize = 0
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        except OSError:
+            pass
+        Connection.teardown(self)  # not TLSConnection's: no close_notify behind unread output
 
     def _linger(self) -> None:
         """After failing the connection: FIN, then read and discard until EOF or the timeout."""
@@ -360,6 +398,16 @@ class Reactor:
     :param high_water: unsent bytes above which a connection stops being read and other
         threads' sends to it wait.
     :param low_water: unsent bytes below which reading and waiting senders resume.
+    :param max_buffered: the most unsent output (bytes plus 64 per queued buffer) a connection
+        may hold (default: 16 MiB, or 4 x ``high_water`` if larger). Reading pauses at
+        ``high_water`` and other threads' sends wait, but the reactor's own thread does not wait:
+        output queued by callbacks, :meth:`broadcast`, :meth:`local_broadcast` (channels'
+        ``publish()``) and pongs can grow past it for a peer that does not read. Such a
+        connection is reset (its output dropped, no close frame: it would wait behind the
+        unread output) and its websocket's ``closed(1008, "output buffer limit exceeded")``
+        called; a broadcast skips it, the other connections keep receiving. Checked before a
+        broadcast frame is queued and when a connection's output is flushed (after each loop
+        turn), so callbacks may exceed it by what they write in one turn.
     :param close_timeout: default seconds :meth:`stop` waits for closing handshakes.
     """
 
@@ -370,9 +418,15 @@ class Reactor:
         low_water: int = 1024 * 1024,
         close_timeout: float = 5.0,
         selector: selectors.BaseSelector | None = None,
+        max_buffered: int | None = None,
     ) -> None:
         self.high_water = high_water
         self.low_water = low_water
+        if max_buffered is None:
+            max_buffered = max(_MAX_BUFFERED, 4 * high_water)
+        elif max_buffered < high_water:
+            raise ValueError("max_buffered must be at least high_water")
+        self.max_buffered = max_buffered
         self.close_timeout = close_timeout
         self._selector = selector if selector is not None else selectors.DefaultSelector()
         self._buffer = bytearray(read_size)
@@ -383,6 +437,7 @@ class Reactor:
         self._adding = 0
         self._adding_lock = threading.Lock()
         self._dirty: list[Connection] = []
+        self._burst = 0  # bytes broadcast this turn
         self._calls: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
         self._timers = _Timers()
         self._drained = threading.Condition()
@@ -638,23 +693,31 @@ class Reactor:
             if websockets is None
             else [(ws, connections[ws]) for ws in websockets if ws in connections]
         )
+        room = self.max_buffered - len(frame) - _OVERHEAD  # what a connection may hold before it
+        full: list[Connection] = []
         for ws, conn in targets:
             stream = ws.stream
             if stream.state is OPEN:
-                if stream.client or stream.deflate is not None:
+                if conn.wsize + _OVERHEAD * len(conn.wbuf) > room:
+                    full.append(conn)  # closed after the loop: it leaves _connections
+                elif stream.client or stream.deflate is not None:
                     stream.send(payload, binary)  # masked, or compressed, per connection
                 else:
                     conn.write(frame)
+        for conn in full:
+            conn.overflow()
+        self._burst += len(frame)
 
     def _admit(self, conn: Connection, size: int) -> None:
         """Account for ``size`` bytes another thread submits; wait first while ``conn`` is
         above the high-water mark, until it drains to the low-water mark."""
         with self._drained:
-            if conn.wsize + conn.queued > self.high_water and self._tid is not None:
+            held = conn.wsize + _OVERHEAD * len(conn.wbuf) + conn.queued
+            if held > self.high_water and self._tid is not None:
                 conn.waiters += 1
                 try:
                     while (
-                        conn.wsize + conn.queued > self.low_water
+                        conn.wsize + _OVERHEAD * len(conn.wbuf) + conn.queued > self.low_water
                         and not conn.closed
                         and not self._stopping
                         and self._tid is not None
@@ -710,6 +773,12 @@ class Reactor:
                         fn(*args)
                     except Exception:
                         logger.exception("error in call %r", fn)
+                    if self._burst > self.high_water:
+                        # Broadcasts queued by other threads: flush each high_water's worth
+                        # before framing more, so a reader that keeps up is not pushed past
+                        # max_buffered by one burst (the rest run on the next turn, at once).
+                        break
+                self._burst = 0
                 if timers.heap:
                     for handle in timers.due():
                         try:
