@@ -343,3 +343,106 @@ def test_a_ping_flood_to_a_non_reader_is_bounded_as_memory() -> None:
     finally:
         slow.close()
         server.stop(timeout=1)
+
+
+# ------------------------------------- sockets closed behind the reactor's back (item 14)
+
+
+class Tracked(EchoWebSocket):
+    instances: list[Tracked] = []
+
+    def opened(self) -> None:
+        self.codes: list[int] = []
+        Tracked.instances.append(self)
+
+    def closed(self, code: int, reason: str | None = None) -> None:
+        self.codes.append(code)
+
+
+def _victims_then_fresh_clients(port: int, reactor: Reactor) -> None:
+    """The issue's scenario: a thread closes 20 live websockets' sockets; 30 fresh clients, whose
+    sockets reuse those file descriptor numbers, must all be served, and the 20 be finished."""
+    victims_clients = [Client(port) for _ in range(20)]
+    for c in victims_clients:
+        assert c.echo("v").data == b"v"
+    wait_for(lambda: len(Tracked.instances) == 20)
+    victims = list(Tracked.instances)
+    closer = threading.Thread(target=lambda: [ws.sock.close() for ws in victims if ws.sock])
+    closer.start()
+    closer.join()
+    fresh = []
+    try:
+        for i in range(30):
+            client = Client(port, timeout=5)  # the 101 must come
+            fresh.append(client)
+            assert client.echo(f"fresh {i}").data == f"fresh {i}".encode()
+        for i, client in enumerate(fresh):
+            assert client.echo(f"again {i}").data == f"again {i}".encode()
+        wait_for(lambda: all(ws.codes for ws in victims), timeout=10)
+        assert [ws.codes for ws in victims] == [[1006]] * 20
+        assert all(not ws.codes for ws in Tracked.instances[20:])
+        assert len(reactor) == 30
+    finally:
+        for c in fresh + victims_clients:
+            c.sock.close()
+
+
+def test_sockets_closed_behind_the_reactors_back_standalone() -> None:
+    Tracked.instances = []
+    reactor = Reactor()
+    server = WebSocketServer("127.0.0.1", 0, Tracked, manager=reactor)
+    server.start()
+    try:
+        _victims_then_fresh_clients(server.port, reactor)
+    finally:
+        server.stop(timeout=1)
+
+
+def test_sockets_closed_behind_the_reactors_back_wsgiref() -> None:
+    from wsgiref.simple_server import make_server
+
+    from wsloop.servers.wsgirefserver import WebSocketWSGIRequestHandler, WSGIServer
+    from wsloop.servers.wsgiutils import WebSocketWSGIApplication
+
+    class Quiet(WebSocketWSGIRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    Tracked.instances = []
+    server = make_server(
+        "127.0.0.1",
+        0,
+        server_class=WSGIServer,
+        handler_class=Quiet,
+        app=WebSocketWSGIApplication(handler_cls=Tracked),
+    )
+    reactor = Reactor()
+    server.initialize_websockets_manager(reactor)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        _victims_then_fresh_clients(server.server_port, reactor)
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_a_socket_closed_behind_the_reactors_back_is_finished_without_fd_reuse() -> None:
+    """No new socket takes its number: the periodic look finds it (within about a second)."""
+    Tracked.instances = []
+    reactor = Reactor()
+    server = WebSocketServer("127.0.0.1", 0, Tracked, manager=reactor)
+    server.start()
+    client = Client(server.port)
+    try:
+        wait_for(lambda: Tracked.instances)
+        victim = Tracked.instances[0]
+        assert victim.sock is not None
+        threading.Thread(target=victim.sock.close).start()
+        wait_for(lambda: victim.codes, timeout=5)
+        assert victim.codes == [1006]
+        assert len(reactor) == 0
+    finally:
+        client.sock.close()
+        server.stop(timeout=1)

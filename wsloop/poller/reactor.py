@@ -16,6 +16,9 @@ then. Output the reactor's own thread queues (callbacks' sends, broadcasts, publ
 capped by ``max_buffered``: a connection past it is reset and reported ``closed(1008)``. Unsent
 output is counted as memory: its bytes plus ``_OVERHEAD`` per queued buffer.
 
+A socket closed behind the reactor's back (``ws.sock.close()`` from another thread) is noticed
+when a new socket reuses its number, or by a look every second; its websocket gets ``closed(1006)``.
+
 TLS: a websocket whose socket is an ``ssl.SSLSocket`` (the standalone server's ``wss://``, a
 ``wss://`` client, a framework serving HTTPS) gets a :class:`TLSConnection`, the same loop's
 connection with non-blocking TLS reads and writes.
@@ -59,6 +62,7 @@ _JOIN_UNDER = 64 * 1024
 _OVERHEAD = 64
 _MAX_BUFFERED = 16 * 1024 * 1024
 _OVERFLOW_CODE = 1008
+_SWEEP_EVERY = 1.0  # seconds between looks for sockets closed behind the reactor's back
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets and frees the kernel's buffer
 
 
@@ -246,7 +250,10 @@ class Connection(Handler):
         events = (0 if self.paused else EVENT_READ) | (EVENT_WRITE if buf else 0)
         if events != self.events:
             self.events = events
-            reactor._selector.modify(self.sock, events, self)
+            try:
+                reactor._selector.modify(self.sock, events, self)
+            except (OSError, ValueError, KeyError):  # its socket was closed behind our back
+                self.teardown()
 
     def _send(self, buf: list[bytes | memoryview]) -> int:
         """One system call's worth of the queued output; returns the bytes it took."""
@@ -292,7 +299,11 @@ class Connection(Handler):
             return
         if self.events != EVENT_READ:
             self.events = EVENT_READ
-            self.reactor._selector.modify(self.sock, EVENT_READ, self)
+            try:
+                self.reactor._selector.modify(self.sock, EVENT_READ, self)
+            except (OSError, ValueError, KeyError):
+                self.teardown()
+                return
         self.reactor.call_later(self.ws.close_timeout, self.teardown)
 
     def teardown(self) -> None:
@@ -582,8 +593,8 @@ class Reactor:
 
     def add_handler(self, sock: socket.socket, handler: Handler, events: int = EVENT_READ) -> None:
         """Watch a non-websocket socket (a listener, a handshake in progress): in the loop only."""
+        self._register(sock, events, handler)
         self._handlers[sock.fileno()] = handler
-        self._selector.register(sock, events, handler)
 
     def set_handler_events(self, sock: socket.socket, handler: Handler, events: int) -> None:
         self._selector.modify(sock, events, handler)
@@ -627,10 +638,14 @@ class Reactor:
         if conn is None:
             return
         sock = conn.sock
-        if handed_over:
-            self._selector.modify(sock, EVENT_READ, conn)
-        else:
-            self._selector.register(sock, EVENT_READ, conn)
+        try:
+            if handed_over:
+                self._selector.modify(sock, EVENT_READ, conn)
+            else:
+                self._register(sock, EVENT_READ, conn)
+        except (OSError, ValueError):  # closed before the loop got to it
+            conn.teardown()
+            return
         if preamble:
             conn.write(preamble)
         websocket.attach(conn)
@@ -670,6 +685,53 @@ class Reactor:
                 pass
         websocket.stream.fail(ProtocolException("Server is shutting down", 1001))
         websocket._connection_lost()
+
+    def _register(self, sock: socket.socket, events: int, data: Handler) -> None:
+        """Register ``sock``; an old registration of its file descriptor number is stale (that
+        socket was closed behind the reactor's back and the number reused): it is dropped first."""
+        selector = self._selector
+        try:
+            selector.register(sock, events, data)
+        except KeyError:
+            key = selector.get_key(sock.fileno())
+            if key.fileobj is sock:
+                raise
+            self._drop_stale(key, reused=True)
+            selector.register(sock, events, data)
+
+    def _drop_stale(self, key: selectors.SelectorKey, reused: bool) -> None:
+        """Forget a registration whose socket was closed by someone else: a websocket's
+        connection is torn down (``closed(1006)``), a handler closed. ``reused``: its number is
+        another socket's now (never close that one)."""
+        sock = key.fileobj
+        handler = key.data
+        logger.warning("fd %d was closed behind the reactor's back; dropping %r", key.fd, handler)
+        if reused and isinstance(sock, socket.socket) and sock.fileno() != -1:
+            sock.detach()  # closed with os.close(): the number is the new socket's
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        if self._handlers.get(key.fd) is handler:
+            del self._handlers[key.fd]
+        if isinstance(handler, Connection):
+            handler.teardown()
+            return
+        close = getattr(handler, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                logger.exception("error closing %r", handler)
+
+    def _sweep(self) -> None:
+        """Every ``_SWEEP_EVERY`` seconds: drop registrations whose socket was closed behind the
+        reactor's back (the selector reports nothing for them)."""
+        for key in list(self._selector.get_map().values()):
+            fileobj = key.fileobj
+            if key.data is not None and isinstance(fileobj, socket.socket) and fileobj.fileno() == -1:
+                self._drop_stale(key, reused=False)
+        self.call_later(_SWEEP_EVERY, self._sweep)
 
     def _forget(self, conn: Connection) -> None:
         self._connections.pop(conn.ws, None)
@@ -741,6 +803,7 @@ class Reactor:
         calls = self._calls
         timers = self._timers
         wake_r = self._wake_r
+        self.call_later(_SWEEP_EVERY, self._sweep)
         try:
             while True:
                 if self._stopping and (not self._connections or time.monotonic() >= self._stop_deadline):
