@@ -11,12 +11,26 @@ import heapq
 import itertools
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Transport", "TimerHandle", "BlockingTransport"]
+__all__ = ["Transport", "TimerHandle", "BlockingTransport", "close_notify"]
+
+
+def close_notify(sock: socket.socket) -> None:
+    """Send a TLS ``close_notify`` alert on ``sock`` before it is closed, without waiting for the
+    peer's (best effort: the socket is made non-blocking, nothing is retried). Does nothing for a
+    plain or an already closed socket."""
+    if not isinstance(sock, ssl.SSLSocket) or sock.fileno() == -1:
+        return
+    try:
+        sock.setblocking(False)
+        sock.unwrap()  # sends ours; raises SSLWantReadError as the peer's is not there yet
+    except (OSError, ValueError):
+        pass
 
 
 class TimerHandle:
@@ -225,7 +239,10 @@ class BlockingTransport:
             linger = self._linger and not self.finished
             self.finished = True
         if linger:
+            close_notify(sock)
             _drain(sock, self.linger_timeout)
+        else:
+            close_notify(sock)
         try:
             sock.close()
         except OSError:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from ..exc import ProtocolException
 from ..framing import OPCODE_BINARY, OPCODE_TEXT, frame_header
 from ..protocol import OPEN
-from ..transport import TimerHandle, _Timers
+from ..transport import TimerHandle, _Timers, close_notify
 from ..websocket import WebSocket
 
 if TYPE_CHECKING:
@@ -334,6 +334,10 @@ class TLSConnection(Connection):
     with one read. If the shared buffer fills first, the rest is read on the next loop turn,
     after this one's output is flushed (so backpressure applies as it does without TLS).
 
+    Closing: a ``close_notify`` alert is sent first (best effort, without waiting for the
+    peer's), so the peer sees a clean TLS end rather than a truncation; not when the connection
+    is reset for ``max_buffered``.
+
     Writing: ``SSLSocket.send`` takes all it is given or raises ``SSLWantWriteError``, and a
     retried write must start with the same bytes; the output list is only ever consumed from its
     front, so it does. Small queued writes are joined into records of up to 64 KiB.
@@ -374,6 +378,17 @@ class TLSConnection(Connection):
         super().flush()
         if paused and not (self.paused or self.closed) and self.sock.pending():  # type: ignore[attr-defined]
             self.reactor.call_later(0.0, self.on_read)  # decrypted bytes wait inside OpenSSL
+
+    def _linger(self) -> None:
+        if not self.closed:
+            close_notify(self.sock)
+        super()._linger()
+
+    def teardown(self) -> None:
+        """Send close_notify (best effort, without blocking), then as a plain connection."""
+        if not self.closed:
+            close_notify(self.sock)
+        super().teardown()
 
     def _send(self, buf: list[bytes | memoryview]) -> int:
         send = self.sock.send
