@@ -770,12 +770,14 @@ class Reactor:
             if websockets is None
             else [(ws, connections[ws]) for ws in websockets if ws in connections]
         )
-        room = self.max_buffered - len(frame) - _OVERHEAD  # what a connection may hold before it
+        # Bytes a connection may hold before this frame. Only bytes: the frame is one object shared
+        # by every connection; flush() counts each buffer's overhead at the end of the turn.
+        room = self.max_buffered - len(frame)
         full: list[Connection] = []
         for ws, conn in targets:
             stream = ws.stream
             if stream.state is OPEN:
-                if conn.wsize + _OVERHEAD * len(conn.wbuf) > room:
+                if conn.wsize > room:
                     full.append(conn)  # closed after the loop: it leaves _connections
                 elif stream.client or stream.deflate is not None:
                     stream.send(payload, binary)  # masked, or compressed, per connection
