@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from wsloop.framing import OPCODE_PING, OPCODE_TEXT, build_frame
+from wsloop.framing import OPCODE_PING, build_frame
 from wsloop.handshake import client_request, new_key
 from wsloop.poller import Reactor
 from wsloop.servers.standalone import WebSocketServer
@@ -274,29 +274,75 @@ client.close()
 """
 
 
-def test_reactor_callbacks_sending_to_a_non_reader_are_capped() -> None:
-    """send() from a callback (the reactor's thread never waits) is capped too."""
+def test_callbacks_relaying_to_a_non_reader_are_capped() -> None:
+    """send() from callbacks (the reactor's thread never waits) to a peer that does not read:
+    here another client's messages are relayed to it, 2 MiB each, 48 MiB in all."""
 
-    class Sprayer(Codes):
+    class Relay(Codes):
         def received_message(self, message: Any) -> None:
-            for _ in range(8):  # 4 MiB per message received
-                self.send(b"s" * (512 << 10), binary=True)
+            if message.data == b"relay":
+                for ws in Codes.instances:
+                    if ws is not self and not ws.terminated:
+                        ws.send(b"r" * (2 << 20), binary=True)
+            else:
+                super().received_message(message)
 
     Codes.instances, Codes.codes = [], []
     reactor = Reactor(max_buffered=16 << 20)
-    server = WebSocketServer("127.0.0.1", 0, Sprayer, manager=reactor)
+    server = WebSocketServer("127.0.0.1", 0, Relay, manager=reactor)
     server.start()
     slow = raw_upgrade(server.port)
     try:
         wait_for(lambda: len(Codes.instances) == 1)
+        driver = Client(server.port)
+        wait_for(lambda: len(Codes.instances) == 2)
         conn = reactor._connections[Codes.instances[0]]
-        # 48 MiB asked for in one read (reading pauses only after it has been answered).
-        slow.sendall(build_frame(OPCODE_TEXT, b"go", masked=True) * 12)
+        for i in range(24):
+            driver.send("relay")
+            assert driver.echo(f"sync {i}").data == f"sync {i}".encode()  # one relay per turn
+            if Codes.codes:
+                break
         wait_for(lambda: Codes.codes, timeout=20)
         assert Codes.codes == [1008]
+        assert i < 12, "closed near max_buffered, not after 48 MiB"
         assert conn.wbuf == [] and conn.wsize == 0
+        assert driver.echo("driver unaffected").data == b"driver unaffected"
+        driver.close()
     finally:
         slow.close()
+        server.stop(timeout=1)
+
+
+def test_messages_larger_than_max_buffered_reach_a_peer_that_reads() -> None:
+    """The cap bounds what piles up for a peer that does not keep up, not one message: 24 MiB
+    sent from a callback, then from another thread, with max_buffered 8 MiB."""
+
+    class Big(Codes):
+        def received_message(self, message: Any) -> None:
+            if message.data == b"big":
+                self.send(b"b" * (24 << 20), binary=True)
+            else:
+                super().received_message(message)
+
+    Codes.instances, Codes.codes = [], []
+    reactor = Reactor(high_water=1 << 20, low_water=256 << 10, max_buffered=8 << 20)
+    server = WebSocketServer("127.0.0.1", 0, Big, manager=reactor, max_message_size=None)
+    server.start()
+    client = Client(server.port, timeout=30)
+    try:
+        wait_for(lambda: len(Codes.instances) == 1)
+        client.send("big")
+        time.sleep(0.5)  # the reader is late: the message waits in the buffer meanwhile
+        assert len(client.recv(timeout=30).data) == 24 << 20
+        sender = threading.Thread(target=Codes.instances[0].send, args=(b"t" * (24 << 20), True))
+        sender.start()
+        time.sleep(0.5)
+        assert len(client.recv(timeout=30).data) == 24 << 20
+        sender.join(10)
+        assert Codes.codes == []
+        assert client.echo("after").data == b"after"
+    finally:
+        client.close()
         server.stop(timeout=1)
 
 

@@ -12,9 +12,10 @@ One loop turn::
 
 Backpressure: a connection holding more than ``high_water`` of unsent output stops being read
 until it drains below ``low_water``; a thread other than the reactor's that sends to it waits until
-then. Output the reactor's own thread queues (callbacks' sends, broadcasts, publishes, pongs) is
-capped by ``max_buffered``: a connection past it is reset and reported ``closed(1008)``. Unsent
-output is counted as memory: its bytes plus ``_OVERHEAD`` per queued buffer.
+then. Output the reactor's own thread queues for a connection that has fallen behind (callbacks'
+sends, broadcasts, publishes, pongs) is capped by ``max_buffered``: past it the connection is reset
+and reported ``closed(1008)``. Unsent output is counted as memory: bytes plus ``_OVERHEAD`` per
+queued buffer.
 
 A socket closed behind the reactor's back (``ws.sock.close()`` from another thread) is noticed
 when a new socket reuses its number, or by a look every second; its websocket gets ``closed(1006)``.
@@ -122,6 +123,7 @@ class Connection(Handler):
         "lingering",
         "closed",
         "waiters",
+        "cap",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, ws: WebSocket) -> None:
@@ -138,6 +140,7 @@ class Connection(Handler):
         self.lingering = False  # FIN sent; discarding input until the peer closes
         self.closed = False
         self.waiters = 0  # threads blocked in call() for backpressure
+        self.cap = 0  # while paused: the output it may hold before it is reset (max_buffered)
 
     # -- Transport interface
     def in_context(self) -> bool:
@@ -230,14 +233,17 @@ class Connection(Handler):
                 del buf[:i]
         reactor = self.reactor
         held = self.wsize + _OVERHEAD * len(buf)
-        if held > reactor.max_buffered:
-            self.overflow()
-            return
         if self.paused:
+            if held > self.cap:
+                self.overflow()
+                return
             if held <= reactor.low_water:
                 self.paused = False
         elif held > reactor.high_water:
+            # Falling behind: from now on it may grow by max_buffered - high_water (what one
+            # turn queued while the peer kept up, a large message for one, is never refused).
             self.paused = True
+            self.cap = held + reactor.max_buffered - reactor.high_water
         if self.waiters and held + self.queued <= reactor.low_water:
             with reactor._drained:
                 reactor._drained.notify_all()
@@ -424,16 +430,19 @@ class Reactor:
     :param high_water: unsent bytes above which a connection stops being read and other
         threads' sends to it wait.
     :param low_water: unsent bytes below which reading and waiting senders resume.
-    :param max_buffered: the most unsent output (bytes plus 64 per queued buffer) a connection
-        may hold (default: 16 MiB, or 4 x ``high_water`` if larger). Reading pauses at
-        ``high_water`` and other threads' sends wait, but the reactor's own thread does not wait:
-        output queued by callbacks, :meth:`broadcast`, :meth:`local_broadcast` (channels'
-        ``publish()``) and pongs can grow past it for a peer that does not read. Such a
-        connection is reset (its output dropped, no close frame: it would wait behind the
-        unread output) and its websocket's ``closed(1008, "output buffer limit exceeded")``
-        called; a broadcast skips it, the other connections keep receiving. Checked before a
-        broadcast frame is queued and when a connection's output is flushed (after each loop
-        turn), so callbacks may exceed it by what they write in one turn.
+    :param max_buffered: the unsent output (bytes plus 64 per queued buffer) a connection whose
+        peer does not keep up may hold (default: 16 MiB, or 4 x ``high_water`` if larger).
+        Reading pauses at ``high_water`` and other threads' sends wait, but the reactor's own
+        thread never waits: output queued by callbacks (to other websockets too),
+        :meth:`broadcast`, :meth:`local_broadcast` (channels' ``publish()``) and pongs would
+        grow without end for a peer that does not read. Once a connection's output is over
+        ``high_water`` after a loop turn, it may grow by ``max_buffered - high_water`` more
+        (so to about ``max_buffered``; output queued while the peer kept up, a message larger
+        than the cap for one, is never refused); past that the connection is reset (its output
+        dropped, no close frame: it would wait behind the unread output) and its websocket's
+        ``closed(1008, "output buffer limit exceeded")`` called. A broadcast skips such a
+        connection; the others keep receiving. Checked before each broadcast frame is queued
+        and when the output is flushed (after each loop turn).
     :param close_timeout: default seconds :meth:`stop` waits for closing handshakes.
     """
 
@@ -770,14 +779,14 @@ class Reactor:
             if websockets is None
             else [(ws, connections[ws]) for ws in websockets if ws in connections]
         )
-        # Bytes a connection may hold before this frame. Only bytes: the frame is one object shared
-        # by every connection; flush() counts each buffer's overhead at the end of the turn.
-        room = self.max_buffered - len(frame)
+        # A connection that has fallen behind (paused) is capped; counted in bytes only here (the
+        # frame is one object shared by every connection): flush() adds each buffer's overhead.
+        size = len(frame)
         full: list[Connection] = []
         for ws, conn in targets:
             stream = ws.stream
             if stream.state is OPEN:
-                if conn.wsize > room:
+                if conn.paused and conn.wsize + size > conn.cap:
                     full.append(conn)  # closed after the loop: it leaves _connections
                 elif stream.client or stream.deflate is not None:
                     stream.send(payload, binary)  # masked, or compressed, per connection
