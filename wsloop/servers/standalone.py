@@ -138,9 +138,10 @@ class WebSocketServer:
         :mod:`wsloop.workers` gets one); the server closes it when it stops.
     :param broker: join the reactor to this :class:`~wsloop.pubsub.Broker` (selectors poller
         only): ``broadcast()`` and channels then reach every process joined to it.
-    :param max_buffered: the reactor's cap on a connection's unsent output (see
-        :class:`~wsloop.poller.Reactor`; None: its default, 16 MiB); past it the connection is
-        reset and reported ``closed(1008)``. Not used with ``manager`` or the threaded poller.
+    :param max_buffered: the reactor's cap on the unsent output of a connection whose peer
+        does not keep up (see :class:`~wsloop.poller.Reactor`; None: its default, 16 MiB); past
+        it the connection is reset and reported ``closed(1008)``. Not used with ``manager`` or
+        the threaded poller.
     """
 
     def __init__(
