@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from wsloop.client import WebSocketClient
-from wsloop.framing import OPCODE_TEXT, build_frame
+from wsloop.framing import OPCODE_CLOSE, OPCODE_TEXT, build_frame
 from wsloop.handshake import client_request, new_key
 from wsloop.messaging import Message
 from wsloop.poller import Reactor
@@ -282,3 +282,67 @@ def test_cli_tls_usage_errors(args: tuple[str, ...], message: str) -> None:
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def _raw_tls_upgrade(port: int, context: ssl.SSLContext) -> ssl.SSLSocket:
+    """An upgraded ``wss://`` connection on a plain ``ssl`` socket that reports a TLS end without
+    close_notify as an error (``suppress_ragged_eofs=False``); nothing after the 101 is read."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = context.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+    sock.sendall(client_request(f"127.0.0.1:{port}", "/", new_key()))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, "closed during the handshake"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _read_to_clean_tls_end(sock: ssl.SSLSocket) -> bytes:
+    """Everything until the TLS end; an SSLEOFError (TCP closed without close_notify) fails."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ssl.SSLEOFError as exc:
+            raise AssertionError(f"no close_notify before the TCP end: {exc}") from exc
+        if not chunk:
+            return data
+        data += chunk
+
+
+@pytest.mark.parametrize("poller", ["selectors", "threaded"])
+@pytest.mark.parametrize("initiator", ["client", "server"])
+def test_closing_a_tls_websocket_sends_close_notify(
+    poller: str,
+    initiator: str,
+    make_server: Callable[..., WebSocketServer],
+    tls_files: tuple[Path, Path],
+    tls_contexts: Contexts,
+) -> None:
+    cert, key = tls_files
+    server = make_server(certfile=str(cert), keyfile=str(key), poller=poller)
+    sock = _raw_tls_upgrade(server.port, tls_contexts[1])
+    try:
+        sock.sendall(text_frame(b"hello"))
+        if initiator == "client":
+            sock.sendall(build_frame(OPCODE_CLOSE, b"\x03\xe8", masked=True))
+            data = _read_to_clean_tls_end(sock)
+        else:
+            head = b""
+            while len(head) < 7:
+                head += sock.recv(7 - len(head))
+            assert head == b"\x81\x05hello"
+            server.manager.close_all(1001, "bye")
+            data = b""
+            while b"\x88" not in data:
+                data += sock.recv(64)
+            sock.sendall(build_frame(OPCODE_CLOSE, b"\x03\xe9", masked=True))
+            data += _read_to_clean_tls_end(sock)
+        stream = Protocol(client=True)
+        stream.feed(data)
+        assert stream.close_received is not None
+        assert stream.close_received.code == (1000 if initiator == "client" else 1001)
+    finally:
+        sock.close()

@@ -11,30 +11,57 @@ import heapq
 import itertools
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Transport", "TimerHandle", "BlockingTransport"]
+__all__ = ["Transport", "TimerHandle", "BlockingTransport", "close_notify"]
+
+
+def close_notify(sock: socket.socket) -> None:
+    """Send a TLS ``close_notify`` alert on ``sock`` before it is closed, without waiting for the
+    peer's (best effort: the socket is made non-blocking, nothing is retried). Does nothing for a
+    plain or an already closed socket."""
+    if not isinstance(sock, ssl.SSLSocket) or sock.fileno() == -1:
+        return
+    try:
+        sock.setblocking(False)
+        sock.unwrap()  # sends ours; raises SSLWantReadError as the peer's is not there yet
+    except (OSError, ValueError):
+        pass
 
 
 class TimerHandle:
     """A scheduled call; :meth:`cancel` stops it from running."""
 
-    __slots__ = ("when", "callback", "args", "cancelled")
+    __slots__ = ("when", "callback", "args", "cancelled", "_timers")
 
-    def __init__(self, when: float, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def __init__(
+        self,
+        when: float,
+        callback: Callable[..., Any],
+        args: tuple[Any, ...],
+        timers: _Timers | None = None,
+    ) -> None:
         self.when = when
         self.callback = callback
         self.args = args
         self.cancelled = False
+        self._timers = timers  # the heap it waits in; None once popped from it
 
     def cancel(self) -> None:
+        if self.cancelled:
+            return
         self.cancelled = True
         # A cancelled timer may wait in the heap until its time: let go of what it would call.
         self.callback = _nothing
         self.args = ()
+        timers = self._timers
+        if timers is not None:
+            self._timers = None
+            timers._cancelled_one()
 
 
 def _nothing(*args: Any) -> None:
@@ -72,25 +99,50 @@ class Transport(Protocol):
         """Run ``fn(*args)`` in context after ``delay`` seconds (in context only)."""
 
 
-class _Timers:
-    """A heap of :class:`TimerHandle` with lazy deletion, shared by both drivers."""
+_COMPACT_MIN = 256  # cancelled entries before the heap is worth rebuilding
 
-    __slots__ = ("heap", "_seq")
+
+class _Timers:
+    """A heap of :class:`TimerHandle` with lazy deletion, shared by both drivers.
+
+    A cancelled timer stays in the heap until it is due or until cancelled entries are more than
+    half of the heap (and at least ``_COMPACT_MIN``): then the heap is rebuilt without them, so
+    it holds at most about twice the live timers (amortised O(1) per cancellation).
+    """
+
+    __slots__ = ("heap", "_seq", "cancelled")
 
     def __init__(self) -> None:
         self.heap: list[tuple[float, int, TimerHandle]] = []
         self._seq = itertools.count()
+        self.cancelled = 0  # cancelled handles still in the heap
 
     def add(self, delay: float, fn: Callable[..., Any], args: tuple[Any, ...]) -> TimerHandle:
-        handle = TimerHandle(time.monotonic() + delay, fn, args)
+        handle = TimerHandle(time.monotonic() + delay, fn, args, self)
         heapq.heappush(self.heap, (handle.when, next(self._seq), handle))
+        return handle
+
+    def _cancelled_one(self) -> None:
+        self.cancelled += 1
+        if self.cancelled >= _COMPACT_MIN and self.cancelled * 2 > len(self.heap):
+            heap = self.heap
+            heap[:] = [entry for entry in heap if not entry[2].cancelled]
+            heapq.heapify(heap)
+            self.cancelled = 0
+
+    def _pop(self) -> TimerHandle:
+        handle = heapq.heappop(self.heap)[2]
+        if handle.cancelled:
+            self.cancelled -= 1
+        else:
+            handle._timers = None
         return handle
 
     def timeout(self, default: float | None) -> float | None:
         """Seconds until the next live timer (at most ``default``)."""
         heap = self.heap
         while heap and heap[0][2].cancelled:
-            heapq.heappop(heap)
+            self._pop()
         if not heap:
             return default
         delay = max(0.0, heap[0][0] - time.monotonic())
@@ -102,7 +154,7 @@ class _Timers:
         now = time.monotonic()
         ready = []
         while heap and heap[0][0] <= now:
-            handle = heapq.heappop(heap)[2]
+            handle = self._pop()
             if not handle.cancelled:
                 ready.append(handle)
         return ready
@@ -217,7 +269,10 @@ class BlockingTransport:
             linger = self._linger and not self.finished
             self.finished = True
         if linger:
+            close_notify(sock)
             _drain(sock, self.linger_timeout)
+        else:
+            close_notify(sock)
         try:
             sock.close()
         except OSError:

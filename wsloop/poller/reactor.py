@@ -10,8 +10,15 @@ One loop turn::
             └─▶ each connection with new output: one send()/sendmsg(); only a connection that
                 could not write everything is registered for EVENT_WRITE.
 
-Backpressure: a connection holding more than ``high_water`` unsent bytes stops being read until
-it drains below ``low_water``; a thread other than the reactor's that sends to it waits until then.
+Backpressure: a connection holding more than ``high_water`` of unsent output stops being read
+until it drains below ``low_water``; a thread other than the reactor's that sends to it waits until
+then. Output the reactor's own thread queues for a connection that has fallen behind (callbacks'
+sends, broadcasts, publishes, pongs) is capped by ``max_buffered``: past it the connection is reset
+and reported ``closed(1008)``. Unsent output is counted as memory: bytes plus ``_OVERHEAD`` per
+queued buffer.
+
+A socket closed behind the reactor's back (``ws.sock.close()`` from another thread) is noticed
+when a new socket reuses its number, or by a look every second; its websocket gets ``closed(1006)``.
 
 TLS: a websocket whose socket is an ``ssl.SSLSocket`` (the standalone server's ``wss://``, a
 ``wss://`` client, a framework serving HTTPS) gets a :class:`TLSConnection`, the same loop's
@@ -28,14 +35,16 @@ import os
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..exc import ProtocolException
 from ..framing import OPCODE_BINARY, OPCODE_TEXT, frame_header
 from ..protocol import OPEN
-from ..transport import TimerHandle, _Timers
+from ..transport import TimerHandle, _Timers, close_notify
 from ..websocket import WebSocket
 
 if TYPE_CHECKING:
@@ -49,6 +58,13 @@ EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 _IOV_MAX = 1024
 _JOIN_UNDER = 64 * 1024
+# What one queued buffer costs beyond its bytes (a bytes object's header, its list slot, malloc's
+# rounding): 1.25 M two-byte pongs held 83 MB, not 2.5 MB.
+_OVERHEAD = 64
+_MAX_BUFFERED = 16 * 1024 * 1024
+_OVERFLOW_CODE = 1008
+_SWEEP_EVERY = 1.0  # seconds between looks for sockets closed behind the reactor's back
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets and frees the kernel's buffer
 
 
 # glibc's mallopt() parameters (malloc.h).
@@ -107,6 +123,7 @@ class Connection(Handler):
         "lingering",
         "closed",
         "waiters",
+        "cap",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, ws: WebSocket) -> None:
@@ -114,7 +131,7 @@ class Connection(Handler):
         self.sock = sock
         self.ws = ws
         self.wbuf: list[bytes | memoryview] = []
-        self.wsize = 0  # bytes in wbuf
+        self.wsize = 0  # bytes in wbuf (its memory: wsize + _OVERHEAD * len(wbuf))
         self.queued = 0  # bytes other threads have submitted that the reactor has not framed yet
         self.events = EVENT_READ  # what the selector watches now
         self.dirty = False  # in the reactor's list of connections to flush this turn
@@ -123,6 +140,7 @@ class Connection(Handler):
         self.lingering = False  # FIN sent; discarding input until the peer closes
         self.closed = False
         self.waiters = 0  # threads blocked in call() for backpressure
+        self.cap = 0  # while paused: the output it may hold before it is reset (max_buffered)
 
     # -- Transport interface
     def in_context(self) -> bool:
@@ -214,12 +232,19 @@ class Connection(Handler):
                     i += 1
                 del buf[:i]
         reactor = self.reactor
+        held = self.wsize + _OVERHEAD * len(buf)
         if self.paused:
-            if self.wsize <= reactor.low_water:
+            if held > self.cap:
+                self.overflow()
+                return
+            if held <= reactor.low_water:
                 self.paused = False
-        elif self.wsize > reactor.high_water:
+        elif held > reactor.high_water:
+            # Falling behind: from now on it may grow by max_buffered - high_water (what one
+            # turn queued while the peer kept up, a large message for one, is never refused).
             self.paused = True
-        if self.waiters and self.wsize + self.queued <= reactor.low_water:
+            self.cap = held + reactor.max_buffered - reactor.high_water
+        if self.waiters and held + self.queued <= reactor.low_water:
             with reactor._drained:
                 reactor._drained.notify_all()
         if self.closing and not buf:
@@ -231,7 +256,10 @@ class Connection(Handler):
         events = (0 if self.paused else EVENT_READ) | (EVENT_WRITE if buf else 0)
         if events != self.events:
             self.events = events
-            reactor._selector.modify(self.sock, events, self)
+            try:
+                reactor._selector.modify(self.sock, events, self)
+            except (OSError, ValueError, KeyError):  # its socket was closed behind our back
+                self.teardown()
 
     def _send(self, buf: list[bytes | memoryview]) -> int:
         """One system call's worth of the queued output; returns the bytes it took."""
@@ -243,6 +271,30 @@ class Connection(Handler):
             return self.sock.send(data)
         return self.sock.sendmsg(buf[:_IOV_MAX])
 
+    def overflow(self) -> None:
+        """Output past ``max_buffered``: drop it, reset the connection, report ``closed(1008)``.
+
+        No close frame: it would wait behind output the peer does not read.
+        """
+        if self.closed:
+            return
+        reactor = self.reactor
+        logger.warning(
+            "%r: %d bytes of output unsent (max_buffered %d): the peer does not read; closing (%d)",
+            self.ws,
+            self.wsize + _OVERHEAD * len(self.wbuf),
+            reactor.max_buffered,
+            _OVERFLOW_CODE,
+        )
+        self.ws.stream.fail(ProtocolException("output buffer limit exceeded", _OVERFLOW_CODE))
+        self.wbuf = []
+        self.wsize = 0
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        except OSError:
+            pass
+        Connection.teardown(self)  # not TLSConnection's: no close_notify behind unread output
+
     def _linger(self) -> None:
         """After failing the connection: FIN, then read and discard until EOF or the timeout."""
         self.lingering = False  # once
@@ -253,7 +305,11 @@ class Connection(Handler):
             return
         if self.events != EVENT_READ:
             self.events = EVENT_READ
-            self.reactor._selector.modify(self.sock, EVENT_READ, self)
+            try:
+                self.reactor._selector.modify(self.sock, EVENT_READ, self)
+            except (OSError, ValueError, KeyError):
+                self.teardown()
+                return
         self.reactor.call_later(self.ws.close_timeout, self.teardown)
 
     def teardown(self) -> None:
@@ -283,6 +339,10 @@ class TLSConnection(Connection):
     more (``SSLWantReadError``) and parses everything in one pass, as the plain connection does
     with one read. If the shared buffer fills first, the rest is read on the next loop turn,
     after this one's output is flushed (so backpressure applies as it does without TLS).
+
+    Closing: a ``close_notify`` alert is sent first (best effort, without waiting for the
+    peer's), so the peer sees a clean TLS end rather than a truncation; not when the connection
+    is reset for ``max_buffered``.
 
     Writing: ``SSLSocket.send`` takes all it is given or raises ``SSLWantWriteError``, and a
     retried write must start with the same bytes; the output list is only ever consumed from its
@@ -325,6 +385,17 @@ class TLSConnection(Connection):
         if paused and not (self.paused or self.closed) and self.sock.pending():  # type: ignore[attr-defined]
             self.reactor.call_later(0.0, self.on_read)  # decrypted bytes wait inside OpenSSL
 
+    def _linger(self) -> None:
+        if not self.closed:
+            close_notify(self.sock)
+        super()._linger()
+
+    def teardown(self) -> None:
+        """Send close_notify (best effort, without blocking), then as a plain connection."""
+        if not self.closed:
+            close_notify(self.sock)
+        super().teardown()
+
     def _send(self, buf: list[bytes | memoryview]) -> int:
         send = self.sock.send
         sent = 0
@@ -359,6 +430,19 @@ class Reactor:
     :param high_water: unsent bytes above which a connection stops being read and other
         threads' sends to it wait.
     :param low_water: unsent bytes below which reading and waiting senders resume.
+    :param max_buffered: the unsent output (bytes plus 64 per queued buffer) a connection whose
+        peer does not keep up may hold (default: 16 MiB, or 4 x ``high_water`` if larger).
+        Reading pauses at ``high_water`` and other threads' sends wait, but the reactor's own
+        thread never waits: output queued by callbacks (to other websockets too),
+        :meth:`broadcast`, :meth:`local_broadcast` (channels' ``publish()``) and pongs would
+        grow without end for a peer that does not read. Once a connection's output is over
+        ``high_water`` after a loop turn, it may grow by ``max_buffered - high_water`` more
+        (so to about ``max_buffered``; output queued while the peer kept up, a message larger
+        than the cap for one, is never refused); past that the connection is reset (its output
+        dropped, no close frame: it would wait behind the unread output) and its websocket's
+        ``closed(1008, "output buffer limit exceeded")`` called. A broadcast skips such a
+        connection; the others keep receiving. Checked before each broadcast frame is queued
+        and when the output is flushed (after each loop turn).
     :param close_timeout: default seconds :meth:`stop` waits for closing handshakes.
     """
 
@@ -369,9 +453,15 @@ class Reactor:
         low_water: int = 1024 * 1024,
         close_timeout: float = 5.0,
         selector: selectors.BaseSelector | None = None,
+        max_buffered: int | None = None,
     ) -> None:
         self.high_water = high_water
         self.low_water = low_water
+        if max_buffered is None:
+            max_buffered = max(_MAX_BUFFERED, 4 * high_water)
+        elif max_buffered < high_water:
+            raise ValueError("max_buffered must be at least high_water")
+        self.max_buffered = max_buffered
         self.close_timeout = close_timeout
         self._selector = selector if selector is not None else selectors.DefaultSelector()
         self._buffer = bytearray(read_size)
@@ -382,6 +472,7 @@ class Reactor:
         self._adding = 0
         self._adding_lock = threading.Lock()
         self._dirty: list[Connection] = []
+        self._burst = 0  # bytes broadcast this turn
         self._calls: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
         self._timers = _Timers()
         self._drained = threading.Condition()
@@ -398,6 +489,7 @@ class Reactor:
         self._stopping = False
         self._stop_deadline = 0.0
         self._finished = threading.Event()
+        self._ended = False  # the loop has shut down: add() refuses (set under _adding_lock)
         self._handlers: dict[int, Handler] = {}
         #: Channels and cross-process broadcast (:mod:`wsloop.pubsub`): set by ``pubsub.attach()``.
         self.pubsub: Hub | None = None
@@ -410,13 +502,20 @@ class Reactor:
         ``preamble`` is sent first (the 101 response, for instance); ``received`` holds bytes
         already read from the peer after its handshake. Safe from any thread. A TLS socket
         (``ssl.SSLSocket``, its TLS handshake done) is served too, by a :class:`TLSConnection`.
+
+        Once :meth:`stop` has begun (or the loop has ended) a websocket is refused: its socket is
+        closed and its ``closed(1001, "Server is shutting down")`` is called (``opened()`` never
+        was), on the reactor's thread or, once the loop has ended, in the caller's.
         """
         if self._in_loop():
             self._add(websocket, preamble, received)
-        else:
-            with self._adding_lock:
+            return
+        with self._adding_lock:
+            if not self._ended:
                 self._adding += 1
-            self.call_soon_threadsafe(self._add_handed_over, websocket, preamble, received)
+                self.call_soon_threadsafe(self._add_handed_over, websocket, preamble, received)
+                return
+        self._refuse(websocket)
 
     def remove(self, websocket: WebSocket) -> None:
         """Stop serving ``websocket`` without closing it; its socket is left open and blocking."""
@@ -518,8 +617,8 @@ class Reactor:
 
     def add_handler(self, sock: socket.socket, handler: Handler, events: int = EVENT_READ) -> None:
         """Watch a non-websocket socket (a listener, a handshake in progress): in the loop only."""
+        self._register(sock, events, handler)
         self._handlers[sock.fileno()] = handler
-        self._selector.register(sock, events, handler)
 
     def set_handler_events(self, sock: socket.socket, handler: Handler, events: int) -> None:
         self._selector.modify(sock, events, handler)
@@ -563,10 +662,14 @@ class Reactor:
         if conn is None:
             return
         sock = conn.sock
-        if handed_over:
-            self._selector.modify(sock, EVENT_READ, conn)
-        else:
-            self._selector.register(sock, EVENT_READ, conn)
+        try:
+            if handed_over:
+                self._selector.modify(sock, EVENT_READ, conn)
+            else:
+                self._register(sock, EVENT_READ, conn)
+        except (OSError, ValueError):  # closed before the loop got to it
+            conn.teardown()
+            return
         if preamble:
             conn.write(preamble)
         websocket.attach(conn)
@@ -588,12 +691,71 @@ class Reactor:
         if self._stopping:
             if handed_over:
                 self._selector.unregister(sock)
-            sock.close()
+            self._refuse(websocket)
             return None, handed_over
         if sock.gettimeout() != 0.0:
             sock.setblocking(False)
         cls = TLSConnection if isinstance(sock, ssl.SSLSocket) else Connection
         return cls(self, sock, websocket), handed_over
+
+    @staticmethod
+    def _refuse(websocket: WebSocket) -> None:
+        """Not served (the reactor is stopping or stopped): close its socket; ``closed(1001)``."""
+        sock = websocket.sock
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        websocket.stream.fail(ProtocolException("Server is shutting down", 1001))
+        websocket._connection_lost()
+
+    def _register(self, sock: socket.socket, events: int, data: Handler) -> None:
+        """Register ``sock``; an old registration of its file descriptor number is stale (that
+        socket was closed behind the reactor's back and the number reused): it is dropped first."""
+        selector = self._selector
+        try:
+            selector.register(sock, events, data)
+        except KeyError:
+            key = selector.get_key(sock.fileno())
+            if key.fileobj is sock:
+                raise
+            self._drop_stale(key, reused=True)
+            selector.register(sock, events, data)
+
+    def _drop_stale(self, key: selectors.SelectorKey, reused: bool) -> None:
+        """Forget a registration whose socket was closed by someone else: a websocket's
+        connection is torn down (``closed(1006)``), a handler closed. ``reused``: its number is
+        another socket's now (never close that one)."""
+        sock = key.fileobj
+        handler = key.data
+        logger.warning("fd %d was closed behind the reactor's back; dropping %r", key.fd, handler)
+        if reused and isinstance(sock, socket.socket) and sock.fileno() != -1:
+            sock.detach()  # closed with os.close(): the number is the new socket's
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        if self._handlers.get(key.fd) is handler:
+            del self._handlers[key.fd]
+        if isinstance(handler, Connection):
+            handler.teardown()
+            return
+        close = getattr(handler, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                logger.exception("error closing %r", handler)
+
+    def _sweep(self) -> None:
+        """Every ``_SWEEP_EVERY`` seconds: drop registrations whose socket was closed behind the
+        reactor's back (the selector reports nothing for them)."""
+        for key in list(self._selector.get_map().values()):
+            fileobj = key.fileobj
+            if key.data is not None and isinstance(fileobj, socket.socket) and fileobj.fileno() == -1:
+                self._drop_stale(key, reused=False)
+        self.call_later(_SWEEP_EVERY, self._sweep)
 
     def _forget(self, conn: Connection) -> None:
         self._connections.pop(conn.ws, None)
@@ -617,23 +779,33 @@ class Reactor:
             if websockets is None
             else [(ws, connections[ws]) for ws in websockets if ws in connections]
         )
+        # A connection that has fallen behind (paused) is capped; counted in bytes only here (the
+        # frame is one object shared by every connection): flush() adds each buffer's overhead.
+        size = len(frame)
+        full: list[Connection] = []
         for ws, conn in targets:
             stream = ws.stream
             if stream.state is OPEN:
-                if stream.client or stream.deflate is not None:
+                if conn.paused and conn.wsize + size > conn.cap:
+                    full.append(conn)  # closed after the loop: it leaves _connections
+                elif stream.client or stream.deflate is not None:
                     stream.send(payload, binary)  # masked, or compressed, per connection
                 else:
                     conn.write(frame)
+        for conn in full:
+            conn.overflow()
+        self._burst += len(frame)
 
     def _admit(self, conn: Connection, size: int) -> None:
         """Account for ``size`` bytes another thread submits; wait first while ``conn`` is
         above the high-water mark, until it drains to the low-water mark."""
         with self._drained:
-            if conn.wsize + conn.queued > self.high_water and self._tid is not None:
+            held = conn.wsize + _OVERHEAD * len(conn.wbuf) + conn.queued
+            if held > self.high_water and self._tid is not None:
                 conn.waiters += 1
                 try:
                     while (
-                        conn.wsize + conn.queued > self.low_water
+                        conn.wsize + _OVERHEAD * len(conn.wbuf) + conn.queued > self.low_water
                         and not conn.closed
                         and not self._stopping
                         and self._tid is not None
@@ -657,6 +829,7 @@ class Reactor:
         calls = self._calls
         timers = self._timers
         wake_r = self._wake_r
+        self.call_later(_SWEEP_EVERY, self._sweep)
         try:
             while True:
                 if self._stopping and (not self._connections or time.monotonic() >= self._stop_deadline):
@@ -689,6 +862,12 @@ class Reactor:
                         fn(*args)
                     except Exception:
                         logger.exception("error in call %r", fn)
+                    if self._burst > self.high_water:
+                        # Broadcasts queued by other threads: flush each high_water's worth
+                        # before framing more, so a reader that keeps up is not pushed past
+                        # max_buffered by one burst (the rest run on the next turn, at once).
+                        break
+                self._burst = 0
                 if timers.heap:
                     for handle in timers.due():
                         try:
@@ -714,17 +893,17 @@ class Reactor:
                 except Exception:
                     logger.exception("error closing %r", handler)
         self._handlers.clear()
-        # Websockets handed over too late are not served: their sockets are closed.
+        # Websockets handed over too late are refused; add() refuses them from now on.
+        with self._adding_lock:
+            self._ended = True
+            self._adding = 0
         late = [args[0] for fn, args in self._calls if fn == self._add_handed_over]
         self._calls.clear()
-        with self._adding_lock:
-            self._adding = 0
         for websocket in late:
-            if websocket.sock is not None:
-                try:
-                    websocket.sock.close()
-                except OSError:
-                    pass
+            try:
+                self._refuse(websocket)
+            except Exception:
+                logger.exception("error refusing %r", websocket)
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()

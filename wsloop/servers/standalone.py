@@ -165,6 +165,10 @@ class WebSocketServer:
         :mod:`wsloop.workers` gets one); the server closes it when it stops.
     :param broker: join the reactor to this :class:`~wsloop.pubsub.Broker` (selectors poller
         only): ``broadcast()`` and channels then reach every process joined to it.
+    :param max_buffered: the reactor's cap on the unsent output of a connection whose peer
+        does not keep up (see :class:`~wsloop.poller.Reactor`; None: its default, 16 MiB); past
+        it the connection is reset and reported ``closed(1008)``. Not used with ``manager`` or
+        the threaded poller.
     """
 
     def __init__(
@@ -192,6 +196,7 @@ class WebSocketServer:
         idle_timeout: float | None = None,
         max_header_size: int = MAX_HEADER_SIZE,
         max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
+        max_buffered: int | None = None,
     ) -> None:
         if ssl_context is None and certfile is not None:
             ssl_context = tls_context(certfile, keyfile)
@@ -207,7 +212,9 @@ class WebSocketServer:
         self.handshake_timeout = handshake_timeout
         self.close_timeout = close_timeout
         self.serve_page = serve_page
-        self.manager = manager if manager is not None else make_manager(poller, close_timeout=close_timeout)
+        self.manager = manager if manager is not None else make_manager(
+            poller, close_timeout=close_timeout, max_buffered=max_buffered
+        )
         if broker is not None:
             if not isinstance(self.manager, Reactor):
                 raise ValueError("a broker needs the selectors poller")
