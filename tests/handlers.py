@@ -89,3 +89,18 @@ class ScaleWebSocket(WebSocket):
             self.publish(channel, payload)
         else:
             self.send(message.data, message.is_binary)
+
+
+class TickerWebSocket(WebSocket):
+    """For tests/test_limits.py: from ``opened()`` on, sends 256 KiB every 5 ms from the driver's
+    own thread (a timer, as a broadcast or a game tick would), whether the peer reads or not."""
+
+    compression = None
+
+    def opened(self) -> None:
+        self.tick()
+
+    def tick(self) -> None:
+        if not self.terminated and self.transport is not None:
+            self.send(b"t" * (256 * 1024), binary=True)
+            self.transport.call_later(0.005, self.tick)

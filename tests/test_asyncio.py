@@ -791,3 +791,48 @@ def test_pending_handshakes_are_bounded() -> None:
         time.sleep(0.2)
         with Client(served.port) as client:
             assert client.echo("after").data == b"after"
+
+
+class Ticker(SyncWebSocket):
+    """Sends 1 MiB every 5 ms from the loop's thread (as a broadcast or a timer would: such sends
+    never wait); records the largest transport buffer seen and how it ended."""
+
+    events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+
+    def opened(self) -> None:
+        self.largest = 0
+        self.tick()
+
+    def tick(self) -> None:
+        if self.terminated:
+            return
+        driver = self.transport
+        assert isinstance(driver, AsyncioTransport)
+        self.send(b"t" * (1024 * 1024), binary=True)
+        driver.flush()
+        self.largest = max(self.largest, driver.transport.get_write_buffer_size())
+        driver.loop.call_later(0.005, self.tick)
+
+    def closed(self, code: int, reason: str | None = None) -> None:
+        self.events.put(("closed", code, reason, self.largest))
+
+
+def test_output_to_a_peer_that_does_not_read_is_capped() -> None:
+    """Output queued on the loop's thread for a peer that never reads stops at max_buffered: the
+    connection is dropped and closed with 1008 (before: it grew without end)."""
+    drain_events(Ticker.events)
+    with serving(Ticker, max_buffered=8 * 1024 * 1024) as served:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", served.port))
+        sock.sendall(client_request(f"127.0.0.1:{served.port}", "/", new_key()))
+        try:
+            event = next_event(Ticker.events, "closed", timeout=30)
+        finally:
+            sock.close()
+        _, code, reason, largest = event
+        assert (code, reason) == (1008, "output buffer limit exceeded")
+        assert largest <= 8 * 1024 * 1024 + 2 * 1024 * 1024
+        with Client(served.port) as good:  # the server carries on
+            assert good.recv(timeout=10).data == b"t" * (1024 * 1024)

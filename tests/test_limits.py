@@ -28,6 +28,8 @@ Elsewhere, not repeated:
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -265,6 +267,50 @@ class TestEveryFlavour:
         silent.close()
         assert time.monotonic() - began < TIMEOUT + SLACK
         assert server.stop() == 0, server.output
+
+
+# ------------------------------------------------------------- max_buffered
+
+
+@pytest.mark.parametrize("flavour", [name for name in FLAVOURS if name != "threaded"])
+def test_max_buffered_drops_a_peer_that_does_not_read(flavour: str) -> None:
+    """--max-buffered on every flavour whose sends from its own thread never wait (the threaded
+    poller's block in sendall): a server ticking 256 KiB every 5 ms to a peer that does not read
+    drops it once 6 MiB are held (and logs it); the peer then reads at most that much plus what
+    the kernel buffers held, and the reset. Without the cap it reads as much as it cares to."""
+    handler = "tests.handlers:TickerWebSocket"
+    server = ServerProcess(*FLAVOURS[flavour], "--max-buffered", "6m", "--handler", handler)
+    try:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(upgrade())
+        time.sleep(SLACK)  # not reading: the server's output backs up past the cap
+        received = 0
+        try:
+            while received < 64 * 1024 * 1024:
+                data = sock.recv(1024 * 1024)
+                if not data:
+                    break
+                received += len(data)
+        except ConnectionResetError:
+            pass
+        finally:
+            sock.close()
+        assert received < 32 * 1024 * 1024, f"{received} bytes read: the output was not capped"
+    finally:
+        assert server.stop() == 0
+    assert "output unsent (max_buffered 6291456)" in server.output
+
+
+def test_max_buffered_below_the_high_water_mark_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wsloop", "serve", "--max-buffered", "1m"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--max-buffered" in result.stderr
 
 
 # ------------------------------------------------------------- idle timeout

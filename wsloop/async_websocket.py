@@ -45,11 +45,12 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
-from .exc import StreamClosed
+from .exc import ProtocolException, StreamClosed
 from .framing import OPCODE_BINARY, OPCODE_PONG
 from .messaging import Message
 from .protocol import CLOSED, OPEN
-from .transport import TimerHandle, Transport
+from .transport import DEFAULT_HIGH_WATER as HIGH_WATER
+from .transport import OVERFLOW_CODE, OVERFLOW_REASON, TimerHandle, Transport, max_buffered_for
 from .websocket import SendPayload
 from .websocket import WebSocket as _SyncWebSocket
 
@@ -65,7 +66,7 @@ __all__ = [
 logger = logging.getLogger("wsloop.websocket")
 
 #: The transport's buffer size above which reading pauses and ``await send()`` waits...
-DEFAULT_HIGH_WATER = 4 * 1024 * 1024
+DEFAULT_HIGH_WATER = HIGH_WATER
 #: ...until it drains below this.
 DEFAULT_LOW_WATER = 1024 * 1024
 
@@ -134,6 +135,12 @@ class AsyncioTransport:
     :param high_water: the transport's buffer size above which reading from the peer pauses (a
         peer that stops reading cannot grow our memory) and ``await send()`` waits.
     :param low_water: the buffer size below which both resume.
+    :param max_buffered: what the transport's buffer may hold once the peer has fallen behind
+        (default: 16 MiB, or 4 x ``high_water`` if larger), as the reactor's ``max_buffered``:
+        from the moment the buffer passes ``high_water`` it may grow by ``max_buffered -
+        high_water`` more (output queued on the loop's thread, by callbacks, broadcasts and
+        pongs, does not wait); past that the connection is aborted and its websocket's
+        ``closed(1008, "output buffer limit exceeded")`` called.
     """
 
     def __init__(
@@ -143,12 +150,15 @@ class AsyncioTransport:
         *,
         high_water: int = DEFAULT_HIGH_WATER,
         low_water: int = DEFAULT_LOW_WATER,
+        max_buffered: int | None = None,
     ) -> None:
         self.transport = transport
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.ws: _SyncWebSocket | None = None
         self.high_water = high_water
         self.low_water = low_water
+        self.max_buffered = max_buffered_for(high_water, max_buffered)
+        self._cap = 0  # while writing is paused: the buffer size past which the peer is dropped
         transport.set_write_buffer_limits(high_water, low_water)
         # Frames waiting for the end of the loop turn (see write()).
         self._out: list[bytes] = []
@@ -213,6 +223,24 @@ class AsyncioTransport:
                     transport.write(chunk)
             out.clear()
             self._out_size = 0
+            if self.writing_paused and transport.get_write_buffer_size() > self._cap:
+                self.overflow()
+
+    def overflow(self) -> None:
+        """The buffer is past ``max_buffered`` for a peer that does not read: abort the
+        connection (no close frame: it would wait behind the unread output); ``closed(1008)``."""
+        transport = self.transport
+        logger.warning(
+            "%r: %d bytes of output unsent (max_buffered %d): the peer does not read; closing (%d)",
+            self.ws,
+            transport.get_write_buffer_size(),
+            self.max_buffered,
+            OVERFLOW_CODE,
+        )
+        self.closing = True
+        transport.abort()  # connection_lost follows, at the loop's next turn
+        if self.ws is not None:
+            self.ws.stream.fail(ProtocolException(OVERFLOW_REASON, OVERFLOW_CODE))
 
     def in_context(self) -> bool:
         return _get_ident() == self._tid
@@ -282,6 +310,9 @@ class AsyncioTransport:
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        # Falling behind: from now on the buffer may grow by max_buffered - high_water (what was
+        # queued while the peer kept up, a large message for one, is never refused).
+        self._cap = self.transport.get_write_buffer_size() + self.max_buffered - self.high_water
         self.hold_reading(_HOLD_WRITE, True)
 
     def resume_writing(self) -> None:

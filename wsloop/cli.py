@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 from .servers.limits import DEFAULT_MAX_PENDING_HANDSHAKES
+from .transport import DEFAULT_HIGH_WATER
 from .websocket import EchoWebSocket, WebSocket
 
 __all__ = ["main", "load_handler", "SERVERS"]
@@ -21,9 +22,9 @@ logger = logging.getLogger("wsloop.cli")
 
 #: ``--server`` choices and the module whose ``serve()`` runs each. Every one of them has
 #: ``serve(host, port, handler_cls, *, ready, stop, heartbeat_freq, max_message_size, compression,
-#: max_connections, idle_timeout, close_timeout, handshake_timeout)``; the standalone and asyncio
-#: servers' also take ``max_header_size`` and ``max_pending_handshakes`` (the frameworks read the
-#: request head and accept connections themselves).
+#: max_connections, idle_timeout, close_timeout, handshake_timeout, max_buffered)``; the
+#: standalone and asyncio servers' also take ``max_header_size`` and ``max_pending_handshakes``
+#: (the frameworks read the request head and accept connections themselves).
 SERVERS = {
     "standalone": "wsloop.servers.standalone",
     "cherrypy": "wsloop.servers.cherrypyserver",
@@ -148,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         " default 16k",
     )
     serve.add_argument(
+        "--max-buffered",
+        type=_byte_count,
+        default=None,
+        help="unsent output a websocket whose peer has fallen behind may hold (suffix k/m), past"
+        " which it is dropped and closed with 1008; default 16m",
+    )
+    serve.add_argument(
         "--max-pending-handshakes",
         type=_limit,
         default=argparse.SUPPRESS,
@@ -215,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
+    if args.max_buffered is not None and args.max_buffered < DEFAULT_HIGH_WATER:
+        parser.error(f"--max-buffered: at least the high-water mark ({DEFAULT_HIGH_WATER // 1024 // 1024}m)")
     if args.certfile and args.server != "standalone":
         parser.error("--certfile (wss://) is served by the standalone server only")
     ssl_context = None
@@ -268,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "idle_timeout": args.idle_timeout,
         "close_timeout": args.close_timeout,
         "handshake_timeout": args.handshake_timeout,
+        "max_buffered": args.max_buffered,
     }
     if args.server == "standalone":
         options["poller"] = args.poller

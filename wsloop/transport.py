@@ -33,6 +33,25 @@ def close_notify(sock: socket.socket) -> None:
         pass
 
 
+#: The default high-water mark of every driver: unsent output above which reading pauses.
+DEFAULT_HIGH_WATER = 4 * 1024 * 1024
+#: The default cap on the output a connection whose peer has fallen behind may hold (every
+#: driver's ``max_buffered``), and what its websocket's ``closed()`` reports past it.
+DEFAULT_MAX_BUFFERED = 16 * 1024 * 1024
+OVERFLOW_CODE = 1008
+OVERFLOW_REASON = "output buffer limit exceeded"
+
+
+def max_buffered_for(high_water: int, max_buffered: int | None) -> int:
+    """A driver's ``max_buffered``: the default (16 MiB, or 4 x ``high_water`` if larger) for
+    None; a value below ``high_water`` is a :class:`ValueError`."""
+    if max_buffered is None:
+        return max(DEFAULT_MAX_BUFFERED, 4 * high_water)
+    if max_buffered < high_water:
+        raise ValueError("max_buffered must be at least high_water")
+    return max_buffered
+
+
 class TimerHandle:
     """A scheduled call; :meth:`cancel` stops it from running."""
 

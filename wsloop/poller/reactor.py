@@ -44,7 +44,15 @@ from typing import TYPE_CHECKING, Any
 from ..exc import ProtocolException
 from ..framing import OPCODE_BINARY, OPCODE_TEXT, frame_header
 from ..protocol import OPEN
-from ..transport import TimerHandle, _Timers, close_notify
+from ..transport import (
+    DEFAULT_HIGH_WATER,
+    OVERFLOW_CODE,
+    OVERFLOW_REASON,
+    TimerHandle,
+    _Timers,
+    close_notify,
+    max_buffered_for,
+)
 from ..websocket import WebSocket
 
 if TYPE_CHECKING:
@@ -61,8 +69,6 @@ _JOIN_UNDER = 64 * 1024
 # What one queued buffer costs beyond its bytes (a bytes object's header, its list slot, malloc's
 # rounding): 1.25 M two-byte pongs held 83 MB, not 2.5 MB.
 _OVERHEAD = 64
-_MAX_BUFFERED = 16 * 1024 * 1024
-_OVERFLOW_CODE = 1008
 _SWEEP_EVERY = 1.0  # seconds between looks for sockets closed behind the reactor's back
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets and frees the kernel's buffer
 
@@ -284,9 +290,9 @@ class Connection(Handler):
             self.ws,
             self.wsize + _OVERHEAD * len(self.wbuf),
             reactor.max_buffered,
-            _OVERFLOW_CODE,
+            OVERFLOW_CODE,
         )
-        self.ws.stream.fail(ProtocolException("output buffer limit exceeded", _OVERFLOW_CODE))
+        self.ws.stream.fail(ProtocolException(OVERFLOW_REASON, OVERFLOW_CODE))
         self.wbuf = []
         self.wsize = 0
         try:
@@ -449,7 +455,7 @@ class Reactor:
     def __init__(
         self,
         read_size: int = 256 * 1024,
-        high_water: int = 4 * 1024 * 1024,
+        high_water: int = DEFAULT_HIGH_WATER,
         low_water: int = 1024 * 1024,
         close_timeout: float = 5.0,
         selector: selectors.BaseSelector | None = None,
@@ -457,11 +463,7 @@ class Reactor:
     ) -> None:
         self.high_water = high_water
         self.low_water = low_water
-        if max_buffered is None:
-            max_buffered = max(_MAX_BUFFERED, 4 * high_water)
-        elif max_buffered < high_water:
-            raise ValueError("max_buffered must be at least high_water")
-        self.max_buffered = max_buffered
+        self.max_buffered = max_buffered_for(high_water, max_buffered)
         self.close_timeout = close_timeout
         self._selector = selector if selector is not None else selectors.DefaultSelector()
         self._buffer = bytearray(read_size)

@@ -104,6 +104,9 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         :class:`~wsloop.deflate.DeflateOptions` of its own.
     :param high_water: write buffer size above which reading pauses and ``await send()`` waits.
     :param low_water: write buffer size below which both resume.
+    :param max_buffered: the write buffer a peer that has fallen behind may make us hold (default
+        16 MiB, or 4 x ``high_water``); past it the connection is aborted, ``closed(1008)``
+        (:class:`~wsloop.async_websocket.AsyncioTransport`).
     :param connections: a set this protocol adds itself to while its connection is open (the
         server's registry, for shutting down).
     :param max_connections: websockets served at once (None: no limit), counted in ``upgraded``;
@@ -132,6 +135,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         serve_page: bool = True,
         high_water: int = DEFAULT_HIGH_WATER,
         low_water: int = DEFAULT_LOW_WATER,
+        max_buffered: int | None = None,
         connections: set[WebSocketProtocol] | None = None,
         max_connections: int | None = None,
         upgraded: set[WebSocketProtocol] | None = None,
@@ -156,6 +160,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.serve_page = serve_page
         self.high_water = high_water
         self.low_water = low_water
+        self.max_buffered = max_buffered
         self.connections = connections
         self.max_connections = max_connections
         self.upgraded = upgraded
@@ -282,7 +287,9 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.ws = ws
         if self.upgraded is not None:
             self.upgraded.add(self)
-        self.driver = AsyncioTransport(transport, high_water=self.high_water, low_water=self.low_water)
+        self.driver = AsyncioTransport(
+            transport, high_water=self.high_water, low_water=self.low_water, max_buffered=self.max_buffered
+        )
         self.driver.start(ws, preamble=accepted.response, received=received)
 
     def _answer(self, response: bytes) -> None:
@@ -345,6 +352,7 @@ def serve(
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_header_size: int = MAX_HEADER_SIZE,
     max_pending_handshakes: int | None = None,
+    max_buffered: int | None = None,
 ) -> None:
     """Serve ``handler_cls`` on ``host:port`` with a new asyncio event loop in the calling thread.
 
@@ -376,6 +384,7 @@ def serve(
                     idle_timeout=idle_timeout,
                     handshake_timeout=handshake_timeout,
                     max_header_size=max_header_size,
+                    max_buffered=max_buffered,
                     max_pending_handshakes=(
                         None if max_pending_handshakes is None else pending_limit(max_pending_handshakes)
                     ),

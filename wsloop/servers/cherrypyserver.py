@@ -301,13 +301,22 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
     :param max_connections: websockets served at once (None: no limit), upgrades in progress
         included; the tool answers an upgrade beyond it with ``503 Service Unavailable`` and
         ``Retry-After: 1`` (asking through the bus's ``websocket-reserve`` channel).
+    :param max_buffered: the reactor's cap on a slow reader's unsent output
+        (:class:`~wsloop.poller.Reactor`).
     """
 
-    def __init__(self, bus: Any, close_timeout: float = 5.0, max_connections: int | None = None) -> None:
+    def __init__(
+        self,
+        bus: Any,
+        close_timeout: float = 5.0,
+        max_connections: int | None = None,
+        max_buffered: int | None = None,
+    ) -> None:
         super().__init__(bus)
         self.close_timeout = close_timeout
         self.max_connections = max_connections
-        self.manager = Reactor(close_timeout=close_timeout)
+        self.max_buffered = max_buffered
+        self.manager = Reactor(close_timeout=close_timeout, max_buffered=max_buffered)
         self._upgrading = 0  # upgrades the tool accepted and has not handed over yet
         self._lock = threading.Lock()
         self._running = False
@@ -318,7 +327,7 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
             if self._running:
                 return
             if self._used:  # a stopped reactor cannot run again: the engine restarted
-                self.manager = Reactor(close_timeout=self.close_timeout)
+                self.manager = Reactor(close_timeout=self.close_timeout, max_buffered=self.max_buffered)
                 self._upgrading = 0
             self._used = True
             self.manager.start()
@@ -499,6 +508,7 @@ def serve(
     idle_timeout: float | None = None,
     close_timeout: float = 5.0,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_buffered: int | None = None,
 ) -> None:
     """Serve ``handler_cls`` websockets on ``host:port`` at any path with CherryPy until ``stop``.
 
@@ -529,7 +539,9 @@ def serve(
     logging.getLogger("cherrypy.access").propagate = False
     if not isinstance(getattr(cherrypy.tools, "websocket", None), WebSocketTool):
         cherrypy.tools.websocket = WebSocketTool()
-    plugin = WebSocketPlugin(engine, close_timeout=close_timeout, max_connections=max_connections)
+    plugin = WebSocketPlugin(
+        engine, close_timeout=close_timeout, max_connections=max_connections, max_buffered=max_buffered
+    )
     plugin.subscribe()
     cherrypy.tree.mount(
         _Root(),

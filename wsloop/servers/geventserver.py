@@ -257,6 +257,7 @@ def serve(
     idle_timeout: float | None = None,
     close_timeout: float = 5.0,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_buffered: int | None = None,
 ) -> None:
     """Serve ``handler_cls`` websockets on ``host:port`` with gevent until ``stop`` is set.
 
@@ -278,7 +279,7 @@ def serve(
     server = WSGIServer(
         (host, port),
         with_demo_page(app),
-        manager=Reactor(close_timeout=close_timeout),
+        manager=Reactor(close_timeout=close_timeout, max_buffered=max_buffered),
         handshake_timeout=handshake_timeout,
         backlog=1024,
         log=pywsgi.LoggingLogAdapter(logger, logging.DEBUG),

@@ -717,6 +717,7 @@ def serve(
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_header_size: int = MAX_HEADER_SIZE,
     max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
+    max_buffered: int | None = None,
 ) -> None:
     """Serve ``handler_cls`` until ``stop`` is set, then close all with 1001 (the CLI's entry).
 
@@ -739,6 +740,7 @@ def serve(
         handshake_timeout=handshake_timeout,
         max_header_size=max_header_size,
         max_pending_handshakes=max_pending_handshakes,
+        max_buffered=max_buffered,
         ssl_context=ssl_context,
         heartbeat_freq=heartbeat_freq,
         max_message_size=max_message_size,

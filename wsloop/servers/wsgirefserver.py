@@ -178,6 +178,7 @@ def serve(
     idle_timeout: float | None = None,
     close_timeout: float = 5.0,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_buffered: int | None = None,
 ) -> None:
     """Serve ``handler_cls`` on the wsgiref server until ``stop`` is set (the CLI's entry)."""
     app = WebSocketWSGIApplication(
@@ -193,7 +194,7 @@ def serve(
         host, port, with_demo_page(app), server_class=WSGIServer, handler_class=_QuietHandler
     )
     server.handshake_timeout = handshake_timeout
-    server.initialize_websockets_manager(Reactor(close_timeout=close_timeout))
+    server.initialize_websockets_manager(Reactor(close_timeout=close_timeout, max_buffered=max_buffered))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
     ready(f"ws://{host}:{server.server_port}/")
