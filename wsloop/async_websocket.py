@@ -286,6 +286,9 @@ class AsyncioTransport:
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
         return _LoopTimer(self.loop, delay, fn, args)
 
+    def unsent(self) -> int:
+        return self._out_size + (0 if self.lost else self.transport.get_write_buffer_size())
+
     # ------------------------------------------------ the asyncio protocol's events
 
     def data_received(self, data: bytes | memoryview) -> None:

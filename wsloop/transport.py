@@ -117,6 +117,12 @@ class Transport(Protocol):
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
         """Run ``fn(*args)`` in context after ``delay`` seconds (in context only)."""
 
+    def flush(self) -> None:
+        """Write queued output to the socket now, as far as it takes it (in context only)."""
+
+    def unsent(self) -> int:
+        """Bytes queued and not yet written to the socket (in context only)."""
+
 
 _COMPACT_MIN = 256  # cancelled entries before the heap is worth rebuilding
 
@@ -256,6 +262,12 @@ class BlockingTransport:
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
         return self.timers.add(delay, fn, args)
+
+    def flush(self) -> None:
+        pass  # written synchronously
+
+    def unsent(self) -> int:
+        return 0
 
     def serve(self, process: Callable[[bytes], bool]) -> None:
         """Read and ``process`` until the connection ends; timers run in between."""

@@ -247,20 +247,18 @@ class WebSocket:
         # socket's buffer releases close() at once.
         try:
             self._close(code, reason)
-            flush = getattr(self.transport, "flush", None)
-            if flush is not None:
-                flush()
+            if self.transport is not None:
+                self.transport.flush()
         finally:
             self._when_written(written, 0.0)
 
     def _when_written(self, written: threading.Event, delay: float) -> None:
         """(In context) set ``written`` once this connection's queued output is written to the
         socket, or the connection has ended; looks again every ``delay`` seconds (growing to
-        50 ms) while the peer drains it. A reactor connection counts its unsent bytes in
-        ``wsize``; the other transports write at once. Nothing is queued after a close frame,
-        so no unsent bytes means the close frame is out."""
+        50 ms) while the peer drains it. Nothing is queued after a close frame, so no unsent
+        bytes means the close frame is out."""
         transport = self.transport
-        if self._finished or transport is None or not getattr(transport, "wsize", 0):
+        if self._finished or transport is None or not transport.unsent():
             written.set()
             return
         delay = min(max(delay * 2, 0.001), 0.05)

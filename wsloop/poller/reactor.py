@@ -189,6 +189,9 @@ class Connection(Handler):
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
         return self.reactor.call_later(delay, fn, *args)
 
+    def unsent(self) -> int:
+        return self.wsize
+
     # -- reactor side
     def on_read(self) -> None:
         reactor = self.reactor
