@@ -13,7 +13,7 @@ from typing import Any
 
 from wsloop.framing import OPCODE_PING, build_frame
 from wsloop.handshake import client_request, new_key
-from wsloop.poller import Reactor
+from wsloop.poller import Reactor, ThreadedManager
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
 
@@ -492,3 +492,20 @@ def test_a_socket_closed_behind_the_reactors_back_is_finished_without_fd_reuse()
     finally:
         client.sock.close()
         server.stop(timeout=1)
+
+
+def test_threaded_manager_refuses_with_1001_while_stopping() -> None:
+    """The threaded poller, once stopped: a websocket handed over is refused as the reactor
+    refuses it (before: its socket closed, closed() never called)."""
+    manager = ThreadedManager()
+    manager.stop(0)
+    server_side, client_side = socket.socketpair()
+    ws = Recorder(server_side)
+    try:
+        manager.add(ws)
+        assert ws.codes == [1001]
+        assert not ws.was_opened
+        assert server_side.fileno() == -1
+        assert len(manager) == 0
+    finally:
+        client_side.close()

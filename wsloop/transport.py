@@ -15,9 +15,14 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["Transport", "TimerHandle", "BlockingTransport", "close_notify"]
+from .exc import ProtocolException
+
+if TYPE_CHECKING:
+    from .websocket import WebSocket
+
+__all__ = ["Transport", "TimerHandle", "BlockingTransport", "close_notify", "refuse"]
 
 
 def close_notify(sock: socket.socket) -> None:
@@ -50,6 +55,19 @@ def max_buffered_for(high_water: int, max_buffered: int | None) -> int:
     if max_buffered < high_water:
         raise ValueError("max_buffered must be at least high_water")
     return max_buffered
+
+
+def refuse(websocket: WebSocket) -> None:
+    """A websocket handed to a driver that is stopping or stopped: its socket is closed and its
+    ``closed(1001, "Server is shutting down")`` called (``opened()`` never was)."""
+    sock = websocket.sock
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:
+            pass
+    websocket.stream.fail(ProtocolException("Server is shutting down", 1001))
+    websocket._connection_lost()
 
 
 class TimerHandle:

@@ -52,6 +52,7 @@ from ..transport import (
     _Timers,
     close_notify,
     max_buffered_for,
+    refuse,
 )
 from ..websocket import WebSocket
 
@@ -520,7 +521,7 @@ class Reactor:
                 self._adding += 1
                 self.call_soon_threadsafe(self._add_handed_over, websocket, preamble, received)
                 return
-        self._refuse(websocket)
+        refuse(websocket)
 
     def remove(self, websocket: WebSocket) -> None:
         """Stop serving ``websocket`` without closing it; its socket is left open and blocking."""
@@ -696,24 +697,12 @@ class Reactor:
         if self._stopping:
             if handed_over:
                 self._selector.unregister(sock)
-            self._refuse(websocket)
+            refuse(websocket)
             return None, handed_over
         if sock.gettimeout() != 0.0:
             sock.setblocking(False)
         cls = TLSConnection if isinstance(sock, ssl.SSLSocket) else Connection
         return cls(self, sock, websocket), handed_over
-
-    @staticmethod
-    def _refuse(websocket: WebSocket) -> None:
-        """Not served (the reactor is stopping or stopped): close its socket; ``closed(1001)``."""
-        sock = websocket.sock
-        if sock is not None:
-            try:
-                sock.close()
-            except OSError:
-                pass
-        websocket.stream.fail(ProtocolException("Server is shutting down", 1001))
-        websocket._connection_lost()
 
     def _register(self, sock: socket.socket, events: int, data: Handler) -> None:
         """Register ``sock``; an old registration of its file descriptor number is stale (that
@@ -906,7 +895,7 @@ class Reactor:
         self._calls.clear()
         for websocket in late:
             try:
-                self._refuse(websocket)
+                refuse(websocket)
             except Exception:
                 logger.exception("error refusing %r", websocket)
         self._selector.close()

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from ..transport import BlockingTransport
+from ..transport import BlockingTransport, refuse
 from ..websocket import WebSocket
 
 __all__ = ["ThreadedManager"]
@@ -33,8 +33,7 @@ class ThreadedManager:
     def add(self, websocket: WebSocket, *, preamble: bytes = b"", received: bytes = b"") -> None:
         """Serve ``websocket`` in a new thread (``preamble`` sent first, ``received`` fed first)."""
         if self._stopping:
-            if websocket.sock is not None:
-                websocket.sock.close()
+            refuse(websocket)
             return
         thread = threading.Thread(
             target=self._serve, args=(websocket, preamble, received), name="wsloop-conn", daemon=True
