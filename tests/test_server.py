@@ -439,3 +439,32 @@ def test_stop_returns_in_time_with_a_peer_that_does_not_read(
         assert not sender.is_alive(), "the blocked sender was not released"
     finally:
         client.sock.close()
+
+
+def test_close_from_another_thread_is_bounded_by_close_timeout(
+    make_server: Callable[..., WebSocketServer],
+) -> None:
+    """close() called from a thread other than the connection's, to a peer that never answers:
+    the connection is dropped once close_timeout has passed, on both pollers (the threaded
+    poller's connection thread slept in poll() with no timer due, and dropped it only when the
+    peer next sent something)."""
+    opened: queue.Queue[WebSocket] = queue.Queue()
+
+    class Opened(WebSocket):
+        close_timeout = 0.5
+
+        def opened(self) -> None:
+            opened.put(self)
+
+    server = make_server(handler_cls=Opened)
+    client = Client(server.port)  # reads, never answers the close
+    try:
+        ws = opened.get(timeout=10)
+        started = time.monotonic()
+        ws.close(1000, "bye")
+        assert client.recv_close().code == 1000
+        client.sock.settimeout(10)
+        assert client.sock.recv(10) == b"", "the server drops the connection"
+        assert time.monotonic() - started < 5.0
+    finally:
+        client.sock.close()
