@@ -237,6 +237,8 @@ class Protocol:
                 if self.failure is not None:
                     return
                 continue
+            if self.state is CLOSED:
+                return  # dropped by a callback (see abort()): the rest of the chunk is not read
             hlen = 2
             if length == 126:
                 if avail < 4:
@@ -515,6 +517,15 @@ class Protocol:
         if self.state is OPEN:
             self._send_close(exc.code, exc.reason)
             self.state = CLOSING
+        self._hdr = b""
+        self._remaining = 0
+        self._parts = None
+
+    def abort(self) -> None:
+        """The connection is gone (dropped, reset, terminated): parse nothing more, not even
+        the rest of a chunk being fed, and send nothing more. :attr:`close_code` is unchanged
+        (1006 when no close frame was exchanged)."""
+        self.state = CLOSED
         self._hdr = b""
         self._remaining = 0
         self._parts = None

@@ -230,8 +230,10 @@ class WebSocket:
         transport = self.transport
         if transport is None:
             self._connection_lost()
-        else:
-            transport.abort()
+            return
+        if transport.in_context():
+            self.stream.abort()  # from a callback: the rest of the read is not delivered either
+        transport.abort()
 
     @property
     def terminated(self) -> bool:
@@ -451,6 +453,7 @@ class WebSocket:
             if timer is not None:
                 timer.cancel()
         stream = self.stream
+        stream.abort()  # no callback after closed(), even for the rest of the read in progress
         stream.on_message = _ignore  # drop the websocket <-> protocol reference cycle
         if self._hub is not None:
             self._hub.leave_all(self)

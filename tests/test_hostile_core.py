@@ -1,0 +1,72 @@
+"""Hostile peers against the protocol core, end to end through a real server (issue 13).
+
+Each test starts a :class:`~wsloop.servers.standalone.WebSocketServer` on a loopback port (both
+pollers where it applies) and attacks it with a raw client from ``tests.wsclient``: callbacks
+after ``closed()`` (item 9), cross-thread sends of fragment lists (item 10), floods of empty
+continuation frames (item 2), ping floods (item 5) and BFINAL-split compressed messages (item 1).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from wsloop.framing import OPCODE_TEXT, build_frame
+from wsloop.messaging import Message
+from wsloop.servers.standalone import WebSocketServer
+from wsloop.websocket import WebSocket
+
+from .wsclient import Client
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
+# ------------------------------------------------ item 9: no callback after closed()
+
+
+class TerminatesOnFirst(WebSocket):
+    """Records its callbacks; drops the connection from inside the first received_message."""
+
+    events: list[tuple[str, Any]] = []
+
+    def received_message(self, message: Message) -> None:
+        TerminatesOnFirst.events.append(("message", message.data))
+        if len([e for e in TerminatesOnFirst.events if e[0] == "message"]) == 1:
+            self.terminate()
+
+    def ponged(self, pong: Any) -> None:
+        TerminatesOnFirst.events.append(("pong", pong.data))
+
+    def closed(self, code: int, reason: str | None = None) -> None:
+        TerminatesOnFirst.events.append(("closed", code))
+
+
+def test_no_callback_after_closed_when_terminated_inside_a_callback(
+    make_server: Callable[..., WebSocketServer], poller: str
+) -> None:
+    TerminatesOnFirst.events = []
+    server = make_server(handler_cls=TerminatesOnFirst)
+    with Client(server.port) as client:
+        # Five messages (and a pong) in one TCP write: one read on the server's side.
+        frames = b"".join(build_frame(OPCODE_TEXT, b"msg %d" % i, masked=True) for i in range(1, 6))
+        client.send_raw(frames + build_frame(0xA, b"pong", masked=True) + frames)
+        assert client.wait_eof(5)
+    assert wait_for(lambda: any(e[0] == "closed" for e in TerminatesOnFirst.events))
+    time.sleep(0.2)  # anything late would show up by now
+    events = TerminatesOnFirst.events
+    closed_at = [i for i, e in enumerate(events) if e[0] == "closed"]
+    assert closed_at == [len(events) - 1], events  # closed() once, and nothing after it
+    assert events[-1] == ("closed", 1006)
+    assert events[0] == ("message", b"msg 1")
+    if poller == "selectors":
+        # The reactor drops the connection at once: the rest of the read is not delivered.
+        assert events == [("message", b"msg 1"), ("closed", 1006)]
