@@ -8,13 +8,17 @@ continuation frames (item 2), ping floods (item 5) and BFINAL-split compressed m
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from wsloop.framing import OPCODE_TEXT, build_frame
 from wsloop.messaging import Message
+from wsloop.poller.reactor import Reactor
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import WebSocket
 
@@ -70,3 +74,61 @@ def test_no_callback_after_closed_when_terminated_inside_a_callback(
     if poller == "selectors":
         # The reactor drops the connection at once: the rest of the read is not delivered.
         assert events == [("message", b"msg 1"), ("closed", 1006)]
+
+
+# ------------------------------------------------ item 10: cross-thread sends are back-pressured
+
+
+class SendsFromAThread(WebSocket):
+    """On open, a thread sends ``count`` messages of 64 KiB in the form ``form`` names."""
+
+    form = "list"
+    count = 300
+    instances: list[SendsFromAThread] = []
+
+    def opened(self) -> None:
+        self.returned = 0  # send() calls that returned
+        self.error: BaseException | None = None
+        SendsFromAThread.instances.append(self)
+        threading.Thread(target=self._produce, daemon=True).start()
+
+    def _produce(self) -> None:
+        chunk = b"x" * 16384
+        try:
+            for _ in range(self.count):
+                if self.form == "list":
+                    self.send([chunk, chunk, chunk, chunk], binary=True)
+                elif self.form == "tuple":
+                    self.send((chunk, chunk, chunk, chunk), binary=True)
+                elif self.form == "generator":
+                    self.send((chunk for _ in range(4)), binary=True)
+                elif self.form == "str list":
+                    self.send(["é" * 8192] * 4)  # 16 KiB of UTF-8 each, 8192 characters
+                else:
+                    self.send(chunk * 4, binary=True)
+                self.returned += 1
+        except Exception as exc:  # StreamClosed once the test ends
+            self.error = exc
+
+
+@pytest.mark.parametrize("form", ["list", "tuple", "generator", "str list", "bytes"])
+def test_cross_thread_send_of_fragments_waits_above_high_water(form: str) -> None:
+    reactor = Reactor(high_water=256 * 1024, low_water=64 * 1024)
+    SendsFromAThread.instances = []
+    SendsFromAThread.form = form
+    server = WebSocketServer("127.0.0.1", 0, handler_cls=SendsFromAThread, manager=reactor)
+    server.start()
+    try:
+        with Client(server.port) as client:  # it never reads
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            assert wait_for(lambda: SendsFromAThread.instances)
+            ws = SendsFromAThread.instances[0]
+            conn = reactor._connections[ws]
+            # The sender either finishes (no backpressure) or waits for the client to read.
+            assert wait_for(lambda: ws.returned == ws.count or conn.waiters, timeout=20)
+            time.sleep(0.3)
+            unsent = conn.wsize + conn.queued
+            assert ws.returned < ws.count and ws.error is None
+            assert unsent <= reactor.high_water + 2 * 65536, (ws.returned, unsent)
+    finally:
+        server.stop(timeout=2)
