@@ -46,7 +46,7 @@ from wsloop.handshake import (
     validate_response,
 )
 from wsloop.messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
-from wsloop.protocol import DEFAULT_MAX_MESSAGE_SIZE, Protocol, State
+from wsloop.protocol import DEFAULT_MAX_MESSAGE_SIZE, FRAGMENT_OVERHEAD, Protocol, State
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
 
@@ -1208,7 +1208,8 @@ def test_inflated_size_limit_is_exact(limit: int) -> None:
 
 
 def test_limit_applies_to_the_inflated_size_of_a_fragmented_message() -> None:
-    p = server_protocol(max_message_size=10000)
+    # 10,000 bytes once inflated, in two fragments: the continuation counts 64 bytes more.
+    p = server_protocol(max_message_size=10000 + FRAGMENT_OVERHEAD)
     compressor = zlib.compressobj(6, zlib.DEFLATED, -12)
     first = compressor.compress(b"a" * 6000) + compressor.flush(zlib.Z_SYNC_FLUSH)
     second = compressor.compress(b"b" * 4000) + compressor.flush(zlib.Z_SYNC_FLUSH)

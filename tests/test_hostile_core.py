@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from wsloop.framing import OPCODE_TEXT, build_frame
+from wsloop.framing import OPCODE_CONTINUATION, OPCODE_TEXT, build_frame
 from wsloop.messaging import Message
 from wsloop.poller.reactor import Reactor
 from wsloop.servers.standalone import WebSocketServer
@@ -132,3 +132,22 @@ def test_cross_thread_send_of_fragments_waits_above_high_water(form: str) -> Non
             assert unsent <= reactor.high_water + 2 * 65536, (ws.returned, unsent)
     finally:
         server.stop(timeout=2)
+
+
+# ------------------------------------------------ item 2: floods of empty continuation frames
+
+
+def test_flood_of_empty_continuations_gets_1009_promptly(
+    make_server: Callable[..., WebSocketServer],
+) -> None:
+    server = make_server(max_message_size=1024)
+    with Client(server.port) as client, Client(server.port) as good:
+        empty = build_frame(OPCODE_CONTINUATION, b"", fin=False, masked=True)
+        client.send_raw(build_frame(OPCODE_TEXT, b"", fin=False, masked=True))
+        for _ in range(20):  # 20 x 1,000 empty fragments (6 bytes each), as fast as it can
+            try:
+                client.send_raw(empty * 1000)
+            except OSError:  # the server closed on us: what we want
+                break
+        assert client.recv_close(timeout=5).code == 1009
+        assert good.echo("still served").data == b"still served"

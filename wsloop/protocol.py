@@ -50,9 +50,13 @@ from .messaging import BinaryMessage, CloseControlMessage, Message, PongControlM
 if TYPE_CHECKING:
     from .deflate import PerMessageDeflate
 
-__all__ = ["State", "Protocol", "DEFAULT_MAX_MESSAGE_SIZE"]
+__all__ = ["State", "Protocol", "DEFAULT_MAX_MESSAGE_SIZE", "FRAGMENT_OVERHEAD"]
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: What each continuation frame of a fragmented message counts toward ``max_message_size``
+#: besides its payload: a message's memory, not only its payload bytes, stays within the limit,
+#: and a message of endless empty fragments fails (1009) after ``max_message_size / 64`` of them.
+FRAGMENT_OVERHEAD = 64
 _UNLIMITED = 1 << 63
 # Payloads up to this size are concatenated with their header into one write; larger ones are
 # written as two buffers so the payload is never copied just to prepend a few bytes.
@@ -60,6 +64,9 @@ _COALESCE = 16 * 1024
 # feed() copies a chunk of up to this many bytes (not yet parsed) to bytes before parsing it;
 # larger chunks are parsed through the caller's buffer (a memoryview) without copying.
 _COPY_UNDER = 16 * 1024
+# Pieces of a message in progress smaller than this are copied together into one bytearray
+# instead of each being kept (a bytes object and a list slot, ~60 bytes, whatever its size).
+_OWN_PART = 1024
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 # The header of an unmasked, unfragmented text or binary frame of 0..125 payload bytes, by length.
 _TEXT_HEADERS = tuple(bytes((0x81, n)) for n in range(126))
@@ -82,7 +89,8 @@ class Protocol:
 
     :param client: act as the client: mask outgoing frames, expect unmasked incoming ones.
     :param max_message_size: largest message accepted, in bytes (``None``: no limit); a larger one
-        fails the connection with 1009.
+        fails the connection with 1009. Each continuation frame of a fragmented message counts
+        :data:`FRAGMENT_OVERHEAD` (64) bytes besides its payload.
     :param write: called with each chunk of bytes to send, in order.
     :param on_message: called with each message as it completes (by default messages collect
         in :attr:`received`).
@@ -155,8 +163,9 @@ class Protocol:
         self._out_compressed = False  # the (fragmented) message being sent is compressed
         self._f_ctrl = b""  # the part of a control frame's payload received so far (<= 125 bytes)
         self._msg_op = 0  # opcode of the fragmented message in progress, 0 when none
-        self._parts: list[bytes] | None = None  # the data message in progress (None: none)
-        self._size = 0
+        # The data message in progress (None: none): its pieces, small ones copied together.
+        self._parts: list[bytes | bytearray] | None = None
+        self._size = 0  # its size so far, as counted against the limit
         self._decoder: codecs.IncrementalDecoder | None = None
 
     # ------------------------------------------------------------------ input
@@ -283,6 +292,10 @@ class Protocol:
                         raise ProtocolException("new data frame before the fragmented message ended")
                 elif not self._msg_op:
                     raise ProtocolException("continuation frame without a message to continue")
+                else:
+                    self._size += FRAGMENT_OVERHEAD
+                    if self._size > limit:
+                        raise FrameTooLargeException(f"message over {limit} bytes (with its fragments)")
                 if self._size + length > limit and not (b0 & 0x40 or self._compressed):
                     # (a compressed message is held to the limit as it is inflated)
                     raise FrameTooLargeException(f"message over {limit} bytes")
@@ -364,9 +377,23 @@ class Protocol:
         if self._compressed:
             assert self.deflate is not None
             chunk = self.deflate.decompress(chunk, self._limit - self._size, last)
-        assert self._parts is not None
-        self._parts.append(chunk)
-        self._size += len(chunk)
+        parts = self._parts
+        assert parts is not None
+        n = len(chunk)
+        if n >= _OWN_PART or not parts:
+            parts.append(chunk)
+        elif n:
+            # A small piece (a tiny fragment, a frame trickling in, a TLS record): copied
+            # onto the previous small piece, so pieces cost their bytes, not an object each.
+            tail = parts[-1]
+            if type(tail) is bytearray:
+                tail += chunk
+            elif len(tail) < _OWN_PART:
+                tail = parts[-1] = bytearray(tail)
+                tail += chunk
+            else:
+                parts.append(bytearray(chunk))
+        self._size += n
         if self._msg_op == OPCODE_TEXT:
             self._check_text(chunk, last)
         if last:
@@ -405,7 +432,7 @@ class Protocol:
     def _finish_message(self) -> None:
         parts = self._parts
         assert parts is not None
-        payload = parts[0] if len(parts) == 1 else b"".join(parts)
+        payload = parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
         op = self._msg_op
         self._msg_op = 0
         self._parts = None
