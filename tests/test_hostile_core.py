@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from wsloop.framing import OPCODE_CONTINUATION, OPCODE_TEXT, build_frame
+from wsloop.framing import OPCODE_CONTINUATION, OPCODE_PING, OPCODE_TEXT, build_frame
 from wsloop.messaging import Message
 from wsloop.poller.reactor import Reactor
+from wsloop.protocol import PONG_BURST
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import WebSocket
 
@@ -151,3 +152,49 @@ def test_flood_of_empty_continuations_gets_1009_promptly(
                 break
         assert client.recv_close(timeout=5).code == 1009
         assert good.echo("still served").data == b"still served"
+
+
+# ------------------------------------------------ item 5: a ping flood to a client that never reads
+
+
+class CountsWrites(WebSocket):
+    """Counts the buffers its protocol hands to the transport (pongs, here)."""
+
+    instances: list[CountsWrites] = []
+
+    def opened(self) -> None:
+        self.writes = 0
+        self.written = 0
+        self.done = False
+        write = self.stream.write
+
+        def counting(data: bytes) -> None:
+            self.writes += 1
+            self.written += len(data)
+            write(data)
+
+        self.stream.write = counting
+        CountsWrites.instances.append(self)
+
+    def received_message(self, message: Message) -> None:
+        self.done = True
+
+
+def test_ping_flood_makes_one_pong_buffer_per_read_not_per_ping() -> None:
+    # 17 MB of empty pings to a client that never reads made 1.25 M pong buffers (+83 MB): the
+    # protocol now answers a run of pings in one buffer (PONG_BURST pongs, then only the last).
+    CountsWrites.instances = []
+    server = WebSocketServer("127.0.0.1", 0, handler_cls=CountsWrites)
+    server.start()
+    try:
+        with Client(server.port) as client:  # it never reads
+            ping = build_frame(OPCODE_PING, b"", masked=True)
+            for _ in range(100):
+                client.send_raw(ping * 1000)
+            client.send_raw(build_frame(OPCODE_TEXT, b"done", masked=True))
+            assert wait_for(lambda: CountsWrites.instances and CountsWrites.instances[0].done)
+            ws = CountsWrites.instances[0]
+            assert ws.writes <= 100_000 // PONG_BURST, ws.writes
+            assert ws.written <= ws.writes * (PONG_BURST + 1) * 2
+    finally:
+        server.stop(timeout=2)

@@ -19,7 +19,7 @@ import pytest
 
 from wsloop.exc import ProtocolException
 from wsloop.messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
-from wsloop.protocol import DEFAULT_MAX_MESSAGE_SIZE, FRAGMENT_OVERHEAD, Protocol, State
+from wsloop.protocol import DEFAULT_MAX_MESSAGE_SIZE, FRAGMENT_OVERHEAD, PONG_BURST, Protocol, State
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 KEY = b"\x37\xfa\x21\x3d"  # the RFC 6455 §5.7 example key; all four bytes differ
@@ -1522,3 +1522,64 @@ def test_small_and_large_pieces_of_a_message_join_in_order(side: Side) -> None:
             p.feed(chunk)
         assert summary(p.received) == [("binary", b"".join(pieces))]
         assert type(p.received[0].data) is bytes
+
+
+# ------------------------------------------------ pongs to a ping flood (issue 13, 5)
+
+
+def test_ping_flood_in_one_chunk_is_answered_in_one_write(side: Side) -> None:
+    # RFC 6455 §5.5.3: an endpoint may answer only the most recent of several pings. A run of
+    # pings in one chunk gets one write: the first PONG_BURST answered each, then the last one.
+    writes: list[bytes] = []
+    p = side.protocol(write=writes.append)
+    p.feed(b"".join(side.incoming(PING, b"%d" % i) for i in range(1000)))
+    assert len(writes) == 1
+    pongs = [(f.opcode, f.payload) for f in parse_frames(writes[0])]
+    assert pongs == [(PONG, b"%d" % i) for i in range(PONG_BURST)] + [(PONG, b"999")]
+
+
+def test_a_burst_of_pings_is_answered_each(side: Side) -> None:
+    # As Autobahn's case 2.10 expects (not the RFC): nine pings in one write, nine pongs.
+    writes: list[bytes] = []
+    p = side.protocol(write=writes.append)
+    p.feed(b"".join(side.incoming(PING, b"payload-%d" % i) for i in range(1, 10)))
+    assert len(writes) == 1
+    assert [f.payload for f in parse_frames(writes[0])] == [b"payload-%d" % i for i in range(1, 10)]
+
+
+def test_pongs_come_before_what_the_next_frames_cause(side: Side) -> None:
+    p = side.protocol()
+    p.on_message = lambda m: p.send(b"reply " + m.data)
+    pings = b"".join(side.incoming(PING, b"%d" % i) for i in range(20))
+    p.feed(pings + side.incoming(TEXT, b"a") + pings + side.incoming(BINARY, b"b" * 300) + pings)
+    p.feed(pings + side.incoming(CLOSE, close_payload(1000)))
+    run = [(PONG, b"%d" % i) for i in range(PONG_BURST)] + [(PONG, b"19")]
+    assert [(f.opcode, f.payload) for f in written(p)] == [
+        *run,
+        (TEXT, b"reply a"),
+        *run,
+        (TEXT, b"reply " + b"b" * 300),
+        *run,
+        *run,
+        (CLOSE, close_payload(1000)),
+    ]
+
+
+def test_pings_split_across_chunks_are_all_answered_in_order(side: Side) -> None:
+    data = b"".join(side.incoming(PING, b"%d" % i) for i in range(40))
+    for sizes in (random_sizes(5), iter(lambda: 7, None)):
+        p = side.protocol()
+        for chunk in chunks(data, sizes):
+            p.feed(chunk)
+        payloads = [f.payload for f in written(p)]
+        # Every run (the pings whole in one chunk) is answered: its first pings, then its last.
+        assert payloads[-1] == b"39"
+        numbers = [int(x) for x in payloads]
+        assert numbers == sorted(set(numbers))
+
+
+def test_pending_pongs_are_written_before_a_failure_close(side: Side) -> None:
+    p = side.protocol()
+    p.feed(side.incoming(PING, b"1") + side.incoming(PING, b"2") + side.incoming(PING, b"x" * 126))
+    frames = written(p)
+    assert [(f.opcode, f.payload[:1]) for f in frames] == [(PONG, b"1"), (PONG, b"2"), (CLOSE, b"\x03")]
