@@ -80,7 +80,7 @@ _BINARY_HEADERS = tuple(bytes((0x82, n)) for n in range(126))
 class State(enum.Enum):
     OPEN = 1
     CLOSING = 2  # we sent a close frame (or failed the connection); waiting for the peer's close
-    CLOSED = 3  # the closing handshake is complete: the transport should close
+    CLOSED = 3  # the closing handshake is complete (or abort()): the transport should close
 
 
 OPEN = State.OPEN
@@ -95,7 +95,9 @@ class Protocol:
     :param max_message_size: largest message accepted, in bytes (``None``: no limit); a larger one
         fails the connection with 1009. Each continuation frame of a fragmented message counts
         :data:`FRAGMENT_OVERHEAD` (64) bytes besides its payload.
-    :param write: called with each chunk of bytes to send, in order.
+    :param write: called with each chunk of bytes to send, in order. Pings are answered as they
+        come, except that a run of pings parsed from one chunk gets one write: a pong for each of
+        the first :data:`PONG_BURST` (16), then one for the last only.
     :param on_message: called with each message as it completes (by default messages collect
         in :attr:`received`).
     :param deflate: the negotiated permessage-deflate agreement, if any: RSV1 is accepted on the
