@@ -69,8 +69,10 @@ _COPY_UNDER = 16 * 1024
 PONG_BURST = 16
 _PONG_BURST = PONG_BURST
 # Pieces of a message in progress smaller than this are copied together into one bytearray
-# instead of each being kept (a bytes object and a list slot, ~60 bytes, whatever its size).
+# instead of each being kept (a bytes object and a list slot, ~60 bytes, whatever its size),
+# once the message has _LOOSE_PARTS pieces (the common message of a few fragments copies none).
 _OWN_PART = 1024
+_LOOSE_PARTS = 8
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 # The header of an unmasked, unfragmented text or binary frame of 0..125 payload bytes, by length.
 _TEXT_HEADERS = tuple(bytes((0x81, n)) for n in range(126))
@@ -211,156 +213,160 @@ class Protocol:
         mask_bit = self._mask_bit
         limit = self._limit
         on_message = self.on_message
-        pongs: list[bytes] | None = None  # a run of pings being answered (see _PONG_BURST)
-        try:
-            while True:
-                avail = end - pos
-                if avail < 2:
-                    if avail:
-                        self._hdr = bytes(data[pos:end])
-                    return
-                b0 = data[pos]
-                b1 = data[pos + 1]
-                length = b1 & 0x7F
-                # The common case first: a whole masked text or binary message of at most 125 bytes
-                # in one frame (FIN, no RSV bit), no fragmented message in progress, while OPEN.
-                if (
-                    (b0 == 0x81 or b0 == 0x82)
-                    and mask_bit
-                    and 0x80 <= b1 <= 0xFD
-                    and pos + 6 + length <= end
-                    and not self._msg_op
-                    and self.state is OPEN
-                    and length <= limit
-                ):
-                    start = pos + 6
-                    pos = start + length
-                    if length:
-                        # Unmask: XOR with the key repeated over the payload (see framing.mask).
-                        keys = int.from_bytes(data[start - 4 : start], "big") * REPEAT[(length + 3) >> 2]
-                        keys >>= ((-length) & 3) << 3
-                        payload = (int.from_bytes(data[start:pos], "big") ^ keys).to_bytes(length, "big")
-                    else:
-                        payload = b""
-                    if b0 == 0x81:
-                        if not payload.isascii():
-                            try:
-                                payload.decode("utf-8")
-                            except UnicodeDecodeError:
-                                raise TextFrameEncodingException("text message is not valid UTF-8") from None
-                        on_message(TextMessage(payload))
-                    else:
-                        on_message(BinaryMessage(payload))
-                    if self.failure is not None:
-                        return
-                    continue
-                if self.state is CLOSED:
-                    return  # dropped by a callback (see abort()): the rest of the chunk is not read
-                hlen = 2
-                if length == 126:
-                    if avail < 4:
-                        self._hdr = bytes(data[pos:end])
-                        return
-                    length = (data[pos + 2] << 8) | data[pos + 3]
-                    hlen = 4
-                elif length == 127:
-                    if avail < 10:
-                        self._hdr = bytes(data[pos:end])
-                        return
-                    length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                    hlen = 10
-                    if length >> 63:
-                        raise ProtocolException("frame length has the most significant bit set")
-                if (b1 & 0x80) != mask_bit:
-                    raise ProtocolException(
-                        "unmasked frame from a client" if mask_bit else "masked frame from a server"
-                    )
-                if mask_bit:
-                    if avail < hlen + 4:
-                        self._hdr = bytes(data[pos:end])
-                        return
-                    key: bytes | None = bytes(data[pos + hlen : pos + hlen + 4])
-                    hlen += 4
-                else:
-                    key = None
-                opcode = b0 & 0x0F
-                if b0 & 0x70 and ((b0 & 0x70) != 0x40 or self.deflate is None or not 1 <= opcode <= 2):
-                    raise ProtocolException("reserved bits set without a negotiated extension")
-                fin = b0 & 0x80
-                if opcode > 2:
-                    if opcode < 8 or opcode > 10:
-                        raise UnsupportedFrameTypeException(f"reserved opcode {opcode:#x}")
-                    if not fin:
-                        raise ProtocolException("fragmented control frame")
-                    if length > 125:
-                        raise ProtocolException("control frame payload over 125 bytes")
-                else:
-                    if opcode:
-                        if self._msg_op:
-                            raise ProtocolException("new data frame before the fragmented message ended")
-                    elif not self._msg_op:
-                        raise ProtocolException("continuation frame without a message to continue")
-                    else:
-                        self._size += FRAGMENT_OVERHEAD
-                        if self._size > limit:
-                            raise FrameTooLargeException(f"message over {limit} bytes (with its fragments)")
-                    if self._size + length > limit and not (b0 & 0x40 or self._compressed):
-                        # (a compressed message is held to the limit as it is inflated)
-                        raise FrameTooLargeException(f"message over {limit} bytes")
-                start = pos + hlen
+        # A run of pings being answered (see _PONG_BURST): pending only while the next frame is a
+        # whole valid ping, so the pongs are written before anything else can be.
+        pongs: list[bytes] | None = None
+        while True:
+            avail = end - pos
+            if avail < 2:
+                if avail:
+                    self._hdr = bytes(data[pos:end])
+                return
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            length = b1 & 0x7F
+            # The common case first: a whole masked text or binary message of at most 125 bytes
+            # in one frame (FIN, no RSV bit), no fragmented message in progress, while OPEN.
+            if (
+                (b0 == 0x81 or b0 == 0x82)
+                and mask_bit
+                and 0x80 <= b1 <= 0xFD
+                and pos + 6 + length <= end
+                and not self._msg_op
+                and self.state is OPEN
+                and length <= limit
+            ):
+                start = pos + 6
                 pos = start + length
-                if pos > end:
-                    # The payload is not all here: consume what there is, the rest in later feeds.
-                    self._f_op = opcode
-                    self._f_fin = fin
-                    self._f_key = key
-                    self._f_rsv1 = b0 & 0x40
-                    self._f_len = self._remaining = length
-                    self._consume(data, start, end)
-                    return
-                if key is None:
-                    payload = bytes(data[start:pos])
+                if length:
+                    # Unmask: XOR with the key repeated over the payload (see framing.mask).
+                    keys = int.from_bytes(data[start - 4 : start], "big") * REPEAT[(length + 3) >> 2]
+                    keys >>= ((-length) & 3) << 3
+                    payload = (int.from_bytes(data[start:pos], "big") ^ keys).to_bytes(length, "big")
                 else:
-                    payload = mask(data[start:pos], key)
-                if opcode == OPCODE_PING:
-                    if self.state is OPEN:
-                        # Pings in a row are answered together, in one write: the first
-                        # _PONG_BURST each, then only the last (RFC 6455 §5.5.3 allows that).
-                        if pongs is None:
-                            pongs = [payload]
-                        elif len(pongs) <= _PONG_BURST:
-                            pongs.append(payload)
-                        else:
-                            pongs[-1] = payload
-                        if pos < end and data[pos] == 0x89:
-                            continue  # the next frame is a ping too
-                        self._answer_pings(pongs)
-                        pongs = None
-                    continue
-                if fin and opcode and not b0 & 0x40:
-                    if opcode == OPCODE_TEXT:
-                        if not payload.isascii():
-                            try:
-                                payload.decode("utf-8")
-                            except UnicodeDecodeError:
-                                raise TextFrameEncodingException("text message is not valid UTF-8") from None
-                        if self.state is OPEN:
-                            on_message(TextMessage(payload))
-                            if self.failure is not None:
-                                return
-                        continue
-                    if opcode == OPCODE_BINARY:
-                        if self.state is OPEN:
-                            on_message(BinaryMessage(payload))
-                            if self.failure is not None:
-                                return
-                        continue
-                self._frame(opcode, fin, payload, b0 & 0x40)
-                if self.failure is not None or self.state is CLOSED:
+                    payload = b""
+                if b0 == 0x81:
+                    if not payload.isascii():
+                        try:
+                            payload.decode("utf-8")
+                        except UnicodeDecodeError:
+                            raise TextFrameEncodingException("text message is not valid UTF-8") from None
+                    on_message(TextMessage(payload))
+                else:
+                    on_message(BinaryMessage(payload))
+                if self.failure is not None:
                     return
-        finally:
-            if pongs is not None:
-                self._answer_pings(pongs)
+                continue
+            if self.state is CLOSED:
+                return  # dropped by a callback (see abort()): the rest of the chunk is not read
+            hlen = 2
+            if length == 126:
+                if avail < 4:
+                    self._hdr = bytes(data[pos:end])
+                    return
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                hlen = 4
+            elif length == 127:
+                if avail < 10:
+                    self._hdr = bytes(data[pos:end])
+                    return
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                hlen = 10
+                if length >> 63:
+                    raise ProtocolException("frame length has the most significant bit set")
+            if (b1 & 0x80) != mask_bit:
+                raise ProtocolException(
+                    "unmasked frame from a client" if mask_bit else "masked frame from a server"
+                )
+            if mask_bit:
+                if avail < hlen + 4:
+                    self._hdr = bytes(data[pos:end])
+                    return
+                key: bytes | None = bytes(data[pos + hlen : pos + hlen + 4])
+                hlen += 4
+            else:
+                key = None
+            opcode = b0 & 0x0F
+            if b0 & 0x70 and ((b0 & 0x70) != 0x40 or self.deflate is None or not 1 <= opcode <= 2):
+                raise ProtocolException("reserved bits set without a negotiated extension")
+            fin = b0 & 0x80
+            if opcode > 2:
+                if opcode < 8 or opcode > 10:
+                    raise UnsupportedFrameTypeException(f"reserved opcode {opcode:#x}")
+                if not fin:
+                    raise ProtocolException("fragmented control frame")
+                if length > 125:
+                    raise ProtocolException("control frame payload over 125 bytes")
+            else:
+                if opcode:
+                    if self._msg_op:
+                        raise ProtocolException("new data frame before the fragmented message ended")
+                elif not self._msg_op:
+                    raise ProtocolException("continuation frame without a message to continue")
+                else:
+                    self._size += FRAGMENT_OVERHEAD
+                    if self._size > limit:
+                        raise FrameTooLargeException(f"message over {limit} bytes (with its fragments)")
+                if self._size + length > limit and not (b0 & 0x40 or self._compressed):
+                    # (a compressed message is held to the limit as it is inflated)
+                    raise FrameTooLargeException(f"message over {limit} bytes")
+            start = pos + hlen
+            pos = start + length
+            if pos > end:
+                # The payload is not all here: consume what there is, the rest in later feeds.
+                self._f_op = opcode
+                self._f_fin = fin
+                self._f_key = key
+                self._f_rsv1 = b0 & 0x40
+                self._f_len = self._remaining = length
+                self._consume(data, start, end)
+                return
+            if key is None:
+                payload = bytes(data[start:pos])
+            else:
+                payload = mask(data[start:pos], key)
+            if opcode == OPCODE_PING:
+                if self.state is OPEN:
+                    # Pings in a row are answered together, in one write: the first
+                    # _PONG_BURST each, then only the last (RFC 6455 §5.5.3 allows that).
+                    if pongs is None:
+                        pongs = [payload]
+                    elif len(pongs) <= _PONG_BURST:
+                        pongs.append(payload)
+                    else:
+                        pongs[-1] = payload
+                    if (
+                        end - pos >= 2
+                        and data[pos] == 0x89
+                        and (data[pos + 1] & 0x80) == mask_bit
+                        and (data[pos + 1] & 0x7F) <= 125
+                        and pos + (6 if mask_bit else 2) + (data[pos + 1] & 0x7F) <= end
+                    ):
+                        continue  # the next frame is a whole valid ping: it joins the run
+                    self._answer_pings(pongs)
+                    pongs = None
+                continue
+            if fin and opcode and not b0 & 0x40:
+                if opcode == OPCODE_TEXT:
+                    if not payload.isascii():
+                        try:
+                            payload.decode("utf-8")
+                        except UnicodeDecodeError:
+                            raise TextFrameEncodingException("text message is not valid UTF-8") from None
+                    if self.state is OPEN:
+                        on_message(TextMessage(payload))
+                        if self.failure is not None:
+                            return
+                    continue
+                if opcode == OPCODE_BINARY:
+                    if self.state is OPEN:
+                        on_message(BinaryMessage(payload))
+                        if self.failure is not None:
+                            return
+                    continue
+            self._frame(opcode, fin, payload, b0 & 0x40)
+            if self.failure is not None or self.state is CLOSED:
+                return
 
     def _consume(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
         """Take up to the rest of the current frame's payload from ``data[pos:end]``."""
@@ -410,10 +416,10 @@ class Protocol:
         parts = self._parts
         assert parts is not None
         n = len(chunk)
-        if n >= _OWN_PART or not parts:
+        if n >= _OWN_PART or len(parts) < _LOOSE_PARTS:
             parts.append(chunk)
         elif n:
-            # A small piece (a tiny fragment, a frame trickling in, a TLS record): copied
+            # One more small piece (tiny fragments, a frame trickling in, TLS records): copied
             # onto the previous small piece, so pieces cost their bytes, not an object each.
             tail = parts[-1]
             if type(tail) is bytearray:
