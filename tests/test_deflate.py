@@ -46,7 +46,7 @@ from wsloop.handshake import (
     validate_response,
 )
 from wsloop.messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
-from wsloop.protocol import DEFAULT_MAX_MESSAGE_SIZE, Protocol, State
+from wsloop.protocol import DEFAULT_MAX_MESSAGE_SIZE, FRAGMENT_OVERHEAD, Protocol, State
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
 
@@ -1208,7 +1208,8 @@ def test_inflated_size_limit_is_exact(limit: int) -> None:
 
 
 def test_limit_applies_to_the_inflated_size_of_a_fragmented_message() -> None:
-    p = server_protocol(max_message_size=10000)
+    # 10,000 bytes once inflated, in two fragments: the continuation counts 64 bytes more.
+    p = server_protocol(max_message_size=10000 + FRAGMENT_OVERHEAD)
     compressor = zlib.compressobj(6, zlib.DEFLATED, -12)
     first = compressor.compress(b"a" * 6000) + compressor.flush(zlib.Z_SYNC_FLUSH)
     second = compressor.compress(b"b" * 4000) + compressor.flush(zlib.Z_SYNC_FLUSH)
@@ -1677,3 +1678,140 @@ def test_skip_incompressible_is_opt_in(skip: bool) -> None:
     client = Protocol(client=True, deflate=client_accept(negotiated[0], options))
     client.feed(data)
     assert [m.data for m in client.received] == noise
+
+
+# ====================================================================== BFINAL-split messages (issue 13, 1)
+
+
+def bfinal_streams(count: int, size: int = 1000) -> bytes:
+    """``count`` complete deflate streams (each ending with a BFINAL block) of ``size`` zeros, as
+    one message's payload: a 0x00 byte follows the last, as in RFC 7692 §7.2.3.4, so that the
+    0x0000ffff appended on receipt makes an empty stored block."""
+    return raw_deflate(bytes(size), wbits=15, finish=True) * count + b"\x00"
+
+
+class InflateWork:
+    """Counts what inflating costs, around the real zlib: the bytes handed to decompressors, the
+    bytes zlib copies into ``unused_data`` when a stream ends, and the bytes copied by ``bytes``
+    concatenation of their output (``out += piece``)."""
+
+    def __init__(self) -> None:
+        self.fed = self.unused = self.concatenated = self.decompressors = 0
+
+    @property
+    def total(self) -> int:
+        return self.fed + self.unused + self.concatenated
+
+    def decompressobj(self, wbits: int) -> Any:
+        work = self
+        real = zlib.decompressobj(wbits)
+        work.decompressors += 1
+
+        class Output(bytes):
+            def __radd__(self, other: object) -> Any:
+                if type(other) is not bytes:
+                    return NotImplemented  # bytearray += output: in place, not counted
+                work.concatenated += len(other) + len(self)
+                return other + bytes(self)
+
+        class Decompressor:
+            def decompress(self, data: Any, max_length: int = 0) -> bytes:
+                work.fed += len(data)
+                out = real.decompress(data, max_length)
+                if real.eof:
+                    work.unused += len(real.unused_data)
+                return Output(out)
+
+            @property
+            def eof(self) -> bool:
+                return real.eof
+
+            @property
+            def unused_data(self) -> bytes:
+                return real.unused_data
+
+            @property
+            def unconsumed_tail(self) -> bytes:
+                return real.unconsumed_tail
+
+        return Decompressor()
+
+
+@pytest.mark.parametrize("client", [False, True], ids=["server", "client"])
+def test_bfinal_split_message_inflates_in_linear_work(monkeypatch: pytest.MonkeyPatch, client: bool) -> None:
+    # One frame of N complete deflate streams cost O(N^2): each stream's end re-fed (and zlib
+    # copied) the whole rest of the frame, and the output grew by bytes concatenation. Doubling
+    # N must now about double the work, not quadruple it. (The client inflates with the same code.)
+    import wsloop.deflate
+
+    def inflate(count: int) -> InflateWork:
+        work = InflateWork()
+        monkeypatch.setattr(wsloop.deflate, "zlib", _ZlibWith(work))
+        server_deflate, client_deflate = agree(
+            DeflateOptions(server_max_window_bits=15, client_max_window_bits=15)
+        )
+        p = Protocol(client=client, deflate=client_deflate if client else server_deflate)
+        payload = bfinal_streams(count)
+        p.feed(frame(BINARY, payload, rsv=RSV1, key=None if client else KEY))
+        assert p.failure is None, p.failure
+        assert [m.data for m in p.received] == [bytes(1000 * count)]
+        assert work.decompressors == count + 1  # one per stream, and the tail's
+        assert work.total <= 8 * len(payload), (count, vars(work))
+        return work
+
+    small, large = inflate(1000), inflate(2000)
+    assert large.total <= 2.5 * small.total, (vars(small), vars(large))
+    assert large.concatenated == 0
+
+
+class _ZlibWith:
+    """``zlib`` as wsloop.deflate sees it, with decompressors that count their work."""
+
+    def __init__(self, work: InflateWork) -> None:
+        self.decompressobj = work.decompressobj
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(zlib, name)
+
+
+def test_issue_payload_of_4000_bfinal_streams_inflates_to_16_mb() -> None:
+    # The issue's case: one frame of 4,000 tiny complete streams inflating to 16 MB (0.07 s now,
+    # 10-19 s before; the time is measured in the report, not asserted here).
+    payload = bfinal_streams(4000, 4000)
+    p = server_protocol(DeflateOptions(client_max_window_bits=15), max_message_size=DEFAULT_MAX_MESSAGE_SIZE)
+    p.feed(compressed(payload, BINARY))
+    assert p.failure is None
+    assert len(p.received) == 1 and p.received[0].data == bytes(16_000_000)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bfinal_streams_fed_in_random_chunks_and_fragments(seed: int) -> None:
+    rng = random.Random(seed)
+    texts = [text_payload(rng.choice((0, 1, 30, 700, 5000, 70000)), seed=i) for i in range(40)]
+    payload = b""
+    for text in texts[:-1]:  # complete streams, or blocks that the next ones continue
+        if rng.random() < 0.8:
+            payload += raw_deflate(text, wbits=12, finish=True)
+        else:
+            payload += raw_deflate(text, wbits=12) + TAIL
+    payload += raw_deflate(texts[-1], wbits=12)
+    cut = sorted(rng.sample(range(len(payload)), 5))
+    pieces = [payload[a:b] for a, b in zip([0, *cut], [*cut, len(payload)], strict=True)]
+    data = b"".join(
+        compressed(piece, TEXT if i == 0 else CONT, fin=i == len(pieces) - 1, rsv=RSV1 if i == 0 else 0)
+        for i, piece in enumerate(pieces)
+    )
+    p = server_protocol(max_message_size=None)
+    for chunk in chunked(data, seed):
+        p.feed(chunk)
+    assert p.failure is None, p.failure
+    assert messages(p) == [("text", b"".join(texts))]
+
+
+def test_bfinal_streams_over_the_limit_fail_with_1009() -> None:
+    p = server_protocol(DeflateOptions(client_max_window_bits=15), max_message_size=100_000)
+    p.feed(compressed(bfinal_streams(101), BINARY))
+    assert_failed(p, 1009)
+    p = server_protocol(DeflateOptions(client_max_window_bits=15), max_message_size=100_000)
+    p.feed(compressed(bfinal_streams(100), BINARY))
+    assert p.failure is None and len(p.received[0].data) == 100_000

@@ -10,15 +10,16 @@ import itertools
 import operator
 import random
 import struct
+import tracemalloc
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from wsloop.exc import ProtocolException
 from wsloop.messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
-from wsloop.protocol import DEFAULT_MAX_MESSAGE_SIZE, Protocol, State
+from wsloop.protocol import DEFAULT_MAX_MESSAGE_SIZE, FRAGMENT_OVERHEAD, PONG_BURST, Protocol, State
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 KEY = b"\x37\xfa\x21\x3d"  # the RFC 6455 §5.7 example key; all four bytes differ
@@ -810,7 +811,7 @@ def test_message_at_limit_is_accepted(side: Side) -> None:
 
 
 def test_fragmented_message_at_limit_is_accepted(side: Side) -> None:
-    p = side.protocol(max_message_size=1000)
+    p = side.protocol(max_message_size=1000 + FRAGMENT_OVERHEAD)  # one continuation
     p.feed(side.incoming(TEXT, b"a" * 600, fin=False))
     p.feed(side.incoming(CONT, b"b" * 400))
     assert summary(p.received) == [("text", b"a" * 600 + b"b" * 400)]
@@ -844,15 +845,15 @@ def test_fragmented_message_over_limit_when_fragments_arrive_in_pieces(side: Sid
 
 
 def test_limit_applies_per_message(side: Side) -> None:
-    p = side.protocol(max_message_size=10)
+    p = side.protocol(max_message_size=10 + FRAGMENT_OVERHEAD)
     p.feed(side.incoming(TEXT, b"a" * 6, fin=False) + side.incoming(CONT, b"b" * 4))
-    p.feed(side.incoming(TEXT, b"c" * 10))
-    assert summary(p.received) == [("text", b"a" * 6 + b"b" * 4), ("text", b"c" * 10)]
+    p.feed(side.incoming(TEXT, b"c" * (10 + FRAGMENT_OVERHEAD)))
+    assert summary(p.received) == [("text", b"a" * 6 + b"b" * 4), ("text", b"c" * (10 + FRAGMENT_OVERHEAD))]
     assert p.failure is None
 
 
 def test_control_frames_do_not_count_toward_message_limit(side: Side) -> None:
-    p = side.protocol(max_message_size=10)
+    p = side.protocol(max_message_size=10 + FRAGMENT_OVERHEAD)
     p.feed(side.incoming(TEXT, b"a" * 5, fin=False))
     p.feed(side.incoming(PING, b"p" * 100))
     p.feed(side.incoming(CONT, b"b" * 5))
@@ -1445,3 +1446,140 @@ def test_send_memoryview_with_multibyte_items(side: Side, typecode: str) -> None
     peer.feed(p.data_to_send())
     assert summary(peer.received) == [("binary", expected)]
     assert peer.failure is None
+
+
+# ------------------------------------------ a message's memory, fragments included (issue 13, 2)
+
+
+def test_flood_of_empty_continuations_fails_with_1009(side: Side) -> None:
+    # 10,000 empty fragments in one read: each counts 64 bytes, so the 17th passes 1024.
+    p = side.protocol(max_message_size=1024)
+    p.feed(side.incoming(TEXT, b"", fin=False) + side.incoming(CONT, b"", fin=False) * 10000)
+    assert_failed(p, 1009)
+    assert p.received == []
+
+
+def test_each_continuation_counts_64_bytes_toward_the_limit(side: Side) -> None:
+    p = side.protocol(max_message_size=1000)
+    p.feed(side.incoming(TEXT, b"a" * 600, fin=False) + side.incoming(CONT, b"b" * 336))
+    assert summary(p.received) == [("text", b"a" * 600 + b"b" * 336)]
+    p.feed(side.incoming(TEXT, b"a" * 600, fin=False) + side.incoming(CONT, b"b" * 337))
+    assert_failed(p, 1009)
+
+
+def traced_peak(fn: Callable[[], object]) -> int:
+    """The most memory Python held at once while ``fn`` ran, over what it held before."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_tiny_fragments_hold_no_more_memory_than_the_limit(side: Side) -> None:
+    # 2-byte fragments were counted 2 bytes each but kept as a 35-byte bytes object and a list
+    # slot each: 28 times their count. Now they fail once the limit is reached, counting 66 each.
+    limit = 64 * 1024
+    data = side.incoming(BINARY, b"ab", fin=False) + side.incoming(CONT, b"cd", fin=False) * 50000
+    p = side.protocol(max_message_size=limit)
+    peak = traced_peak(lambda: p.feed(data))
+    assert_failed(p, 1009)
+    assert peak < 2 * limit, peak
+
+
+def test_frame_trickling_in_byte_by_byte_is_kept_in_its_size(side: Side) -> None:
+    # Each read of a frame's payload was kept as its own bytes object: 60 KB arriving two bytes
+    # at a time held 30,000 objects (~1.7 MB). Now small pieces are copied together.
+    payload = bytes(random.Random(1).randrange(256) for _ in range(60000))
+    data = side.incoming(BINARY, payload)
+    p = side.protocol(max_message_size=64 * 1024)
+    head = len(data) - len(payload)
+    p.feed(data[:head])
+
+    def trickle() -> None:
+        for i in range(head, len(data) - 2, 2):
+            p.feed(data[i : i + 2])
+
+    peak = traced_peak(trickle)
+    p.feed(data[-2:])
+    assert summary(p.received) == [("binary", payload)]
+    assert type(p.received[0].data) is bytes
+    assert peak < 3 * len(payload), peak
+
+
+def test_small_and_large_pieces_of_a_message_join_in_order(side: Side) -> None:
+    rng = random.Random(7)
+    pieces = [bytes([65 + i % 26]) * rng.choice((0, 1, 5, 900, 1023, 1024, 3000)) for i in range(60)]
+    data = side.incoming(BINARY, pieces[0], fin=False)
+    data += b"".join(side.incoming(CONT, piece, fin=False) for piece in pieces[1:-1])
+    data += side.incoming(CONT, pieces[-1])
+    for sizes in (iter(lambda: len(data), None), random_sizes(3), iter(lambda: 1, None)):
+        p = side.protocol(max_message_size=None)
+        for chunk in chunks(data, sizes):
+            p.feed(chunk)
+        assert summary(p.received) == [("binary", b"".join(pieces))]
+        assert type(p.received[0].data) is bytes
+
+
+# ------------------------------------------------ pongs to a ping flood (issue 13, 5)
+
+
+def test_ping_flood_in_one_chunk_is_answered_in_one_write(side: Side) -> None:
+    # RFC 6455 §5.5.3: an endpoint may answer only the most recent of several pings. A run of
+    # pings in one chunk gets one write: the first PONG_BURST answered each, then the last one.
+    writes: list[bytes] = []
+    p = side.protocol(write=writes.append)
+    p.feed(b"".join(side.incoming(PING, b"%d" % i) for i in range(1000)))
+    assert len(writes) == 1
+    pongs = [(f.opcode, f.payload) for f in parse_frames(writes[0])]
+    assert pongs == [(PONG, b"%d" % i) for i in range(PONG_BURST)] + [(PONG, b"999")]
+
+
+def test_a_burst_of_pings_is_answered_each(side: Side) -> None:
+    # As Autobahn's case 2.10 expects (not the RFC): nine pings in one write, nine pongs.
+    writes: list[bytes] = []
+    p = side.protocol(write=writes.append)
+    p.feed(b"".join(side.incoming(PING, b"payload-%d" % i) for i in range(1, 10)))
+    assert len(writes) == 1
+    assert [f.payload for f in parse_frames(writes[0])] == [b"payload-%d" % i for i in range(1, 10)]
+
+
+def test_pongs_come_before_what_the_next_frames_cause(side: Side) -> None:
+    p = side.protocol()
+    p.on_message = lambda m: p.send(b"reply " + m.data)
+    pings = b"".join(side.incoming(PING, b"%d" % i) for i in range(20))
+    p.feed(pings + side.incoming(TEXT, b"a") + pings + side.incoming(BINARY, b"b" * 300) + pings)
+    p.feed(pings + side.incoming(CLOSE, close_payload(1000)))
+    run = [(PONG, b"%d" % i) for i in range(PONG_BURST)] + [(PONG, b"19")]
+    assert [(f.opcode, f.payload) for f in written(p)] == [
+        *run,
+        (TEXT, b"reply a"),
+        *run,
+        (TEXT, b"reply " + b"b" * 300),
+        *run,
+        *run,
+        (CLOSE, close_payload(1000)),
+    ]
+
+
+def test_pings_split_across_chunks_are_all_answered_in_order(side: Side) -> None:
+    data = b"".join(side.incoming(PING, b"%d" % i) for i in range(40))
+    for sizes in (random_sizes(5), iter(lambda: 7, None)):
+        p = side.protocol()
+        for chunk in chunks(data, sizes):
+            p.feed(chunk)
+        payloads = [f.payload for f in written(p)]
+        # Every run (the pings whole in one chunk) is answered: its first pings, then its last.
+        assert payloads[-1] == b"39"
+        numbers = [int(x) for x in payloads]
+        assert numbers == sorted(set(numbers))
+
+
+def test_pending_pongs_are_written_before_a_failure_close(side: Side) -> None:
+    p = side.protocol()
+    p.feed(side.incoming(PING, b"1") + side.incoming(PING, b"2") + side.incoming(PING, b"x" * 126))
+    frames = written(p)
+    assert [(f.opcode, f.payload[:1]) for f in frames] == [(PONG, b"1"), (PONG, b"2"), (CLOSE, b"\x03")]

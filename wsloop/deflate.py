@@ -39,6 +39,10 @@ __all__ = [
 
 NAME = "permessage-deflate"
 _TAIL = b"\x00\x00\xff\xff"
+# After a deflate stream ended inside a chunk, the rest is inflated in pieces of at least this
+# many bytes, at most _STEP_MAX (see PerMessageDeflate._next_streams).
+_STEP = 16
+_STEP_MAX = 64 * 1024
 #: Messages sent uncompressed after one that did not compress (see PerMessageDeflate.wants).
 SKIP_AFTER_INCOMPRESSIBLE = 8
 _PARAMS = frozenset(
@@ -188,29 +192,64 @@ class PerMessageDeflate:
                 return b""  # a zero-length payload: an empty message, nothing to inflate
             self._fed = 0
             data = data + _TAIL
-        out = b""
+        decompressor = self._decompressor
+        if decompressor is None:
+            decompressor = self._decompressor = zlib.decompressobj(-max(9, self.remote_max_window_bits))
+        try:
+            out = decompressor.decompress(data, min(allowance + 1, sys.maxsize))
+        except zlib.error as exc:
+            raise ProtocolException(f"invalid compressed data: {exc}", 1007) from None
+        if len(out) > allowance:
+            raise FrameTooLargeException("message over the size limit once decompressed")
+        if decompressor.eof:
+            out = self._next_streams(data, decompressor, out, allowance)
+        if fin and self.remote_no_context_takeover:
+            self._decompressor = None
+        return out
+
+    def _next_streams(
+        self, data: bytes, decompressor: zlib._Decompress, first: bytes, allowance: int
+    ) -> bytes:
+        """Inflate what follows a block with BFINAL set, which ended the deflate stream (RFC
+        7692 §7.2.3.4): each further stream with a decompressor of its own.
+
+        (A stream's window does not carry over to the next: a sender that ends messages with
+        BFINAL and refers back across them is not supported.) The cost stays linear in input
+        and output however many streams a frame holds: the output grows in one bytearray, and
+        zlib is given the input in pieces, since at a stream's end it copies all the input it
+        was given past it (``unused_data``): a piece starts at twice the length of the stream
+        before (so that copy is paid for by that stream's bytes) and doubles while no stream ends.
+        """
+        wbits = -max(9, self.remote_max_window_bits)
+        out = bytearray(first)
+        view = memoryview(data)
+        end = len(data)
+        pos = start = end - len(decompressor.unused_data)
+        step = max(_STEP, 2 * pos)
         while True:
-            decompressor = self._decompressor
-            if decompressor is None:
-                decompressor = self._decompressor = zlib.decompressobj(-max(9, self.remote_max_window_bits))
+            if decompressor.eof:
+                if pos >= end:
+                    self._decompressor = None  # the next chunk (or message) starts a stream
+                    break
+                decompressor = zlib.decompressobj(wbits)
+            elif pos >= end:
+                self._decompressor = decompressor
+                break
+            piece = view[pos : pos + step]
             try:
-                out += decompressor.decompress(data, min(allowance - len(out) + 1, sys.maxsize))
+                out += decompressor.decompress(piece, min(allowance - len(out) + 1, sys.maxsize))
             except zlib.error as exc:
                 raise ProtocolException(f"invalid compressed data: {exc}", 1007) from None
             if len(out) > allowance:
                 raise FrameTooLargeException("message over the size limit once decompressed")
-            if not decompressor.eof:
-                break
-            # A block with BFINAL set ended the deflate stream (RFC 7692 7.2.3.4): what follows
-            # starts a new one. (Its window does not carry over: a sender that ends messages
-            # with BFINAL and refers back across them is not supported.)
-            data = decompressor.unused_data
-            self._decompressor = None
-            if not data:
-                break
-        if fin and self.remote_no_context_takeover:
-            self._decompressor = None
-        return out
+            if decompressor.eof:
+                pos += len(piece) - len(decompressor.unused_data)
+                step = max(_STEP, 2 * (pos - start))
+                start = pos
+            else:
+                pos += len(piece)
+                step = min(step * 2, _STEP_MAX)
+        return bytes(out)
 
     def response_params(self, server: bool = True) -> str:
         """This agreement as a ``Sec-WebSocket-Extensions`` value (the server's response)."""

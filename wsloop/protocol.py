@@ -50,9 +50,13 @@ from .messaging import BinaryMessage, CloseControlMessage, Message, PongControlM
 if TYPE_CHECKING:
     from .deflate import PerMessageDeflate
 
-__all__ = ["State", "Protocol", "DEFAULT_MAX_MESSAGE_SIZE"]
+__all__ = ["State", "Protocol", "DEFAULT_MAX_MESSAGE_SIZE", "FRAGMENT_OVERHEAD", "PONG_BURST"]
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: What each continuation frame of a fragmented message counts toward ``max_message_size``
+#: besides its payload: a message's memory, not only its payload bytes, stays within the limit,
+#: and a message of endless empty fragments fails (1009) after ``max_message_size / 64`` of them.
+FRAGMENT_OVERHEAD = 64
 _UNLIMITED = 1 << 63
 # Payloads up to this size are concatenated with their header into one write; larger ones are
 # written as two buffers so the payload is never copied just to prepend a few bytes.
@@ -60,6 +64,15 @@ _COALESCE = 16 * 1024
 # feed() copies a chunk of up to this many bytes (not yet parsed) to bytes before parsing it;
 # larger chunks are parsed through the caller's buffer (a memoryview) without copying.
 _COPY_UNDER = 16 * 1024
+#: Of a run of pings parsed from one chunk, how many are each answered (in one write) before
+#: only the last one is (RFC 6455 §5.5.3 lets an endpoint answer only the most recent ping).
+PONG_BURST = 16
+_PONG_BURST = PONG_BURST
+# Pieces of a message in progress smaller than this are copied together into one bytearray
+# instead of each being kept (a bytes object and a list slot, ~60 bytes, whatever its size),
+# once the message has _LOOSE_PARTS pieces (the common message of a few fragments copies none).
+_OWN_PART = 1024
+_LOOSE_PARTS = 8
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 # The header of an unmasked, unfragmented text or binary frame of 0..125 payload bytes, by length.
 _TEXT_HEADERS = tuple(bytes((0x81, n)) for n in range(126))
@@ -69,7 +82,7 @@ _BINARY_HEADERS = tuple(bytes((0x82, n)) for n in range(126))
 class State(enum.Enum):
     OPEN = 1
     CLOSING = 2  # we sent a close frame (or failed the connection); waiting for the peer's close
-    CLOSED = 3  # the closing handshake is complete: the transport should close
+    CLOSED = 3  # the closing handshake is complete (or abort()): the transport should close
 
 
 OPEN = State.OPEN
@@ -82,8 +95,11 @@ class Protocol:
 
     :param client: act as the client: mask outgoing frames, expect unmasked incoming ones.
     :param max_message_size: largest message accepted, in bytes (``None``: no limit); a larger one
-        fails the connection with 1009.
-    :param write: called with each chunk of bytes to send, in order.
+        fails the connection with 1009. Each continuation frame of a fragmented message counts
+        :data:`FRAGMENT_OVERHEAD` (64) bytes besides its payload.
+    :param write: called with each chunk of bytes to send, in order. Pings are answered as they
+        come, except that a run of pings parsed from one chunk gets one write: a pong for each of
+        the first :data:`PONG_BURST` (16), then one for the last only.
     :param on_message: called with each message as it completes (by default messages collect
         in :attr:`received`).
     :param deflate: the negotiated permessage-deflate agreement, if any: RSV1 is accepted on the
@@ -155,8 +171,9 @@ class Protocol:
         self._out_compressed = False  # the (fragmented) message being sent is compressed
         self._f_ctrl = b""  # the part of a control frame's payload received so far (<= 125 bytes)
         self._msg_op = 0  # opcode of the fragmented message in progress, 0 when none
-        self._parts: list[bytes] | None = None  # the data message in progress (None: none)
-        self._size = 0
+        # The data message in progress (None: none): its pieces, small ones copied together.
+        self._parts: list[bytes | bytearray] | None = None
+        self._size = 0  # its size so far, as counted against the limit
         self._decoder: codecs.IncrementalDecoder | None = None
 
     # ------------------------------------------------------------------ input
@@ -196,6 +213,9 @@ class Protocol:
         mask_bit = self._mask_bit
         limit = self._limit
         on_message = self.on_message
+        # A run of pings being answered (see _PONG_BURST): pending only while the next frame is a
+        # whole valid ping, so the pongs are written before anything else can be.
+        pongs: list[bytes] | None = None
         while True:
             avail = end - pos
             if avail < 2:
@@ -237,6 +257,8 @@ class Protocol:
                 if self.failure is not None:
                     return
                 continue
+            if self.state is CLOSED:
+                return  # dropped by a callback (see abort()): the rest of the chunk is not read
             hlen = 2
             if length == 126:
                 if avail < 4:
@@ -281,6 +303,10 @@ class Protocol:
                         raise ProtocolException("new data frame before the fragmented message ended")
                 elif not self._msg_op:
                     raise ProtocolException("continuation frame without a message to continue")
+                else:
+                    self._size += FRAGMENT_OVERHEAD
+                    if self._size > limit:
+                        raise FrameTooLargeException(f"message over {limit} bytes (with its fragments)")
                 if self._size + length > limit and not (b0 & 0x40 or self._compressed):
                     # (a compressed message is held to the limit as it is inflated)
                     raise FrameTooLargeException(f"message over {limit} bytes")
@@ -299,6 +325,27 @@ class Protocol:
                 payload = bytes(data[start:pos])
             else:
                 payload = mask(data[start:pos], key)
+            if opcode == OPCODE_PING:
+                if self.state is OPEN:
+                    # Pings in a row are answered together, in one write: the first
+                    # _PONG_BURST each, then only the last (RFC 6455 §5.5.3 allows that).
+                    if pongs is None:
+                        pongs = [payload]
+                    elif len(pongs) <= _PONG_BURST:
+                        pongs.append(payload)
+                    else:
+                        pongs[-1] = payload
+                    if (
+                        end - pos >= 2
+                        and data[pos] == 0x89
+                        and (data[pos + 1] & 0x80) == mask_bit
+                        and (data[pos + 1] & 0x7F) <= 125
+                        and pos + (6 if mask_bit else 2) + (data[pos + 1] & 0x7F) <= end
+                    ):
+                        continue  # the next frame is a whole valid ping: it joins the run
+                    self._answer_pings(pongs)
+                    pongs = None
+                continue
             if fin and opcode and not b0 & 0x40:
                 if opcode == OPCODE_TEXT:
                     if not payload.isascii():
@@ -349,6 +396,10 @@ class Protocol:
             self._data(chunk, not self._remaining and bool(self._f_fin))
         return stop
 
+    def _answer_pings(self, payloads: list[bytes]) -> None:
+        masked = self.client
+        self.write(b"".join([build_frame(OPCODE_PONG, payload, masked=masked) for payload in payloads]))
+
     def _start_message(self, opcode: int, compressed: int) -> None:
         self._msg_op = opcode
         self._f_op = OPCODE_CONTINUATION
@@ -362,9 +413,23 @@ class Protocol:
         if self._compressed:
             assert self.deflate is not None
             chunk = self.deflate.decompress(chunk, self._limit - self._size, last)
-        assert self._parts is not None
-        self._parts.append(chunk)
-        self._size += len(chunk)
+        parts = self._parts
+        assert parts is not None
+        n = len(chunk)
+        if n >= _OWN_PART or len(parts) < _LOOSE_PARTS:
+            parts.append(chunk)
+        elif n:
+            # One more small piece (tiny fragments, a frame trickling in, TLS records): copied
+            # onto the previous small piece, so pieces cost their bytes, not an object each.
+            tail = parts[-1]
+            if type(tail) is bytearray:
+                tail += chunk
+            elif len(tail) < _OWN_PART:
+                tail = parts[-1] = bytearray(tail)
+                tail += chunk
+            else:
+                parts.append(bytearray(chunk))
+        self._size += n
         if self._msg_op == OPCODE_TEXT:
             self._check_text(chunk, last)
         if last:
@@ -403,7 +468,7 @@ class Protocol:
     def _finish_message(self) -> None:
         parts = self._parts
         assert parts is not None
-        payload = parts[0] if len(parts) == 1 else b"".join(parts)
+        payload = parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
         op = self._msg_op
         self._msg_op = 0
         self._parts = None
@@ -515,6 +580,15 @@ class Protocol:
         if self.state is OPEN:
             self._send_close(exc.code, exc.reason)
             self.state = CLOSING
+        self._hdr = b""
+        self._remaining = 0
+        self._parts = None
+
+    def abort(self) -> None:
+        """The connection is gone (dropped, reset, terminated): parse nothing more, not even
+        the rest of a chunk being fed, and send nothing more. :attr:`close_code` is unchanged
+        (1006 when no close frame was exchanged)."""
+        self.state = CLOSED
         self._hdr = b""
         self._remaining = 0
         self._parts = None

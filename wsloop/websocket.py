@@ -164,9 +164,10 @@ class WebSocket:
         """Send a message: text unless ``binary`` (``str`` is always UTF-8 text's data).
 
         ``payload`` may be ``str``, ``bytes``, ``bytearray``, ``memoryview``, a
-        :class:`~wsloop.messaging.Message`, or a generator whose items are sent as the fragments
-        of one message. From a thread other than the driver's, it waits while the connection's
-        unsent output is above the high-water mark.
+        :class:`~wsloop.messaging.Message`, or a list, tuple or generator whose items are sent
+        as the fragments of one message. From a thread other than the driver's, it waits while
+        the connection's unsent output is above the high-water mark; every form counts its size
+        in bytes (a generator is consumed first, in the calling thread).
         """
         transport = self.transport
         if transport is None or transport.in_context():
@@ -179,15 +180,23 @@ class WebSocket:
         if self.stream.state is not OPEN or self._finished:
             # (_finished: dropped without a closing handshake, by a reset for instance)
             raise StreamClosed("Cannot send on a terminated websocket")
-        if isinstance(payload, types.GeneratorType):
-            payload = list(payload)  # fragments are framed together on the driver's side
-            size = sum(len(p) for p in payload)
+        # Every form is counted in bytes, so the wait above the high-water mark applies to it.
+        if isinstance(payload, (bytes, bytearray)):
+            size = len(payload)
+        elif isinstance(payload, str):
+            payload = payload.encode("utf-8")  # here rather than in the driver's thread
+            size = len(payload)
+        elif isinstance(payload, memoryview):
+            size = payload.nbytes
         elif isinstance(payload, Message):
             size = len(payload.data)  # bytes (len() of a TextMessage counts characters)
-        elif isinstance(payload, (str, bytes, bytearray, memoryview)):
-            size = len(payload)
+        elif isinstance(payload, (types.GeneratorType, list, tuple)):
+            # One message: its fragments are framed together on the driver's side (a message
+            # sent meanwhile must not come between them), so it is admitted as a whole.
+            payload = [_as_bytes(chunk) for chunk in payload]
+            size = sum(chunk.nbytes if type(chunk) is memoryview else len(chunk) for chunk in payload)
         else:
-            size = 0
+            raise ValueError(f"Unsupported type '{type(payload).__name__}' passed to send()")
         transport.call(self._send_submitted, payload, binary, size=size)
 
     def _send_submitted(self, payload: SendPayload, binary: bool) -> None:
@@ -269,8 +278,10 @@ class WebSocket:
         transport = self.transport
         if transport is None:
             self._connection_lost()
-        else:
-            transport.abort()
+            return
+        if transport.in_context():
+            self.stream.abort()  # from a callback: the rest of the read is not delivered either
+        transport.abort()
 
     @property
     def terminated(self) -> bool:
@@ -490,6 +501,7 @@ class WebSocket:
             if timer is not None:
                 timer.cancel()
         stream = self.stream
+        stream.abort()  # no callback after closed(), even for the rest of the read in progress
         stream.on_message = _ignore  # drop the websocket <-> protocol reference cycle
         if self._hub is not None:
             self._hub.leave_all(self)
