@@ -860,7 +860,7 @@ def valid_request(draw: st.DrawFn) -> tuple[bytes, str, list[str], list[str], di
     expected: dict[str, str] = {}
     for name, value in (headers[i] for i in order):
         low = name.lower()
-        value = value.strip()
+        value = value.strip(" \t")  # OWS is SP and HTAB only (str.strip() also takes \xa0)
         expected[low] = f"{expected[low]}, {value}" if low in expected else value
     offers = [deflate_offer] if deflate_offer else []
     return raw, key, protocols, offers, expected
