@@ -83,6 +83,7 @@ from loadkit import (
     open_fds,
     proc_status,
     raise_nofile_limit,
+    rss_kib,
     verdict,
 )
 
@@ -111,6 +112,8 @@ IO_SECONDS = 5.0  # bound on any single wait for the server in this script
 SAMPLE_SECONDS = 0.05
 KEY = b"\x11\x22\x33\x44"
 CYCLER_THREADS = 16  # connect/disconnect cycles in flight (each thread waits on the server)
+RSS_RISE_MIB = 24.0  # bound on the server's RSS growth during one of issue 13's floods
+DEFLATE_SPLIT_SECONDS = 1.0  # bound on the server's answer to a BFINAL-split message
 
 
 # ---------------------------------------------------------------------------- bookkeeping
@@ -126,24 +129,41 @@ class Tally:
     examples: dict[str, str] = field(default_factory=dict)
     rtts: list[float] = field(default_factory=list)
     drop_times: list[float] = field(default_factory=list)
+    maxima: dict[str, float] = field(default_factory=dict)
+    by_kind: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def count(self, what: str, n: int = 1) -> None:
         with self.lock:
             self.counts[what] += n
 
     def fail(self, what: str, detail: str = "") -> None:
+        kind = actor_kind(threading.current_thread().name)
         with self.lock:
             self.failures[what] += 1
+            self.by_kind[kind] += 1
             if detail and what not in self.examples:
                 self.examples[what] = detail
+
+    def note_max(self, what: str, value: float) -> None:
+        """Keep the largest ``value`` seen for ``what`` (a figure for the report)."""
+        with self.lock:
+            self.maxima[what] = max(value, self.maxima.get(what, value))
+
+
+def actor_kind(thread_name: str) -> str:
+    """The kind of actor (``--only`` name) a thread named ``kind`` or ``kind-N`` plays."""
+    kind = thread_name.rstrip("0123456789-")
+    return kind if kind in KINDS else "other"
 
 
 class Run:
     """The target and the end of the run (``deadline``: on the monotonic clock, which is the
     same in every process of the machine)."""
 
-    def __init__(self, port: int, deadline: float, tally: Tally) -> None:
+    def __init__(self, port: int, deadline: float, tally: Tally, pid: int | None = None) -> None:
         self.address = (HOST, port)
+        self.pid = pid  # the server's, for its RSS
+        self.heavy = threading.Lock()  # held by a flood whose RSS growth is measured
         self.host = f"{HOST}:{port}"
         self.start = time.monotonic()
         self.deadline = deadline
@@ -710,6 +730,572 @@ def cycler(run: Run, index: int, count: int, spread: float, until: float) -> Non
             sock.close()
 
 
+# ---------------------------------------------------------------------------- issue 13's attacks
+#
+# Each of these checks the outcome a server that bounds what one peer costs must give: a close
+# code, a status, a drop, the server's RSS growth while it ran (``run.heavy`` serialises the
+# floods that measure it, so one's growth is not another's), or how long the server took.
+
+
+def server_rss(run: Run) -> int:
+    """The server's VmRSS in KiB (0 if unknown)."""
+    return (rss_kib(run.pid) or 0) if run.pid else 0
+
+
+def check_rise(run: Run, what: str, rss0: int, budget_mib: float = RSS_RISE_MIB) -> None:
+    """Fail ``what`` if the server's RSS grew more than ``budget_mib`` since ``rss0``."""
+    if not rss0:
+        return
+    rise = (server_rss(run) - rss0) / 1024
+    run.tally.note_max(f"{what}: server RSS rise, MiB", rise)
+    if rise > budget_mib:
+        run.tally.fail(f"{what}: server RSS grew {rise:.0f} MiB (bound {budget_mib:g} MiB)")
+
+
+def poll_flood(
+    run: Run, sock: socket.socket, proto: Protocol, chunk: bytes, max_bytes: int, seconds: float
+) -> tuple[int, str]:
+    """Send ``chunk`` over and over (non-blocking) while reading what the server sends into
+    ``proto``, until ``max_bytes`` are sent, ``seconds`` pass, or the server closes (its close
+    frame, EOF or a reset). Returns (bytes sent, how it ended: "close", "eof", "reset",
+    "limit", "time", "blocked" -- our sends blocked for 3 s: the server stopped reading us)."""
+    sock.setblocking(False)
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLOUT)
+    view = memoryview(chunk)
+    pos = sent = 0
+    end = time.monotonic() + seconds
+    blocked_since = time.monotonic()
+    try:
+        while True:
+            now = time.monotonic()
+            if sent >= max_bytes:
+                return sent, "limit"
+            if now >= end or run.stop.is_set():
+                return sent, "time"
+            if now - blocked_since > 3.0:
+                return sent, "blocked"
+            events = poller.poll(200)
+            for _, ev in events:
+                if ev & (select.POLLIN | select.POLLERR | select.POLLHUP):
+                    try:
+                        data = sock.recv(262144)
+                    except BlockingIOError:
+                        data = None
+                    except OSError:
+                        return sent, "reset"
+                    if data is not None:
+                        if not data:
+                            return sent, "eof"
+                        proto.feed(data)
+                        del proto.received[:]
+                        if proto.close_received is not None:
+                            return sent, "close"
+                if ev & select.POLLOUT:
+                    try:
+                        k = sock.send(view[pos:])
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        return sent, "reset"
+                    sent += k
+                    pos += k
+                    if pos >= len(view):
+                        pos = 0
+                    blocked_since = time.monotonic()
+    finally:
+        sock.settimeout(IO_SECONDS)
+
+
+def read_close_or_end(sock: socket.socket, proto: Protocol, seconds: float, limit: int) -> tuple[str, int]:
+    """Read (discarding messages) until the server's close frame, EOF, a reset, ``limit`` bytes
+    or ``seconds`` of silence: ("close CODE" | "eof" | "reset" | "open", bytes read)."""
+    got = 0
+    while got <= limit:
+        sock.settimeout(seconds)
+        try:
+            data = sock.recv(262144)
+        except TimeoutError:
+            return "open", got
+        except OSError:
+            return "reset", got
+        if not data:
+            return "eof", got
+        got += len(data)
+        try:
+            proto.feed(data)
+        except Exception:  # a frame cut short where the server dropped its buffer: not ours to judge
+            proto = Protocol(client=True, max_message_size=None)
+        del proto.received[:]
+        if proto.close_received is not None:
+            return f"close {proto.close_received.code}", got
+    return "open", got
+
+
+def deflate_split(run: Run) -> None:
+    """Item 1: one frame made of thousands of tiny complete deflate streams, each with BFINAL.
+
+    Under the limit (16,000 streams of 64 zeros: 94 KiB inflating to 1,000 KiB) the server must
+    echo it -- or refuse it with 1008/1009 if it bounds the streams per message -- and answer
+    within DEFLATE_SPLIT_SECONDS (inflating is linear: ~0.01 s; the quadratic loop takes
+    seconds and stalls everyone); over the limit (4,000 streams of 4 KiB: 16 MiB, the issue's
+    shape) 1009. The server's RSS must not grow by more than RSS_RISE_MIB."""
+    tally = run.tally
+
+    def streams(size: int, count: int) -> bytes:
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        one = c.compress(b"\x00" * size) + c.flush()
+        return one * count
+
+    under = streams(64, 16000)
+    over = streams(4096, 4000)
+    cases = [
+        (f"{len(under) // 1024} KiB -> 1000 KiB in 16,000 streams", under, 16000 * 64),
+        (f"{len(over) // 1024} KiB -> 16 MiB in 4,000 streams", over, None),
+    ]
+    n = 0
+    while not run.over() and n < 500:
+        name, payload, size = cases[n % len(cases)]
+        what = f"deflate BFINAL-split ({name})"
+        n += 1
+        sock = connect(run)
+        try:
+            agreed, leftover = handshake(run, sock, [client_offer()])
+            if not agreed:
+                tally.fail("deflate BFINAL-split: permessage-deflate not negotiated")
+                return
+            proto = client_protocol(agreed)
+            proto.feed(leftover)
+            with run.heavy:
+                rss0 = server_rss(run)
+                try:
+                    sock.sendall(build_frame(OPCODE_BINARY, payload, rsv1=True, masked=True))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                sent_at = time.monotonic()
+                answered = read_until(sock, proto, partial(has_message, proto, 0), 3 * IO_SECONDS)
+                took = time.monotonic() - sent_at
+                check_rise(run, "deflate BFINAL-split", rss0)
+            tally.note_max("deflate BFINAL-split: slowest answer, s", took)
+            if not answered:
+                tally.fail(f"{what}: no answer within {3 * IO_SECONDS:g} s")
+                continue
+            if took > DEFLATE_SPLIT_SECONDS:
+                tally.fail(f"{what}: answered after {took:.2f} s (bound {DEFLATE_SPLIT_SECONDS:g} s)")
+            if proto.received:
+                message = proto.received[0]
+                if size is not None and message.data == b"\x00" * size:
+                    tally.count(f"{what}: echoed intact")
+                else:
+                    tally.fail(f"{what}: echo differs ({len(message.data)} bytes)")
+                proto.close(1000)
+                sock.sendall(proto.data_to_send())
+            else:
+                code = proto.close_received.code if proto.close_received else None
+                if code == 1009 or (size is not None and code == 1008):
+                    tally.count(f"{what}: close {code}")
+                else:
+                    tally.fail(f"{what}: close {code} (expected {'echo, 1008 or ' if size else ''}1009)")
+        except OSError as exc:
+            tally.fail(f"deflate BFINAL-split: {type(exc).__name__}", describe(exc))
+        finally:
+            sock.close()
+        run.pause(0.3)
+
+
+def tiny_fragments(run: Run, max_mib: int) -> None:
+    """Item 2: a message that never ends, made of empty continuation frames (6 bytes on the
+    wire each), or of 2-byte fragments (512 KiB of payload in 262,144 of them: under the 1 MiB
+    limit, but each part costs tens of bytes). The server must bound a message's memory, not
+    only its payload bytes: close 1009 or 1008 (either accepted, the fix decides) before the
+    flood ends, with its RSS growing less than RSS_RISE_MIB."""
+    tally = run.tally
+    empty = build_frame(OPCODE_CONTINUATION, b"", fin=False, masked=True) * 10000
+    two = build_frame(OPCODE_CONTINUATION, b"ab", fin=False, masked=True) * 8192
+    cases = [
+        ("empty continuations", empty, 6, max_mib * 1024 * 1024),
+        ("2-byte fragments", two, 8, 32 * len(two)),  # 262,144 fragments, 512 KiB of payload
+    ]
+    n = 0
+    while not run.over() and n < 500:
+        name, chunk, frame_size, limit = cases[n % len(cases)]
+        what = f"tiny fragments ({name})"
+        n += 1
+        sock = connect(run, rcvbuf=65536)
+        try:
+            _, leftover = handshake(run, sock)
+            proto = Protocol(client=True, max_message_size=None)
+            proto.feed(leftover)
+            sock.sendall(build_frame(OPCODE_BINARY, b"x", fin=False, masked=True))
+            with run.heavy:
+                rss0 = server_rss(run)
+                start = time.monotonic()
+                sent, how = poll_flood(run, sock, proto, chunk, limit, 10.0)
+                if how in ("limit", "time", "blocked"):
+                    # Flood over and not closed: give the server a last moment to close.
+                    how, _ = read_close_or_end(sock, proto, 2.0, 1 << 20)
+                took = time.monotonic() - start
+                check_rise(run, "tiny fragments", rss0)
+            frames = sent // frame_size
+            code = proto.close_received.code if proto.close_received else None
+            detail = f"after {frames} frames ({sent / 2**20:.1f} MiB) in {took:.1f} s"
+            if code in (1008, 1009):
+                tally.count(f"{what}: close {code}")
+                tally.note_max(f"{what}: most frames before the close", frames)
+            elif how.startswith("close"):
+                tally.fail(f"{what}: close {code} (expected 1008 or 1009)", detail)
+            elif how == "open":
+                tally.fail(f"{what}: not closed (expected 1008 or 1009)", detail)
+            else:
+                tally.fail(f"{what}: {how} without a close frame (expected 1008 or 1009)", detail)
+        except OSError as exc:
+            tally.fail(f"tiny fragments: {type(exc).__name__}", describe(exc))
+        finally:
+            reset(sock)
+        run.pause(0.5)
+
+
+def idle_flood(run: Run, count: int) -> None:
+    """Item 3: waves of ``count`` TCP connections that send nothing, held open. The server must
+    keep serving (a fresh client gets its 101 and its echo, three times during the wave) and
+    drop each idle one by its handshake timeout (plus 5 s). (chaos does not lower the server's
+    descriptor limit: the EMFILE path itself is the server tests' business.)"""
+    tally = run.tally
+    waves = 0
+    while run.left() > HANDSHAKE_TIMEOUT + 3 and not run.over() and waves < 20:
+        waves += 1
+        socks: list[socket.socket] = []
+        started = time.monotonic()
+        try:
+            for _ in range(count):
+                try:
+                    socks.append(connect(run))
+                except OSError as exc:
+                    tally.fail(f"idle flood: connect: {type(exc).__name__}", describe(exc))
+                    break
+            tally.count("idle flood: idle connections", len(socks))
+            poller = select.poll()
+            for sock in socks:
+                poller.register(sock, select.POLLIN)
+            live = {sock.fileno(): sock for sock in socks}
+            probes = [started + 0.5, started + HANDSHAKE_TIMEOUT / 2, started + HANDSHAKE_TIMEOUT - 1]
+            bound = started + HANDSHAKE_TIMEOUT + 5
+            while live and time.monotonic() < bound and not run.stop.is_set():
+                if probes and time.monotonic() >= probes[0]:
+                    probes.pop(0)
+                    probe_client(run, "idle flood")
+                for fd, _ in poller.poll(200):
+                    sock = live.pop(fd, None)
+                    if sock is None:
+                        continue
+                    poller.unregister(fd)
+                    try:
+                        data = sock.recv(4096)
+                    except OSError:
+                        data = b""
+                    if data:
+                        tally.fail(
+                            "idle flood: the server sent something to an idle connect", repr(data[:40])
+                        )
+                    tally.note_max("idle flood: last drop, s after the connect", time.monotonic() - started)
+            if live and not run.stop.is_set():
+                tally.fail(
+                    f"idle flood: not dropped within {HANDSHAKE_TIMEOUT + 5:g} s",
+                    f"{len(live)} of {len(socks)} in a wave",
+                )
+            else:
+                tally.count("idle flood: dropped by the server", len(socks) - len(live))
+        finally:
+            for sock in socks:
+                sock.close()
+        run.pause(1.0)
+
+
+def probe_client(run: Run, who: str) -> None:
+    """A fresh well-behaved client: handshake, one echo, closing handshake (fails ``who``)."""
+    try:
+        sock = connect(run)
+    except OSError as exc:
+        run.tally.fail(f"{who}: a fresh client could not connect", describe(exc))
+        return
+    try:
+        _, leftover = handshake(run, sock)
+        proto = client_protocol([])
+        proto.feed(leftover)
+        proto.send(b"probe", binary=True)
+        sock.sendall(proto.data_to_send())
+        if not read_until(sock, proto, partial(has_message, proto, 0), IO_SECONDS) or not proto.received:
+            run.tally.fail(f"{who}: a fresh client got no echo within {IO_SECONDS:g} s")
+            return
+        if proto.received[0].data != b"probe":
+            run.tally.fail(f"{who}: a fresh client's echo differs")
+            return
+        proto.close(1000)
+        sock.sendall(proto.data_to_send())
+        read_until(sock, proto, partial(has_close, proto), IO_SECONDS)
+        run.tally.count(f"{who}: fresh clients served meanwhile")
+    except (OSError, HandshakeError) as exc:
+        run.tally.fail(f"{who}: a fresh client failed: {type(exc).__name__}", describe(exc))
+    finally:
+        sock.close()
+
+
+def slow_subscriber(run: Run, publish_mib: int) -> None:
+    """Item 4: a subscriber that never reads (4 KiB receive buffer) next to one that does, while
+    ``publish_mib`` MiB are published on their channel from the reactor's thread (64 KiB
+    messages, 16 per command). The server must cap the never-reader's buffered output: close
+    it (1008 or 1011 if its close frame gets through, or just the connection: 1006 -- all three
+    accepted, the fix decides) and free its buffer, long before it has all of it; the reader
+    must get every message, in order."""
+    tally = run.tally
+    size, per = 65536, 16
+    rounds = 0
+    while not run.over() and rounds < 50:
+        rounds += 1
+        channel = f"chaos.{rounds}"
+        sub = build_frame(OPCODE_TEXT, f"chaos/sub {channel}".encode(), masked=True)
+        slow = good = None
+        try:
+            slow = connect(run, rcvbuf=4096)
+            _, leftover = handshake(run, slow)
+            slow.sendall(sub)
+            slow_proto = Protocol(client=True, max_message_size=None)
+            slow_proto.feed(leftover)
+            if not read_until(slow, slow_proto, partial(has_message, slow_proto, 0), IO_SECONDS):
+                tally.fail("slow subscriber: no answer to subscribe")
+                return
+            good = connect(run)
+            _, leftover = handshake(run, good)
+            proto = client_protocol([])
+            proto.feed(leftover)
+            good.sendall(sub)
+            if not read_until(good, proto, partial(has_message, proto, 0), IO_SECONDS):
+                tally.fail("slow subscriber: the reader got no answer to subscribe")
+                return
+            del proto.received[:]
+            # From here on the slow one never reads, until the end of the round.
+            with run.heavy:
+                rss0 = server_rss(run)
+                seq = 0
+                while seq * size < publish_mib * 1024 * 1024 and not run.stop.is_set():
+                    command = f"chaos/pub {channel} {seq} {per} {size}".encode()
+                    good.sendall(build_frame(OPCODE_TEXT, command, masked=True))
+                    if not read_until(good, proto, partial(has_message, proto, per - 1), IO_SECONDS):
+                        tally.fail(f"slow subscriber: the reader got {len(proto.received)}/{per} messages")
+                        return
+                    numbers = [int.from_bytes(m.data[:8], "big") for m in proto.received]
+                    if numbers != list(range(seq, seq + per)) or any(
+                        len(m.data) != size for m in proto.received
+                    ):
+                        tally.fail("slow subscriber: the reader's messages differ or are out of order")
+                        return
+                    del proto.received[:]
+                    seq += per
+                tally.count(
+                    "slow subscriber: MiB published to the reader and the never-reader", seq * size >> 20
+                )
+                run.pause(0.5)
+                rise = (server_rss(run) - rss0) / 1024 if rss0 else 0.0
+                tally.note_max("slow subscriber: server RSS rise, MiB (reported, not checked)", rise)
+            # Now read what the server kept for the never-reader: it must have been closed.
+            how, got = read_close_or_end(slow, slow_proto, 2.0, (publish_mib + 8) << 20)
+            tally.note_max("slow subscriber: MiB the never-reader could still read", got / 2**20)
+            if how in ("close 1008", "close 1011", "eof", "reset"):
+                tally.count(f"slow subscriber: never-reader closed by the server ({how})")
+            else:
+                tally.fail(
+                    f"slow subscriber: never-reader {how} after {seq * size >> 20} MiB published"
+                    " (expected close 1008/1011/1006)",
+                    f"it could still read {got / 2**20:.1f} MiB",
+                )
+            tally.count("slow subscriber: reader got every message in order")
+            proto.close(1000)
+            good.sendall(proto.data_to_send())
+        except (OSError, HandshakeError) as exc:
+            tally.fail(f"slow subscriber: {type(exc).__name__}", describe(exc))
+        finally:
+            for sock in (slow, good):
+                if sock is not None:
+                    reset(sock)
+        run.pause(1.0)
+
+
+def unread_pings(run: Run, pings: int) -> None:
+    """Item 5: ``pings`` empty pings (6 bytes each) from a peer that never reads (4 KiB receive
+    buffer), held 1 s, then reset. Whether the server coalesces its pongs or counts their
+    memory and stops reading us, its RSS must grow less than RSS_RISE_MIB."""
+    tally = run.tally
+    frame = build_frame(OPCODE_PING, b"", masked=True)
+    chunk = frame * 10000
+    n = 0
+    while not run.over() and n < 100:
+        n += 1
+        sock = connect(run, rcvbuf=4096)
+        try:
+            _, _ = handshake(run, sock)
+            with run.heavy:
+                rss0 = server_rss(run)
+                sent, how = flood_unread(run, sock, chunk, pings * len(frame), 10.0)
+                run.pause(1.0)
+                check_rise(run, "unread pings", rss0)
+            tally.count("unread pings: floods, then reset")
+            tally.count("unread pings: pings sent", sent // len(frame))
+            tally.count(f"unread pings: flood ended by {how}")
+        except OSError as exc:
+            tally.fail(f"unread pings: {type(exc).__name__}", describe(exc))
+        finally:
+            reset(sock)
+        run.pause(0.5)
+
+
+def flood_unread(
+    run: Run, sock: socket.socket, chunk: bytes, max_bytes: int, seconds: float
+) -> tuple[int, str]:
+    """Send ``chunk`` over and over without ever reading: until ``max_bytes``, ``seconds``, our
+    sends blocking for 3 s ("blocked": the server stopped reading us) or an error."""
+    sock.setblocking(False)
+    view = memoryview(chunk)
+    pos = sent = 0
+    end = time.monotonic() + seconds
+    blocked_since = time.monotonic()
+    try:
+        while sent < max_bytes:
+            now = time.monotonic()
+            if now >= end or run.stop.is_set():
+                return sent, "time"
+            if now - blocked_since > 3.0:
+                return sent, "blocked"
+            try:
+                k = sock.send(view[pos : pos + min(len(view) - pos, max_bytes - sent)])
+            except BlockingIOError:
+                select.poll().poll(50)
+                continue
+            except OSError:
+                return sent, "reset"
+            sent += k
+            pos = (pos + k) % len(view)
+            blocked_since = time.monotonic()
+        return sent, "limit"
+    finally:
+        sock.settimeout(IO_SECONDS)
+
+
+def churn(run: Run, batch: int) -> None:
+    """Item 14's shape, as a peer can play it: ``batch`` websockets open, all reset at once
+    (their fds free for reuse in the server), at once ``batch + 10`` fresh clients connect;
+    each fresh one must get its 101 and its echo. Between batches, single connect + reset +
+    connect churn."""
+    tally = run.tally
+    rounds = 0
+    while not run.over() and rounds < 500:
+        rounds += 1
+        victims: list[socket.socket] = []
+        fresh: list[socket.socket] = []
+        try:
+            for _ in range(batch):
+                sock = connect(run)
+                victims.append(sock)
+                handshake(run, sock)
+            for i, sock in enumerate(victims):
+                if i % 2:  # half of them mid-frame
+                    try:
+                        sock.send(frame_header(OPCODE_BINARY, 5000, True, False, KEY) + b"z" * 100)
+                    except OSError:
+                        pass
+                reset(sock)
+            tally.count("churn: websockets reset at once", len(victims))
+            victims.clear()
+            for _ in range(batch + 10):
+                fresh.append(connect(run))
+            served = 0
+            for k, sock in enumerate(fresh):
+                _, leftover = handshake(run, sock)
+                proto = client_protocol([])
+                proto.feed(leftover)
+                payload = f"churn {rounds}.{k}".encode()
+                proto.send(payload, binary=True)
+                sock.sendall(proto.data_to_send())
+                read_until(sock, proto, partial(has_message, proto, 0), IO_SECONDS)
+                if proto.received and proto.received[0].data == payload:
+                    served += 1
+                else:
+                    tally.fail(
+                        "churn: a fresh client got no echo (or a wrong one)", repr(proto.close_received)
+                    )
+            tally.count("churn: fresh clients served after a reset batch", served)
+        except (OSError, HandshakeError) as exc:
+            tally.fail(f"churn: {type(exc).__name__}", describe(exc))
+        finally:
+            for sock in victims:
+                reset(sock)
+            for sock in fresh:
+                sock.close()
+        # Single churn: connect, reset, connect again at once, and that one must be served.
+        for _ in range(20):
+            if run.over():
+                break
+            try:
+                reset(connect(run))
+            except OSError as exc:
+                tally.fail(f"churn: connect: {type(exc).__name__}", describe(exc))
+            probe_client(run, "churn")
+        run.pause(0.2)
+
+
+def bad_heads(run: Run) -> None:
+    """Item 16: upgrade requests, valid but for one thing RFC 9112 makes a 400 -- a bare LF in
+    a header value, NUL or a space in a header name, a space before the colon, a bare CR in the
+    path, two Host headers, obs-fold (line folding) -- each must get 400 (not a 101)."""
+    tally = run.tally
+
+    def with_line(line: bytes) -> Callable[[], bytes]:
+        def make() -> bytes:
+            request = client_request(run.host, "/", new_key())
+            first, _, rest = request.partition(b"\r\n")
+            return first + b"\r\n" + line + b"\r\n" + rest
+
+        return make
+
+    def cr_in_path() -> bytes:
+        return client_request(run.host, "/", new_key()).replace(b"GET / ", b"GET /a\rb ", 1)
+
+    cases: list[tuple[str, Callable[[], bytes]]] = [
+        ("bare LF in a header value", with_line(b"X-A: 1\nHost: evil.example")),
+        ("NUL in a header name", with_line(b"X-\x00A: 1")),
+        ("space in a header name", with_line(b"X A: 1")),
+        ("space before the colon", with_line(b"X-A : 1")),
+        ("bare CR in the path", cr_in_path),
+        ("two Host headers", with_line(b"Host: evil.example")),
+        ("obs-fold", with_line(b"X-A: 1\r\n  folded")),
+    ]
+    n = 0
+    while not run.over() and n < 5000:
+        name, make = cases[n % len(cases)]
+        n += 1
+        sock = connect(run)
+        try:
+            sock.sendall(make())
+            data = b""
+            deadline = time.monotonic() + IO_SECONDS
+            while b"\r\n" not in data and time.monotonic() < deadline:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            status = (
+                data.split(b" ", 2)[1].decode("latin-1") if data.startswith(b"HTTP/1.1 ") else repr(data[:20])
+            )
+            if status == "400":
+                tally.count(f"malformed head ({name}): HTTP 400")
+            else:
+                tally.fail(f"malformed head ({name}): answered {status} (expected 400)")
+        except OSError as exc:
+            tally.fail(f"malformed head ({name}): {type(exc).__name__}", describe(exc))
+        finally:
+            sock.close()
+        run.pause(0.05)
+
+
 # ---------------------------------------------------------------------------- the sampler
 
 
@@ -748,6 +1334,13 @@ KINDS = (
     "vanishers",
     "ping-flood",
     "cycler",
+    "deflate-split",
+    "tiny-fragments",
+    "idle-flood",
+    "slow-subscriber",
+    "unread-pings",
+    "churn",
+    "bad-heads",
 )
 
 
@@ -778,7 +1371,9 @@ def echo_worker(port: int, deadline: float, clients: int, results: Connection) -
     threads[0].start()
     for i in range(clients):
         fargs = (run, i, i % 4 == 3, 1_000_000)
-        t = threading.Thread(target=guarded, args=(tally, f"echo-{i}", echo_client, fargs), daemon=True)
+        t = threading.Thread(
+            target=guarded, args=(tally, f"echo-{i}", echo_client, fargs), name=f"echo-{i}", daemon=True
+        )
         t.start()
         threads.append(t)
     for t in threads:
@@ -789,6 +1384,7 @@ def echo_worker(port: int, deadline: float, clients: int, results: Connection) -
             {
                 "counts": dict(tally.counts),
                 "failures": dict(tally.failures),
+                "by_kind": dict(tally.by_kind),
                 "examples": dict(tally.examples),
                 "rtts": list(tally.rtts),
                 "lateness": lateness,
@@ -825,6 +1421,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slowloris", type=int, default=40, help="half-open handshakes per wave (40)")
     parser.add_argument("--never-readers", type=int, default=3, help="peers that never read (3)")
     parser.add_argument("--pings", type=int, default=5000, help="pings per flood (5000)")
+    add("--unread-pings", type=int, default=1_000_000, help="empty pings per unread flood (1,000,000)")
+    add("--fragments-mib", type=int, default=24, help="MiB of empty continuations per flood at most (24)")
+    add("--idle-connects", type=int, default=300, help="idle TCP connects per wave (300)")
+    add("--publish-mib", type=int, default=48, help="MiB published past a never-reading subscriber (48)")
+    add("--churn-batch", type=int, default=20, help="websockets reset at once by the churn actor (20)")
     parser.add_argument(
         "--only",
         help="comma-separated actor kinds to run (for diagnosis; the checks of the others are skipped): "
@@ -836,7 +1437,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--only takes some of {', '.join(KINDS)}")
     if args.duration < 5:
         parser.error("--duration must be at least 5 s")
-    if args.cycles < 0 or args.echo_clients < 1 or args.slowloris < 0 or args.never_readers < 0:
+    counts = (args.cycles, args.slowloris, args.never_readers, args.idle_connects, args.churn_batch)
+    if (
+        min(counts) < 0
+        or args.echo_clients < 1
+        or min(args.unread_pings, args.fragments_mib, args.publish_mib) < 1
+    ):
         parser.error("counts must not be negative (and at least one echo client)")
     return args
 
@@ -852,10 +1458,13 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile_limit()
     began = time.monotonic()
     failures: list[str] = []
+    here = os.path.dirname(os.path.abspath(__file__))  # for chaoshandler (the server's handler)
+    pythonpath = [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     server = LoggedServerProcess(
         [sys.executable, "-m", "wsloop", "serve", "--host", HOST, "--port", "0",
-         "--max-message-size", str(MAX_MESSAGE), "--log-level", "INFO"],
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+         "--max-message-size", str(MAX_MESSAGE), "--log-level", "INFO",
+         "--handler", "chaoshandler:ChaosWebSocket"],
+        env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(pythonpath)),
     )  # fmt: skip
     tally = Tally()
     samples = Samples()
@@ -877,7 +1486,7 @@ def main(argv: list[str] | None = None) -> int:
         sample_thread = threading.Thread(target=sampler, args=(pid, samples, sample_stop), daemon=True)
         sample_thread.start()
 
-        run = Run(server.port, time.monotonic() + args.duration, tally)
+        run = Run(server.port, time.monotonic() + args.duration, tally, pid)
         spread = args.duration * 0.85
         cycles_until = run.deadline + max(10.0, args.duration / 2)
         echo: multiprocessing.process.BaseProcess | None = None
@@ -907,6 +1516,15 @@ def main(argv: list[str] | None = None) -> int:
         for i, count in enumerate(per_cycler):
             if count:
                 actors.append((f"cycler-{i}", cycler, (run, i, count, spread, cycles_until)))
+        actors.append(("deflate-split", deflate_split, (run,)))
+        actors.append(("tiny-fragments", tiny_fragments, (run, args.fragments_mib)))
+        if args.idle_connects:
+            actors.append(("idle-flood", idle_flood, (run, args.idle_connects)))
+        actors.append(("slow-subscriber", slow_subscriber, (run, args.publish_mib)))
+        actors.append(("unread-pings", unread_pings, (run, args.unread_pings)))
+        if args.churn_batch:
+            actors.append(("churn", churn, (run, args.churn_batch)))
+        actors.append(("bad-heads", bad_heads, (run,)))
 
         actors = [a for a in actors if a[0].rstrip("0123456789-") in args.kinds]
         for name, fn, fargs in actors:
@@ -925,6 +1543,7 @@ def main(argv: list[str] | None = None) -> int:
                 got = echo_results.recv()
                 tally.counts.update(got["counts"])
                 tally.failures.update(got["failures"])
+                tally.by_kind.update(got["by_kind"])
                 tally.examples.update(got["examples"])
                 tally.rtts.extend(got["rtts"])
                 lateness = got["lateness"]
@@ -960,6 +1579,17 @@ def main(argv: list[str] | None = None) -> int:
         print("actors:")
         for what in sorted(c):
             print(f"  {c[what]:8d}  {what}")
+        if tally.maxima:
+            print("figures (the largest seen):")
+            for what in sorted(tally.maxima):
+                print(f"  {tally.maxima[what]:8.2f}  {what}")
+        print("per actor:")
+        for kind in KINDS:
+            if kind in args.kinds:
+                n = tally.by_kind[kind]
+                print(f"  {'FAIL' if n else 'PASS'}  {kind}" + (f" ({n} failures)" if n else ""))
+        if tally.by_kind["other"]:
+            print(f"  FAIL  (no actor) ({tally.by_kind['other']} failures)")
         rtts = tally.rtts
         p50, p99, worst = (percentile(rtts, 0.5), percentile(rtts, 0.99), max(rtts, default=0.0))
         print(f"echo round trips:     {len(rtts)} messages, p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, "
