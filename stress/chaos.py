@@ -113,7 +113,7 @@ SAMPLE_SECONDS = 0.05
 KEY = b"\x11\x22\x33\x44"
 CYCLER_THREADS = 16  # connect/disconnect cycles in flight (each thread waits on the server)
 RSS_RISE_MIB = 24.0  # bound on the server's RSS growth during one of issue 13's floods
-DEFLATE_SPLIT_SECONDS = 1.0  # bound on the server's answer to a BFINAL-split message
+DEFLATE_SPLIT_SECONDS = 0.5  # bound on the server's answer to a BFINAL-split message
 
 
 # ---------------------------------------------------------------------------- bookkeeping
@@ -749,7 +749,7 @@ def check_rise(run: Run, what: str, rss0: int, budget_mib: float = RSS_RISE_MIB)
     rise = (server_rss(run) - rss0) / 1024
     run.tally.note_max(f"{what}: server RSS rise, MiB", rise)
     if rise > budget_mib:
-        run.tally.fail(f"{what}: server RSS grew {rise:.0f} MiB (bound {budget_mib:g} MiB)")
+        run.tally.fail(f"{what}: server RSS grew over {budget_mib:g} MiB", f"{rise:.0f} MiB")
 
 
 def poll_flood(
@@ -833,24 +833,24 @@ def read_close_or_end(sock: socket.socket, proto: Protocol, seconds: float, limi
 
 
 def deflate_split(run: Run) -> None:
-    """Item 1: one frame made of thousands of tiny complete deflate streams, each with BFINAL.
-
-    Under the limit (16,000 streams of 64 zeros: 94 KiB inflating to 1,000 KiB) the server must
-    echo it -- or refuse it with 1008/1009 if it bounds the streams per message -- and answer
-    within DEFLATE_SPLIT_SECONDS (inflating is linear: ~0.01 s; the quadratic loop takes
-    seconds and stalls everyone); over the limit (4,000 streams of 4 KiB: 16 MiB, the issue's
-    shape) 1009. The server's RSS must not grow by more than RSS_RISE_MIB."""
+    """Item 1: one frame made of tens of thousands of tiny complete deflate streams, each with
+    BFINAL. Under the limit (16,000 times: seven empty streams, then 64 zeros -- 128,000
+    streams, 312 KiB inflating to 1,000 KiB) the server must echo it, or refuse it (1007, 1008 or 1009,
+    if it bounds the streams per message: either accepted), and answer within
+    DEFLATE_SPLIT_SECONDS: a linear inflate takes ~0.15 s; today's restarts copy the rest of the
+    input each time (quadratic) and take seconds, stalling everyone. Over the limit (4,000
+    streams of 4 KiB zeros: 16 MiB, the issue's shape): 1009. The server's RSS must not grow by
+    more than RSS_RISE_MIB."""
     tally = run.tally
 
-    def streams(size: int, count: int) -> bytes:
+    def stream(size: int) -> bytes:
         c = zlib.compressobj(9, zlib.DEFLATED, -15)
-        one = c.compress(b"\x00" * size) + c.flush()
-        return one * count
+        return c.compress(b"\x00" * size) + c.flush()
 
-    under = streams(64, 16000)
-    over = streams(4096, 4000)
+    under = (stream(0) * 7 + stream(64)) * 16000
+    over = stream(4096) * 4000
     cases = [
-        (f"{len(under) // 1024} KiB -> 1000 KiB in 16,000 streams", under, 16000 * 64),
+        (f"{len(under) // 1024} KiB -> 1000 KiB in 128,000 streams", under, 16000 * 64),
         (f"{len(over) // 1024} KiB -> 16 MiB in 4,000 streams", over, None),
     ]
     n = 0
@@ -873,34 +873,35 @@ def deflate_split(run: Run) -> None:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 sent_at = time.monotonic()
-                answered = read_until(sock, proto, partial(has_message, proto, 0), 3 * IO_SECONDS)
+                answered = read_until(sock, proto, partial(has_message, proto, 0), 6 * IO_SECONDS)
                 took = time.monotonic() - sent_at
                 check_rise(run, "deflate BFINAL-split", rss0)
             tally.note_max("deflate BFINAL-split: slowest answer, s", took)
             if not answered:
-                tally.fail(f"{what}: no answer within {3 * IO_SECONDS:g} s")
+                tally.fail(f"{what}: no answer within {6 * IO_SECONDS:g} s")
                 continue
             if took > DEFLATE_SPLIT_SECONDS:
-                tally.fail(f"{what}: answered after {took:.2f} s (bound {DEFLATE_SPLIT_SECONDS:g} s)")
-            if proto.received:
-                message = proto.received[0]
-                if size is not None and message.data == b"\x00" * size:
+                tally.fail(f"{what}: answered after over {DEFLATE_SPLIT_SECONDS:g} s", f"{took:.2f} s")
+            echoes = [m for m in proto.received if isinstance(m, BinaryMessage)]
+            if echoes:
+                if size is not None and echoes[0].data == b"\x00" * size:
                     tally.count(f"{what}: echoed intact")
                 else:
-                    tally.fail(f"{what}: echo differs ({len(message.data)} bytes)")
+                    tally.fail(f"{what}: echo differs ({len(echoes[0].data)} bytes)")
                 proto.close(1000)
                 sock.sendall(proto.data_to_send())
             else:
                 code = proto.close_received.code if proto.close_received else None
-                if code == 1009 or (size is not None and code == 1008):
+                if code == 1009 or (size is not None and code in (1007, 1008)):
                     tally.count(f"{what}: close {code}")
                 else:
-                    tally.fail(f"{what}: close {code} (expected {'echo, 1008 or ' if size else ''}1009)")
+                    expected = "echo, 1007, 1008 or 1009" if size else "1009"
+                    tally.fail(f"{what}: close {code} (expected {expected})")
         except OSError as exc:
             tally.fail(f"deflate BFINAL-split: {type(exc).__name__}", describe(exc))
         finally:
             sock.close()
-        run.pause(0.3)
+        run.pause(1.0)
 
 
 def tiny_fragments(run: Run, max_mib: int) -> None:
@@ -930,7 +931,7 @@ def tiny_fragments(run: Run, max_mib: int) -> None:
             with run.heavy:
                 rss0 = server_rss(run)
                 start = time.monotonic()
-                sent, how = poll_flood(run, sock, proto, chunk, limit, 10.0)
+                sent, how = poll_flood(run, sock, proto, chunk, limit, max(2.0, min(10.0, run.left())))
                 if how in ("limit", "time", "blocked"):
                     # Flood over and not closed: give the server a last moment to close.
                     how, _ = read_close_or_end(sock, proto, 2.0, 1 << 20)
@@ -1135,7 +1136,9 @@ def unread_pings(run: Run, pings: int) -> None:
             _, _ = handshake(run, sock)
             with run.heavy:
                 rss0 = server_rss(run)
-                sent, how = flood_unread(run, sock, chunk, pings * len(frame), 10.0)
+                sent, how = flood_unread(
+                    run, sock, chunk, pings * len(frame), max(2.0, min(10.0, run.left()))
+                )
                 run.pause(1.0)
                 check_rise(run, "unread pings", rss0)
             tally.count("unread pings: floods, then reset")
@@ -1145,7 +1148,7 @@ def unread_pings(run: Run, pings: int) -> None:
             tally.fail(f"unread pings: {type(exc).__name__}", describe(exc))
         finally:
             reset(sock)
-        run.pause(0.5)
+        run.pause(2.0)
 
 
 def flood_unread(
