@@ -6,9 +6,11 @@ Usage::
     python stress/chaos.py --duration 20        # CI's version (tests/test_chaos.py)
     python stress/chaos.py --duration 120 --p99-ms 100 --rss-mib 120
 
-The script starts ``python -m wsloop serve --port 0 --max-message-size 1m`` (the echo server) in a
-child process, takes the server's open descriptors (``/proc/PID/fd``) as a baseline, and then for
-``--duration`` seconds runs, concurrently, each in its own thread (on real sockets to 127.0.0.1):
+The script starts ``python -m wsloop serve --port 0 --max-message-size 1m --handler
+chaoshandler:ChaosWebSocket`` (the echo server, plus two commands to subscribe and publish:
+``stress/chaoshandler.py``) in a child process, takes the server's open descriptors
+(``/proc/PID/fd``) as a baseline, and then for ``--duration`` seconds runs, concurrently, each
+in its own thread (on real sockets to 127.0.0.1):
 
 * **echo clients** (well-behaved, one in four with permessage-deflate), in a child process of
   their own so that the round trips they time are not this script's threads waiting for the GIL:
@@ -35,6 +37,28 @@ child process, takes the server's open descriptors (``/proc/PID/fd``) as a basel
   threads, each ended by a closing handshake, a bare FIN or a reset (on a machine too busy to
   keep the pace, the last ones may finish up to ``max(10 s, duration / 2)`` after the run).
 
+and issue 13's attacks, each checked for what a server that bounds one peer's cost must give
+(the floods marked RSS hold a lock while they run, and fail if the server's RSS grows more than
+24 MiB meanwhile):
+
+* **deflate-split**: one frame of 128,000 tiny complete deflate streams, each with BFINAL (312 KiB
+  inflating to 1,000 KiB): echoed (or refused with 1007/1008/1009) within 0.5 s, RSS; and 4,000
+  streams inflating to 16 MiB: 1009;
+* **tiny-fragments**: a message that never ends, of empty continuations (up to
+  ``--fragments-mib``, 24 MiB) or of 262,144 2-byte fragments (512 KiB of payload): close 1009 or
+  1008 (either) before the flood ends, RSS;
+* **idle-flood**: waves of ``--idle-connects`` (300) connections that send nothing: fresh clients
+  served meanwhile, each idle one dropped within the handshake timeout + 5 s;
+* **slow-subscriber**: a subscriber with a 4 KiB receive buffer that never reads, while
+  ``--publish-mib`` (48) MiB are published from the reactor's thread to it and to a reader: the
+  never-reader closed (1008, 1011 or just the connection: 1006) before it has it all, the reader
+  gets every message in order;
+* **unread-pings**: ``--unread-pings`` (1,000,000) empty pings from a peer that never reads: RSS;
+* **churn**: ``--churn-batch`` (20) websockets reset at once, then 30 fresh clients at once, each
+  served (its 101 and its echo); and connect, reset, connect again;
+* **bad-heads**: upgrade requests with a bare LF in a header value, NUL or a space in a header
+  name, a space before the colon, a bare CR in the path, two Host headers, obs-fold: 400 each.
+
 ``--only echo,bombs`` (say) runs some kinds of actor alone, for diagnosis.
 
 Meanwhile a sampler reads the server's RSS (``VmRSS``, and ``VmHWM``, the kernel's peak) and
@@ -49,7 +73,8 @@ descriptor count every 50 ms. At the end it prints what each actor did and check
 6. every misbehaving peer got the answer expected (status, close code, drop), and the server
    logged no traceback and exited 0 on SIGTERM.
 
-Exit code 0 only if all hold. Every loop is bounded in count and time; nothing waits without a
+It prints PASS or FAIL for each kind of actor (FAIL: one of its checks failed), then the overall
+result. Exit code 0 only if all hold. Every loop is bounded in count and time; nothing waits without a
 bound (each socket operation has a timeout; the whole run ends within ~max(duration + 40 s,
 1.5 x duration + 30 s)).
 """
@@ -148,6 +173,11 @@ class Tally:
         """Keep the largest ``value`` seen for ``what`` (a figure for the report)."""
         with self.lock:
             self.maxima[what] = max(value, self.maxima.get(what, value))
+
+    def note_min(self, what: str, value: float) -> None:
+        """Keep the smallest ``value`` seen for ``what``."""
+        with self.lock:
+            self.maxima[what] = min(value, self.maxima.get(what, value))
 
 
 def actor_kind(thread_name: str) -> str:
@@ -998,7 +1028,8 @@ def idle_flood(run: Run, count: int) -> None:
                         tally.fail(
                             "idle flood: the server sent something to an idle connect", repr(data[:40])
                         )
-                    tally.note_max("idle flood: last drop, s after the connect", time.monotonic() - started)
+                    tally.note_max("idle flood: last drop, s after the connects", time.monotonic() - started)
+                    tally.note_min("idle flood: first drop, s after the connects", time.monotonic() - started)
             if live and not run.stop.is_set():
                 tally.fail(
                     f"idle flood: not dropped within {HANDSHAKE_TIMEOUT + 5:g} s",
@@ -1583,7 +1614,7 @@ def main(argv: list[str] | None = None) -> int:
         for what in sorted(c):
             print(f"  {c[what]:8d}  {what}")
         if tally.maxima:
-            print("figures (the largest seen):")
+            print("figures (the largest seen; a first drop: the smallest):")
             for what in sorted(tally.maxima):
                 print(f"  {tally.maxima[what]:8.2f}  {what}")
         print("per actor:")
