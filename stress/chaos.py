@@ -112,6 +112,7 @@ from loadkit import (
     verdict,
 )
 
+import wsloop
 from wsloop.deflate import DEFAULT, client_accept, client_offer
 from wsloop.exc import HandshakeError
 from wsloop.framing import (
@@ -1492,20 +1493,26 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile_limit()
     began = time.monotonic()
     failures: list[str] = []
-    here = os.path.dirname(os.path.abspath(__file__))  # for chaoshandler (the server's handler)
-    pythonpath = [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    # The server imports the wsloop this script imported (PYTHONSAFEPATH: not the one in its
+    # working directory, which ``-m`` would put first) and chaoshandler from this folder.
+    here = os.path.dirname(os.path.abspath(__file__))
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(wsloop.__file__)))
+    pythonpath = os.pathsep.join(
+        [here, package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    )
     server = LoggedServerProcess(
         [sys.executable, "-m", "wsloop", "serve", "--host", HOST, "--port", "0",
          "--max-message-size", str(MAX_MESSAGE), "--log-level", "INFO",
          "--handler", "chaoshandler:ChaosWebSocket"],
-        env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(pythonpath)),
+        env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1", PYTHONPATH=pythonpath),
     )  # fmt: skip
     tally = Tally()
     samples = Samples()
     sample_stop = threading.Event()
     threads: list[threading.Thread] = []
     limit = mib(MAX_MESSAGE // 1024)
-    print(f"wsloop chaos: {args.duration:g} s against python -m wsloop serve (max message {limit})")
+    print(f"wsloop chaos: {args.duration:g} s against python -m wsloop serve (max message {limit}), "
+          f"wsloop from {package_root}")  # fmt: skip
     try:
         if not server.wait_ready(READY_SECONDS):
             print("error: the server did not start", file=sys.stderr)
