@@ -968,13 +968,15 @@ def tiny_fragments(run: Run, max_mib: int) -> None:
                     how, _ = read_close_or_end(sock, proto, 2.0, 1 << 20)
                 took = time.monotonic() - start
                 check_rise(run, "tiny fragments", rss0)
+            if how == "close" and proto.close_received is not None:
+                how = f"close {proto.close_received.code}"
+            code = int(how[6:]) if how.startswith("close ") else None
             frames = sent // frame_size
-            code = proto.close_received.code if proto.close_received else None
-            detail = f"after {frames} frames ({sent / 2**20:.1f} MiB) in {took:.1f} s"
+            detail = f"after {frames} frames sent ({sent / 2**20:.1f} MiB) in {took:.1f} s"
             if code in (1008, 1009):
                 tally.count(f"{what}: close {code}")
-                tally.note_max(f"{what}: most frames before the close", frames)
-            elif how.startswith("close"):
+                tally.note_max(f"{what}: most frames sent before the close came", frames)
+            elif code is not None:
                 tally.fail(f"{what}: close {code} (expected 1008 or 1009)", detail)
             elif how == "open":
                 tally.fail(f"{what}: not closed (expected 1008 or 1009)", detail)
@@ -1017,9 +1019,9 @@ def idle_flood(run: Run, count: int) -> None:
                     probes.pop(0)
                     probe_client(run, "idle flood")
                 for fd, _ in poller.poll(200):
-                    sock = live.pop(fd, None)
-                    if sock is None:
+                    if fd not in live:
                         continue
+                    sock = live.pop(fd)
                     poller.unregister(fd)
                     try:
                         data = sock.recv(4096)
