@@ -907,7 +907,8 @@ def deflate_split(run: Run) -> None:
                 answered = read_until(sock, proto, partial(has_message, proto, 0), 6 * IO_SECONDS)
                 took = time.monotonic() - sent_at
                 check_rise(run, "deflate BFINAL-split", rss0)
-            tally.note_max("deflate BFINAL-split: slowest answer, s", took)
+            tally.note_max(f"{what}: slowest answer, s", took)
+            tally.note_min(f"{what}: fastest answer, s", took)
             if not answered:
                 tally.fail(f"{what}: no answer within {6 * IO_SECONDS:g} s")
                 continue
@@ -1623,7 +1624,7 @@ def main(argv: list[str] | None = None) -> int:
         for what in sorted(c):
             print(f"  {c[what]:8d}  {what}")
         if tally.maxima:
-            print("figures (the largest seen; a first drop: the smallest):")
+            print("figures (the largest seen; a first drop or a fastest answer: the smallest):")
             for what in sorted(tally.maxima):
                 print(f"  {tally.maxima[what]:8.2f}  {what}")
         print("per actor:")
