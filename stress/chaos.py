@@ -157,6 +157,7 @@ class Tally:
     drop_times: list[float] = field(default_factory=list)
     maxima: dict[str, float] = field(default_factory=dict)
     by_kind: collections.Counter[str] = field(default_factory=collections.Counter)
+    rounds: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def count(self, what: str, n: int = 1) -> None:
         with self.lock:
@@ -169,6 +170,12 @@ class Tally:
             self.by_kind[kind] += 1
             if detail and what not in self.examples:
                 self.examples[what] = detail
+
+    def round_done(self) -> None:
+        """One round of the calling actor is over (whatever its outcome)."""
+        kind = actor_kind(threading.current_thread().name)
+        with self.lock:
+            self.rounds[kind] += 1
 
     def note_max(self, what: str, value: float) -> None:
         """Keep the largest ``value`` seen for ``what`` (a figure for the report)."""
@@ -936,6 +943,7 @@ def deflate_split(run: Run) -> None:
             tally.fail(f"deflate BFINAL-split: {type(exc).__name__}", describe(exc))
         finally:
             sock.close()
+            tally.round_done()
         run.pause(0.5)
     if answers:
         median = percentile(answers, 0.5)
@@ -998,6 +1006,7 @@ def tiny_fragments(run: Run, max_mib: int) -> None:
             tally.fail(f"tiny fragments: {type(exc).__name__}", describe(exc))
         finally:
             reset(sock)
+            tally.round_done()
         run.pause(0.5)
 
 
@@ -1055,6 +1064,7 @@ def idle_flood(run: Run, count: int) -> None:
         finally:
             for sock in socks:
                 sock.close()
+            tally.round_done()
         run.pause(1.0)
 
 
@@ -1164,6 +1174,7 @@ def slow_subscriber(run: Run, publish_mib: int) -> None:
             for sock in (slow, good):
                 if sock is not None:
                     reset(sock)
+            tally.round_done()
         run.pause(1.0)
 
 
@@ -1194,6 +1205,7 @@ def unread_pings(run: Run, pings: int) -> None:
             tally.fail(f"unread pings: {type(exc).__name__}", describe(exc))
         finally:
             reset(sock)
+            tally.round_done()
         run.pause(2.0)
 
 
@@ -1279,6 +1291,7 @@ def churn(run: Run, batch: int) -> None:
                 reset(sock)
             for sock in fresh:
                 sock.close()
+            tally.round_done()
         # Single churn: connect, reset, connect again at once, and that one must be served.
         for _ in range(20):
             if run.over():
@@ -1342,6 +1355,7 @@ def bad_heads(run: Run) -> None:
             tally.fail(f"malformed head ({name}): {type(exc).__name__}", describe(exc))
         finally:
             sock.close()
+            tally.round_done()
         run.pause(0.05)
 
 
@@ -1391,6 +1405,16 @@ KINDS = (
     "churn",
     "bad-heads",
 )
+# The kinds that count their rounds: one that completed none fails (it checked nothing).
+ROUNDS_COUNTED = {
+    "deflate-split",
+    "tiny-fragments",
+    "idle-flood",
+    "slow-subscriber",
+    "unread-pings",
+    "churn",
+    "bad-heads",
+}
 
 
 def guarded(tally: Tally, name: str, fn: Callable[..., None], fargs: tuple[object, ...]) -> None:
@@ -1638,11 +1662,21 @@ def main(argv: list[str] | None = None) -> int:
             print("figures (the largest seen; a first drop or a fastest answer: the smallest):")
             for what in sorted(tally.maxima):
                 print(f"  {tally.maxima[what]:8.2f}  {what}")
+        for kind in ROUNDS_COUNTED & {actor_kind(name) for name, _, _ in actors}:
+            if not tally.rounds[kind]:
+                failures.append(f"{kind}: no round completed (the run is too short or the machine too busy)")
+                tally.by_kind[kind] += 1
         print("per actor:")
+        started = {actor_kind(name) for name, _, _ in actors} | ({"echo"} if echo is not None else set())
         for kind in KINDS:
-            if kind in args.kinds:
-                n = tally.by_kind[kind]
-                print(f"  {'FAIL' if n else 'PASS'}  {kind}" + (f" ({n} failures)" if n else ""))
+            n = tally.by_kind[kind]
+            notes = [f"{n} failures"] if n else []
+            if kind in ROUNDS_COUNTED:
+                notes.append(f"{tally.rounds[kind]} rounds")
+            if kind in started:
+                print(f"  {'FAIL' if n else 'PASS'}  {kind}" + (f" ({', '.join(notes)})" if notes else ""))
+            elif kind in args.kinds:
+                print(f"  ----  {kind} (not run: its count is 0)")
         if tally.by_kind["other"]:
             print(f"  FAIL  (no actor) ({tally.by_kind['other']} failures)")
         rtts = tally.rtts
