@@ -975,7 +975,7 @@ def deflate_split(run: Run) -> None:
             try:
                 rss0 = server_rss(run)
                 proto, took = send_split(run, sock, payload, 6 * IO_SECONDS)
-                check_rise(run, "deflate BFINAL-split", rss0)
+                check_rise(run, f"deflate BFINAL-split ({name})", rss0)
             finally:
                 run.heavy.release()
             if proto is None:
