@@ -31,8 +31,9 @@ in its own thread (on real sockets to 127.0.0.1):
 * **never-readers**: a small receive buffer, messages sent until the socket blocks, held open
   unread (the server's output backs up and it stops reading them), then reset;
 * **vanishing peers**: connections reset (SO_LINGER 0, close) mid-handshake, mid-frame or idle;
-* **ping floods**: thousands of pings in one burst, every pong checked; and floods from a peer
-  that never reads, then reset;
+* **ping floods**: thousands of pings in one burst, the pongs checked (in order, each with its
+  ping's data, the last ping answered: RFC 6455 lets a pong answer only the most recent of
+  several pings); and floods from a peer that never reads, then reset;
 * **connect/disconnect cycles**: ``--cycles`` (10,000) handshakes spread over the run by 16
   threads, each ended by a closing handshake, a bare FIN or a reset (on a machine too busy to
   keep the pace, the last ones may finish up to ``max(10 s, duration / 2)`` after the run).
@@ -86,6 +87,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import math
 import multiprocessing
 import os
@@ -274,6 +276,14 @@ def handshake(run: Run, sock: socket.socket, extensions: list[str] | None = None
 def has_message(proto: Protocol, i: int) -> bool:
     """Message ``i`` has arrived, or the server's close frame."""
     return len(proto.received) > i or proto.close_received is not None
+
+
+def has_pong(proto: Protocol, data: bytes) -> bool:
+    """The last message in is a pong with ``data`` (or the server's close frame came)."""
+    if proto.close_received is not None:
+        return True
+    last = proto.received[-1] if proto.received else None
+    return isinstance(last, PongControlMessage) and last.data == data
 
 
 def has_close(proto: Protocol) -> bool:
@@ -699,7 +709,8 @@ def ping_flood(run: Run, pings: int) -> None:
             agreed, leftover = handshake(run, sock)
             proto = client_protocol(agreed)
             proto.feed(leftover)
-            bodies = [rng.randbytes(rng.randint(0, 125)) for _ in range(pings)]
+            # Numbered, so that each pong names its ping.
+            bodies = [i.to_bytes(4, "big") + rng.randbytes(rng.randint(0, 121)) for i in range(pings)]
             if n % 3 == 0:
                 # A flood from a peer that never reads its pongs, then vanishes.
                 sock.settimeout(2.0)
@@ -711,13 +722,22 @@ def ping_flood(run: Run, pings: int) -> None:
                 reset(sock)
                 continue
             sock.sendall(b"".join(build_frame(OPCODE_PING, b, masked=True) for b in bodies))
-            ok = read_until(sock, proto, partial(has_message, proto, pings - 1), 3 * IO_SECONDS)
+            ok = read_until(sock, proto, partial(has_pong, proto, bodies[-1]), 3 * IO_SECONDS)
             pongs = [m.data for m in proto.received if isinstance(m, PongControlMessage)]
-            if not ok or pongs != bodies:
-                tally.fail("ping flood: pongs missing or differing", f"{len(pongs)} of {pings} pongs")
+            # RFC 6455 5.5.3: a pong may answer only the most recent of several pings. So the
+            # pongs must answer pings in order, each with its ping's data, the last one included.
+            numbers = [int.from_bytes(p[:4], "big") for p in pongs]
+            answered = all(i < pings and p == bodies[i] for p, i in zip(pongs, numbers, strict=True))
+            in_order = all(a < b for a, b in itertools.pairwise(numbers))
+            if not ok or not answered or not in_order or numbers[-1:] != [pings - 1]:
+                tally.fail(
+                    "ping flood: pongs out of order, differing or the last ping unanswered",
+                    f"{len(pongs)} pongs to {pings} pings",
+                )
             else:
-                tally.count("ping flood: floods answered pong for pong")
+                tally.count("ping flood: floods answered, the last ping's pong included")
                 tally.count("ping flood: pings", pings)
+                tally.count("ping flood: pongs", len(pongs))
             sock.sendall(build_frame(OPCODE_CLOSE, encode_close_payload(1000), masked=True))
         except OSError as exc:
             tally.fail(f"ping flood: {type(exc).__name__}", describe(exc))
