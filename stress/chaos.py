@@ -256,6 +256,13 @@ def handshake(run: Run, sock: socket.socket, extensions: list[str] | None = None
     """The opening handshake on a connected socket: (extensions agreed, bytes after the 101)."""
     key = new_key()
     sock.sendall(client_request(run.host, "/", key, extensions=extensions))
+    return finish_handshake(sock, key, extensions)
+
+
+def finish_handshake(
+    sock: socket.socket, key: str, extensions: list[str] | None = None
+) -> tuple[list[str], bytes]:
+    """Read and check the server's answer to an upgrade request sent with ``key``."""
     data = b""
     deadline = time.monotonic() + IO_SECONDS
     while True:
@@ -1414,9 +1421,9 @@ def flood_unread(
 
 def churn(run: Run, batch: int) -> None:
     """Item 14's shape, as a peer can play it: ``batch`` websockets open, all reset at once
-    (their fds free for reuse in the server), at once ``batch + 10`` fresh clients connect;
-    each fresh one must get its 101 and its echo. Between batches, single connect + reset +
-    connect churn."""
+    (their fds free for reuse in the server), at once ``batch + 10`` fresh clients connect and
+    send their upgrade requests; each fresh one must get its 101 and its echo. Between batches,
+    single connect + reset + connect churn."""
     tally = run.tally
     rounds = 0
     while not run.over() and rounds < 500:
@@ -1437,11 +1444,14 @@ def churn(run: Run, batch: int) -> None:
                 reset(sock)
             tally.count("churn: websockets reset at once", len(victims))
             victims.clear()
-            for _ in range(batch + 10):
+            keys = []
+            for _ in range(batch + 10):  # all at once: connect and send the upgrade request
                 fresh.append(connect(run))
+                keys.append(new_key())
+                fresh[-1].sendall(client_request(run.host, "/", keys[-1]))
             served = 0
             for k, sock in enumerate(fresh):
-                _, leftover = handshake(run, sock)
+                _, leftover = finish_handshake(sock, keys[k])
                 proto = client_protocol([])
                 proto.feed(leftover)
                 payload = f"churn {rounds}.{k}".encode()
