@@ -11,9 +11,15 @@ text messages starting with ``chaos/`` (the echo clients' messages start with di
 It lets a peer that subscribes and never reads receive the reactor's fan-out (``publish()``
 frames once and writes to every member, as ``broadcast()`` does): the output that only a cap
 on buffered output bounds.
+
+:class:`ChaosDigestWebSocket` answers a binary message over 1 MiB with its length and CRC-32
+(text ``LENGTH CRC``) instead of its echo, so that what such a message costs the server is
+receiving it (inflating it), not sending it back.
 """
 
 from __future__ import annotations
+
+import zlib
 
 from wsloop.messaging import Message
 from wsloop.websocket import EchoWebSocket
@@ -43,3 +49,12 @@ class ChaosWebSocket(EchoWebSocket):
                 self.publish(channel, i.to_bytes(8, "big") + filler, binary=True)
         else:
             self.close(1008, "unknown chaos command")
+
+
+class ChaosDigestWebSocket(ChaosWebSocket):
+    def received_message(self, message: Message) -> None:
+        data = message.data
+        if message.is_binary and len(data) > 1024 * 1024:
+            self.send(f"{len(data)} {zlib.crc32(data)}")
+        else:
+            super().received_message(message)
