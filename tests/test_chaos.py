@@ -1,7 +1,10 @@
 """CI's run of ``stress/chaos.py``: 20 s of well-behaved echo clients next to misbehaving peers
 (slowloris, garbage, oversized frames, decompression bombs, never-readers, resets, ping floods,
-10,000 connect/disconnect cycles) against ``python -m wsloop serve``; the script checks the
-server survives, echoes stay intact and fast, descriptors come back and memory stays bounded."""
+10,000 connect/disconnect cycles, and issue 13's attacks: BFINAL-split deflate, floods of tiny
+fragments, idle connects, a subscriber that never reads, unread pings, reset churn, malformed
+request heads) against ``python -m wsloop serve``; the script checks the server survives, echoes
+stay intact and fast, descriptors come back, memory stays bounded and each attacker gets the
+answer expected (a close code, a 400, a drop)."""
 
 from __future__ import annotations
 

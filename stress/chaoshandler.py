@@ -1,0 +1,60 @@
+"""The handler ``stress/chaos.py`` serves (``--handler chaoshandler:ChaosWebSocket``).
+
+An echo server (:class:`wsloop.websocket.EchoWebSocket`, compression policy included), except for
+text messages starting with ``chaos/`` (the echo clients' messages start with digits):
+
+* ``chaos/sub CHANNEL``: join ``CHANNEL``, answered with the text ``subscribed CHANNEL``;
+* ``chaos/pub CHANNEL SEQ COUNT SIZE``: publish, from the reactor's thread, ``COUNT`` binary
+  messages of ``SIZE`` bytes on ``CHANNEL``, each starting with its number (8 bytes, big-endian)
+  from ``SEQ`` on; no answer.
+
+It lets a peer that subscribes and never reads receive the reactor's fan-out (``publish()``
+frames once and writes to every member, as ``broadcast()`` does): the output that only a cap
+on buffered output bounds.
+
+:class:`ChaosDigestWebSocket` answers a binary message over 1 MiB with its length and CRC-32
+(text ``LENGTH CRC``) instead of its echo, so that what such a message costs the server is
+receiving it (inflating it), not sending it back.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from wsloop.messaging import Message
+from wsloop.websocket import EchoWebSocket
+
+PREFIX = b"chaos/"
+MAX_PUBLISH = 64 * 1024 * 1024  # bytes one command may publish
+
+
+class ChaosWebSocket(EchoWebSocket):
+    def received_message(self, message: Message) -> None:
+        data = message.data
+        if not (message.is_text and data.startswith(PREFIX)):
+            super().received_message(message)
+            return
+        words = bytes(data[len(PREFIX) :]).decode("utf-8").split()
+        if words[:1] == ["sub"] and len(words) == 2:
+            self.subscribe(words[1])
+            self.send(f"subscribed {words[1]}")
+        elif words[:1] == ["pub"] and len(words) == 5:
+            channel = words[1]
+            seq, count, size = (int(w) for w in words[2:])
+            if count * size > MAX_PUBLISH or size < 8:
+                self.close(1008, "publish command out of range")
+                return
+            filler = b"p" * (size - 8)
+            for i in range(seq, seq + count):
+                self.publish(channel, i.to_bytes(8, "big") + filler, binary=True)
+        else:
+            self.close(1008, "unknown chaos command")
+
+
+class ChaosDigestWebSocket(ChaosWebSocket):
+    def received_message(self, message: Message) -> None:
+        data = message.data
+        if message.is_binary and len(data) > 1024 * 1024:
+            self.send(f"{len(data)} {zlib.crc32(data)}")
+        else:
+            super().received_message(message)
