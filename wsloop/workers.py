@@ -611,21 +611,19 @@ def _serve_worker(
     """``standalone.serve()``, its reactor sending heartbeats to the supervisor."""
     from .poller.reactor import Reactor
     from .pubsub import make_broker
-    from .servers.standalone import WebSocketServer
+    from .servers.standalone import WebSocketServer, serve
+
+    def started(server: WebSocketServer) -> None:
+        if isinstance(ready, WorkerLink) and isinstance(server.manager, Reactor):
+            ready.beat_from(server.manager)
 
     broker = options.pop("broker", None)
-    joined = make_broker(broker, **broker_options)
-    server = WebSocketServer(host, port, handler_cls, sock=sock, broker=joined, **options)
-    server.start()
-    if isinstance(ready, WorkerLink) and isinstance(server.manager, Reactor):
-        ready.beat_from(server.manager)
-    if joined is not None and not joined.wait_ready(5.0):
-        logger.warning("%r: subscriptions not in effect after 5 s; serving local clients meanwhile", joined)
-    ready(server.url)
+    joined = make_broker(broker, **broker_options)  # made here to take broker_options
     try:
-        while not stop.wait(0.5):
-            pass
+        serve(
+            host, port, handler_cls, ready=ready, stop=stop, sock=sock, broker=joined, started=started,
+            **options,
+        )
     finally:
-        server.stop()
         if joined is not None and joined is not broker:
             joined.close()

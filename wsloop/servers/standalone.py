@@ -718,13 +718,15 @@ def serve(
     max_header_size: int = MAX_HEADER_SIZE,
     max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
     max_buffered: int | None = None,
+    started: Callable[[WebSocketServer], None] | None = None,
 ) -> None:
     """Serve ``handler_cls`` until ``stop`` is set, then close all with 1001 (the CLI's entry).
 
     ``sock``: a listening socket to use instead of binding ``host:port``. ``broker``: a
     :class:`~wsloop.pubsub.Broker` or a URL (``redis://host:port/db``; such a broker is made
     here and closed at the end); ``ready`` is called once its subscriptions are in effect, or
-    after 5 s without them (logged; local clients are served meanwhile).
+    after 5 s without them (logged; local clients are served meanwhile). ``started(server)``,
+    if given, is called once the server has started, before ``ready``.
     """
     joined = make_broker(broker)
     server = WebSocketServer(
@@ -747,6 +749,8 @@ def serve(
         compression=compression,
     )
     server.start()
+    if started is not None:
+        started(server)
     if joined is not None and not joined.wait_ready(5.0):
         logger.warning("%r: subscriptions not in effect after 5 s; serving local clients meanwhile", joined)
     ready(server.url)
