@@ -35,7 +35,7 @@ from wsloop.websocket import WebSocket as SyncWebSocket
 from .examples import EXAMPLES, example_path
 from .test_autobahn import ACCEPTED, run_suite
 from .test_server import upgrade
-from .wsclient import Client, raw_request
+from .wsclient import AMBIGUOUS_UPGRADES, Client, raw_request
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = EXAMPLES / "asyncio_echo.py"
@@ -738,31 +738,9 @@ def test_coroutine_callback_outside_asyncio_fails_with_1011() -> None:
         server.stop(timeout=2)
 
 
-def _ambiguous_upgrade(request_line: bytes = b"GET / HTTP/1.1", extra: bytes = b"") -> bytes:
-    """A valid upgrade but for ``request_line`` and ``extra`` (raw field lines)."""
-    key = new_key().encode()
-    return (
-        request_line
-        + b"\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
-        + key
-        + b"\r\nSec-WebSocket-Version: 13\r\n"
-        + extra
-        + b"\r\n"
-    )
-
-
 def test_ambiguous_request_heads_get_400() -> None:
     """RFC 9112: a head a proxy could read differently is refused (issue 13, item 16)."""
-    cases = {
-        "bare-lf-in-value": _ambiguous_upgrade(extra=b"X-A: 1\nHost: evil\r\n"),
-        "bare-cr-in-value": _ambiguous_upgrade(extra=b"X-A: 1\rX-B: 2\r\n"),
-        "nul-in-name": _ambiguous_upgrade(extra=b"X\x00A: 1\r\n"),
-        "space-in-name": _ambiguous_upgrade(extra=b"X A: 1\r\n"),
-        "ctl-in-value": _ambiguous_upgrade(extra=b"X-A: 1\x012\r\n"),
-        "obs-fold": _ambiguous_upgrade(extra=b"X-A: 1\r\n  2\r\n"),
-        "bare-cr-in-path": _ambiguous_upgrade(request_line=b"GET /a\rb HTTP/1.1"),
-        "two-hosts": _ambiguous_upgrade(extra=b"Host: evil\r\n"),
-    }
+    cases = AMBIGUOUS_UPGRADES
     with serving(SyncEchoWebSocket) as served:
         statuses = {name: raw_request(served.port, data)[:12] for name, data in cases.items()}
         with Client(served.port) as client:  # still serving

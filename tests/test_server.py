@@ -23,7 +23,7 @@ from wsloop.messaging import BinaryMessage, CloseControlMessage, PongControlMess
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import WebSocket
 
-from .wsclient import Client, raw_request
+from .wsclient import AMBIGUOUS_UPGRADES, Client, raw_request
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -359,30 +359,6 @@ def test_request_environ_takes_the_given_peer_and_shares_its_strings() -> None:
     assert [k for k in first if k.startswith("HTTP_")] == [k for k in second if k.startswith("HTTP_")]
     for k1, k2 in zip(first, second, strict=True):
         assert k1 is k2
-
-
-def _smuggling_upgrade(request_line: bytes = b"GET / HTTP/1.1", extra: bytes = b"") -> bytes:
-    """A valid upgrade but for ``request_line`` and ``extra`` (raw field lines)."""
-    return (
-        request_line
-        + b"\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
-        + KEY.encode()
-        + b"\r\nSec-WebSocket-Version: 13\r\n"
-        + extra
-        + b"\r\n"
-    )
-
-
-AMBIGUOUS_UPGRADES = {
-    "bare-lf-in-value": _smuggling_upgrade(extra=b"X-A: 1\nHost: evil\r\n"),
-    "bare-cr-in-value": _smuggling_upgrade(extra=b"X-A: 1\rX-B: 2\r\n"),
-    "nul-in-name": _smuggling_upgrade(extra=b"X\x00A: 1\r\n"),
-    "space-in-name": _smuggling_upgrade(extra=b"X A: 1\r\n"),
-    "ctl-in-value": _smuggling_upgrade(extra=b"X-A: 1\x012\r\n"),
-    "obs-fold": _smuggling_upgrade(extra=b"X-A: 1\r\n  2\r\n"),
-    "bare-cr-in-path": _smuggling_upgrade(request_line=b"GET /a\rb HTTP/1.1"),
-    "two-hosts": _smuggling_upgrade(extra=b"Host: evil\r\n"),
-}
 
 
 @pytest.mark.parametrize("request_bytes", list(AMBIGUOUS_UPGRADES.values()), ids=list(AMBIGUOUS_UPGRADES))

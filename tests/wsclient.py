@@ -151,3 +151,27 @@ def raw_request(port: int, request: bytes, timeout: float = 5.0) -> bytes:
                 break
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _upgrade_with(request_line: bytes = b"GET / HTTP/1.1", extra: bytes = b"") -> bytes:
+    """A valid upgrade request but for ``request_line`` and ``extra`` (raw field lines)."""
+    return (
+        request_line
+        + b"\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        + extra
+        + b"\r\n"
+    )
+
+
+#: Upgrade requests whose head a proxy in front could read differently (RFC 9112: 400 each).
+AMBIGUOUS_UPGRADES = {
+    "bare-lf-in-value": _upgrade_with(extra=b"X-A: 1\nHost: evil\r\n"),
+    "bare-cr-in-value": _upgrade_with(extra=b"X-A: 1\rX-B: 2\r\n"),
+    "nul-in-name": _upgrade_with(extra=b"X\x00A: 1\r\n"),
+    "space-in-name": _upgrade_with(extra=b"X A: 1\r\n"),
+    "ctl-in-value": _upgrade_with(extra=b"X-A: 1\x012\r\n"),
+    "obs-fold": _upgrade_with(extra=b"X-A: 1\r\n  2\r\n"),
+    "bare-cr-in-path": _upgrade_with(request_line=b"GET /a\rb HTTP/1.1"),
+    "two-hosts": _upgrade_with(extra=b"Host: evil\r\n"),
+}
