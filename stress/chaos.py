@@ -485,13 +485,7 @@ def garbage_handshakes(run: Run) -> None:
         sock = connect(run)
         try:
             sock.sendall(make())
-            data = b""
-            deadline = time.monotonic() + IO_SECONDS
-            while b"\r\n" not in data and time.monotonic() < deadline:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_status_line(sock)
             status = data.split(b" ", 2)[1].decode("latin-1") if data.startswith(b"HTTP/1.1 ") else ""
             if status in statuses:
                 tally.count(f"garbage handshake ({name}): HTTP {status}")
@@ -507,6 +501,18 @@ def garbage_handshakes(run: Run) -> None:
         finally:
             sock.close()
         run.pause(0.02)
+
+
+def read_status_line(sock: socket.socket) -> bytes:
+    """What the server answers, up to its first line end (or EOF, or ``IO_SECONDS``)."""
+    data = b""
+    deadline = time.monotonic() + IO_SECONDS
+    while b"\r\n" not in data and time.monotonic() < deadline:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def garbage_after_handshake(run: Run) -> None:
@@ -1530,13 +1536,7 @@ def bad_heads(run: Run) -> None:
         sock = connect(run)
         try:
             sock.sendall(make())
-            data = b""
-            deadline = time.monotonic() + IO_SECONDS
-            while b"\r\n" not in data and time.monotonic() < deadline:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_status_line(sock)
             status = (
                 data.split(b" ", 2)[1].decode("latin-1") if data.startswith(b"HTTP/1.1 ") else repr(data[:20])
             )

@@ -734,13 +734,8 @@ class Reactor:
             del self._handlers[key.fd]
         if isinstance(handler, Connection):
             handler.teardown()
-            return
-        close = getattr(handler, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:
-                logger.exception("error closing %r", handler)
+        else:
+            _close_handler(handler)
 
     def _sweep(self) -> None:
         """Every ``_SWEEP_EVERY`` seconds: drop registrations whose socket was closed behind the
@@ -880,12 +875,7 @@ class Reactor:
         for conn in list(self._connections.values()):
             conn.teardown()
         for handler in list(self._handlers.values()):
-            close = getattr(handler, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    logger.exception("error closing %r", handler)
+            _close_handler(handler)
         self._handlers.clear()
         # Websockets handed over too late are refused; add() refuses them from now on.
         with self._adding_lock:
@@ -903,3 +893,13 @@ class Reactor:
         self._wake_w.close()
         self._tid = None
         self._finished.set()
+
+
+def _close_handler(handler: Handler) -> None:
+    """Close a non-websocket handler (a listener, a handshake in progress) if it can be closed."""
+    close = getattr(handler, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            logger.exception("error closing %r", handler)
