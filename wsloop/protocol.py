@@ -67,7 +67,6 @@ _COPY_UNDER = 16 * 1024
 #: Of a run of pings parsed from one chunk, how many are each answered (in one write) before
 #: only the last one is (RFC 6455 §5.5.3 lets an endpoint answer only the most recent ping).
 PONG_BURST = 16
-_PONG_BURST = PONG_BURST
 # Pieces of a message in progress smaller than this are copied together into one bytearray
 # instead of each being kept (a bytes object and a list slot, ~60 bytes, whatever its size),
 # once the message has _LOOSE_PARTS pieces (the common message of a few fragments copies none).
@@ -213,7 +212,7 @@ class Protocol:
         mask_bit = self._mask_bit
         limit = self._limit
         on_message = self.on_message
-        # A run of pings being answered (see _PONG_BURST): pending only while the next frame is a
+        # A run of pings being answered (see PONG_BURST): pending only while the next frame is a
         # whole valid ping, so the pongs are written before anything else can be.
         pongs: list[bytes] | None = None
         while True:
@@ -328,10 +327,10 @@ class Protocol:
             if opcode == OPCODE_PING:
                 if self.state is OPEN:
                     # Pings in a row are answered together, in one write: the first
-                    # _PONG_BURST each, then only the last (RFC 6455 §5.5.3 allows that).
+                    # PONG_BURST each, then only the last (RFC 6455 §5.5.3 allows that).
                     if pongs is None:
                         pongs = [payload]
-                    elif len(pongs) <= _PONG_BURST:
+                    elif len(pongs) <= PONG_BURST:
                         pongs.append(payload)
                     else:
                         pongs[-1] = payload
@@ -439,7 +438,7 @@ class Protocol:
         """Handle one complete frame other than a single-frame data message."""
         if opcode == OPCODE_PING:
             if self.state is OPEN:
-                self.write(build_frame(OPCODE_PONG, payload, masked=self.client))
+                self._answer_pings([payload])
         elif opcode == OPCODE_PONG:
             self.on_message(PongControlMessage(payload))
         elif opcode == OPCODE_CLOSE:

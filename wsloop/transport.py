@@ -317,11 +317,9 @@ class BlockingTransport:
         with self.lock:
             linger = self._linger and not self.finished
             self.finished = True
+        close_notify(sock)
         if linger:
-            close_notify(sock)
             _drain(sock, self.linger_timeout)
-        else:
-            close_notify(sock)
         try:
             sock.close()
         except OSError:

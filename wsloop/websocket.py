@@ -181,20 +181,17 @@ class WebSocket:
             # (_finished: dropped without a closing handshake, by a reset for instance)
             raise StreamClosed("Cannot send on a terminated websocket")
         # Every form is counted in bytes, so the wait above the high-water mark applies to it.
-        if isinstance(payload, (bytes, bytearray)):
-            size = len(payload)
-        elif isinstance(payload, str):
+        if isinstance(payload, str):
             payload = payload.encode("utf-8")  # here rather than in the driver's thread
-            size = len(payload)
-        elif isinstance(payload, memoryview):
-            size = payload.nbytes
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            size = _nbytes(payload)
         elif isinstance(payload, Message):
             size = len(payload.data)  # bytes (len() of a TextMessage counts characters)
         elif isinstance(payload, (types.GeneratorType, list, tuple)):
             # One message: its fragments are framed together on the driver's side (a message
             # sent meanwhile must not come between them), so it is admitted as a whole.
             payload = [_as_bytes(chunk) for chunk in payload]
-            size = sum(chunk.nbytes if type(chunk) is memoryview else len(chunk) for chunk in payload)
+            size = sum(map(_nbytes, payload))
         else:
             raise ValueError(f"Unsupported type '{type(payload).__name__}' passed to send()")
         transport.call(self._send_submitted, payload, binary, size=size)
@@ -531,6 +528,10 @@ def _ignore(message: Message) -> None:
 
 def _as_bytes(chunk: Any) -> bytes | bytearray | memoryview:
     return chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+
+
+def _nbytes(data: bytes | bytearray | memoryview) -> int:
+    return data.nbytes if type(data) is memoryview else len(data)
 
 
 def _address(sock: socket.socket | None, method: str) -> Any:

@@ -27,7 +27,7 @@ __all__ = [
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
 #: Connections whose opening handshake is in progress, at most (the standalone server's
-#: ``max_pending_handshakes``); more are answered 503 and closed at once.
+#: ``max_pending_handshakes``); at the limit it stops accepting until an eighth are done.
 DEFAULT_MAX_PENDING_HANDSHAKES = 1024
 
 #: Seconds the standalone server stops accepting after ``accept()`` failed for want of resources
