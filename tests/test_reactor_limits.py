@@ -8,12 +8,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from wsloop.framing import OPCODE_PING, build_frame
 from wsloop.handshake import client_request, new_key
-from wsloop.poller import Reactor, ThreadedManager
+from wsloop.poller import Connection, Reactor, ThreadedManager
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
 
@@ -346,9 +347,11 @@ def test_messages_larger_than_max_buffered_reach_a_peer_that_reads() -> None:
         server.stop(timeout=1)
 
 
-def test_a_ping_flood_to_a_non_reader_is_bounded_as_memory() -> None:
-    """Pongs to a peer that never reads are counted with their per-buffer overhead: reading
-    pauses at the high-water mark of memory, not after millions of 2-byte pongs."""
+@contextmanager
+def slow_connection() -> Iterator[tuple[Reactor, Connection, socket.socket]]:
+    """A server, its connection to a peer that does not read, and that peer's socket. The
+    connection's send buffer is 4 KiB, as over a slow path: the kernel holds little of its
+    output, the reactor the rest."""
     Codes.instances, Codes.codes = [], []
     reactor = Reactor()
     server = WebSocketServer("127.0.0.1", 0, Codes, manager=reactor)
@@ -357,8 +360,17 @@ def test_a_ping_flood_to_a_non_reader_is_bounded_as_memory() -> None:
     try:
         wait_for(lambda: len(Codes.instances) == 1)
         conn = reactor._connections[Codes.instances[0]]
-        # As over a slow path: the kernel holds few of the pongs, the reactor the rest.
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        yield reactor, conn, slow
+    finally:
+        slow.close()
+        server.stop(timeout=1)
+
+
+def test_a_ping_flood_to_a_non_reader_is_bounded_as_memory() -> None:
+    """17 MB of pings from a peer that never reads its pongs: the pongs it is owed stay within
+    the high-water mark of memory, not millions of 2-byte buffers."""
+    with slow_connection() as (reactor, conn, slow):
         ping = build_frame(OPCODE_PING, b"", masked=True)
         block = ping * 10_000
         slow.setblocking(False)
@@ -386,23 +398,12 @@ def test_a_ping_flood_to_a_non_reader_is_bounded_as_memory() -> None:
         # flood costs a buffer per read at most, and never more than the high-water mark.
         assert held <= reactor.high_water + (4 << 20), (held, len(conn.wbuf))
         assert peak < 150_000, f"{peak} pong buffers held"
-    finally:
-        slow.close()
-        server.stop(timeout=1)
 
 
 def test_many_small_buffers_count_as_memory() -> None:
     """100,000 two-byte writes queued for a peer that does not read hold 6.6 MB, not 200 KB:
     counted with their per-buffer overhead, they pause reading at the high-water mark."""
-    Codes.instances, Codes.codes = [], []
-    reactor = Reactor()
-    server = WebSocketServer("127.0.0.1", 0, Codes, manager=reactor)
-    server.start()
-    slow = raw_upgrade(server.port)
-    try:
-        wait_for(lambda: len(Codes.instances) == 1)
-        conn = reactor._connections[Codes.instances[0]]
-        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    with slow_connection() as (reactor, conn, _):
 
         def queue_small_writes() -> None:
             for _ in range(100_000):
@@ -412,9 +413,6 @@ def test_many_small_buffers_count_as_memory() -> None:
         wait_for(lambda: not conn.dirty and len(conn.wbuf) > 1)
         assert conn.wsize < reactor.high_water, "in bytes alone it is under the high-water mark"
         wait_for(lambda: conn.paused)  # reading paused: counted as memory it is over
-    finally:
-        slow.close()
-        server.stop(timeout=1)
 
 
 # ------------------------------------- sockets closed behind the reactor's back (item 14)
