@@ -149,7 +149,7 @@ def _unsettled(ws: WebSocket) -> bool:
         return True
     if ws.transport is None:
         return bool(stream.outgoing)  # still connecting: what it sent waits for the handshake
-    return bool(getattr(ws.transport, "wsize", 0))  # the reactor connection's unsent bytes
+    return bool(ws.transport.unsent())
 
 
 def parse_url(url: str) -> tuple[str, str, int, str]:
