@@ -193,6 +193,11 @@ class Connection(Handler):
     def unsent(self) -> int:
         return self.wsize
 
+    def held(self) -> int:
+        """The memory its unsent output holds: bytes plus ``_OVERHEAD`` per queued buffer (what
+        flush() compares with the high-water mark and the cap, inline there)."""
+        return self.wsize + _OVERHEAD * len(self.wbuf)
+
     # -- reactor side
     def on_read(self) -> None:
         reactor = self.reactor
@@ -292,7 +297,7 @@ class Connection(Handler):
         logger.warning(
             "%r: %d bytes of output unsent (max_buffered %d): the peer does not read; closing (%d)",
             self.ws,
-            self.wsize + _OVERHEAD * len(self.wbuf),
+            self.held(),
             reactor.max_buffered,
             OVERFLOW_CODE,
         )
@@ -789,12 +794,12 @@ class Reactor:
         """Account for ``size`` bytes another thread submits; wait first while ``conn`` is
         above the high-water mark, until it drains to the low-water mark."""
         with self._drained:
-            held = conn.wsize + _OVERHEAD * len(conn.wbuf) + conn.queued
+            held = conn.held() + conn.queued
             if held > self.high_water and self._tid is not None:
                 conn.waiters += 1
                 try:
                     while (
-                        conn.wsize + _OVERHEAD * len(conn.wbuf) + conn.queued > self.low_water
+                        conn.held() + conn.queued > self.low_water
                         and not conn.closed
                         and not self._stopping
                         and self._tid is not None
