@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 
 from wsloop.messaging import CloseControlMessage, Message
-from wsloop.pubsub import BROADCAST_CHANNEL, InProcessBroker, PublishTooLarge, RedisBroker, attach
+from wsloop.brokers import InProcessBroker, PublishTooLarge, RedisBroker
+from wsloop.poller import Reactor
+from wsloop.poller.hub import BROADCAST_CHANNEL
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import WebSocket
 
@@ -71,7 +73,7 @@ def test_channels_in_one_process() -> None:
         c.send("pub:room:again")
         expect_text(a, "again")
         nothing_pending(b)
-        hub = server.manager.pubsub  # type: ignore[union-attr]
+        hub = server.manager.hub  # type: ignore[union-attr]
         assert hub is not None and hub.members("room") == 1
         a.close()
         wait_for(lambda: hub.members("room") == 0, "a closed websocket leaves its channels")
@@ -132,14 +134,30 @@ def test_channel_names_are_checked() -> None:
         server.stop(timeout=2)
 
 
-def test_attach_replaces_a_hub_and_broadcast_stays_local_without_one() -> None:
-    server = WebSocketServer("127.0.0.1", 0, ScaleWebSocket)
-    assert server.manager.pubsub is None  # type: ignore[union-attr]
-    first = attach(server.manager)  # type: ignore[arg-type]
-    second = attach(server.manager)  # type: ignore[arg-type]
-    assert server.manager.pubsub is second  # type: ignore[union-attr]
-    assert first.broker is not second.broker
-    server.stop(timeout=1)
+def test_use_broker_replaces_a_hub_and_broadcast_stays_local_without_one() -> None:
+    reactor = Reactor()
+    heard: list[tuple[str, bytes]] = []
+
+    def listen(broker: InProcessBroker) -> InProcessBroker:
+        broker.subscribe(BROADCAST_CHANNEL, lambda channel, data: heard.append((channel, data)))
+        return broker
+
+    try:
+        assert reactor.hub is None
+        reactor.broadcast("alone")  # no hub: nothing reaches any broker
+        first = reactor.use_broker(listen(InProcessBroker()))
+        reactor.broadcast("one")
+        assert len(heard) == 1 and heard[0][1].endswith(b"one")
+        second = reactor.use_broker(listen(InProcessBroker()))
+        assert reactor.hub is second and first.broker is not second.broker
+        reactor.broadcast("two")  # the first hub left its broker: only the second hears it
+        assert [data[-3:] for _, data in heard] == [b"one", b"two"]
+        reactor.drop_broker()
+        assert reactor.hub is None
+        reactor.broadcast("three")
+        assert len(heard) == 2
+    finally:
+        reactor.stop(timeout=0)
 
 
 # ---------------------------------------------------------------------------- through Redis

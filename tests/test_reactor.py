@@ -438,7 +438,7 @@ def test_a_cancelled_timer_lets_go_of_its_callback() -> None:
 def test_tune_malloc_on_glibc_and_its_opt_out(monkeypatch: pytest.MonkeyPatch) -> None:
     import platform
 
-    from wsloop.poller.reactor import tune_malloc
+    from wsloop.poller import tune_malloc
 
     if platform.libc_ver()[0] != "glibc":
         assert tune_malloc() is False

@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _broker(text: str) -> str:
-    from .pubsub import check_broker_spec
+    from .brokers import check_broker_spec
 
     try:
         return check_broker_spec(text)
@@ -249,6 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format=f"%(asctime)s{process} %(name)s %(levelname)s %(message)s"
     )
     module = importlib.import_module(SERVERS[args.server])
+    from .poller.tuning import tune_malloc
+
+    tune_malloc()  # process-wide, so the program's choice (workers inherit it through fork)
     stop = threading.Event()
 
     def _signal(signum: int, frame: FrameType | None) -> None:
@@ -314,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     broker = None
     if args.broker:  # made here to take broker_options; serve() leaves it open
-        from .pubsub import make_broker
+        from .brokers import make_broker
 
         options["broker"] = broker = make_broker(args.broker, **broker_options)
     try:

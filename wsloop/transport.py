@@ -1,8 +1,9 @@
-"""What a :class:`~wsloop.websocket.WebSocket` needs from whatever drives its socket.
+"""The driver contract's lower half: what a :class:`~wsloop.websocket.WebSocket` may call on the
+transport that drives its socket (:class:`Transport`), and the pieces every driver shares.
 
-Two drivers implement it: the reactor's connections (:mod:`wsloop.poller.reactor`), many per
-thread, and :class:`BlockingTransport`, one connection driven by the thread that calls
-``WebSocket.run()`` (also the threaded fallback's per-connection driver).
+Implemented by the reactor's connections, the asyncio transport (both in :mod:`wsloop.poller`)
+and :class:`BlockingTransport` (``WebSocket.run()``, the threaded poller). docs/notes/h3.md has
+the whole contract.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .exc import ProtocolException
@@ -22,7 +23,15 @@ from .exc import ProtocolException
 if TYPE_CHECKING:
     from .websocket import WebSocket
 
-__all__ = ["Transport", "TimerHandle", "BlockingTransport", "close_notify", "refuse"]
+__all__ = [
+    "Transport",
+    "ChannelHub",
+    "TimerHandle",
+    "BlockingTransport",
+    "DONE",
+    "close_notify",
+    "refuse",
+]
 
 
 def close_notify(sock: socket.socket) -> None:
@@ -66,8 +75,7 @@ def refuse(websocket: WebSocket) -> None:
             sock.close()
         except OSError:
             pass
-    websocket.stream.fail(ProtocolException("Server is shutting down", 1001))
-    websocket._connection_lost()
+    websocket.connection_lost(ProtocolException("Server is shutting down", 1001))
 
 
 class TimerHandle:
@@ -105,8 +113,48 @@ def _nothing(*args: Any) -> None:
     pass
 
 
+class _Done:
+    """An awaitable that is complete: what ``drain()`` returns when there is nothing to wait for."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # pragma: no cover - makes this a generator that ends at once
+
+    def done(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "<wsloop DONE>"
+
+
+#: The completed awaitable: what ``drain()`` (and the asyncio websocket's ``send()`` and
+#: ``close()``) return when there is nothing to wait for.
+DONE: Awaitable[None] = _Done()
+
+
+class ChannelHub(Protocol):
+    """What a websocket calls on its driver's channels hub (:class:`wsloop.poller.hub.Hub`)."""
+
+    def check_channel(self, channel: str) -> None:
+        """Raise ValueError unless ``channel`` is a channel handlers may use (any thread)."""
+
+    def join(self, ws: Any, channel: str) -> None:
+        """Have ``ws`` receive what is published on ``channel`` (in context)."""
+
+    def leave(self, ws: Any, channel: str) -> None:
+        """``ws`` stops receiving ``channel`` (in context)."""
+
+    def leave_all(self, ws: Any) -> None:
+        """``ws`` leaves every channel (in context; when it closes)."""
+
+    def publish(self, channel: str, message: str | bytes, binary: bool = False) -> None:
+        """Send ``message`` to every member of ``channel``, in every process (any thread)."""
+
+
 class Transport(Protocol):
-    """The driver side of one connection."""
+    """The driver side of one connection: what a websocket may call on it."""
 
     def in_context(self) -> bool:
         """Whether the caller may touch the connection's protocol state directly."""
@@ -140,6 +188,20 @@ class Transport(Protocol):
 
     def unsent(self) -> int:
         """Bytes queued and not yet written to the socket (in context only)."""
+
+    def drain(self) -> Awaitable[None]:
+        """An awaitable that completes once the connection's output is below its high-water
+        mark (in context). :data:`DONE` from drivers without an event loop, whose senders in
+        other threads wait in :meth:`call` instead."""
+
+    def hold_reading(self, held: bool) -> None:
+        """Pause (``held``) or resume reading from the peer on the websocket's behalf (too many
+        callback tasks unfinished), independently of the driver's own backpressure. Drivers
+        that run callbacks to completion have no such tasks and ignore it (in context)."""
+
+    def hub(self) -> ChannelHub:
+        """The channels hub of this connection's driver (made with an in-process broker on
+        first use); RuntimeError from a driver without channels (any thread)."""
 
 
 _COMPACT_MIN = 256  # cancelled entries before the heap is worth rebuilding
@@ -286,6 +348,15 @@ class BlockingTransport:
 
     def unsent(self) -> int:
         return 0
+
+    def drain(self) -> Awaitable[None]:
+        return DONE  # writes are synchronous: there is never output to wait for
+
+    def hold_reading(self, held: bool) -> None:
+        pass  # callbacks run to completion in the reading thread
+
+    def hub(self) -> ChannelHub:
+        raise RuntimeError("channels need a websocket served by the reactor (selectors poller)")
 
     def serve(self, process: Callable[[bytes], bool]) -> None:
         """Read and ``process`` until the connection ends; timers run in between."""

@@ -1,10 +1,11 @@
 """The user's object: ws4py's ``WebSocket`` API over the sans-I/O :class:`~wsloop.protocol.Protocol`.
 
 Subclass :class:`WebSocket` and override its callbacks (``opened``, ``received_message``,
-``ponged``, ``closed``). A driver attaches it to a transport: the reactor
-(:class:`wsloop.poller.Reactor`, also exported as ``wsloop.manager.WebSocketManager``) for many
-connections in one thread, or :meth:`WebSocket.run` to drive one connection in the calling thread
-as ws4py did. ``send()``, ``close()`` and ``ping()`` are safe from any thread.
+``ponged``, ``closed``). A driver (:mod:`wsloop.poller`) attaches it to a transport and uses
+it only through :meth:`~WebSocket.attach`, :meth:`~WebSocket.process`,
+:meth:`~WebSocket.send_framed` and :meth:`~WebSocket.connection_lost`; :meth:`WebSocket.run`
+drives one connection in the calling thread as ws4py did. ``send()``, ``close()`` and ``ping()``
+are safe from any thread.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 import time
 import types
 from collections.abc import Collection, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from .deflate import DEFAULT as DEFAULT_DEFLATE
 from .deflate import DeflateOptions, PerMessageDeflate
@@ -25,11 +26,7 @@ from .handshake import Request
 from .handshake import select_subprotocol as _select_subprotocol
 from .messaging import Message, PongControlMessage
 from .protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, Protocol, State
-from .pubsub import hub_of
-from .transport import BlockingTransport, TimerHandle, Transport
-
-if TYPE_CHECKING:
-    from .pubsub import Hub
+from .transport import BlockingTransport, ChannelHub, TimerHandle, Transport
 
 __all__ = ["WebSocket", "EchoWebSocket", "DEFAULT_CLOSE_TIMEOUT"]
 
@@ -274,7 +271,7 @@ class WebSocket:
         """Drop the connection at once, without a closing handshake; :meth:`closed` follows."""
         transport = self.transport
         if transport is None:
-            self._connection_lost()
+            self.connection_lost()
             return
         if transport.in_context():
             self.stream.abort()  # from a callback: the rest of the read is not delivered either
@@ -300,6 +297,11 @@ class WebSocket:
         return self._finished or sent is not None
 
     @property
+    def ended(self) -> bool:
+        """True once the connection has ended: its driver called :meth:`connection_lost`."""
+        return self._finished
+
+    @property
     def connection(self) -> socket.socket | None:
         return self.sock
 
@@ -315,16 +317,20 @@ class WebSocket:
 
     # ------------------------------------------------------------- channels
 
-    #: The hub (:mod:`wsloop.pubsub`) of the channels this websocket joined, once it joined one.
-    _hub: Hub | None = None
+    #: The hub (its driver's, :mod:`wsloop.poller.hub`) of the channels it joined, once it joined one.
+    _hub: ChannelHub | None = None
 
     def subscribe(self, channel: str) -> None:
         """Receive every message published on ``channel`` from now on, by any websocket of any
-        process joined to the reactor's broker (:mod:`wsloop.pubsub`; in-process by default).
+        process joined to the reactor's broker (:mod:`wsloop.brokers`; in-process by default).
         Safe from any thread; a websocket leaves its channels when it closes."""
-        hub = hub_of(self)
+        hub = self._channels()
         hub.check_channel(channel)
-        self._in_context(hub.join, self, channel)
+        self._in_context(self._join, hub, channel)
+
+    def _join(self, hub: ChannelHub, channel: str) -> None:
+        self._hub = hub  # left when the connection ends
+        hub.join(self, channel)
 
     def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel`` (no error if not subscribed). Safe from any thread."""
@@ -336,7 +342,13 @@ class WebSocket:
         """Send ``message`` to every websocket subscribed to ``channel``, in every process
         joined to the broker (this one's at once, framed once for all), this one included if
         it is subscribed. Safe from any thread."""
-        hub_of(self).publish(channel, message, binary)
+        self._channels().publish(channel, message, binary)
+
+    def _channels(self) -> ChannelHub:
+        transport = self.transport
+        if transport is None:
+            raise RuntimeError("channels need a websocket served by the reactor (selectors poller)")
+        return transport.hub()
 
     # ------------------------------------------------- ws4py's blocking style
 
@@ -356,7 +368,7 @@ class WebSocket:
             transport.serve(self.process)
         finally:
             with transport.lock:
-                self._connection_lost()
+                self.connection_lost()
 
     def once(self) -> bool:
         """Read from the socket once and process what came; False when the connection ended.
@@ -371,7 +383,7 @@ class WebSocket:
             self.attach(transport)
         data = self.sock.recv(65536)
         if not data or not self.process(data):
-            self._connection_lost()
+            self.connection_lost()
             if self.sock is not None:
                 self.sock.close()
             return False
@@ -407,6 +419,18 @@ class WebSocket:
         if stream.state is OPEN:
             return True
         return self._after_close()
+
+    def send_framed(self, frame: bytes, payload: bytes, binary: bool) -> None:
+        """Send one message a driver framed once for many connections (a broadcast), in
+        context: ``frame`` is ``payload``'s unmasked, uncompressed frame, written as is unless
+        this connection masks (a client) or compresses, which frame ``payload`` themselves.
+        Nothing is sent once the connection is closing."""
+        stream = self.stream
+        if stream.state is OPEN:
+            if stream.client or stream.deflate is not None:
+                stream.send(payload, binary)
+            else:
+                stream.write(frame)
 
     def _invoke(self, callback: Any, *args: Any) -> None:
         """Run a callback; an exception is the handler's error (logged, then 1011)."""
@@ -489,8 +513,11 @@ class WebSocket:
                 return
         self._idle_timer = transport.call_later(timeout / 2, self._idle_check)
 
-    def _connection_lost(self) -> None:
-        """Called once by the driver when the connection has ended (in context)."""
+    def connection_lost(self, failure: ProtocolException | None = None) -> None:
+        """Called once by the driver when the connection has ended (in context): timers are
+        cancelled, channels left, then :meth:`closed` runs. ``failure``: why the driver dropped
+        it (its code and reason go to ``closed()``: 1008 for output past ``max_buffered``, 1001
+        for a driver that is stopping); None: as the protocol saw it (1006 if no close frame)."""
         if self._finished:
             return
         self._finished = True
@@ -498,6 +525,9 @@ class WebSocket:
             if timer is not None:
                 timer.cancel()
         stream = self.stream
+        stream.write = _discard  # the transport is gone: nothing more goes out
+        if failure is not None:
+            stream.fail(failure)
         stream.abort()  # no callback after closed(), even for the rest of the read in progress
         stream.on_message = _ignore  # drop the websocket <-> protocol reference cycle
         if self._hub is not None:
@@ -523,6 +553,10 @@ class EchoWebSocket(WebSocket):
 
 
 def _ignore(message: Message) -> None:
+    pass
+
+
+def _discard(data: bytes) -> None:
     pass
 
 

@@ -20,7 +20,7 @@ heartbeat (a custom target not calling ``ready.beat_from(reactor)``, the threade
 not watched.
 
 Workers do not share memory: ``broadcast()`` and channels reach the clients of other workers only
-through a broker joined by every worker (``broker="redis://..."``, see :mod:`wsloop.pubsub`); each
+through a broker joined by every worker (``broker="redis://..."``, see :mod:`wsloop.brokers`); each
 worker makes its own broker connection after the fork.
 
 Needs ``os.fork`` (POSIX).
@@ -588,7 +588,7 @@ def run(
     takes them (``broker="redis://host:port/db"`` joins the workers, ``heartbeat_freq``,
     ``max_message_size``, ``compression``, ``max_connections``, ...). Each worker's reactor sends
     heartbeats: one silent for ``worker_timeout`` seconds (0: never) is killed and replaced.
-    ``broker_options`` go to the :class:`~wsloop.pubsub.RedisBroker` each worker makes
+    ``broker_options`` go to the :class:`~wsloop.brokers.RedisBroker` each worker makes
     (``max_publish_size``, ...). From the main thread."""
 
     def target(sock: socket.socket, worker_ready: Callable[[str], None], stop: threading.Event) -> None:
@@ -610,7 +610,7 @@ def _serve_worker(
 ) -> None:
     """``standalone.serve()``, its reactor sending heartbeats to the supervisor."""
     from .poller.reactor import Reactor
-    from .pubsub import make_broker
+    from .brokers import make_broker
     from .servers.standalone import WebSocketServer, serve
 
     def started(server: WebSocketServer) -> None:

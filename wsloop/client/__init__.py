@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 
 from ..deflate import DeflateOptions, client_accept, client_offer
 from ..exc import HandshakeError, StreamClosed
-from ..handshake import MAX_HEADER_SIZE, _encode_head, new_key, parse_response, validate_response
+from ..handshake import MAX_HEADER_SIZE, new_key, parse_response, validate_response
 from ..poller.reactor import EVENT_READ, EVENT_WRITE, Handler, Reactor
 from ..protocol import OPEN
 from ..transport import TimerHandle, Transport
@@ -80,7 +80,7 @@ class _Shared:
     def get(self) -> Reactor:
         with self.lock:
             reactor = self.reactor
-            if reactor is None or reactor._finished.is_set():
+            if reactor is None or reactor.finished:
                 reactor = self.reactor = Reactor()
                 reactor.start()
                 if not self.at_exit:
@@ -114,8 +114,7 @@ def _settle(reactor: Reactor, timeout: float) -> bool:
     have finished (clients still in their handshake with output queued count too); False if
     ``timeout`` passed first. From a thread other than the reactor's (it returns True at once
     on that thread, or when the reactor is not running)."""
-    thread = reactor._thread
-    if reactor.in_loop() or thread is None or not thread.is_alive() or reactor._finished.is_set():
+    if reactor.in_loop() or not reactor.running:
         return True
     done = threading.Event()
 
@@ -131,7 +130,7 @@ def _settle(reactor: Reactor, timeout: float) -> bool:
 
     reactor.call_soon_threadsafe(check, 0.0)
     deadline = time.monotonic() + timeout
-    while not reactor._finished.is_set() and thread.is_alive():
+    while reactor.running:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
@@ -142,7 +141,7 @@ def _settle(reactor: Reactor, timeout: float) -> bool:
 
 def _unsettled(ws: WebSocket) -> bool:
     """Whether ``ws`` has output to write or a closing handshake to finish."""
-    if ws._finished:
+    if ws.ended:
         return False
     stream = ws.stream
     if stream.state is not OPEN:
@@ -268,7 +267,7 @@ class WebSocketClient(WebSocket):
         """The upgrade request's bytes (ws4py's attribute)."""
         lines = [f"GET {self.resource} HTTP/1.1"]
         lines.extend(f"{name}: {value}" for name, value in self.handshake_headers)
-        return _encode_head(lines)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def connect(self, wait: bool = True) -> None:
         """Open the connection: TCP, TLS for ``wss://``, then the opening handshake.

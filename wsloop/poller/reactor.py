@@ -1,51 +1,32 @@
 """The reactor: one thread, one ``selectors`` loop, every connection non-blocking.
 
-One loop turn::
-
-    select() ─▶ for each readable socket: recv_into(shared buffer) ─▶ websocket.process(view)
-            │      (parses every frame of the read, runs the callbacks; their sends append
-            │       to the connection's output list)
-            ├─▶ calls queued by other threads (send/close/add from elsewhere)
-            ├─▶ due timers (close timeouts, heartbeats, handshake timeouts)
-            └─▶ each connection with new output: one send()/sendmsg(); only a connection that
-                could not write everything is registered for EVENT_WRITE.
-
-Backpressure: a connection holding more than ``high_water`` of unsent output stops being read
-until it drains below ``low_water``; a thread other than the reactor's that sends to it waits until
-then. Output the reactor's own thread queues for a connection that has fallen behind (callbacks'
-sends, broadcasts, publishes, pongs) is capped by ``max_buffered``: past it the connection is reset
-and reported ``closed(1008)``. Unsent output is counted as memory: bytes plus ``_OVERHEAD`` per
-queued buffer.
-
-A socket closed behind the reactor's back (``ws.sock.close()`` from another thread) is noticed
-when a new socket reuses its number, or by a look every second; its websocket gets ``closed(1006)``.
-
-TLS: a websocket whose socket is an ``ssl.SSLSocket`` (the standalone server's ``wss://``, a
-``wss://`` client, a framework serving HTTPS) gets a :class:`TLSConnection`, the same loop's
-connection with non-blocking TLS reads and writes.
+:class:`Reactor` is the driver (ws4py's ``WebSocketManager``); each websocket's transport is a
+:class:`Connection` (:class:`TLSConnection` over ``ssl.SSLSocket``). One loop turn reads every
+readable socket into one shared buffer and feeds the websockets, runs other threads' calls and
+due timers, then flushes each connection that has new output with one ``send()``.
+docs/notes/h3.md (and docs/ARCHITECTURE.md) describe backpressure and ``max_buffered``.
 """
 
 from __future__ import annotations
 
 import collections
-import ctypes
-import ctypes.util
 import logging
-import os
 import selectors
 import socket
 import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
 
+from ..brokers.base import Broker
+from ..brokers.inprocess import InProcessBroker
 from ..exc import ProtocolException
 from ..framing import OPCODE_BINARY, OPCODE_TEXT, frame_header
-from ..protocol import OPEN
 from ..transport import (
     DEFAULT_HIGH_WATER,
+    DONE,
     OVERFLOW_CODE,
     OVERFLOW_REASON,
     TimerHandle,
@@ -55,11 +36,9 @@ from ..transport import (
     refuse,
 )
 from ..websocket import WebSocket
+from .hub import Hub
 
-if TYPE_CHECKING:
-    from ..pubsub import Hub
-
-__all__ = ["Reactor", "Connection", "TLSConnection", "Handler", "tune_malloc"]
+__all__ = ["Reactor", "Connection", "TLSConnection", "Handler", "EVENT_READ", "EVENT_WRITE"]
 
 logger = logging.getLogger("wsloop.poller")
 
@@ -72,35 +51,6 @@ _JOIN_UNDER = 64 * 1024
 _OVERHEAD = 64
 _SWEEP_EVERY = 1.0  # seconds between looks for sockets closed behind the reactor's back
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets and frees the kernel's buffer
-
-
-# glibc's mallopt() parameters (malloc.h).
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-_MALLOC_KEEP = 8 * 1024 * 1024
-
-
-def tune_malloc(keep: int = _MALLOC_KEEP) -> bool:
-    """Keep up to ``keep`` bytes of freed memory in the C heap instead of returning it to the
-    system after every large message (glibc only; ``WSLOOP_MALLOC_TUNING=0`` disables it).
-
-    By default glibc serves each allocation over 128 KiB (a 1 MiB message, its frame) with a
-    fresh mmap and trims the reactor thread's heap as soon as it is freed, so every large
-    message costs an madvise/munmap and page faults on the next one. With the thresholds at
-    8 MiB, 1 MiB echoes go from ~350 to ~1,600 MB/s (stress/bench.py); at most ``keep`` bytes
-    per arena stay mapped beyond what is in use. Called when a reactor starts; process-wide,
-    and harmless to repeat.
-    """
-    if os.environ.get("WSLOOP_MALLOC_TUNING", "1") == "0":
-        return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
-        return False  # not glibc (musl, macOS): nothing to tune
-    return bool(mallopt(_M_TRIM_THRESHOLD, keep)) and bool(mallopt(_M_MMAP_THRESHOLD, keep))
 
 
 class Handler:
@@ -192,6 +142,15 @@ class Connection(Handler):
 
     def unsent(self) -> int:
         return self.wsize
+
+    def drain(self) -> Awaitable[None]:
+        return DONE  # senders in other threads wait in call(); the reactor's never wait
+
+    def hold_reading(self, held: bool) -> None:
+        pass  # callbacks run to completion on the reactor's thread: no tasks pile up
+
+    def hub(self) -> Hub:
+        return self.reactor.get_hub()
 
     def held(self) -> int:
         """The memory its unsent output holds: bytes plus ``_OVERHEAD`` per queued buffer (what
@@ -301,14 +260,14 @@ class Connection(Handler):
             reactor.max_buffered,
             OVERFLOW_CODE,
         )
-        self.ws.stream.fail(ProtocolException(OVERFLOW_REASON, OVERFLOW_CODE))
         self.wbuf = []
         self.wsize = 0
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         except OSError:
             pass
-        Connection.teardown(self)  # not TLSConnection's: no close_notify behind unread output
+        # Not TLSConnection's teardown: no close_notify behind unread output.
+        Connection.teardown(self, ProtocolException(OVERFLOW_REASON, OVERFLOW_CODE))
 
     def _linger(self) -> None:
         """After failing the connection: FIN, then read and discard until EOF or the timeout."""
@@ -327,8 +286,9 @@ class Connection(Handler):
                 return
         self.reactor.call_later(self.ws.close_timeout, self.teardown)
 
-    def teardown(self) -> None:
-        """Close the socket now and tell the websocket (idempotent)."""
+    def teardown(self, failure: ProtocolException | None = None) -> None:
+        """Close the socket now and tell the websocket, with ``failure`` if the driver dropped
+        it (idempotent)."""
         if self.closed:
             return
         self.closed = True
@@ -343,7 +303,7 @@ class Connection(Handler):
         if self.waiters:
             with reactor._drained:
                 reactor._drained.notify_all()
-        self.ws._connection_lost()
+        self.ws.connection_lost(failure)
 
 
 class TLSConnection(Connection):
@@ -405,11 +365,11 @@ class TLSConnection(Connection):
             close_notify(self.sock)
         super()._linger()
 
-    def teardown(self) -> None:
+    def teardown(self, failure: ProtocolException | None = None) -> None:
         """Send close_notify (best effort, without blocking), then as a plain connection."""
         if not self.closed:
             close_notify(self.sock)
-        super().teardown()
+        super().teardown(failure)
 
     def _send(self, buf: list[bytes | memoryview]) -> int:
         send = self.sock.send
@@ -502,8 +462,9 @@ class Reactor:
         self._finished = threading.Event()
         self._ended = False  # the loop has shut down: add() refuses (set under _adding_lock)
         self._handlers: dict[int, Handler] = {}
-        #: Channels and cross-process broadcast (:mod:`wsloop.pubsub`): set by ``pubsub.attach()``.
-        self.pubsub: Hub | None = None
+        #: Channels and cross-process broadcast (:mod:`wsloop.poller.hub`): set by
+        #: :meth:`use_broker`, or made by :meth:`get_hub` on a websocket's first ``subscribe()``.
+        self.hub: Hub | None = None
 
     # ------------------------------------------------------------ ws4py face
 
@@ -547,11 +508,11 @@ class Reactor:
     def broadcast(self, message: str | bytes, binary: bool = False) -> None:
         """Send ``message`` to every open websocket, framing it once for all of them.
 
-        With a broker attached (:mod:`wsloop.pubsub`), the other processes joined to it send it
-        to theirs too; each client gets it once.
+        With a broker joined (:meth:`use_broker`), the other processes joined to it send it to
+        theirs too; each client gets it once.
         """
-        if self.pubsub is not None:  # queued first, so the other processes start at once
-            self.pubsub.forward_broadcast(message, binary)
+        if self.hub is not None:  # queued first, so the other processes start at once
+            self.hub.forward_broadcast(message, binary)
         self._run(self._broadcast, message, binary)
 
     def local_broadcast(
@@ -560,6 +521,45 @@ class Reactor:
         """Like :meth:`broadcast`, to this reactor's websockets only (those of ``websockets`` if
         given, e.g. a channel's members), never through the broker. Safe from any thread."""
         self._run(self._broadcast, message, binary, websockets)
+
+    def use_broker(self, broker: Broker | None = None, **options: Any) -> Hub:
+        """Join ``broker`` (a new :class:`~wsloop.brokers.InProcessBroker` if None): then
+        :meth:`broadcast` reaches every process joined to it, and the websockets' channels go
+        through it. Returns the new hub (:attr:`hub`, made with ``options``); an earlier hub
+        leaves its broker. Call it before websockets subscribe."""
+        old = self.hub
+        if old is not None:
+            old.close()
+        hub = self.hub = Hub(self, broker if broker is not None else InProcessBroker(), **options)
+        return hub
+
+    def drop_broker(self) -> None:
+        """Leave the broker: :meth:`broadcast` stays local; the next ``subscribe()`` makes an
+        in-process hub."""
+        hub, self.hub = self.hub, None
+        if hub is not None:
+            hub.close()
+
+    def get_hub(self) -> Hub:
+        """The hub (:attr:`hub`), made with an in-process broker if there is none. Any thread."""
+        hub = self.hub
+        if hub is None:
+            with self._adding_lock:
+                hub = self.hub
+                if hub is None:
+                    hub = self.hub = Hub(self, InProcessBroker())
+        return hub
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop runs in the thread :meth:`start` made."""
+        thread = self._thread
+        return thread is not None and thread.is_alive() and not self._finished.is_set()
+
+    @property
+    def finished(self) -> bool:
+        """Whether the loop has run and ended (a stopped reactor is not started again)."""
+        return self._finished.is_set()
 
     def start(self) -> None:
         """Run the loop in a new daemon thread."""
@@ -778,16 +778,13 @@ class Reactor:
         size = len(frame)
         full: list[Connection] = []
         for ws, conn in targets:
-            stream = ws.stream
-            if stream.state is OPEN:
-                if conn.paused and conn.wsize + size > conn.cap:
-                    full.append(conn)  # closed after the loop: it leaves _connections
-                elif stream.client or stream.deflate is not None:
-                    stream.send(payload, binary)  # masked, or compressed, per connection
-                else:
-                    conn.write(frame)
+            if conn.paused and conn.wsize + size > conn.cap:
+                full.append(conn)  # closed after the loop: it leaves _connections
+            else:
+                ws.send_framed(frame, payload, binary)  # masked or compressed there if need be
         for conn in full:
-            conn.overflow()
+            if not (conn.ws.server_terminated or conn.ws.client_terminated):  # still open
+                conn.overflow()
         self._burst += len(frame)
 
     def _admit(self, conn: Connection, size: int) -> None:
@@ -816,7 +813,6 @@ class Reactor:
             self._close_all(1001, "Server is shutting down")
 
     def _run_loop(self) -> None:
-        tune_malloc()
         self._tid = self._get_ident()
         self._finished.clear()
         select = self._selector.select

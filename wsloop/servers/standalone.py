@@ -35,7 +35,7 @@ from ..handshake import MAX_HEADER_SIZE, Request, accept, error_response, http_r
 from ..poller import Reactor, ThreadedManager, make_manager
 from ..poller.reactor import EVENT_READ, EVENT_WRITE, Handler
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
-from ..pubsub import Broker, attach, make_broker
+from ..brokers import Broker, make_broker
 from ..transport import TimerHandle
 from ..websocket import EchoWebSocket, WebSocket
 from .limits import (
@@ -163,7 +163,7 @@ class WebSocketServer:
         the key is in ``certfile``), through :func:`tls_context`.
     :param sock: a listening socket to serve on instead of binding ``host:port`` (a worker of
         :mod:`wsloop.workers` gets one); the server closes it when it stops.
-    :param broker: join the reactor to this :class:`~wsloop.pubsub.Broker` (selectors poller
+    :param broker: join the reactor to this :class:`~wsloop.brokers.Broker` (selectors poller
         only): ``broadcast()`` and channels then reach every process joined to it.
     :param max_buffered: the reactor's cap on the unsent output of a connection whose peer
         does not keep up (see :class:`~wsloop.poller.Reactor`; None: its default, 16 MiB); past
@@ -218,7 +218,7 @@ class WebSocketServer:
         if broker is not None:
             if not isinstance(self.manager, Reactor):
                 raise ValueError("a broker needs the selectors poller")
-            attach(self.manager, broker)
+            self.manager.use_broker(broker)
         self.sock = sock if sock is not None else socket.create_server((host, port), backlog=backlog)
         self.sock.setblocking(False)
         self._stopped = threading.Event()
@@ -723,7 +723,7 @@ def serve(
     """Serve ``handler_cls`` until ``stop`` is set, then close all with 1001 (the CLI's entry).
 
     ``sock``: a listening socket to use instead of binding ``host:port``. ``broker``: a
-    :class:`~wsloop.pubsub.Broker` or a URL (``redis://host:port/db``; such a broker is made
+    :class:`~wsloop.brokers.Broker` or a URL (``redis://host:port/db``; such a broker is made
     here and closed at the end); ``ready`` is called once its subscriptions are in effect, or
     after 5 s without them (logged; local clients are served meanwhile). ``started(server)``,
     if given, is called once the server has started, before ``ready``.
