@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from wsloop.messaging import CloseControlMessage, Message
 from wsloop.brokers import InProcessBroker, PublishTooLarge, RedisBroker
+from wsloop.messaging import CloseControlMessage, Message
 from wsloop.poller import Reactor
 from wsloop.poller.hub import BROADCAST_CHANNEL
 from wsloop.servers.standalone import WebSocketServer

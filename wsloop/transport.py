@@ -16,12 +16,9 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .exc import ProtocolException
-
-if TYPE_CHECKING:
-    from .websocket import WebSocket
 
 __all__ = [
     "Transport",
@@ -66,7 +63,15 @@ def max_buffered_for(high_water: int, max_buffered: int | None) -> int:
     return max_buffered
 
 
-def refuse(websocket: WebSocket) -> None:
+class Driven(Protocol):
+    """What a driver holds of a websocket before it attaches it (see :func:`refuse`)."""
+
+    sock: socket.socket | None
+
+    def connection_lost(self, failure: ProtocolException | None = None) -> None: ...
+
+
+def refuse(websocket: Driven) -> None:
     """A websocket handed to a driver that is stopping or stopped: its socket is closed and its
     ``closed(1001, "Server is shutting down")`` called (``opened()`` never was)."""
     sock = websocket.sock

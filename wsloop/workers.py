@@ -609,8 +609,8 @@ def _serve_worker(
     broker_options: dict[str, Any],
 ) -> None:
     """``standalone.serve()``, its reactor sending heartbeats to the supervisor."""
-    from .poller.reactor import Reactor
     from .brokers import make_broker
+    from .poller.reactor import Reactor
     from .servers.standalone import WebSocketServer, serve
 
     def started(server: WebSocketServer) -> None:

@@ -11,7 +11,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..exc import ProtocolException
-from ..transport import DEFAULT_HIGH_WATER, DONE, OVERFLOW_CODE, OVERFLOW_REASON, TimerHandle, max_buffered_for
+from ..transport import (
+    DEFAULT_HIGH_WATER,
+    DONE,
+    OVERFLOW_CODE,
+    OVERFLOW_REASON,
+    TimerHandle,
+    max_buffered_for,
+)
 
 if TYPE_CHECKING:
     from ..transport import ChannelHub

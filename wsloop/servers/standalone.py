@@ -29,13 +29,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..brokers import Broker, make_broker
 from ..deflate import DeflateOptions, choose
 from ..exc import HandshakeError
 from ..handshake import MAX_HEADER_SIZE, Request, accept, error_response, http_response, parse_request
 from ..poller import Reactor, ThreadedManager, make_manager
 from ..poller.reactor import EVENT_READ, EVENT_WRITE, Handler
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
-from ..brokers import Broker, make_broker
 from ..transport import TimerHandle
 from ..websocket import EchoWebSocket, WebSocket
 from .limits import (
