@@ -35,6 +35,7 @@ if len(sys.argv) > 1 and sys.argv[1] == "gevent":
     monkey.patch_all()
 
 from wsloop.messaging import Message  # noqa: E402
+from wsloop.poller.tuning import tune_malloc  # noqa: E402
 from wsloop.websocket import WebSocket  # noqa: E402
 
 TRIGGER = b"broadcast:"
@@ -86,6 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     FLAVOUR = args.flavour
     logging.basicConfig(level=logging.WARNING)
+    tune_malloc()  # as python -m wsloop serve does (the library never does it on its own)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
