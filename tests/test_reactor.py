@@ -435,6 +435,50 @@ def test_a_cancelled_timer_lets_go_of_its_callback() -> None:
         reactor.stop(0)
 
 
+_MALLOC_PROBE = """
+import ctypes, sys
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                 "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+from wsloop.poller import Reactor, tune_malloc
+reactor = Reactor()
+reactor.start()
+reactor.stop(timeout=0)
+if sys.argv[1] == "tune":
+    tune_malloc()
+before = libc.mallinfo2().hblks
+libc.malloc(1 << 20)
+print("mmap" if libc.mallinfo2().hblks > before else "heap")
+"""
+
+
+def test_a_reactor_leaves_malloc_alone_and_tune_malloc_is_the_programs_choice() -> None:
+    """Starting a reactor changes nothing process-wide: a fresh process's 1 MiB malloc() is still
+    served by mmap (glibc's default) after a reactor ran; after tune_malloc() it comes from the
+    heap."""
+    import ctypes
+    import os
+    import platform
+    import subprocess
+
+    if platform.libc_ver()[0] != "glibc" or not hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2"):
+        pytest.skip("needs glibc 2.33+ (mallinfo2)")
+    env = {**os.environ, "WSLOOP_MALLOC_TUNING": "1"}
+
+    def probe(mode: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-c", _MALLOC_PROBE, mode], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    assert probe("reactor only") == "mmap"
+    assert probe("tune") == "heap"
+
+
 def test_tune_malloc_on_glibc_and_its_opt_out(monkeypatch: pytest.MonkeyPatch) -> None:
     import platform
 

@@ -1,32 +1,10 @@
-"""A WebSocket client with ws4py's API, driven by the reactor: thousands of clients, one thread.
+"""A WebSocket client with ws4py's API (``WebSocketClient``), driven by a reactor: thousands of
+clients in one thread.
 
-::
-
-    from wsloop.client import WebSocketClient
-
-    class Hello(WebSocketClient):
-        def opened(self):
-            self.send("hello")
-
-        def received_message(self, message):
-            print(message)
-            self.close()
-
-    ws = Hello("ws://127.0.0.1:9000/")
-    ws.connect()        # the TCP connection, TLS and the opening handshake; raises on failure
-    ws.run_forever()    # returns once closed() has run
-
-Every client without a ``reactor=`` of its own shares one reactor thread, started on first use:
-the TCP connect, TLS and upgrade are done there without blocking (bounded by
-``handshake_timeout``), and then the connection is served by that same loop, ``wss://``
-included (non-blocking TLS, :class:`~wsloop.poller.reactor.TLSConnection`). ``close()`` from
-the program's thread returns once the close frame is written, and at the interpreter's exit the
-shared reactor writes what is still queued (see :func:`shared_reactor`): a script may send,
-close and end.
-
-The server's answer is checked before :meth:`opened` runs: status 101 (a redirect is refused with
-a :class:`~wsloop.exc.HandshakeError` naming its ``Location``), ``Upgrade``/``Connection``, the
-``Sec-WebSocket-Accept`` for our key, and no subprotocol or extension we did not offer.
+Clients without a ``reactor=`` share one reactor thread (:func:`shared_reactor`), started on first
+use; the TCP connect, TLS and upgrade run there without blocking, bounded by
+``handshake_timeout``. ``close()`` from another thread returns once the close frame is written,
+and the interpreter's exit waits for queued output, so a script may send, close and end.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The threaded fallback: each websocket driven by its own thread (``WebSocket.run()``).
 
-For platforms without a usable selector, or by choice (``--poller threaded``). Same interface
-as :class:`wsloop.poller.Reactor`; costs one thread per connection.
+For platforms without a usable selector, or by choice (``--poller threaded``). The driver
+contract of :mod:`wsloop.poller` without channels; costs one thread per connection.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ logger = logging.getLogger("wsloop.poller")
 
 class ThreadedManager:
     """ws4py's ``WebSocketManager`` interface over one thread per websocket."""
+
+    #: Channels need the reactor: a threaded manager has no hub.
+    hub: None = None
 
     def __init__(self, close_timeout: float = 5.0, **_ignored: object) -> None:
         self.close_timeout = close_timeout
@@ -68,6 +71,14 @@ class ThreadedManager:
                     ws.send(message, binary)
                 except Exception:
                     logger.debug("broadcast to %r failed", ws, exc_info=True)
+
+    def use_broker(self, broker: object = None, **options: object) -> None:
+        """Channels and cross-process broadcast need the reactor: always a ValueError."""
+        raise ValueError("a broker needs the selectors poller")
+
+    def get_hub(self) -> None:
+        """Channels need the reactor: always a RuntimeError."""
+        raise RuntimeError("channels need a websocket served by the reactor (selectors poller)")
 
     def start(self) -> None:
         """Nothing to start: each websocket gets its thread in :meth:`add`."""
