@@ -26,8 +26,6 @@ class PublishTooLarge(ValueError):
     the broker's ``max_publish_size``: nothing was sent, to anyone."""
 
 
-
-
 class Broker(abc.ABC):
     """Carries messages published on a channel to every listener of that channel, in every
     process joined to the broker. Thread-safe; listeners are called from any thread and must
@@ -66,7 +64,6 @@ class Broker(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional: not every broker holds anything
         """Release connections and threads; the broker is unusable afterwards."""
-
 
 
 class Listeners:
@@ -112,4 +109,3 @@ def call_listeners(listeners: Iterable[Listener], channel: str, data: bytes) -> 
             listener(channel, data)
         except Exception:
             logger.exception("error in pub/sub listener %r", listener)
-

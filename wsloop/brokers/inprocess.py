@@ -27,4 +27,3 @@ class InProcessBroker(Broker):
 
     def __repr__(self) -> str:
         return "<InProcessBroker>"
-

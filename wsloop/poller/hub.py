@@ -175,4 +175,3 @@ class Hub:
             raise ValueError("a channel is a non-empty string")
         if channel == self.broadcast_channel:
             raise ValueError(f"{channel!r} is reserved for broadcast()")
-
