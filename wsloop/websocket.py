@@ -420,6 +420,13 @@ class WebSocket:
             return True
         return self._after_close()
 
+    def takes_shared_frames(self) -> bool:
+        """Whether a message's frame made once for many connections (a broadcast's: unmasked,
+        uncompressed) may be written to this connection as is, in context: it is open, and
+        neither masks (a client) nor compresses. If not, the driver calls :meth:`send_framed`."""
+        stream = self.stream
+        return stream.state is OPEN and not stream.client and stream.deflate is None
+
     def send_framed(self, frame: bytes, payload: bytes, binary: bool) -> None:
         """Send one message a driver framed once for many connections (a broadcast), in
         context: ``frame`` is ``payload``'s unmasked, uncompressed frame, written as is unless

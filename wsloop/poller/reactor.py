@@ -777,11 +777,18 @@ class Reactor:
         # frame is one object shared by every connection): flush() adds each buffer's overhead.
         size = len(frame)
         full: list[Connection] = []
+        dirty = self._dirty
         for ws, conn in targets:
             if conn.paused and conn.wsize + size > conn.cap:
                 full.append(conn)  # closed after the loop: it leaves _connections
+            elif ws.takes_shared_frames():
+                conn.wbuf.append(frame)  # conn.write(frame), inlined: once per connection
+                conn.wsize += size
+                if not conn.dirty:
+                    conn.dirty = True
+                    dirty.append(conn)
             else:
-                ws.send_framed(frame, payload, binary)  # masked or compressed there if need be
+                ws.send_framed(frame, payload, binary)  # masked or compressed there, or closing
         for conn in full:
             if not (conn.ws.server_terminated or conn.ws.client_terminated):  # still open
                 conn.overflow()
