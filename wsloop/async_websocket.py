@@ -41,7 +41,12 @@ class WebSocket(_SyncWebSocket):
     Served by :mod:`wsloop.servers.asyncioserver` (or any :class:`AsyncioTransport`), its
     callbacks run on the event loop's thread. Each callback that returns an awaitable becomes a
     task; while more than :attr:`max_pending_tasks` of them are unfinished, reading from the
-    peer pauses.
+    peer pauses. ::
+
+        class Chat(WebSocket):
+            async def received_message(self, message):
+                reply = await lookup(str(message))     # anything asyncio
+                await self.send(reply)                 # waits while the peer is slow to read
     """
 
     #: Unfinished callback tasks above which reading from the peer pauses (None: no limit).
