@@ -134,6 +134,26 @@ def test_channel_names_are_checked() -> None:
         server.stop(timeout=2)
 
 
+def test_channels_need_the_reactor_and_say_so_on_the_threaded_poller() -> None:
+    class Asker(WebSocket):
+        def received_message(self, message: Message) -> None:
+            try:
+                self.subscribe("room")
+            except RuntimeError as exc:
+                self.send(f"refused: {exc}")
+
+    server = WebSocketServer("127.0.0.1", 0, Asker, poller="threaded")
+    server.start()
+    try:
+        with Client(server.port) as client:
+            assert client.echo("go").data.startswith(b"refused: channels need")
+        assert server.manager.hub is None
+        with pytest.raises(ValueError, match="selectors"):
+            server.manager.use_broker(InProcessBroker())
+    finally:
+        server.stop(timeout=2)
+
+
 def test_use_broker_replaces_a_hub_and_broadcast_stays_local_without_one() -> None:
     reactor = Reactor()
     heard: list[tuple[str, bytes]] = []
