@@ -213,7 +213,8 @@ _COMPACT_MIN = 256  # cancelled entries before the heap is worth rebuilding
 
 
 class _Timers:
-    """A heap of :class:`TimerHandle` with lazy deletion, shared by both drivers.
+    """A heap of :class:`TimerHandle` with lazy deletion (the reactor's and
+    :class:`BlockingTransport`'s timers).
 
     A cancelled timer stays in the heap until it is due or until cancelled entries are more than
     half of the heap (and at least ``_COMPACT_MIN``): then the heap is rebuilt without them, so

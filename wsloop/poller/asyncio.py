@@ -64,7 +64,8 @@ class AsyncioTransport:
     ``eof_received``, ``pause_writing``, ``resume_writing``, ``connection_lost``). Everything runs
     on the loop's thread; other threads' ``send()`` and ``close()`` come in through
     ``loop.call_soon_threadsafe``, a sending thread waiting while the connection is above its
-    high-water mark.
+    high-water mark (on this connection's own condition: another connection's drain does not
+    wake it).
 
     :param high_water: the transport's buffer size above which reading from the peer pauses (a
         peer that stops reading cannot grow our memory) and ``await send()`` waits.
