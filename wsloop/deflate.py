@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass
 
 from .exc import FrameTooLargeException, HandshakeError, ProtocolException
-from .handshake import split_header_list
+from .headers import split_header_list
 
 __all__ = [
     "DeflateOptions",
