@@ -419,3 +419,58 @@ def test_a_thread_sending_to_a_peer_that_never_reads_waits_until_the_peer_goes(p
             assert ended, "and sending on the ended connection raises StreamClosed"
     finally:
         server.stop(timeout=1)
+
+
+# ---------------------------------------------------------------------- class attributes as defaults
+
+#: Each flavour's serve(), in a process of its own: (module under wsloop.servers, extra kwargs).
+SERVE_FUNCTIONS = {
+    "standalone": ("standalone", "poller='selectors'"),
+    "threaded": ("standalone", "poller='threaded'"),
+    "asyncio": ("asyncioserver", ""),
+    "wsgiref": ("wsgirefserver", ""),
+    "gevent": ("geventserver", ""),
+    "cherrypy": ("cherrypyserver", ""),
+}
+
+SERVE_SCRIPT = """
+import importlib, signal, sys, threading
+from wsloop.websocket import EchoWebSocket
+
+class Small(EchoWebSocket):
+    max_message_size = 1024
+
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *args: stop.set())
+module = importlib.import_module("wsloop.servers.{module}")
+module.serve("127.0.0.1", 0, Small, ready=lambda url: print(url, flush=True), stop=stop, {kwargs})
+"""
+
+
+@pytest.mark.parametrize("explicit", [None, 4096, "None"], ids=["class", "option", "unlimited"])
+@pytest.mark.parametrize("flavour", list(SERVE_FUNCTIONS))
+def test_handler_class_max_message_size_is_the_default_and_an_option_overrides_it(
+    flavour: str, explicit: int | str | None
+) -> None:
+    """A handler class with ``max_message_size = 1024``, served by each flavour's ``serve()``:
+    with no option a 2,000-byte message gets 1009; ``max_message_size=4096`` (or None: no limit)
+    given to ``serve()`` overrides the class, and the message is echoed."""
+    module, kwargs = SERVE_FUNCTIONS[flavour]
+    if explicit is not None:
+        kwargs = ", ".join(filter(None, [kwargs, f"max_message_size={explicit}"]))
+    script = SERVE_SCRIPT.format(module=module, kwargs=kwargs)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("ws://"), url
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        with Client(port) as client:
+            client.send("x" * 2000)
+            if explicit is None:
+                assert client.recv_close().code == 1009
+            else:
+                assert str(client.recv()) == "x" * 2000
+    finally:
+        proc.terminate()
+        proc.wait(30)
