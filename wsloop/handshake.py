@@ -246,7 +246,11 @@ def accept_headers(
     extra_headers: Iterable[tuple[str, str]] = (),
 ) -> list[tuple[str, str]]:
     """The headers of the ``101 Switching Protocols`` response for a validated request."""
-    headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept_value(key))]
+    headers = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept_value(key)),
+    ]
     if subprotocol:
         headers.append(("Sec-WebSocket-Protocol", subprotocol))
     if extensions:
@@ -370,8 +374,10 @@ def accept(
         offers = request.extensions
         negotiated = negotiate(offers, compression) if offers else None
     extensions = [negotiated[0]] if negotiated else []
-    headers = accept_headers(request.key, subprotocol, extensions, extra_headers)
-    return Accepted(_encode_101(headers), subprotocol, negotiated[1] if negotiated else None, extensions, headers)
+    answer = accept_headers(request.key, subprotocol, extensions, extra_headers)
+    return Accepted(
+        _encode_101(answer), subprotocol, negotiated[1] if negotiated else None, extensions, answer
+    )
 
 
 def http_response(

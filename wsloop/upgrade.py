@@ -179,7 +179,7 @@ class Page:
     body: bytes
     head: bool = False  # a HEAD request: the headers only
     status: int = 200
-    headers: list[tuple[str, str]] = field(default_factory=lambda: [("Content-Type", "text/html; charset=utf-8")])
+    headers: list[tuple[str, str]] = field(default_factory=lambda: [("Content-Type", _HTML)])
 
     @property
     def status_line(self) -> str:
@@ -206,6 +206,9 @@ class Accept:
 
 
 Decision: TypeAlias = Reject | Page | Accept
+
+
+_HTML = "text/html; charset=utf-8"
 
 
 def _http_bytes(status_line: str, headers: list[tuple[str, str]], body: bytes, sent: bytes) -> bytes:

@@ -621,7 +621,14 @@ def _serve_worker(
     joined = make_broker(broker, **broker_options)  # made here to take broker_options
     try:
         serve(
-            host, port, handler_cls, ready=ready, stop=stop, sock=sock, broker=joined, started=started,
+            host,
+            port,
+            handler_cls,
+            ready=ready,
+            stop=stop,
+            sock=sock,
+            broker=joined,
+            started=started,
             **options,
         )
     finally:

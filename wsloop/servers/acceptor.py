@@ -480,7 +480,9 @@ class ThreadedAcceptor(_PendingLimit):
                     decision = server.policy.respond(data, sock, served=self.manager)
                     if isinstance(decision, Accept):
                         sock.settimeout(None)
-                        self.manager.add(decision.websocket, preamble=decision.response, received=decision.received)
+                        self.manager.add(
+                            decision.websocket, preamble=decision.response, received=decision.received
+                        )
         except OSError:
             sock.close()
             return

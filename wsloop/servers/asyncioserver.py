@@ -18,7 +18,7 @@ import asyncio
 import logging
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, cast
 
 from ..async_websocket import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, AsyncioTransport, EchoWebSocket

@@ -86,8 +86,12 @@ class WebSocketServer:
         self.handler_cls = handler_cls
         self.handshake_timeout = options.handshake_timeout
         self.max_pending_handshakes = options.pending_handshakes(DEFAULT_MAX_PENDING_HANDSHAKES)
-        self.manager = manager if manager is not None else make_manager(
-            poller, close_timeout=self.policy.close_timeout, max_buffered=options.max_buffered
+        self.manager = (
+            manager
+            if manager is not None
+            else make_manager(
+                poller, close_timeout=self.policy.close_timeout, max_buffered=options.max_buffered
+            )
         )
         if broker is not None:
             if not isinstance(self.manager, Reactor):
@@ -205,7 +209,9 @@ def serve(
         if started is not None:
             started(server)
         if joined is not None and not joined.wait_ready(5.0):
-            logger.warning("%r: subscriptions not in effect after 5 s; serving local clients meanwhile", joined)
+            logger.warning(
+                "%r: subscriptions not in effect after 5 s; serving local clients meanwhile", joined
+            )
     except BaseException:
         shutdown()
         raise
