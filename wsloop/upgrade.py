@@ -118,6 +118,13 @@ class ServeOptions:
             raise TypeError(f"unknown server option(s): {', '.join(sorted(unknown))}")
         return replace(base, **changes) if changes else base
 
+    @classmethod
+    def embedded(cls, options: ServeOptions | None = None, /, **given: Any) -> ServeOptions:
+        """As :meth:`of`, for an upgrade endpoint inside an application (ws4py's WSGI
+        application, the CherryPy tool): the demo page is off unless ``options`` or
+        ``serve_page=True`` turn it on."""
+        return cls.of(options if options is not None else cls(serve_page=False), **given)
+
     def given(self) -> dict[str, Any]:
         """The options that differ from their defaults, by name."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}

@@ -27,11 +27,10 @@ import cherrypy  # type: ignore[import-untyped]
 from cheroot.server import HTTPRequest as _CherootRequest
 from cherrypy.process import plugins  # type: ignore[import-untyped]
 
-from ..deflate import DeflateOptions
 from ..exc import HandshakeError
 from ..handshake import Request
 from ..poller import Reactor
-from ..upgrade import UNSET, Accept, Page, Reject, ServeOptions, ServerPolicy, Unset, check_capacity
+from ..upgrade import Accept, Page, Reject, ServeOptions, ServerPolicy, check_capacity
 from ..websocket import WebSocket
 from .running import run_until_stopped
 
@@ -76,42 +75,26 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
     def upgrade(
         self,
         handler_cls: type[WebSocket] = WebSocket,
-        protocols: Sequence[str] | None | Unset = UNSET,
-        heartbeat_freq: float | None | Unset = UNSET,
-        max_message_size: int | None | Unset = UNSET,
         passthrough: bool = False,
         extensions: Sequence[str] | None = None,
         version: int = 13,
-        compression: bool | DeflateOptions | Unset = UNSET,
-        idle_timeout: float | None | Unset = UNSET,
-        close_timeout: float | Unset = UNSET,
         options: ServeOptions | None = None,
-        serve_page: bool | Unset = UNSET,
+        **option_kwargs: Any,
     ) -> None:
         """Ask the policy about the request; answer it, or start the upgrade: 101 and
         ``cherrypy.request.ws_handler``.
 
-        The ``tools.websocket.*`` options are :class:`~wsloop.upgrade.ServeOptions`'s (over
-        ``options``; one not given takes the handler class's attribute; the demo page is off
-        unless ``serve_page``). ``passthrough``: a plain ``GET``/``HEAD`` that asks for no upgrade
-        reaches the page handler with ``ws_handler = None`` (unless it gets the demo page).
-        ``extensions`` and ``version`` are accepted for ws4py's configurations and ignored.
+        The other ``tools.websocket.*`` options are :class:`~wsloop.upgrade.ServeOptions`'s
+        (``protocols``, ``heartbeat_freq``, ``max_message_size``, ``compression``,
+        ``idle_timeout``, ``close_timeout``, ``serve_page``, over ``options``; one not given takes
+        the handler class's attribute; the demo page is off unless ``serve_page``).
+        ``passthrough``: a plain ``GET``/``HEAD`` that asks for no upgrade reaches the page
+        handler with ``ws_handler = None`` (unless it gets the demo page). ``extensions`` and
+        ``version`` are accepted for ws4py's configurations and ignored.
         """
         request = cherrypy.serving.request
         request.process_request_body = False
-        policy = ServerPolicy(
-            handler_cls,
-            ServeOptions.of(
-                options if options is not None else ServeOptions(serve_page=False),
-                protocols=protocols,
-                heartbeat_freq=heartbeat_freq,
-                max_message_size=max_message_size,
-                compression=compression,
-                idle_timeout=idle_timeout,
-                close_timeout=close_timeout,
-                serve_page=serve_page,
-            ),
-        )
+        policy = ServerPolicy(handler_cls, ServeOptions.embedded(options, **option_kwargs))
         handshake = _handshake_request(request)
         http_request = _cheroot_request()
 

@@ -73,8 +73,8 @@ class WebSocketWSGIApplication:
         self.extensions = list(extensions) if extensions else None
         self.policy = ServerPolicy(
             handler_cls,
-            ServeOptions.of(
-                options if options is not None else ServeOptions(serve_page=False),
+            ServeOptions.embedded(
+                options,
                 protocols=protocols,
                 heartbeat_freq=heartbeat_freq,
                 max_message_size=max_message_size,
