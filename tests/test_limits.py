@@ -4,7 +4,9 @@ rest.
 
 Here: the connection limit (503 with ``Retry-After``), the handshake timeout, the request head's
 size and graceful shutdown on every ``--server`` flavour (one server each); the idle timeout on
-every flavour; a thread sending to a peer that never reads.
+every flavour; a thread sending to a peer that never reads; the handler class's
+``max_message_size`` and ``close_timeout`` as the defaults of every flavour's ``serve()``, an
+option overriding them.
 
 Elsewhere, not repeated:
 

@@ -125,10 +125,6 @@ class ServeOptions:
         ``serve_page=True`` turn it on."""
         return cls.of(options if options is not None else cls(serve_page=False), **given)
 
-    def given(self) -> dict[str, Any]:
-        """The options that differ from their defaults, by name."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
-
     def close_timeout_for(self, handler_cls: type[WebSocket]) -> float:
         """The close timeout in force: the option, else the handler class's."""
         return handler_cls.close_timeout if self.close_timeout is UNSET else self.close_timeout

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from ..poller import Reactor, ThreadedManager
 from ..poller.reactor import EVENT_READ, EVENT_WRITE, Handler
+from ..pubsub import Broker, attach
 from ..transport import TimerHandle
 from ..upgrade import Accept, Decision, ServeOptions, ServerPolicy
 from .limits import ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, pending_limit
@@ -71,6 +72,9 @@ class Acceptor(Protocol):
 
     def join(self) -> None:
         """Wait for the accepting thread, if any, once the driver has stopped."""
+
+    def join_broker(self, broker: Broker) -> None:
+        """Join the driver to ``broker`` (ValueError: this driver cannot)."""
 
 
 def acceptor_for(server: Listener, manager: Reactor | ThreadedManager) -> Acceptor:
@@ -203,6 +207,9 @@ class ReactorAcceptor(_PendingLimit, Handler):
 
     def join(self) -> None:
         pass
+
+    def join_broker(self, broker: Broker) -> None:
+        attach(self.reactor, broker)
 
     def on_read(self) -> None:
         server = self.server
@@ -415,6 +422,9 @@ class ThreadedAcceptor(_PendingLimit):
     def join(self) -> None:
         if self.thread is not None:
             self.thread.join()
+
+    def join_broker(self, broker: Broker) -> None:
+        raise ValueError("a broker needs the selectors poller")
 
     def _accept_loop(self) -> None:
         server = self.server

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..poller import Reactor, ThreadedManager, make_manager
-from ..pubsub import Broker, attach, make_broker
+from ..pubsub import Broker, make_broker
 from ..upgrade import ServeOptions, ServerPolicy, demo_page, request_environ
 from ..websocket import EchoWebSocket, WebSocket
 from .acceptor import acceptor_for
@@ -93,15 +93,13 @@ class WebSocketServer:
                 poller, close_timeout=self.policy.close_timeout, max_buffered=options.max_buffered
             )
         )
-        if broker is not None:
-            if not isinstance(self.manager, Reactor):
-                raise ValueError("a broker needs the selectors poller")
-            attach(self.manager, broker)
         self.sock = sock if sock is not None else socket.create_server((host, port), backlog=backlog)
         self.sock.setblocking(False)
         self._stopped = threading.Event()
         self._started = False
         self.acceptor = acceptor_for(self, self.manager)
+        if broker is not None:
+            self.acceptor.join_broker(broker)
 
     @property
     def server_address(self) -> tuple[str, int]:
