@@ -225,17 +225,17 @@ def test_pending_handshakes_are_bounded(poller: str) -> None:
         base = threading.active_count()
         idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(300)]
         try:
-            assert wait_for(lambda: server._pending == 16, 10.0), server._pending
+            assert wait_for(lambda: server.pending_handshakes == 16, 10.0), server.pending_handshakes
             time.sleep(0.5)  # the server would have accepted more by now
             threads = threading.active_count() - base
-            assert server._pending == 16
+            assert server.pending_handshakes == 16
             assert threads <= 16 + 2, threads
             assert not first_bytes(idle, 1, 0.2), "nobody is answered, or refused"
         finally:
             for sock in idle:
                 sock.close()
         assert served_within(server.port, 10.0)
-        assert wait_for(lambda: server._pending == 0, 10.0), server._pending
+        assert wait_for(lambda: server.pending_handshakes == 0, 10.0), server.pending_handshakes
     finally:
         server.stop(timeout=2)
 
@@ -250,7 +250,7 @@ def test_burst_over_pending_limit_is_served(poller: str) -> None:
     try:
         socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(60)]
         try:
-            assert wait_for(lambda: server._pending == 8, 10.0)
+            assert wait_for(lambda: server.pending_handshakes == 8, 10.0)
             for sock in socks:
                 sock.sendall(UPGRADE)
             assert sum(got_101(sock, 10.0) for sock in socks) == 60
@@ -306,11 +306,11 @@ def test_pause_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> No
         with caplog.at_level("DEBUG", logger="wsloop.server"):
             for _ in range(5):
                 idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
-                assert wait_for(lambda: server._pending == 2, 5.0)
+                assert wait_for(lambda: server.pending_handshakes == 2, 5.0)
                 time.sleep(0.05)
                 for sock in idle:
                     sock.close()
-                assert wait_for(lambda: server._pending == 0, 5.0)
+                assert wait_for(lambda: server.pending_handshakes == 0, 5.0)
         pauses = [r for r in caplog.records if "max_pending_handshakes" in r.getMessage()]
         # At least one episode per round (the closed connections still queued can start another
         # when accepting resumes); one warning in all.

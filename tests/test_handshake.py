@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import socket
 from collections.abc import Sequence
 
 import pytest
@@ -26,6 +27,7 @@ from wsloop.handshake import (
     validate_request,
     validate_response,
 )
+from wsloop.upgrade import UNSET, Accept, Page, Reject, ServeOptions, ServerPolicy
 from wsloop.websocket import WebSocket
 
 # RFC 6455 §1.3 / §4.1 example.
@@ -910,3 +912,87 @@ def test_parse_request_value_full_of_spaces_is_linear() -> None:
         parse_request(data, 64 * 1024)
     request = parsed(b"GET / HTTP/1.1\r\nHost: h\r\nX-A: " + b" " * 16000 + b"x\r\n\r\n")
     assert request.headers["x-a"] == "x"
+
+
+# ---------------------------------------------------------------------- the upgrade decision
+
+
+class Small(WebSocket):
+    max_message_size = 1024
+    close_timeout = 0.5
+
+
+class BrokenConstructor(WebSocket):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("broken on purpose")
+
+
+def test_policy_accepts_with_the_101_as_headers_and_bytes_and_the_class_defaults() -> None:
+    a, b = socket.socketpair()
+    try:
+        decision = ServerPolicy(Small).respond(request_bytes() + b"early", a)
+        assert isinstance(decision, Accept)
+        assert decision.received == b"early"
+        assert ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") in decision.headers
+        assert decision.response.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in decision.response
+        ws = decision.websocket
+        assert (ws.max_message_size, ws.close_timeout) == (1024, 0.5)
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("size", [4096, None])
+def test_policy_an_explicit_option_overrides_the_class_attribute(size: int | None) -> None:
+    a, b = socket.socketpair()
+    try:
+        policy = ServerPolicy(Small, ServeOptions(max_message_size=size, close_timeout=2.0))
+        decision = policy.respond(request_bytes(), a)
+        assert isinstance(decision, Accept)
+        assert (decision.websocket.max_message_size, decision.websocket.close_timeout) == (size, 2.0)
+        assert decision.websocket.stream.max_message_size == size
+    finally:
+        a.close()
+        b.close()
+
+
+def test_policy_page_reject_and_incomplete() -> None:
+    a, b = socket.socketpair()
+    try:
+        policy = ServerPolicy(WebSocket)
+        assert policy.respond(b"GET / HTTP/1.1\r\nHost: x\r\n", a) is None
+        page = policy.respond(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", a)
+        assert isinstance(page, Page) and b"<html" in page.body.lower()
+        head = policy.respond(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", a)
+        assert isinstance(head, Page) and head.to_bytes().endswith(b"\r\n\r\n")
+        no_page = ServerPolicy(WebSocket, ServeOptions(serve_page=False))
+        refused = no_page.respond(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", a)
+        assert isinstance(refused, Reject) and refused.status == 400
+        bad = policy.respond(request_bytes(replace={"Sec-WebSocket-Version": "8"}), a)
+        assert isinstance(bad, Reject) and bad.status == 426
+        assert ("Sec-WebSocket-Version", "13") in bad.headers
+        assert bad.to_bytes().startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_policy_answers_500_when_the_handler_constructor_raises(caplog: pytest.LogCaptureFixture) -> None:
+    a, b = socket.socketpair()
+    try:
+        with caplog.at_level(logging.ERROR, logger="wsloop.server"):
+            decision = ServerPolicy(BrokenConstructor).respond(request_bytes(), a)
+        assert isinstance(decision, Reject) and decision.status == 500
+        assert "error creating BrokenConstructor" in caplog.text
+    finally:
+        a.close()
+        b.close()
+
+
+def test_serve_options_of_keeps_unset_and_refuses_unknown_names() -> None:
+    base = ServeOptions(max_message_size=10)
+    assert ServeOptions.of(base, max_message_size=UNSET).max_message_size == 10
+    assert ServeOptions.of(base, max_message_size=None).max_message_size is None
+    with pytest.raises(TypeError):
+        ServeOptions.of(base, max_mesage_size=1)

@@ -4,7 +4,9 @@ rest.
 
 Here: the connection limit (503 with ``Retry-After``), the handshake timeout, the request head's
 size and graceful shutdown on every ``--server`` flavour (one server each); the idle timeout on
-every flavour; a thread sending to a peer that never reads.
+every flavour; a thread sending to a peer that never reads; the handler class's
+``max_message_size`` and ``close_timeout`` as the defaults of every flavour's ``serve()``, an
+option overriding them.
 
 Elsewhere, not repeated:
 
@@ -33,6 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -419,3 +422,87 @@ def test_a_thread_sending_to_a_peer_that_never_reads_waits_until_the_peer_goes(p
             assert ended, "and sending on the ended connection raises StreamClosed"
     finally:
         server.stop(timeout=1)
+
+
+# ---------------------------------------------------------------------- class attributes as defaults
+
+#: Each flavour's serve(), in a process of its own: (module under wsloop.servers, extra kwargs).
+SERVE_FUNCTIONS = {
+    "standalone": ("standalone", "poller='selectors'"),
+    "threaded": ("standalone", "poller='threaded'"),
+    "asyncio": ("asyncioserver", ""),
+    "wsgiref": ("wsgirefserver", ""),
+    "gevent": ("geventserver", ""),
+    "cherrypy": ("cherrypyserver", ""),
+}
+
+SERVE_SCRIPT = """
+import importlib, signal, sys, threading
+from wsloop.websocket import EchoWebSocket
+
+class Small(EchoWebSocket):
+    max_message_size = 1024
+
+class Closer(EchoWebSocket):
+    close_timeout = 0.5
+
+    def received_message(self, message):
+        self.close(1000, "bye")
+
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *args: stop.set())
+module = importlib.import_module("wsloop.servers.{module}")
+module.serve("127.0.0.1", 0, {handler}, ready=lambda url: print(url, flush=True), stop=stop, {kwargs})
+"""
+
+
+@pytest.mark.parametrize("explicit", [None, 4096, "None"], ids=["class", "option", "unlimited"])
+@pytest.mark.parametrize("flavour", list(SERVE_FUNCTIONS))
+def test_handler_class_max_message_size_is_the_default_and_an_option_overrides_it(
+    flavour: str, explicit: int | str | None
+) -> None:
+    """A handler class with ``max_message_size = 1024``, served by each flavour's ``serve()``:
+    with no option a 2,000-byte message gets 1009; ``max_message_size=4096`` (or None: no limit)
+    given to ``serve()`` overrides the class, and the message is echoed."""
+    kwargs = "" if explicit is None else f"max_message_size={explicit}"
+    with serve_function(flavour, "Small", kwargs) as port, Client(port) as client:
+        client.send("x" * 2000)
+        if explicit is None:
+            assert client.recv_close().code == 1009
+        else:
+            assert str(client.recv()) == "x" * 2000
+
+
+@contextmanager
+def serve_function(flavour: str, handler: str, kwargs: str = "") -> Iterator[int]:
+    """``handler`` (a class of SERVE_SCRIPT) served by ``flavour``'s ``serve()`` in a child
+    process, with ``kwargs`` (Python source) given to it: the port."""
+    module, extra = SERVE_FUNCTIONS[flavour]
+    kwargs = ", ".join(filter(None, [extra, kwargs]))
+    script = SERVE_SCRIPT.format(module=module, handler=handler, kwargs=kwargs)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("ws://"), url
+        yield int(url.rsplit(":", 1)[1].strip("/"))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.mark.parametrize("flavour", list(SERVE_FUNCTIONS))
+def test_handler_class_close_timeout_is_the_default(flavour: str) -> None:
+    """A handler class with ``close_timeout = 0.5`` that closes: a peer that never answers the
+    close frame is dropped after the class's 0.5 s, not after the servers' former explicit 5 s
+    (the bound here, 3 s, is far from both)."""
+    with serve_function(flavour, "Closer") as port:
+        sock = raw_websocket(port)
+        try:
+            sock.sendall(build_frame(OPCODE_TEXT, b"hi", masked=True))
+            assert read_close_without_answering(sock) == (1000, "bye")
+            started = time.monotonic()
+            wait_eof(sock, timeout=10.0)
+            assert time.monotonic() - started < 3.0
+        finally:
+            sock.close()

@@ -14,23 +14,37 @@ from typing import Any
 
 from .servers.limits import DEFAULT_MAX_PENDING_HANDSHAKES
 from .transport import DEFAULT_HIGH_WATER
+from .upgrade import ServeOptions
 from .websocket import EchoWebSocket, WebSocket
 
 __all__ = ["main", "load_handler", "SERVERS"]
 
 logger = logging.getLogger("wsloop.cli")
 
-#: ``--server`` choices and the module whose ``serve()`` runs each. Every one of them has
-#: ``serve(host, port, handler_cls, *, ready, stop, heartbeat_freq, max_message_size, compression,
-#: max_connections, idle_timeout, close_timeout, handshake_timeout, max_buffered)``; the
-#: standalone and asyncio servers' also take ``max_header_size`` and ``max_pending_handshakes``
-#: (the frameworks read the request head and accept connections themselves).
+#: ``--server`` choices and the module whose ``serve(host, port, handler_cls, options, *, ready,
+#: stop)`` runs each (:class:`~wsloop.upgrade.ServeOptions`: only the options given on the command
+#: line are set, so the handler class's attributes apply to the others).
 SERVERS = {
     "standalone": "wsloop.servers.standalone",
     "cherrypy": "wsloop.servers.cherrypyserver",
     "gevent": "wsloop.servers.geventserver",
     "wsgiref": "wsloop.servers.wsgirefserver",
     "asyncio": "wsloop.servers.asyncioserver",
+}
+
+
+#: ``serve`` flags (as argparse names them) that set a :class:`~wsloop.upgrade.ServeOptions` field.
+_OPTION_FLAGS = {
+    "heartbeat": "heartbeat_freq",
+    "max_message_size": "max_message_size",
+    "compression": "compression",
+    "max_connections": "max_connections",
+    "idle_timeout": "idle_timeout",
+    "close_timeout": "close_timeout",
+    "handshake_timeout": "handshake_timeout",
+    "max_header_size": "max_header_size",
+    "max_buffered": "max_buffered",
+    "max_pending_handshakes": "max_pending_handshakes",
 }
 
 
@@ -111,47 +125,52 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-message-size",
         type=_size,
-        default=16 * 1024 * 1024,
-        help="largest message in bytes (suffix k/m/g; 'none' for no limit); default 16m",
+        default=argparse.SUPPRESS,
+        help="largest message in bytes (suffix k/m/g; 'none' for no limit); default: the handler"
+        " class's max_message_size (16m)",
     )
-    serve.add_argument("--heartbeat", type=float, default=None, help="seconds between keepalive pings")
+    serve.add_argument(
+        "--heartbeat", type=float, default=argparse.SUPPRESS, help="seconds between keepalive pings"
+    )
     serve.add_argument(
         "--max-connections",
         type=int,
-        default=None,
+        default=argparse.SUPPRESS,
         help="websockets served at once (per worker with --workers); upgrades beyond get 503"
         " (default: no limit)",
     )
     serve.add_argument(
         "--idle-timeout",
         type=_seconds,
-        default=None,
-        help="close with 1001 a websocket that receives nothing for this many seconds (default: never)",
+        default=argparse.SUPPRESS,
+        help="close with 1001 a websocket that receives nothing for this many seconds (default: the"
+        " handler class's idle_timeout, never)",
     )
     serve.add_argument(
         "--close-timeout",
         type=_seconds,
-        default=5.0,
-        help="seconds to wait for the peer's close frame, and for all of them at shutdown; default 5",
+        default=argparse.SUPPRESS,
+        help="seconds to wait for the peer's close frame, and for all of them at shutdown; default:"
+        " the handler class's close_timeout (5)",
     )
     serve.add_argument(
         "--handshake-timeout",
         type=_seconds,
-        default=10.0,
+        default=argparse.SUPPRESS,
         help="seconds a client has to send its upgrade request (the frameworks: for each read of"
         " it); default 10",
     )
     serve.add_argument(
         "--max-header-size",
         type=_byte_count,
-        default=None,
+        default=argparse.SUPPRESS,
         help="standalone and asyncio servers: largest request head (suffix k/m); larger ones get 431;"
         " default 16k",
     )
     serve.add_argument(
         "--max-buffered",
         type=_byte_count,
-        default=None,
+        default=argparse.SUPPRESS,
         help="unsent output a websocket whose peer has fallen behind may hold (suffix k/m), past"
         " which it is dropped and closed with 1008; default 16m",
     )
@@ -167,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--no-compression",
-        action="store_true",
+        action="store_false",
+        dest="compression",
+        default=argparse.SUPPRESS,
         help="never negotiate permessage-deflate (by default the handler class's policy applies)",
     )
     serve.add_argument(
@@ -223,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
-    if args.max_buffered is not None and args.max_buffered < DEFAULT_HIGH_WATER:
+    if getattr(args, "max_buffered", None) is not None and args.max_buffered < DEFAULT_HIGH_WATER:
         parser.error(f"--max-buffered: at least the high-water mark ({DEFAULT_HIGH_WATER // 1024 // 1024}m)")
     if args.certfile and args.server != "standalone":
         parser.error("--certfile (wss://) is served by the standalone server only")
@@ -273,27 +294,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "wsloop serving %s on %s (%s); open %s in a browser", args.handler.__name__, url, detail, page
         )
 
-    options: dict[str, object] = {
-        "heartbeat_freq": args.heartbeat,
-        "max_message_size": args.max_message_size,
-        "compression": not args.no_compression,
-        "max_connections": args.max_connections,
-        "idle_timeout": args.idle_timeout,
-        "close_timeout": args.close_timeout,
-        "handshake_timeout": args.handshake_timeout,
-        "max_buffered": args.max_buffered,
-    }
+    given = {name: getattr(args, flag) for flag, name in _OPTION_FLAGS.items() if hasattr(args, flag)}
+    for flag, name in (("max_pending_handshakes", "pending"), ("max_header_size", "head")):
+        if flag in given and args.server not in ("standalone", "asyncio"):
+            what = "accepts connections" if name == "pending" else "reads the request head"
+            parser.error(f"--{flag.replace('_', '-')}: the {args.server} server {what} itself")
+    options: dict[str, object] = {"options": ServeOptions(**given)}
     if args.server == "standalone":
         options["poller"] = args.poller
         options["ssl_context"] = ssl_context
-    if hasattr(args, "max_pending_handshakes"):
-        if args.server not in ("standalone", "asyncio"):
-            parser.error(f"--max-pending-handshakes: the {args.server} server accepts connections itself")
-        options["max_pending_handshakes"] = args.max_pending_handshakes
-    if args.max_header_size is not None:
-        if args.server not in ("standalone", "asyncio"):
-            parser.error(f"--max-header-size: the {args.server} server reads the request head itself")
-        options["max_header_size"] = args.max_header_size
     broker_options = {"max_publish_size": args.max_publish_size}
     if args.broker:
         options["broker"] = args.broker

@@ -1,19 +1,8 @@
 """permessage-deflate (RFC 7692), free of I/O: negotiation and per-connection compression.
 
-Server side: :func:`negotiate` picks the first acceptable offer of a request's
-``Sec-WebSocket-Extensions`` under a :class:`DeflateOptions` policy and returns the response
-header value with a :class:`PerMessageDeflate` for the connection. Client side:
-:func:`client_offer` and :func:`client_accept`.
-
-Memory: zlib's compressor costs about ``2**(window_bits + 2) + 2**(mem_level + 9)`` bytes and its
-decompressor ``2**window_bits`` plus about 7 KiB. The defaults (server window 12 bits, client window
-12 bits when the client lets us choose, ``mem_level`` 5) cost about 32 KiB + 11 KiB per connection
-that uses both directions; :data:`FRUGAL` (9 bits, ``mem_level`` 1, no context takeover) keeps
-nothing between messages. Contexts are made when first needed, so an idle connection costs
-nothing, and with no context takeover they are dropped after every message.
-
-Decompression is bounded: each chunk is inflated with ``max_length`` one past what the message
-may still grow by, so a decompression bomb fails (1009) after producing at most the limit.
+Server side: :func:`negotiate` (and :func:`choose`, the policy in force); client side:
+:func:`client_offer` and :func:`client_accept`; :class:`PerMessageDeflate` compresses and
+inflates one connection's messages, inflation bounded by the message size limit.
 """
 
 from __future__ import annotations
@@ -23,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 
 from .exc import FrameTooLargeException, HandshakeError, ProtocolException
-from .handshake import split_header_list
+from .headers import split_header_list
 
 __all__ = [
     "DeflateOptions",

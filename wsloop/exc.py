@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .headers import status_phrase
+
 __all__ = [
     "WebSocketException",
     "ProtocolException",
@@ -84,8 +86,6 @@ class HandshakeRejected(HandshakeError):
             if not name or any(c in name for c in ":\r\n") or "\r" in value or "\n" in value:
                 raise ValueError(f"invalid response header {name!r}: {value!r}")
         if reason is None:
-            from .handshake import status_phrase  # handshake imports this module
-
             reason = status_phrase(status)
         super().__init__(reason, status, pairs)
 

@@ -20,13 +20,11 @@ import os
 import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
+from .deflate import DeflateOptions, PerMessageDeflate, negotiate
 from .exc import HandshakeError
-
-if TYPE_CHECKING:
-    from .deflate import DeflateOptions, PerMessageDeflate
+from .headers import encode_head, split_header_list, status_phrase
 
 __all__ = [
     "GUID",
@@ -38,6 +36,7 @@ __all__ = [
     "validate_key",
     "accept_value",
     "select_subprotocol",
+    "accept_headers",
     "accept_response",
     "accept",
     "Accepted",
@@ -99,11 +98,6 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def split_header_list(value: str) -> list[str]:
-    """Split a comma-separated header value, dropping empty items and surrounding spaces."""
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
 # RFC 9110 §5.6.2 token (a field name, a method); the field lines after the start line
 # (RFC 9112 §5), each CRLF, name, colon, a value of visible characters, spaces and tabs (obs-text
 # allowed) and no other control character (so no NUL, no bare CR or LF), matched in one pass
@@ -147,9 +141,6 @@ def _parse_head(data: bytes, max_size: int) -> tuple[str, list[tuple[str, str]],
     return lines[0], headers, end + 4
 
 
-def _encode_head(lines: list[str]) -> bytes:
-    """An HTTP head from its start line and header lines."""
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def _join_headers(raw: list[tuple[str, str]]) -> dict[str, str]:
@@ -247,6 +238,26 @@ def select_subprotocol(offered: Sequence[str], supported: Sequence[str] | None) 
     return None
 
 
+def accept_headers(
+    key: str,
+    subprotocol: str | None = None,
+    extensions: Sequence[str] = (),
+    extra_headers: Iterable[tuple[str, str]] = (),
+) -> list[tuple[str, str]]:
+    """The headers of the ``101 Switching Protocols`` response for a validated request."""
+    headers = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept_value(key)),
+    ]
+    if subprotocol:
+        headers.append(("Sec-WebSocket-Protocol", subprotocol))
+    if extensions:
+        headers.append(("Sec-WebSocket-Extensions", ", ".join(extensions)))
+    headers.extend(extra_headers)
+    return headers
+
+
 def accept_response(
     key: str,
     subprotocol: str | None = None,
@@ -254,19 +265,14 @@ def accept_response(
     extra_headers: Iterable[tuple[str, str]] = (),
 ) -> bytes:
     """The ``101 Switching Protocols`` response for a validated request."""
-    head = _ACCEPT_HEAD + accept_value(key)
-    if subprotocol:
-        head += f"\r\nSec-WebSocket-Protocol: {subprotocol}"
-    if extensions:
-        head += f"\r\nSec-WebSocket-Extensions: {', '.join(extensions)}"
-    for name, value in extra_headers:
-        head += f"\r\n{name}: {value}"
-    return (head + "\r\n\r\n").encode("latin-1")
+    return _encode_101(accept_headers(key, subprotocol, extensions, extra_headers))
 
 
-_ACCEPT_HEAD = (
-    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
-)
+def _encode_101(headers: list[tuple[str, str]]) -> bytes:
+    return encode_head([SWITCHING_PROTOCOLS, *(f"{name}: {value}" for name, value in headers)])
+
+
+SWITCHING_PROTOCOLS = "HTTP/1.1 101 Switching Protocols"
 
 
 class Accepted(NamedTuple):
@@ -276,6 +282,7 @@ class Accepted(NamedTuple):
     subprotocol: str | None
     deflate: PerMessageDeflate | None  # the permessage-deflate agreement, if any
     extensions: list[str]  # the accepted extensions, as the response states them
+    headers: list[tuple[str, str]] = []  # the 101's headers (what ``response`` encodes)
 
 
 class HandshakePolicy(Protocol):
@@ -363,21 +370,13 @@ def accept(
         )
     negotiated = None
     if "sec-websocket-extensions" in headers:
-        from .deflate import negotiate  # deflate uses this module's header helpers
-
         offers = request.extensions
         negotiated = negotiate(offers, compression) if offers else None
     extensions = [negotiated[0]] if negotiated else []
-    response = accept_response(request.key, subprotocol, extensions, extra_headers)
-    return Accepted(response, subprotocol, negotiated[1] if negotiated else None, extensions)
-
-
-def status_phrase(status: int) -> str:
-    """The reason phrase of an HTTP status (``"Not Found"``), or ``"Error"`` for an unknown one."""
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
+    answer = accept_headers(request.key, subprotocol, extensions, extra_headers)
+    return Accepted(
+        _encode_101(answer), subprotocol, negotiated[1] if negotiated else None, extensions, answer
+    )
 
 
 def http_response(
@@ -394,7 +393,7 @@ def http_response(
         "Connection: close",
     ]
     lines.extend(f"{name}: {value}" for name, value in headers)
-    return _encode_head(lines) + body
+    return encode_head(lines) + body
 
 
 def error_response(error: HandshakeError) -> bytes:
@@ -432,7 +431,7 @@ def client_request(
     if extensions:
         lines.append(f"Sec-WebSocket-Extensions: {', '.join(extensions)}")
     lines.extend(f"{name}: {value}" for name, value in headers)
-    return _encode_head(lines)
+    return encode_head(lines)
 
 
 def parse_response(data: bytes, max_size: int = MAX_HEADER_SIZE) -> tuple[Response, int] | None:

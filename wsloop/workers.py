@@ -1,29 +1,8 @@
 """Several worker processes on one port, each with its own reactor, under a supervisor.
 
-One reactor thread uses one core; :class:`Supervisor` forks ``count`` workers that serve the same
-port. On Linux each worker listens on a socket of its own bound with ``SO_REUSEPORT``, and the
-kernel spreads new connections over them; elsewhere (or with ``reuse_port=False``) the supervisor
-opens one listening socket before forking and every worker accepts from it.
-
-The supervisor process does no serving: it starts the workers, waits for each to report it is
-ready (through a pipe), restarts a worker that dies (logging how it ended; a worker that keeps
-dying at start makes it give up, stop the others and exit 1), and on SIGTERM or SIGINT asks every
-worker to stop (each closes its connections with 1001 and waits for the closing handshakes),
-waits for them and returns 0. It holds no thread, so forking is safe.
-
-Hung workers: each worker's reactor writes a heartbeat byte to a pipe of its own every
-``min(1, worker_timeout / 4)`` seconds, from a reactor timer, so a handler that blocks the
-reactor stops it. A worker that has sent heartbeats and then none for ``worker_timeout`` seconds
-(default 10; 0 disables) is logged, sent SIGTERM, SIGKILL ``kill_grace`` seconds later, and
-restarted; the connections it held are lost (as with a crash). A worker that never sent a
-heartbeat (a custom target not calling ``ready.beat_from(reactor)``, the threaded poller) is
-not watched.
-
-Workers do not share memory: ``broadcast()`` and channels reach the clients of other workers only
-through a broker joined by every worker (``broker="redis://..."``, see :mod:`wsloop.brokers`); each
-worker makes its own broker connection after the fork.
-
-Needs ``os.fork`` (POSIX).
+:class:`Supervisor` forks ``count`` workers serving the same port (``SO_REUSEPORT`` where there
+is one), restarts those that die or stop sending heartbeats, and stops them all on SIGTERM or
+SIGINT; :func:`run` is the command line's ``--workers``. Needs ``os.fork`` (POSIX).
 """
 
 from __future__ import annotations
@@ -621,7 +600,14 @@ def _serve_worker(
     joined = make_broker(broker, **broker_options)  # made here to take broker_options
     try:
         serve(
-            host, port, handler_cls, ready=ready, stop=stop, sock=sock, broker=joined, started=started,
+            host,
+            port,
+            handler_cls,
+            ready=ready,
+            stop=stop,
+            sock=sock,
+            broker=joined,
+            started=started,
             **options,
         )
     finally:

@@ -7,47 +7,9 @@
         loop.create_server(lambda: WebSocketProtocol(EchoWebSocket), "", 9007))
     loop.run_forever()
 
-:class:`WebSocketProtocol` reads the upgrade request (bounded by ``max_header_size``, 16 KiB, and
-``handshake_timeout``), answers a malformed one with its HTTP status, a plain ``GET /`` with the
-demo page, and an upgrade with 101; then it drives the websocket with the same protocol core as
-the reactor, through :class:`wsloop.async_websocket.AsyncioTransport`. ``handler_cls`` may be a
-:class:`wsloop.async_websocket.WebSocket` (coroutine callbacks, awaitable ``send``) or any
-:class:`wsloop.websocket.WebSocket`.
-
-Design: the connection is driven on the running asyncio loop, not handed to the wsloop reactor.
-An asyncio loop is itself a selectors reactor; driving the protocol core on it means callbacks
-run on the user's loop, where coroutines, ``await send()`` and the rest of an asyncio application
-work as they should, in one thread with no hand-over between threads. Measured (Python 3.11,
-2 cores, 64-byte echo, 100 connections x 8 messages in flight, server ``taskset -c 0``, load
-generator ``taskset -c 1``; median of 9 runs of 3 s; server CPU time per message)::
-
-    standalone reactor (python -m wsloop serve)                108,700 msg/s    9.3 us/msg
-    asyncio handshake, socket handed to the reactor:
-        sync EchoWebSocket                                      111,500 msg/s    9.0 us/msg
-        coroutine callback (run_coroutine_threadsafe to the
-        loop, send() back to the reactor)                        13,800 msg/s   74.5 us/msg
-    driven on the asyncio loop (this module):
-        sync wsloop.websocket.EchoWebSocket                      97,500 msg/s   10.4 us/msg
-        async wsloop.async_websocket.EchoWebSocket (a task
-        per message, awaited send)                               42,900 msg/s   23.7 us/msg
-
-The load generator (one Python process) bounds the msg/s of the fastest servers, so the CPU time
-per message compares them better: a synchronous handler costs about 12% more on the asyncio loop
-than in the reactor, and a coroutine handler about 3x less than hopping between the reactor's
-thread and the loop. Two things close most of the gap to the reactor (without them the asyncio
-figures were 49,000 and 24,000 msg/s, 21 and 43 us/msg): the protocol is an
-:class:`asyncio.BufferedProtocol` that reads into one buffer per thread, as the reactor does,
-instead of a fresh 256 KiB ``bytes`` per read; and the frames a connection writes during one
-loop turn go to the transport in one ``write()`` at the end of the turn (see
-:class:`~wsloop.async_websocket.AsyncioTransport`).
-
-Backpressure: the transport's write buffer limits are ``high_water``/``low_water`` (4 MiB /
-1 MiB); above the high-water mark asyncio calls ``pause_writing``, which pauses reading from the
-peer (a peer that stops reading cannot grow our memory) and makes ``await send()`` wait until
-``resume_writing``; other threads' ``send()`` waits as with the reactor. Heartbeats, the close
-timeout and the handshake timeout run through ``loop.call_later``. A failed connection is closed
-lingering (``write_eof()``, then input is discarded until the peer closes or ``close_timeout``
-passes, then ``abort()``), and so is an HTTP error answer.
+Each connection's handshake is read on the running loop and answered as the
+:class:`~wsloop.upgrade.ServerPolicy` decides; an upgraded connection is then driven on that loop
+by :class:`~wsloop.async_websocket.AsyncioTransport` (coroutine callbacks work there).
 """
 
 from __future__ import annotations
@@ -56,17 +18,14 @@ import asyncio
 import logging
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, cast
 
 from ..async_websocket import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, AsyncioTransport, EchoWebSocket
-from ..deflate import DeflateOptions, choose
 from ..exc import HandshakeError
-from ..handshake import MAX_HEADER_SIZE, accept, error_response, http_response, parse_request
-from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
-from ..websocket import DEFAULT_CLOSE_TIMEOUT, WebSocket
-from .limits import DEFAULT_HANDSHAKE_TIMEOUT, check_capacity, pending_limit
-from .standalone import demo_page, request_environ
+from ..upgrade import Accept, Reject, ServeOptions, ServerPolicy
+from ..websocket import WebSocket
+from .limits import pending_limit
 
 __all__ = ["WebSocketProtocol", "serve"]
 
@@ -74,7 +33,7 @@ logger = logging.getLogger("wsloop.server")
 
 READ_SIZE = 256 * 1024
 
-_BUSY = error_response(HandshakeError("too many handshakes in progress", 503, [("Retry-After", "1")]))
+_BUSY = Reject.of(HandshakeError("too many handshakes in progress", 503, [("Retry-After", "1")])).to_bytes()
 
 _local = threading.local()
 
@@ -92,80 +51,53 @@ def _read_buffer() -> memoryview:
 class WebSocketProtocol(asyncio.BufferedProtocol):
     """One connection: the opening handshake, then the websocket (``handler_cls``).
 
-    :param handler_cls: the :class:`~wsloop.websocket.WebSocket` subclass to create.
-    :param protocols: subprotocols the server speaks, by preference.
-    :param heartbeat_freq: seconds between keepalive pings (None: no pings).
-    :param max_message_size: largest message accepted (None: unlimited); larger ones get 1009.
-    :param handshake_timeout: seconds the client has to send its whole upgrade request.
-    :param close_timeout: seconds to wait for the closing handshake (the websocket's
-        ``close_timeout``), and for the peer to hang up after an HTTP error answer.
-    :param serve_page: answer a plain ``GET /`` with the demo page.
-    :param compression: permessage-deflate: False never, True the handler class's policy, or a
-        :class:`~wsloop.deflate.DeflateOptions` of its own.
+    The handshake is answered as ``policy`` decides (default: a
+    :class:`~wsloop.upgrade.ServerPolicy` of ``handler_cls`` and ``options``, which the keyword
+    arguments ``option_kwargs`` override; give the server's protocols one shared policy).
+    ``max_connections`` counts the websockets in ``upgraded``; ``max_pending_handshakes`` the
+    connections in ``connections`` not in ``upgraded`` (answered 503 and closed at once beyond
+    it), so both need the sets.
+
     :param high_water: write buffer size above which reading pauses and ``await send()`` waits.
     :param low_water: write buffer size below which both resume.
-    :param max_buffered: the write buffer a peer that has fallen behind may make us hold (default
-        16 MiB, or 4 x ``high_water``); past it the connection is aborted, ``closed(1008)``
-        (:class:`~wsloop.async_websocket.AsyncioTransport`).
     :param connections: a set this protocol adds itself to while its connection is open (the
         server's registry, for shutting down).
-    :param max_connections: websockets served at once (None: no limit), counted in ``upgraded``;
-        an upgrade beyond it is answered ``503 Service Unavailable`` with ``Retry-After: 1``.
     :param upgraded: a set this protocol adds itself to while its websocket is open: the one the
         server's protocols share (needed with ``max_connections``).
-    :param idle_timeout: close with 1001 a websocket that receives nothing for this many
-        seconds (None: the handler class's ``idle_timeout``, by default never).
-    :param max_header_size: largest request head in bytes; a larger one gets 431.
-    :param max_pending_handshakes: connections in ``connections`` that are not in ``upgraded``
-        (handshakes in progress, and HTTP answers being sent), at most (None: no limit); a
-        connection beyond it is answered ``503 Service Unavailable`` with ``Retry-After: 1`` and
-        closed at once. Needs both sets.
     """
 
     def __init__(
         self,
         handler_cls: type[WebSocket] = EchoWebSocket,
+        options: ServeOptions | None = None,
         *,
-        protocols: Sequence[str] | None = None,
-        heartbeat_freq: float | None = None,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        compression: bool | DeflateOptions = True,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
-        serve_page: bool = True,
+        policy: ServerPolicy | None = None,
         high_water: int = DEFAULT_HIGH_WATER,
         low_water: int = DEFAULT_LOW_WATER,
-        max_buffered: int | None = None,
         connections: set[WebSocketProtocol] | None = None,
-        max_connections: int | None = None,
         upgraded: set[WebSocketProtocol] | None = None,
-        idle_timeout: float | None = None,
-        max_header_size: int = MAX_HEADER_SIZE,
-        max_pending_handshakes: int | None = None,
+        **option_kwargs: Any,
     ) -> None:
-        if max_connections is not None and upgraded is None:
+        if policy is None:
+            policy = ServerPolicy(handler_cls, ServeOptions.of(options, **option_kwargs))
+        elif options is not None or option_kwargs:
+            raise TypeError("give either a policy or options, not both")
+        options = policy.options
+        if options.max_connections is not None and upgraded is None:
             raise ValueError(
                 "max_connections counts the websockets in upgraded: pass the protocols' shared set"
             )
-        if max_pending_handshakes is not None and (connections is None or upgraded is None):
+        self.max_pending_handshakes = options.pending_handshakes(None)
+        if self.max_pending_handshakes is not None and (connections is None or upgraded is None):
             raise ValueError("max_pending_handshakes counts with connections and upgraded: pass both sets")
-        self.max_pending_handshakes = max_pending_handshakes
-        self.handler_cls = handler_cls
-        self.protocols = list(protocols) if protocols else None
-        self.heartbeat_freq = heartbeat_freq
-        self.max_message_size = max_message_size
-        self.compression = choose(handler_cls.compression, compression)
-        self.handshake_timeout = handshake_timeout
-        self.close_timeout = close_timeout
-        self.serve_page = serve_page
+        self.policy = policy
+        self.handler_cls = policy.handler_cls
+        self.close_timeout = policy.close_timeout
         self.high_water = high_water
         self.low_water = low_water
-        self.max_buffered = max_buffered
+        self.max_buffered = options.max_buffered
         self.connections = connections
-        self.max_connections = max_connections
         self.upgraded = upgraded
-        self.idle_timeout = idle_timeout
-        self.max_header_size = max_header_size
         self.transport: asyncio.Transport | None = None
         self.ws: WebSocket | None = None
         self.driver: AsyncioTransport | None = None
@@ -187,7 +119,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 self.transport.close()
                 return
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.handshake_timeout, self._handshake_timeout)
+        self._timer = loop.call_later(self.policy.options.handshake_timeout, self._handshake_timeout)
         if self.connections is not None:
             self.connections.add(self)
 
@@ -241,56 +173,24 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     def _respond(self) -> None:
         transport = self.transport
         assert transport is not None
-        try:
-            parsed = parse_request(self._data, self.max_header_size)
-            if parsed is None:
-                return
-            request, length = parsed
-            if not request.is_upgrade and request.method in ("GET", "HEAD"):
-                if request.path.partition("?")[0] == "/" and self.serve_page:
-                    page = demo_page()
-                    response = http_response(200, page, "text/html; charset=utf-8")
-                    if request.method == "HEAD":
-                        response = response[: len(response) - len(page)]
-                    self._answer(response)
-                    return
-                raise HandshakeError("this is a WebSocket endpoint: send an Upgrade request")
-            accepted = accept(request, self.protocols, self.compression, policy=self.handler_cls)
-            if self.upgraded is not None:
-                check_capacity(self.upgraded, self.max_connections)
-        except HandshakeError as exc:
-            logger.debug("handshake refused (%s %s)", exc.status, exc.reason)
-            self._answer(error_response(exc))
-            return
         sock = cast(socket.socket, transport.get_extra_info("socket"))
-        try:
-            ws = self.handler_cls(
-                sock,
-                protocols=[accepted.subprotocol] if accepted.subprotocol else None,
-                extensions=accepted.extensions or None,
-                environ=request_environ(request, sock),
-                heartbeat_freq=self.heartbeat_freq,
-                max_message_size=self.max_message_size,
-                deflate=accepted.deflate,
-                idle_timeout=self.idle_timeout,
-            )
-        except Exception:
-            logger.exception("error creating %s", self.handler_cls.__name__)
-            self._answer(http_response(500, b"internal server error\n"))
+        decision = self.policy.respond(self._data, sock, served=self.upgraded)
+        if decision is None:
             return
-        ws.close_timeout = self.close_timeout
+        if not isinstance(decision, Accept):
+            self._answer(decision.to_bytes())
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        received = self._data[length:]
         self._data = b""
-        self.ws = ws
+        self.ws = decision.websocket
         if self.upgraded is not None:
             self.upgraded.add(self)
         self.driver = AsyncioTransport(
             transport, high_water=self.high_water, low_water=self.low_water, max_buffered=self.max_buffered
         )
-        self.driver.start(ws, preamble=accepted.response, received=received)
+        self.driver.start(decision.websocket, preamble=decision.response, received=decision.received)
 
     def _answer(self, response: bytes) -> None:
         """Send an HTTP answer, FIN, and wait (up to close_timeout) for the peer to hang up, so
@@ -340,57 +240,31 @@ def serve(
     host: str,
     port: int,
     handler_cls: type[WebSocket],
+    options: ServeOptions | None = None,
     *,
     ready: Callable[[str], None],
     stop: threading.Event,
-    heartbeat_freq: float | None = None,
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-    compression: bool | DeflateOptions = True,
-    close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
-    max_connections: int | None = None,
-    idle_timeout: float | None = None,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    max_header_size: int = MAX_HEADER_SIZE,
-    max_pending_handshakes: int | None = None,
-    max_buffered: int | None = None,
+    **option_kwargs: Any,
 ) -> None:
     """Serve ``handler_cls`` on ``host:port`` with a new asyncio event loop in the calling thread.
 
+    ``options`` (:class:`~wsloop.upgrade.ServeOptions`, overridden by ``option_kwargs``).
     ``max_pending_handshakes`` (None: no limit; given, at most half the open-file limit, see
     :func:`~wsloop.servers.limits.pending_limit`): the connections not upgraded, at most; more
     are answered 503 at once (asyncio cannot pause accepting; it pauses by itself, for 1 s,
     when ``accept()`` fails for want of file descriptors). Calls ``ready(url)`` once
-    listening (``port`` 0 picks a free port), serves until ``stop`` is
-    set, then closes every websocket with 1001, waits up to ``close_timeout`` for the closing
-    handshakes, drops what remains, cancels leftover tasks and closes the loop. Installs no
-    signal handlers.
+    listening (``port`` 0 picks a free port), serves until ``stop`` is set, then closes every
+    websocket with 1001, waits up to ``close_timeout`` for the closing handshakes, drops what
+    remains, cancels leftover tasks and closes the loop. Installs no signal handlers.
     """
+    options = ServeOptions.of(options, **option_kwargs)
+    pending = options.pending_handshakes(None)
+    if pending is not None:
+        options = ServeOptions.of(options, max_pending_handshakes=pending_limit(pending))
+    policy = ServerPolicy(handler_cls, options)
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(
-            _serve(
-                host,
-                port,
-                ready,
-                stop,
-                close_timeout,
-                dict(
-                    handler_cls=handler_cls,
-                    heartbeat_freq=heartbeat_freq,
-                    max_message_size=max_message_size,
-                    compression=compression,
-                    close_timeout=close_timeout,
-                    max_connections=max_connections,
-                    idle_timeout=idle_timeout,
-                    handshake_timeout=handshake_timeout,
-                    max_header_size=max_header_size,
-                    max_buffered=max_buffered,
-                    max_pending_handshakes=(
-                        None if max_pending_handshakes is None else pending_limit(max_pending_handshakes)
-                    ),
-                ),
-            )
-        )
+        loop.run_until_complete(_serve(host, port, ready, stop, policy))
     finally:
         try:
             _cancel_tasks(loop)
@@ -401,19 +275,14 @@ def serve(
 
 
 async def _serve(
-    host: str,
-    port: int,
-    ready: Callable[[str], None],
-    stop: threading.Event,
-    close_timeout: float,
-    options: dict[str, Any],
+    host: str, port: int, ready: Callable[[str], None], stop: threading.Event, policy: ServerPolicy
 ) -> None:
     loop = asyncio.get_running_loop()
     connections: set[WebSocketProtocol] = set()
     upgraded: set[WebSocketProtocol] = set()
 
     def factory() -> WebSocketProtocol:
-        return WebSocketProtocol(connections=connections, upgraded=upgraded, **options)
+        return WebSocketProtocol(policy=policy, connections=connections, upgraded=upgraded)
 
     server = await loop.create_server(factory, host, port, backlog=1024)
     try:
@@ -424,7 +293,7 @@ async def _serve(
         server.close()
         for protocol in list(connections):
             protocol.shutdown(1001, "Server is shutting down")
-        deadline = loop.time() + close_timeout
+        deadline = loop.time() + policy.close_timeout
         while connections and loop.time() < deadline:
             await asyncio.sleep(0.01)
         for protocol in list(connections):

@@ -2,78 +2,15 @@
 
 Usage, as in ws4py (only the imports change)::
 
-    import cherrypy
-    from wsloop.servers.cherrypyserver import WebSocketPlugin, WebSocketTool
-    from wsloop.websocket import EchoWebSocket
-
     WebSocketPlugin(cherrypy.engine).subscribe()
     cherrypy.tools.websocket = WebSocketTool()
-
-    class Root:
-        @cherrypy.expose
-        def ws(self):
-            handler = cherrypy.request.ws_handler   # the WebSocket instance
-
     cherrypy.quickstart(Root(), "/", config={"/ws": {"tools.websocket.on": True,
                                                      "tools.websocket.handler_cls": EchoWebSocket}})
 
-Per-path options: ``tools.websocket.handler_cls`` (a :class:`~wsloop.websocket.WebSocket`
-subclass; the default does nothing), ``protocols`` (subprotocols spoken, by preference),
-``heartbeat_freq`` (seconds between keepalive pings), ``max_message_size`` (bytes; ``None``: no
-limit; default: the handler class's), ``idle_timeout`` and ``close_timeout`` (seconds; default:
-the handler class's) and ``passthrough`` (let a plain ``GET``/``HEAD`` that asks
-for no upgrade at all reach the page handler, with ``cherrypy.request.ws_handler = None``; without
-it such a request gets a 400). A request that is not a valid upgrade gets the status the standalone
-server gives (400 with a one-line reason; 426 with ``Sec-WebSocket-Version: 13`` for another
-version) as a short ``text/plain`` answer, and the page handler does not run.
-
-How the socket leaves CherryPy
-------------------------------
-
-One upgrade request runs like any other CherryPy request, on a cheroot worker thread:
-
-1. ``before_request_body`` (the tool, priority 50 as in ws4py): the request is validated with
-   :func:`wsloop.handshake.accept`; the response becomes ``101 Switching Protocols`` with the
-   headers ``accept()`` produced; the handler is created (``cherrypy.request.ws_handler``); the
-   request body is not read; and cheroot's own request object (found up the call stack, as ws4py
-   did: CherryPy exposes no reference to it) gets ``close_connection = True``, so cheroot neither
-   reads "the rest of the body" from the socket nor keeps the connection for another request.
-2. The page handler runs (what it returns is dropped: a 1xx has no body; if it raises or sets
-   another status, that answer goes out without the upgrade's headers and nothing is handed
-   over). Then cheroot writes the 101 through its blocking, unbuffered writer: by the time
-   CherryPy runs its ``on_end_request`` hooks the whole 101 is in the kernel. CherryPy/cheroot add
-   only ``Date`` and ``Server`` to it (a 1xx never gets ``Content-Length`` or chunked coding).
-3. ``on_end_request`` (the hand-over), only if cheroot really sent the 101. The bytes cheroot has
-   already buffered beyond the request head (a client may send its first frame right behind its
-   request) are taken out of cheroot's reader; the file descriptor is *detached* from cheroot's
-   socket object (``socket.detach()``) and wrapped in a new socket object that becomes the
-   handler's ``sock``; cheroot's connection is marked ``linger`` so it does not even try to
-   ``shutdown()`` its (now empty) socket object. Then ``handle-websocket`` is published on the
-   bus with ``(handler, (ip, port))``, as ws4py does, and the plugin adds the websocket to its
-   reactor with those buffered bytes as ``received=``.
-4. cheroot's ``communicate()`` returns at once (connection not kept alive), and the worker thread
-   goes back to the pool. Its ``close()`` only closes cheroot's reader.
-
-Why detach rather than ``os.dup()``: there is never a second descriptor for the connection, so
-nothing can send a FIN behind the reactor's back (``shutdown()`` acts on the connection, not on
-one descriptor), nothing delays a close until a garbage collection (cheroot's connection object
-lives in a reference cycle), and any late use of the socket by cheroot fails with ``EBADF`` on its
-own empty object instead of touching the websocket. Why let cheroot write the 101 rather than
-the reactor's ``preamble=``: the response then goes through CherryPy's normal machinery, so headers
-other tools and the page handler add (cookies, for instance) are part of it, the access log shows
-the 101, and cheroot is never left holding a response it believes it still has to write. Because
-the 101 is written synchronously before the hand-over, the reactor's first frame (from
-``opened()``, or a message the page handler sent through ``ws_handler``) always follows it.
-
-TLS (``server.ssl_module = "builtin"``): the connection's ``ssl.SSLSocket`` cannot be detached
-from its TLS session, so that object itself becomes the handler's ``sock`` (cheroot, lingering,
-never closes it) and the reactor serves it with a ``TLSConnection``. cheroot's pyOpenSSL adapter
-is not supported: an upgrade over it gets a 501.
-
-:class:`WebSocketPlugin` runs one :class:`~wsloop.poller.Reactor` (its ``manager``) from the
-engine's ``start`` to its ``stop``; at ``stop`` (and so at ``engine.exit()``) every websocket is
-closed with 1001, the closing handshakes get up to ``close_timeout`` seconds, and every socket is
-released. :func:`serve` runs a whole CherryPy server for the command line.
+The tool asks a :class:`~wsloop.upgrade.ServerPolicy` about each request of its paths and
+delivers the answer through CherryPy; cheroot writes the 101, then the socket (with the bytes
+cheroot had buffered) goes to the plugin's reactor over the bus. :func:`serve` runs a whole
+CherryPy server for the command line.
 """
 
 from __future__ import annotations
@@ -83,7 +20,6 @@ import socket
 import ssl
 import sys
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -91,25 +27,20 @@ import cherrypy  # type: ignore[import-untyped]
 from cheroot.server import HTTPRequest as _CherootRequest
 from cherrypy.process import plugins  # type: ignore[import-untyped]
 
-from ..deflate import DeflateOptions, choose
 from ..exc import HandshakeError
-from ..handshake import Request, accept
+from ..handshake import Request
 from ..poller import Reactor
-from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
+from ..upgrade import Accept, Page, Reject, ServeOptions, ServerPolicy, check_capacity
 from ..websocket import WebSocket
-from .limits import DEFAULT_HANDSHAKE_TIMEOUT, check_capacity
+from .running import run_until_stopped
 
 __all__ = ["WebSocketTool", "WebSocketPlugin", "serve"]
 
 logger = logging.getLogger("wsloop.cherrypy")
 
-_CLASS_DEFAULT: Any = object()  # "the handler class's own max_message_size"
 _STATE = "_wsloop_upgrade"  # attribute of cherrypy.request while an upgrade is in progress
 _NAMES = "_wsloop_header_names"  # attribute of cherrypy.request: header names to spell as given
 
-# Bytes read by cheroot beyond the request head, from the hand-over to the plugin's handle().
-_received: weakref.WeakKeyDictionary[WebSocket, bytes] = weakref.WeakKeyDictionary()
-_received_lock = threading.Lock()
 # Set on a request whose upgrade the plugin counts as in progress (WebSocketPlugin.reserve) until
 # the hand-over, when the reactor counts it instead.
 _RESERVED = "_wsloop_reserved"
@@ -144,74 +75,53 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
     def upgrade(
         self,
         handler_cls: type[WebSocket] = WebSocket,
-        protocols: Sequence[str] | None = None,
-        heartbeat_freq: float | None = None,
-        max_message_size: int | None = _CLASS_DEFAULT,
         passthrough: bool = False,
         extensions: Sequence[str] | None = None,
         version: int = 13,
-        compression: bool | DeflateOptions = True,
-        idle_timeout: float | None = None,
-        close_timeout: float | None = None,
+        options: ServeOptions | None = None,
+        **option_kwargs: Any,
     ) -> None:
-        """Validate the upgrade, answer 101 and create ``cherrypy.request.ws_handler``.
+        """Ask the policy about the request; answer it, or start the upgrade: 101 and
+        ``cherrypy.request.ws_handler``.
 
-        ``compression`` (``tools.websocket.compression``): False never, True the handler class's
-        policy, or a :class:`~wsloop.deflate.DeflateOptions`. ``extensions`` and ``version`` are
-        accepted for ws4py's configurations and ignored (permessage-deflate is governed by
-        ``compression``; version 13 is the only one).
+        The other ``tools.websocket.*`` options are :class:`~wsloop.upgrade.ServeOptions`'s
+        (``protocols``, ``heartbeat_freq``, ``max_message_size``, ``compression``,
+        ``idle_timeout``, ``close_timeout``, ``serve_page``, over ``options``; one not given takes
+        the handler class's attribute; the demo page is off unless ``serve_page``).
+        ``passthrough``: a plain ``GET``/``HEAD`` that asks for no upgrade reaches the page
+        handler with ``ws_handler = None`` (unless it gets the demo page). ``extensions`` and
+        ``version`` are accepted for ws4py's configurations and ignored.
         """
         request = cherrypy.serving.request
-        response = cherrypy.serving.response
         request.process_request_body = False
+        policy = ServerPolicy(handler_cls, ServeOptions.embedded(options, **option_kwargs))
         handshake = _handshake_request(request)
-        if passthrough and not handshake.is_upgrade and request.method in ("GET", "HEAD"):
-            request.ws_handler = None
-            return
-        try:
-            if not handshake.is_upgrade and request.method in ("GET", "HEAD"):
-                raise HandshakeError("this is a WebSocket endpoint: send an Upgrade request")
-            accepted = accept(
-                handshake, protocols, choose(handler_cls.compression, compression), policy=handler_cls
-            )
-            answer, subprotocol = accepted.response, accepted.subprotocol
-            http_request = _cheroot_request()
+        http_request = _cheroot_request()
+
+        def admit() -> None:
             if http_request is None or not hasattr(http_request.conn.rfile, "has_data"):
                 raise HandshakeError("WebSocketTool needs CherryPy's own HTTP server (cheroot)", 501)
             if type(http_request.conn.socket) not in (socket.socket, ssl.SSLSocket):
-                raise HandshakeError(
-                    "WebSocketTool serves TLS from cheroot's builtin ssl adapter only", 501
-                )
+                raise HandshakeError("WebSocketTool serves TLS from cheroot's builtin ssl adapter only", 501)
             _reserve(request)  # the last check: 503 when the plugin is at its max_connections
-        except HandshakeError as exc:
-            logger.debug("handshake refused (%s %s)", exc.status, exc.reason)
-            _refuse(exc)
-            return
-        kwargs: dict[str, Any] = {}
-        if max_message_size is not _CLASS_DEFAULT:
-            kwargs["max_message_size"] = max_message_size
-        handler = handler_cls(
-            http_request.conn.socket,
-            protocols=[subprotocol] if subprotocol else None,
-            extensions=accepted.extensions or None,
+
+        decision = policy.decide(
+            handshake,
+            http_request.conn.socket if http_request is not None else None,
             environ=_environ(request.wsgi_environ),
-            heartbeat_freq=heartbeat_freq,
-            deflate=accepted.deflate,
-            idle_timeout=idle_timeout,
-            **kwargs,
+            admit=admit,
         )
-        if close_timeout is not None:
-            handler.close_timeout = close_timeout
-        response.status = 101
-        headers = []
-        for line in answer.decode("latin-1").split("\r\n")[1:]:
-            name, sep, value = line.partition(": ")
-            if sep:
-                headers.append((name, value))
-        _set_headers(headers)
-        http_request.close_connection = True  # never read the "body" nor keep the connection
-        setattr(request, _STATE, _Upgrade(http_request, handler))
-        request.ws_handler = handler
+        if isinstance(decision, Accept):
+            assert http_request is not None
+            cherrypy.serving.response.status = 101
+            _set_headers(decision.headers)
+            http_request.close_connection = True  # never read the "body" nor keep the connection
+            setattr(request, _STATE, _Upgrade(http_request, decision.websocket))
+            request.ws_handler = decision.websocket
+        elif passthrough and not handshake.is_upgrade and not isinstance(decision, Page):
+            request.ws_handler = None  # a plain GET or HEAD, for the page handler
+        else:
+            _answer(decision, http_request)
 
     def _before_finalize(self) -> None:
         request = cherrypy.serving.request
@@ -276,17 +186,13 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
             sock = socket.socket(fileno=sock.detach())
         sock.setblocking(True)  # it may still be non-blocking from cheroot's timeout
         handler.sock = sock
-        with _received_lock:
-            _received[handler] = received
         address = (request.remote.ip, request.remote.port)
         try:
-            taken = cherrypy.engine.publish("handle-websocket", handler, address)
+            taken = cherrypy.engine.publish("handle-websocket", handler, address, received)
         except Exception:
             taken = []  # the bus has logged the listener's error
         if not taken:
             logger.warning("no WebSocketPlugin is running: dropping the websocket from %s", address)
-            with _received_lock:
-                _received.pop(handler, None)
             sock.close()
 
 
@@ -356,10 +262,9 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
     # After the HTTP server (25) has stopped accepting and its workers have finished.
     stop.priority = 50  # type: ignore[attr-defined]
 
-    def handle(self, ws_handler: WebSocket, peer_addr: Any = None) -> None:
-        """Serve ``ws_handler`` (the tool's ``handle-websocket`` message)."""
-        with _received_lock:
-            received = _received.pop(ws_handler, b"")
+    def handle(self, ws_handler: WebSocket, peer_addr: Any = None, received: bytes = b"") -> None:
+        """Serve ``ws_handler`` (the tool's ``handle-websocket`` message), feeding it
+        ``received`` (what the client sent after its request) first."""
         with self._lock:
             # Called on the thread of the tool's request: its reservation ends as the reactor
             # counts the websocket, in one step, so a concurrent reserve() sees it once.
@@ -422,7 +327,13 @@ def _reserve(request: Any) -> None:
 
 
 def _cheroot_request() -> _CherootRequest | None:
-    """cheroot's request object for the current request: found up the call stack."""
+    """cheroot's request object for the current request, found up the call stack.
+
+    The one reach past CherryPy's API, as in ws4py: the tool must set the request's
+    ``close_connection`` (else cheroot keeps a connection it no longer owns) and read its
+    ``status``/``sent_headers`` after the 101, and neither CherryPy nor cheroot's WSGI gateway
+    exposes that object (the environ holds only its body reader; a worker thread's documented
+    ``conn`` is the connection, not the request)."""
     frame = sys._getframe(1)
     while frame is not None:
         candidate = frame.f_locals.get("self")
@@ -443,18 +354,16 @@ def _set_headers(headers: Sequence[tuple[str, str]]) -> None:
     setattr(request, _NAMES, names)
 
 
-def _refuse(error: HandshakeError) -> None:
-    """Answer ``error`` as the standalone server does, without running the page handler, and
-    close the connection after it (a failed upgrade may be followed by frames, not requests)."""
+def _answer(decision: Reject | Page, http_request: _CherootRequest | None) -> None:
+    """Answer with ``decision`` instead of running the page handler; after a refused upgrade,
+    close the connection (a failed upgrade may be followed by frames, not requests)."""
     request = cherrypy.serving.request
     response = cherrypy.serving.response
-    response.status = error.status
-    response.headers["Content-Type"] = "text/plain; charset=utf-8"
-    _set_headers(error.headers)
-    response.body = (error.reason + "\n").encode("utf-8")
+    response.status = decision.status
+    _set_headers(decision.headers)
+    response.body = decision.body
     request.handler = None
-    http_request = _cheroot_request()
-    if http_request is not None:
+    if isinstance(decision, Reject) and http_request is not None:
         http_request.close_connection = True
 
 
@@ -477,16 +386,8 @@ def _take_buffered(rfile: Any) -> bytes:
 
 
 class _Root:
-    """The application :func:`serve` mounts at ``/``: websockets anywhere, the demo page at ``/``."""
-
-    @cherrypy.expose  # type: ignore[misc, untyped-decorator]
-    def index(self) -> bytes | None:
-        if getattr(cherrypy.request, "ws_handler", None) is not None:
-            return None
-        from .standalone import demo_page
-
-        cherrypy.response.headers["Content-Type"] = "text/html; charset=utf-8"
-        return demo_page()
+    """The application :func:`serve` mounts at ``/``: websockets at any path (the tool answers
+    ``/`` with the demo page), 404 for anything else."""
 
     @cherrypy.expose  # type: ignore[misc, untyped-decorator]
     def default(self, *args: str, **kwargs: str) -> None:
@@ -498,19 +399,14 @@ def serve(
     host: str,
     port: int,
     handler_cls: type[WebSocket],
+    options: ServeOptions | None = None,
     *,
     ready: Callable[[str], None],
     stop: threading.Event,
-    heartbeat_freq: float | None = None,
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-    compression: bool | DeflateOptions = True,
-    max_connections: int | None = None,
-    idle_timeout: float | None = None,
-    close_timeout: float = 5.0,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    max_buffered: int | None = None,
+    **option_kwargs: Any,
 ) -> None:
-    """Serve ``handler_cls`` websockets on ``host:port`` at any path with CherryPy until ``stop``.
+    """Serve ``handler_cls`` websockets on ``host:port`` at any path with CherryPy until ``stop``;
+    ``options`` and ``option_kwargs`` as :class:`~wsloop.upgrade.ServeOptions` takes them.
 
     A plain ``GET /`` gets the demo page. ``ready(url)`` is called once the server listens
     (``port`` 0 picks a free port). When ``stop`` is set, the engine exits: every websocket is
@@ -520,13 +416,14 @@ def serve(
     ``handshake_timeout`` is cheroot's ``server.socket_timeout`` (how long one read of a request
     may wait: 408 past it).
     """
+    options = ServeOptions.of(options, **option_kwargs)
     engine = cherrypy.engine
     cherrypy.config.update(
         {
             "server.socket_host": host,
             "server.socket_port": port,
             "server.socket_queue_size": 1024,
-            "server.socket_timeout": handshake_timeout,
+            "server.socket_timeout": options.handshake_timeout,
             "log.screen": False,
             "engine.autoreload.on": False,
             "checker.on": False,
@@ -540,31 +437,21 @@ def serve(
     if not isinstance(getattr(cherrypy.tools, "websocket", None), WebSocketTool):
         cherrypy.tools.websocket = WebSocketTool()
     plugin = WebSocketPlugin(
-        engine, close_timeout=close_timeout, max_connections=max_connections, max_buffered=max_buffered
+        engine,
+        close_timeout=options.close_timeout_for(handler_cls),
+        max_connections=options.max_connections,
+        max_buffered=options.max_buffered,
     )
     plugin.subscribe()
-    cherrypy.tree.mount(
-        _Root(),
-        "/",
-        config={
-            "/": {
-                "tools.websocket.on": True,
-                "tools.websocket.handler_cls": handler_cls,
-                "tools.websocket.heartbeat_freq": heartbeat_freq,
-                "tools.websocket.max_message_size": max_message_size,
-                "tools.websocket.compression": compression,
-                "tools.websocket.idle_timeout": idle_timeout,
-                "tools.websocket.close_timeout": close_timeout,
-                "tools.websocket.passthrough": True,
-            }
-        },
-    )
+    config = {"tools.websocket.on": True, "tools.websocket.handler_cls": handler_cls}
+    config["tools.websocket.options"] = options
+    config["tools.websocket.passthrough"] = True
+    cherrypy.tree.mount(_Root(), "/", config={"/": config})
     engine.start()
-    try:
-        bound_host, bound_port = cherrypy.server.bound_addr[:2]
-        ready(f"ws://{bound_host}:{bound_port}/")
-        while not stop.wait(0.5):
-            pass
-    finally:
+
+    def shutdown() -> None:
         engine.exit()
         plugin.unsubscribe()
+
+    bound_host, bound_port = cherrypy.server.bound_addr[:2]
+    run_until_stopped(stop, ready, f"ws://{bound_host}:{bound_port}/", shutdown)

@@ -10,25 +10,9 @@ Usage, as in ws4py's docs::
     server = WSGIServer(('localhost', 9000), WebSocketWSGIApplication(handler_cls=EchoWebSocket))
     server.serve_forever()
 
-gevent reads and parses the upgrade request in its handler greenlet and runs the WSGI
-application (:class:`~wsloop.servers.wsgiutils.WebSocketWSGIApplication`). When the application
-upgrades the request, :class:`WebSocketWSGIHandler` writes nothing itself: it takes the socket
-away from gevent (``detach()``: gevent never closes or shuts it down) and gives the websocket to
-the server's reactor with ``reactor.add(ws, preamble=environ["wsloop.response"], received=...)``,
-so the 101 response the application built is the first thing on the wire, exactly once, followed
-by the websocket's frames; ``received`` holds any bytes gevent's buffered reader had already taken
-from the socket beyond the request head. The handler greenlet then ends.
-
-The reactor (:attr:`WSGIServer.manager`) is a :class:`wsloop.poller.Reactor`. After
-``gevent.monkey.patch_all()`` its thread is a greenlet on gevent's hub and its selector is
-gevent's, so every websocket is served by one greenlet and the reactor costs no OS thread. Without
-monkey-patching the reactor is a real thread beside gevent's; both work. When patching, patch
-before importing ``wsloop``: the reactor binds ``threading.get_ident`` at import time, and
-:class:`WSGIServer` refuses to start if it was bound before patching.
-
-:meth:`WSGIServer.stop` stops accepting, closes every websocket with 1001 (waiting up to the
-reactor's ``close_timeout`` for the closing handshakes), releases every socket, then stops gevent's
-server. TLS (gevent's ``ssl_args``) is not supported for websockets: an upgrade over TLS gets 500.
+When the WSGI application upgrades a request, :class:`WebSocketWSGIHandler` detaches the socket
+from gevent and hands it, the 101 and any bytes gevent's reader already took to the server's
+reactor (a greenlet once monkey-patched, else a thread). Patch before importing ``wsloop``.
 """
 
 from __future__ import annotations
@@ -43,12 +27,11 @@ from gevent import monkey, pywsgi  # type: ignore[import-untyped]
 from gevent import sleep as gevent_sleep
 from gevent.event import Event as GeventEvent  # type: ignore[import-untyped]
 
-from ..deflate import DeflateOptions
 from ..poller import Reactor
-from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
+from ..upgrade import DEFAULT_HANDSHAKE_TIMEOUT, ServeOptions
 from ..websocket import WebSocket
-from .limits import DEFAULT_HANDSHAKE_TIMEOUT
-from .wsgiutils import WebSocketWSGIApplication, with_demo_page
+from .running import run_until_stopped
+from .wsgiutils import WebSocketWSGIApplication
 
 __all__ = ["WSGIServer", "WebSocketWSGIHandler", "serve"]
 
@@ -234,60 +217,38 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _wait(stop: threading.Event) -> None:
-    """Until ``stop`` is set, polled with gevent's sleep whether threading is patched or not: a
-    real ``threading.Event.wait()`` would block the hub, and a patched one waits with no timer in
-    gevent's loop, so a signal arriving just before the loop blocks in ``epoll_wait`` would run
-    its Python handler (which sets ``stop``) only at the next event, which may never come."""
-    while not stop.is_set():
-        gevent_sleep(0.2)
-
-
 def serve(
     host: str,
     port: int,
     handler_cls: type[WebSocket],
+    options: ServeOptions | None = None,
     *,
     ready: Callable[[str], None],
     stop: threading.Event,
-    heartbeat_freq: float | None = None,
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-    compression: bool | DeflateOptions = True,
-    max_connections: int | None = None,
-    idle_timeout: float | None = None,
-    close_timeout: float = 5.0,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    max_buffered: int | None = None,
+    **option_kwargs: Any,
 ) -> None:
-    """Serve ``handler_cls`` websockets on ``host:port`` with gevent until ``stop`` is set.
+    """Serve ``handler_cls`` websockets on ``host:port`` with gevent until ``stop`` is set;
+    ``options`` and ``option_kwargs`` as :class:`~wsloop.upgrade.ServeOptions` takes them.
 
-    A plain ``GET /`` gets the demo page. ``ready(url)`` is called once the server listens
-    (``port`` 0 picks a free port). When ``stop`` is set, every websocket is closed with 1001 and
-    every socket released. Works with and without ``gevent.monkey.patch_all()`` (patched, the
-    reactor is a greenlet, not a thread). Installs no signal handler; gevent's access log goes to
-    this module's logger at DEBUG level, its error log at ERROR level.
+    ``ready(url)`` is called once the server listens (``port`` 0 picks a free port). When
+    ``stop`` is set, every websocket is closed with 1001 and every socket released. Works with
+    and without ``gevent.monkey.patch_all()``. Installs no signal handler; gevent's access log
+    goes to this module's logger at DEBUG level, its error log at ERROR level. ``stop`` is polled
+    with gevent's sleep: a real ``threading.Event.wait()`` would block the hub, and a patched one
+    waits with no timer in gevent's loop (a signal handler setting ``stop`` would run only at
+    the next event).
     """
-    app = WebSocketWSGIApplication(
-        handler_cls=handler_cls,
-        heartbeat_freq=heartbeat_freq,
-        max_message_size=max_message_size,
-        compression=compression,
-        max_connections=max_connections,
-        idle_timeout=idle_timeout,
-        close_timeout=close_timeout,
-    )
+    app = WebSocketWSGIApplication(handler_cls=handler_cls, options=ServeOptions.of(options, **option_kwargs))
+    options = app.policy.options
     server = WSGIServer(
         (host, port),
-        with_demo_page(app),
-        manager=Reactor(close_timeout=close_timeout, max_buffered=max_buffered),
-        handshake_timeout=handshake_timeout,
+        app,
+        manager=Reactor(close_timeout=app.policy.close_timeout, max_buffered=options.max_buffered),
+        handshake_timeout=options.handshake_timeout,
         backlog=1024,
         log=pywsgi.LoggingLogAdapter(logger, logging.DEBUG),
         error_log=pywsgi.LoggingLogAdapter(logger, logging.ERROR),
     )
     server.start()
-    try:
-        ready(f"ws://{_url_host(server.server_host)}:{server.server_port}/")
-        _wait(stop)
-    finally:
-        server.stop()
+    url = f"ws://{_url_host(server.server_host)}:{server.server_port}/"
+    run_until_stopped(stop, ready, url, server.stop, sleep=gevent_sleep)

@@ -1,15 +1,8 @@
 """wsgiref's simple server with WebSocket support (ws4py's ``wsgirefserver`` names).
 
-``WebSocketWSGIRequestHandler`` runs the WSGI application; when it upgrades a request
-(:class:`~wsloop.servers.wsgiutils.WebSocketWSGIApplication`), the handler writes nothing itself:
-the 101 response and the socket go to the server's reactor (``reactor.add(ws, preamble=101)``),
-together with any bytes the request's buffered reader already took from the socket, and the
-server skips its usual shutdown of that socket. The single-threaded wsgiref server is then free
-to accept the next client while the reactor serves the upgraded one. While it reads a request it
-serves no one else, so a read that waits more than :attr:`WSGIServer.handshake_timeout` drops
-that client (a request trickled in byte by byte still holds the server up to that long per byte).
-
-Usage, as in ws4py's docs::
+When the WSGI application upgrades a request, the handler writes nothing itself: the 101, the
+socket and any bytes the request's reader already took go to the server's reactor. Usage, as in
+ws4py's docs::
 
     server = make_server('', 9000, server_class=WSGIServer,
                          handler_class=WebSocketWSGIRequestHandler,
@@ -29,12 +22,11 @@ from typing import Any
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, make_server
 from wsgiref.simple_server import WSGIServer as _WSGIServer
 
-from ..deflate import DeflateOptions
 from ..poller import Reactor
-from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
+from ..upgrade import DEFAULT_HANDSHAKE_TIMEOUT, ServeOptions
 from ..websocket import WebSocket
-from .limits import DEFAULT_HANDSHAKE_TIMEOUT
-from .wsgiutils import WebSocketWSGIApplication, with_demo_page
+from .running import run_until_stopped
+from .wsgiutils import WebSocketWSGIApplication
 
 __all__ = ["WSGIServer", "WebSocketWSGIRequestHandler", "WebSocketWSGIHandler", "serve"]
 
@@ -168,40 +160,27 @@ def serve(
     host: str,
     port: int,
     handler_cls: type[WebSocket],
+    options: ServeOptions | None = None,
     *,
     ready: Callable[[str], None],
     stop: threading.Event,
-    heartbeat_freq: float | None = None,
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-    compression: bool | DeflateOptions = True,
-    max_connections: int | None = None,
-    idle_timeout: float | None = None,
-    close_timeout: float = 5.0,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    max_buffered: int | None = None,
+    **option_kwargs: Any,
 ) -> None:
-    """Serve ``handler_cls`` on the wsgiref server until ``stop`` is set (the CLI's entry)."""
-    app = WebSocketWSGIApplication(
-        handler_cls=handler_cls,
-        heartbeat_freq=heartbeat_freq,
-        max_message_size=max_message_size,
-        compression=compression,
-        max_connections=max_connections,
-        idle_timeout=idle_timeout,
-        close_timeout=close_timeout,
+    """Serve ``handler_cls`` on the wsgiref server until ``stop`` is set (the CLI's entry);
+    ``options`` and ``option_kwargs`` as :class:`~wsloop.upgrade.ServeOptions` takes them."""
+    app = WebSocketWSGIApplication(handler_cls=handler_cls, options=ServeOptions.of(options, **option_kwargs))
+    options = app.policy.options
+    server = make_server(host, port, app, server_class=WSGIServer, handler_class=_QuietHandler)
+    server.handshake_timeout = options.handshake_timeout
+    server.initialize_websockets_manager(
+        Reactor(close_timeout=app.policy.close_timeout, max_buffered=options.max_buffered)
     )
-    server = make_server(
-        host, port, with_demo_page(app), server_class=WSGIServer, handler_class=_QuietHandler
-    )
-    server.handshake_timeout = handshake_timeout
-    server.initialize_websockets_manager(Reactor(close_timeout=close_timeout, max_buffered=max_buffered))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
-    ready(f"ws://{host}:{server.server_port}/")
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
+
+    def shutdown() -> None:
         server.shutdown()
         thread.join()
         server.server_close()
+
+    run_until_stopped(stop, ready, f"ws://{host}:{server.server_port}/", shutdown)

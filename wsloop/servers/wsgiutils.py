@@ -1,13 +1,12 @@
 """``WebSocketWSGIApplication``: the WebSocket upgrade as a WSGI application (ws4py's name).
 
-The application validates the upgrade from the WSGI environ with :mod:`wsloop.handshake`, creates
-the handler and leaves it in ``environ["wsloop.websocket"]`` (the exact 101 response bytes in
-``environ["wsloop.response"]``). A WSGI server that can give up its socket then hands both to a
-driver: :mod:`wsloop.servers.wsgirefserver` and :mod:`wsloop.servers.geventserver` do. The server
-must put the connection's socket in ``environ["wsloop.socket"]`` (ws4py's ``"ws4py.socket"`` is
-accepted too), and, for ``max_connections``, what serves its websockets (its reactor: anything
-``len()`` counts them with) in ``environ["wsloop.manager"]``. A request that is not a valid
-upgrade gets its HTTP error as a normal WSGI response.
+The application asks a :class:`~wsloop.upgrade.ServerPolicy` about the request the WSGI environ
+describes and delivers the decision: an error or the demo page as a normal WSGI response, or the
+101's status and headers, with the handler in ``environ["wsloop.websocket"]`` and the 101's bytes
+in ``environ["wsloop.response"]`` for a WSGI server that can give up its socket to a driver
+(:mod:`wsloop.servers.wsgirefserver`, :mod:`wsloop.servers.geventserver`). The server puts the
+connection's socket in ``environ["wsloop.socket"]`` (ws4py's ``"ws4py.socket"`` too) and, for
+``max_connections``, what serves its websockets in ``environ["wsloop.manager"]``.
 """
 
 from __future__ import annotations
@@ -16,21 +15,15 @@ import socket
 from collections.abc import Callable, Iterable, Sequence, Sized
 from typing import Any
 
-from ..deflate import DeflateOptions, choose
+from ..deflate import DeflateOptions
 from ..exc import HandshakeError
-from ..handshake import Request, accept, status_phrase
-from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
+from ..handshake import Request
+from ..upgrade import UNSET, Accept, Page, ServeOptions, ServerPolicy, Unset, check_capacity
 from ..websocket import WebSocket
-from .limits import check_capacity
 
-__all__ = ["WebSocketWSGIApplication", "request_from_environ", "status_line", "with_demo_page"]
+__all__ = ["WebSocketWSGIApplication", "request_from_environ", "socket_from_environ"]
 
 StartResponse = Callable[..., Any]
-
-
-def status_line(status: int) -> str:
-    """``"400 Bad Request"`` for 400."""
-    return f"{status} {status_phrase(status)}"
 
 
 def request_from_environ(environ: dict[str, Any]) -> Request:
@@ -59,77 +52,55 @@ def socket_from_environ(environ: dict[str, Any]) -> socket.socket | None:
 class WebSocketWSGIApplication:
     """A WSGI application that upgrades every request to a ``handler_cls`` websocket.
 
-    :param protocols: subprotocols the server speaks, by preference.
-    :param extensions: accepted for ws4py compatibility; none is negotiated yet.
-    :param handler_cls: the :class:`~wsloop.websocket.WebSocket` subclass to create.
-    :param heartbeat_freq: seconds between keepalive pings (None: no pings).
-    :param max_message_size: largest message accepted (None: unlimited).
-    :param compression: permessage-deflate: False never, True the handler class's policy, or a
-        :class:`~wsloop.deflate.DeflateOptions` of its own.
-    :param max_connections: websockets the server's reactor serves at once (None: no limit); an
-        upgrade beyond it is answered ``503 Service Unavailable`` with ``Retry-After: 1``.
-    :param idle_timeout: close with 1001 a websocket that receives nothing for this many
-        seconds (None: the handler class's ``idle_timeout``, by default never).
-    :param close_timeout: seconds each websocket waits for the peer's close frame (None: the
-        handler class's ``close_timeout``).
+    ws4py's arguments (``protocols``, ``extensions``: accepted and ignored, ``handler_cls``,
+    ``heartbeat_freq``) and the other options of :class:`~wsloop.upgrade.ServeOptions`, given
+    as ``options`` or keyword arguments; an option not given takes the handler class's attribute.
+    The demo page is off unless ``serve_page=True``.
     """
 
     def __init__(
         self,
-        protocols: Sequence[str] | None = None,
+        protocols: Sequence[str] | None | Unset = UNSET,
         extensions: Sequence[str] | None = None,
         handler_cls: type[WebSocket] = WebSocket,
-        heartbeat_freq: float | None = None,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        compression: bool | DeflateOptions = True,
+        heartbeat_freq: float | None | Unset = UNSET,
+        max_message_size: int | None | Unset = UNSET,
+        compression: bool | DeflateOptions | Unset = UNSET,
         *,
-        max_connections: int | None = None,
-        idle_timeout: float | None = None,
-        close_timeout: float | None = None,
+        options: ServeOptions | None = None,
+        **option_kwargs: Any,
     ) -> None:
-        self.protocols = list(protocols) if protocols else None
         self.extensions = list(extensions) if extensions else None
+        self.policy = ServerPolicy(
+            handler_cls,
+            ServeOptions.embedded(
+                options,
+                protocols=protocols,
+                heartbeat_freq=heartbeat_freq,
+                max_message_size=max_message_size,
+                compression=compression,
+                **option_kwargs,
+            ),
+        )
         self.handler_cls = handler_cls
-        self.heartbeat_freq = heartbeat_freq
-        self.max_message_size = max_message_size
-        self.compression = choose(handler_cls.compression, compression)
-        self.max_connections = max_connections
-        self.idle_timeout = idle_timeout
-        self.close_timeout = close_timeout
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        try:
-            accepted = accept(
-                request_from_environ(environ), self.protocols, self.compression, policy=self.handler_cls
-            )
-            if self.max_connections is not None:
-                check_capacity(_manager_from_environ(environ), self.max_connections)
-        except HandshakeError as exc:
-            headers = [("Content-Type", "text/plain; charset=utf-8"), *exc.headers]
-            start_response(status_line(exc.status), headers)
-            return [(exc.reason + "\n").encode("utf-8")]
-        sock = socket_from_environ(environ)
-        if sock is None:
-            start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"this WSGI server does not expose the connection's socket (environ['wsloop.socket'])\n"]
-        ws = self.handler_cls(
-            sock,
-            protocols=[accepted.subprotocol] if accepted.subprotocol else None,
-            extensions=accepted.extensions or None,
-            environ=environ,
-            heartbeat_freq=self.heartbeat_freq,
-            max_message_size=self.max_message_size,
-            deflate=accepted.deflate,
-            idle_timeout=self.idle_timeout,
+        max_connections = self.policy.options.max_connections
+
+        def admit() -> None:
+            if max_connections is not None:
+                check_capacity(_manager_from_environ(environ), max_connections)
+
+        decision = self.policy.decide(
+            request_from_environ(environ), socket_from_environ(environ), environ=environ, admit=admit
         )
-        if self.close_timeout is not None:
-            ws.close_timeout = self.close_timeout
-        environ["wsloop.websocket"] = environ["ws4py.websocket"] = ws
-        environ["wsloop.response"] = accepted.response
-        lines = accepted.response.decode("latin-1").split("\r\n")
-        headers = [(name, value) for name, _, value in (line.partition(": ") for line in lines[1:] if line)]
-        start_response(lines[0].split(" ", 1)[1], headers)
-        return []
+        if isinstance(decision, Accept):
+            environ["wsloop.websocket"] = environ["ws4py.websocket"] = decision.websocket
+            environ["wsloop.response"] = decision.response
+            start_response(decision.status_line, decision.headers)
+            return []
+        start_response(decision.status_line, [*decision.headers, ("Content-Length", str(len(decision.body)))])
+        return [] if isinstance(decision, Page) and decision.head else [decision.body]
 
 
 def _manager_from_environ(environ: dict[str, Any]) -> Sized:
@@ -140,24 +111,3 @@ def _manager_from_environ(environ: dict[str, Any]) -> Sized:
         )
     manager: Sized | None = environ["wsloop.manager"]
     return manager if manager is not None else ()
-
-
-def with_demo_page(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
-    """Wrap a websocket WSGI app so a plain (non-upgrade) ``GET /`` gets the demo page."""
-    from .standalone import demo_page
-
-    def wrapped(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if (
-            environ.get("REQUEST_METHOD") == "GET"
-            and environ.get("PATH_INFO", "/") == "/"
-            and "HTTP_UPGRADE" not in environ
-            and "HTTP_SEC_WEBSOCKET_KEY" not in environ
-        ):
-            page = demo_page()
-            start_response(
-                "200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(page)))]
-            )
-            return [page]
-        return app(environ, start_response)
-
-    return wrapped
