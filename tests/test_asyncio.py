@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.autobahn import ACCEPTED, run_suite
+from tests.support.examples import EXAMPLES, example_path
+from tests.support.wsclient import AMBIGUOUS_UPGRADES, Client, raw_request, upgrade
 from wsloop import async_websocket
 from wsloop.async_websocket import DONE, AsyncioTransport
 from wsloop.framing import OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PONG, OPCODE_TEXT, build_frame
@@ -31,11 +34,6 @@ from wsloop.protocol import Protocol
 from wsloop.servers.asyncioserver import WebSocketProtocol, serve
 from wsloop.websocket import EchoWebSocket as SyncEchoWebSocket
 from wsloop.websocket import WebSocket as SyncWebSocket
-
-from .examples import EXAMPLES, example_path
-from .test_autobahn import ACCEPTED, run_suite
-from .test_server import upgrade
-from .wsclient import AMBIGUOUS_UPGRADES, Client, raw_request
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = EXAMPLES / "asyncio_echo.py"

@@ -2,8 +2,8 @@
 
 CherryPy's engine and config are process-global, so every server here runs in a child:
 ws4py's documented example, unmodified (cherrypy_echo.py in $WSLOOP_EXAMPLES, by default
-../shared/examples; it listens on the fixed port 9000), tests/cherrypy_app.py (several
-websocket paths, 10 worker threads) and tests/cherrypy_serve.py (the CLI's ``serve()``).
+../shared/examples; it listens on the fixed port 9000), tests/support/cherrypy_app.py (several
+websocket paths, 10 worker threads) and tests/support/cherrypy_serve.py (the CLI's ``serve()``).
 """
 
 from __future__ import annotations
@@ -26,12 +26,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.autobahn import ACCEPTED, run_suite
+from tests.support.examples import EXAMPLES, example_path
+from tests.support.wsclient import Client, raw_request, text_frame
 from wsloop.handshake import client_request, new_key, parse_response
 from wsloop.messaging import CloseControlMessage, TextMessage
-
-from .examples import EXAMPLES, example_path
-from .test_autobahn import ACCEPTED, run_suite
-from .wsclient import Client, raw_request, text_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = EXAMPLES / "cherrypy_echo.py"
@@ -184,9 +183,9 @@ def port_busy(port: int) -> bool:
 
 
 def start_app(*args: str, env: dict[str, str] | None = None) -> Child:
-    """tests/cherrypy_app.py in a child, once its engine has started (a SIGTERM while it starts
+    """tests/support/cherrypy_app.py in a child, once its engine has started (a SIGTERM while it starts
     would race with the start)."""
-    child = Child("-m", "tests.cherrypy_app", *args, env=env)
+    child = Child("-m", "tests.support.cherrypy_app", *args, env=env)
     child.wait_for("Bus STARTED")
     return child
 
@@ -507,7 +506,7 @@ def test_page_handler_error_answers_without_upgrade(app: Child, path: str, statu
 
 @pytest.mark.timeout(300)
 def test_serve_passes_autobahn_and_exits_cleanly(tmp_path: Path) -> None:
-    server = Child("-m", "tests.cherrypy_serve")
+    server = Child("-m", "tests.support.cherrypy_serve")
     try:
         assert server.lines[0].strip() == f"ws://127.0.0.1:{server.port}/"
         status, headers, page, _ = get(server.port, "/")

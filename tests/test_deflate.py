@@ -24,6 +24,22 @@ from typing import Any
 
 import pytest
 
+from tests.support.frames import (
+    BINARY,
+    CLOSE,
+    CONT,
+    KEY,
+    PING,
+    PONG,
+    TEXT,
+    Frame,
+    close_payload,
+    frame,
+    parse_close,
+    parse_frames,
+)
+from tests.support.serverproc import ServerProcess
+from tests.support.wsclient import Client
 from wsloop.deflate import (
     DEFAULT,
     FRUGAL,
@@ -49,23 +65,6 @@ from wsloop.messaging import BinaryMessage, CloseControlMessage, Message, PongCo
 from wsloop.protocol import DEFAULT_MAX_MESSAGE_SIZE, FRAGMENT_OVERHEAD, Protocol, State
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
-
-from .serverproc import ServerProcess
-from .test_protocol import (
-    BINARY,
-    CLOSE,
-    CONT,
-    KEY,
-    PING,
-    PONG,
-    TEXT,
-    Frame,
-    close_payload,
-    frame,
-    parse_close,
-    parse_frames,
-)
-from .wsclient import Client
 
 RSV1, RSV2, RSV3 = 0x40, 0x20, 0x10
 TAIL = b"\x00\x00\xff\xff"
@@ -1384,7 +1383,7 @@ class RecordingProtocol(Protocol):
 
 
 class DeflateClient(Client):
-    """:class:`tests.wsclient.Client` with ``Sec-WebSocket-Extensions`` offers and a client
+    """:class:`tests.support.wsclient.Client` with ``Sec-WebSocket-Extensions`` offers and a client
     agreement from :func:`client_accept` when the server accepted one."""
 
     stream: RecordingProtocol

@@ -153,12 +153,37 @@ def raw_request(port: int, request: bytes, timeout: float = 5.0) -> bytes:
         return b"".join(chunks)
 
 
+#: The RFC 6455 §1.3 sample Sec-WebSocket-Key.
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def upgrade(**overrides: str | None) -> bytes:
+    """A valid upgrade request; ``name=value`` replaces a header (``_`` for ``-``), ``None`` drops
+    it, ``request_line=`` replaces the request line."""
+    headers = {
+        "Host": "127.0.0.1",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": KEY,
+        "Sec-WebSocket-Version": "13",
+    }
+    request_line = overrides.pop("request_line", None) or "GET / HTTP/1.1"
+    for name, value in overrides.items():
+        name = name.replace("_", "-")
+        if value is None:
+            headers.pop(name, None)
+        else:
+            headers[name] = value
+    lines = [request_line] + [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 def _upgrade_with(request_line: bytes = b"GET / HTTP/1.1", extra: bytes = b"") -> bytes:
     """A valid upgrade request but for ``request_line`` and ``extra`` (raw field lines)."""
     return (
         request_line
         + b"\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        + f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n".encode()
         + extra
         + b"\r\n"
     )

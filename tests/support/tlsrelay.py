@@ -9,7 +9,7 @@ connection (TLS has no half-close).
 Both directions of every connection run on one asyncio loop in a thread of the relay's own: an
 ``SSLSocket`` must not be read and written from two threads at once.
 
-    python -m tests.tlsrelay 127.0.0.1:PORT CAFILE    # prints the plain port to point kosoku at
+    python -m tests.support.tlsrelay 127.0.0.1:PORT CAFILE    # prints the plain port to point kosoku at
 """
 
 from __future__ import annotations
