@@ -107,7 +107,7 @@ from multiprocessing.connection import Connection
 
 from loadkit import (
     READY_SECONDS,
-    LoggedServerProcess,
+    ServerProcess,
     describe,
     exit_on_sigterm,
     mib,
@@ -1040,10 +1040,12 @@ def deflate_split_16m(run: Run, p99_ms: float) -> None:
     and a well-behaved client of that server, timing a small echo every 10 ms meanwhile, must
     keep its p99 under ``p99_ms``."""
     tally = run.tally
-    server = LoggedServerProcess(
-        [sys.executable, "-m", "wsloop", "serve", "--host", HOST, "--port", "0", "--log-level", "INFO",
+    server = ServerProcess(
+        argv=[sys.executable, "-m", "wsloop", "serve", "--host", HOST, "--port", "0", "--log-level", "INFO",
          "--handler", "chaoshandler:ChaosDigestWebSocket"],
         env=run.server_env,
+        timeout=None,
+        stop_timeout=10.0,
     )  # fmt: skip
     own = Run(0, run.deadline, tally)
     rtts: list[float] = []
@@ -1735,11 +1737,13 @@ def main(argv: list[str] | None = None) -> int:
         [here, package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     )
     server_env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1", PYTHONPATH=pythonpath)
-    server = LoggedServerProcess(
-        [sys.executable, "-m", "wsloop", "serve", "--host", HOST, "--port", "0",
+    server = ServerProcess(
+        argv=[sys.executable, "-m", "wsloop", "serve", "--host", HOST, "--port", "0",
          "--max-message-size", str(MAX_MESSAGE), "--log-level", "INFO",
          "--handler", "chaoshandler:ChaosWebSocket"],
         env=server_env,
+        timeout=None,
+        stop_timeout=10.0,
     )  # fmt: skip
     tally = Tally()
     samples = Samples()

@@ -156,7 +156,8 @@ def start_server(policy: str) -> ServerProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return ServerProcess([sys.executable, "-c", SERVER_SCRIPT, policy], env=env)
+    argv = [sys.executable, "-c", SERVER_SCRIPT, policy]
+    return ServerProcess(argv=argv, ready=r"^(?P<port>\d+)$", timeout=None, env=env, stop_timeout=10.0)
 
 
 # ---------------------------------------------------------------------------- the clients
