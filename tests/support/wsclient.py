@@ -11,12 +11,15 @@ import ssl
 import time
 
 from wsloop.framing import OPCODE_TEXT, build_frame
-from wsloop.handshake import client_request, new_key, parse_response, validate_response
+from wsloop.handshake import Response, client_request, new_key, parse_response, validate_response
 from wsloop.messaging import CloseControlMessage, Message
 from wsloop.protocol import Protocol
 
 
 class Client:
+    """A handshake with the server on 127.0.0.1:``port``, then messages through a client
+    :class:`Protocol` (:meth:`make_stream` makes it: a subclass may add an extension)."""
+
     def __init__(
         self,
         port: int,
@@ -25,13 +28,15 @@ class Client:
         protocols: list[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         headers: list[tuple[str, str]] | None = None,
+        extensions: list[str] | None = None,
     ):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         if ssl_context is not None:
             self.sock = ssl_context.wrap_socket(self.sock, server_hostname="localhost")
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = new_key()
-        self.sock.sendall(client_request(f"127.0.0.1:{port}", path, key, protocols, headers=headers or ()))
+        request = client_request(f"127.0.0.1:{port}", path, key, protocols, extensions, headers=headers or ())
+        self.sock.sendall(request)
         data = b""
         while True:
             chunk = self.sock.recv(4096)
@@ -43,11 +48,15 @@ class Client:
                 break
         response, length = parsed
         self.response = response
-        self.subprotocol, _ = validate_response(response, key, protocols)
-        self.stream = Protocol(client=True, max_message_size=None)
+        self.subprotocol, self.extensions = validate_response(response, key, protocols, extensions)
+        self.stream = self.make_stream(response)
         self.eof = False
         if data[length:]:
             self.stream.feed(data[length:])
+
+    def make_stream(self, response: Response) -> Protocol:
+        """The client side's protocol, once the handshake's ``response`` is validated."""
+        return Protocol(client=True, max_message_size=None)
 
     def send(self, payload: str | bytes, binary: bool | None = None) -> None:
         if binary is None:
