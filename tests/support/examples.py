@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from .serverproc import ServerProcess
+from .serverproc import REPO, ServerProcess
 from .sockets import port_is_free
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository
+ROOT = REPO
 EXAMPLES = Path(os.environ.get("WSLOOP_EXAMPLES", ROOT.parent / "shared" / "examples"))
 
 

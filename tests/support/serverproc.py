@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import IO
 
 #: Every server flavour, by name: the CLI arguments that select it.
@@ -29,6 +30,9 @@ FLAVOURS = {
     "asyncio": ("--server", "asyncio"),
 }
 
+#: The repository (the children's working directory).
+REPO = Path(__file__).resolve().parents[2]
+
 #: What ``python -m wsloop serve`` logs once it listens (``port``, and ``scheme`` for :attr:`url`).
 URL_PATTERN = r"(?P<scheme>wss?)://127\.0\.0\.1:(?P<port>\d+)/"
 
@@ -38,7 +42,8 @@ class ServerProcess:
     nobody reads would stall a chatty server).
 
     ``ServerProcess(*args)`` runs ``python -m wsloop serve --port 0 --log-level INFO *args``;
-    ``argv=`` runs any command instead. The server is ready once ``ready`` (a regex whose group
+    ``argv=`` runs any command instead. The server is ready once ``ready`` (a regex, multi-line
+    if given as a string, whose group
     ``port``, or else group 1, is the port) appears in its output or, with ``ready=None`` and a
     ``port``, once 127.0.0.1:port accepts TCP. With ``timeout`` the constructor waits that long
     and raises RuntimeError if the server does not become ready; with ``timeout=None`` the caller
@@ -51,7 +56,7 @@ class ServerProcess:
         self,
         *args: str,
         argv: Sequence[str] | None = None,
-        ready: str | None = URL_PATTERN,
+        ready: str | re.Pattern[str] | None = URL_PATTERN,
         port: int = 0,
         timeout: float | None = 15.0,
         env: dict[str, str] | None = None,
@@ -62,7 +67,7 @@ class ServerProcess:
         if argv is None:
             argv = [sys.executable, "-m", "wsloop", "serve", "--port", "0", "--log-level", "INFO", *args]
         self.argv = list(argv)
-        self.ready = re.compile(ready, re.MULTILINE) if ready else None
+        self.ready = re.compile(ready, re.MULTILINE) if isinstance(ready, str) else ready
         self.port = port
         self.url = ""
         self.stop_timeout = stop_timeout
@@ -205,3 +210,35 @@ class LoggedServer(ServerProcess):
     def command(cls, argv: list[str], cwd: str | os.PathLike[str] | None = None) -> LoggedServer:
         """Any command, its output kept from the start (no URL is waited for)."""
         return cls(argv=argv, ready=None, cwd=cwd)
+
+
+class Child(ServerProcess):
+    """``python ARGV`` (a script or ``-m module``) run from the repository with ``env`` added to
+    this process's environment; ready once ``pattern`` (group 1: the port) appears in its output."""
+
+    def __init__(
+        self,
+        *argv: str,
+        pattern: str | re.Pattern[str] = URL_PATTERN,
+        timeout: float = 20.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            argv=[sys.executable, *argv],
+            ready=pattern,
+            timeout=timeout,
+            env=dict(os.environ, **(env or {})),
+            cwd=REPO,
+            stop_timeout=20.0,
+        )
+
+    def wait_for(self, line: str, count: int = 1, timeout: float = 15.0) -> None:
+        """Wait until the child has printed ``line`` ``count`` times."""
+        deadline = time.monotonic() + timeout
+        while sum(x.strip() == line for x in self.lines) < count:
+            assert time.monotonic() < deadline, f"no {line!r} (x{count}) in:\n{self.output}"
+            time.sleep(0.02)
+
+    def threads(self) -> int:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        return int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
