@@ -5,70 +5,15 @@ Usage::
     python stress/bench.py                        # everything, 3 runs each: ~12 minutes
     python stress/bench.py --quick                # a short smoke run (1 run, small counts)
     python stress/bench.py --servers wsloop,picows,raw --scenarios concurrent,idle --runs 5
+    python stress/bench.py --scenarios workers,broadcast-workers   # wsloop's scaling out alone
 
-Each server under test (``stress/peers/*.py``) runs in a child process pinned to the first CPU of
-this process's affinity mask (core 0); the load generator, ``stress/loadgen.c`` (a C epoll
-client, compiled with ``gcc -O2`` into ``~/.cache/wsloop-bench/`` on first use), runs pinned to
-the second (core 1). It never parses messages: its frames are pre-built and masked once, and an
-echo is counted by the bytes that come back. Every server listens on 127.0.0.1, compression is off
-everywhere (the load generator offers no extension and fails a connection that negotiates one).
-
-Scenarios (``--scenarios``, default all):
-
-* ``latency``    64 B text echo, 1 connection, 1 message in flight: p50/p99 round trip (µs)
-* ``pipelined``  64 B text echo, 1 connection, 64 in flight (msg/s)
-* ``concurrent`` 64 B text echo, 100 connections x 8 in flight (msg/s)
-* ``many``       64 B text echo, 1,000 connections x 1 in flight (msg/s)
-* ``bin16k``     16 KiB binary echo, 10 connections x 1 in flight (MB/s of payload echoed)
-* ``bin1m``      1 MiB binary echo, 1 connection x 1 in flight (MB/s of payload echoed)
-* ``idle``       10,000 connections: time to open them (connect + handshake, at most 100 at a
-  time), the server's RSS per connection and thread count (``/proc/PID/status``) after 1 s idle,
-  then one 64 B message on each: time until every echo is back
-* ``broadcast``  with 10,000 connections open, ``broadcast:`` + 64 B on one of them: time until
-  every connection has the 64 B message (each server broadcasts with its own facility)
-
-Scaling scenarios (wsloop only, whatever ``--servers`` says; ``python stress/bench.py --scenarios
-workers,broadcast-workers`` runs them alone):
-
-* ``workers``            64 B text echo over 1,000 connections, ``--workers 1`` (one process,
-  today's server) against ``--workers 2`` (two worker processes on one SO_REUSEPORT port), at
-  three depths: 32 in flight per connection (the target's measure: the load generator then needs
-  ~0.2 of a core of the two, so the cores go to the server, as they would with the clients on
-  other machines), 8 in flight (~0.4 of a core) and 1 in flight (~0.6 of a core). The load
-  generator's share caps what two workers can show on 2 cores; each row prints that ceiling
-* ``broadcast-workers``  broadcast of 64 B to 10,000 connections: one process without a broker,
-  one with the Redis broker, two workers joined through Redis (time until the last connection of
-  either worker has it). A ``redis-server`` (Debian's package) is started for it on a free port
-  (``--save '' --appendonly no``, in a temporary folder).
-
-Nothing is pinned in the scaling scenarios: with two workers on a 2-core machine, pinning the
-server to one core would measure nothing, and pinning each worker to a core would leave the load
-generator only what they leave free. So the servers (every process) and the load generator may
-all run on any core, for the one-process row as for the two-worker row, and the table shows where
-the CPU went: the server's processes together (``/proc/PID/stat`` of the supervisor and its
-workers, over the whole load generator run), the load generator's, and other processes'. On a
-2-core machine the load generator's share is taken from the same two cores the workers need, so
-the ratio understates what two workers give where the clients are elsewhere.
-
-A rate measurement counts the echoes of ``--duration`` seconds after ``--warmup`` seconds of load;
-the server's CPU share (``/proc/PID/stat``) and the load generator's (``getrusage``) over that
-window are printed and tabulated. ``idle`` and ``broadcast`` share one fresh server process per
-run. Every figure is the median of ``--runs`` runs (min-max beside it); the runs are interleaved
-(run 1 of every server, then run 2 of every server, ...) so that a busy stretch of a shared machine
-does not fall on all the runs of one server. Every phase is bounded:
-a server that does not start, dies, or runs out of time is recorded as ``failed (reason)`` or
-``timeout`` and its remaining runs of that scenario are skipped.
-
-The results go to ``--output`` (``stress/RESULTS.md``); a run of only the scaling scenarios
-replaces (or appends) the ``## Scaling out`` section of that file and leaves the rest. The report
-holds the machine, one table per scenario with
-each server's ratio to wsloop standalone (selectors), and the issue's targets as a checklist.
-Exit status: 0, or 1 if a wsloop standalone (selectors) measurement failed, 2 on a usage error or
-when the load generator cannot be built.
-
-This file is the harness (command line, runs, measurements); ``benchpeers.py`` holds the servers
-and scenarios, ``benchreport.py`` the report; ``loadkit.py`` the pieces shared with the other
-stress scripts.
+Each peer server (``stress/peers/``) runs pinned to one core and the C load generator
+(``stress/loadgen.c``, built with gcc on first use) to another; every figure is the median of
+``--runs`` interleaved runs; the report goes to ``--output`` (stress/RESULTS.md). The scenarios
+and the method are described in docs/ARCHITECTURE.md. This file is the harness (command line,
+runs, measurements); ``benchpeers.py`` holds the servers and scenarios, ``benchreport.py`` the
+report. Exit status: 0, 1 if a wsloop standalone (selectors) measurement failed, 2 on a usage
+error or when the load generator cannot be built.
 """
 
 from __future__ import annotations

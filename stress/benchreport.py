@@ -362,7 +362,8 @@ def write_report(
     lines = [
         "# wsloop benchmark results",
         "",
-        "Written by `python stress/bench.py` (its docstring describes the method). Rerun it, do not edit.",
+        "Written by `python stress/bench.py` (docs/ARCHITECTURE.md describes the method)."
+        " Rerun it, do not edit.",
         "",
         "## Machine",
         "",
@@ -442,8 +443,8 @@ def scaling_section(
     lines = [
         SCALING_HEADING,
         "",
-        "Written by `python stress/bench.py --scenarios workers,broadcast-workers` (one or both; the"
-        " bench's docstring describes the method). Rerun it, do not edit.",
+        "Written by `python stress/bench.py --scenarios workers,broadcast-workers` (one or both;"
+        " docs/ARCHITECTURE.md describes the method). Rerun it, do not edit.",
         "",
         *head,
         "",

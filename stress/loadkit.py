@@ -1,23 +1,10 @@
-"""Shared pieces of the stress scripts (``stress/conns.py``, ``stress/memory.py``).
+"""Shared pieces of the stress scripts (``conns.py``, ``memory.py``, ``chaos.py``, ``bench.py``).
 
-Not a test and not part of wsloop: a small kit for scripts that load one wsloop server from one
-process. It holds
-
-* the common command-line options (:func:`load_argument_parser`, :func:`check_load_arguments`),
-  ``RLIMIT_NOFILE`` raising and ``/proc/PID`` readers (:func:`proc_status`, :func:`rss_kib`);
-* :func:`parse_frame`, a minimal parser for the unmasked frames a server sends;
-* :class:`ServerProcess` and :func:`free_port`, re-exported from ``tests/support`` (the one
-  server-process helper of the tests and the stress scripts), and :func:`open_fds`, a process's
-  descriptor count;
-* :class:`LoadGenerator`, the client side: many non-blocking connections on one ``selectors`` loop
-  in this thread -- connect at most ``in_flight`` at a time, WebSocket handshake, one message on
-  each and its echo checked, closing handshake. Extensions are offered with ``extensions=`` and
-  handled by overriding its hooks (:meth:`LoadGenerator.on_handshake`,
-  :meth:`LoadGenerator.message_frame`, :meth:`LoadGenerator.received_message`).
-
-Every wait is bounded. The scripts run as ``python stress/<script>.py``, which puts this folder on
-``sys.path``, so they ``import loadkit``; importing it puts the repository root there too, so that
-they can import ``tests.support``.
+Command-line options, ``RLIMIT_NOFILE`` raising and ``/proc/PID`` readers, a parser for server
+frames, and :class:`LoadGenerator`: many non-blocking client connections on one ``selectors`` loop
+(handshake, one echoed message each, closing handshake). Importing it puts the repository root on
+``sys.path``, so the scripts (run as ``python stress/<script>.py``) also get ``tests.support``'s
+:class:`ServerProcess` and :func:`free_port`, re-exported here.
 """
 
 from __future__ import annotations
