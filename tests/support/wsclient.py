@@ -6,14 +6,16 @@ handshake by hand, so tests can also send raw, deliberately broken bytes.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import time
 
-from wsloop.framing import OPCODE_TEXT, build_frame
 from wsloop.handshake import Response, client_request, new_key, parse_response, validate_response
 from wsloop.messaging import CloseControlMessage, Message
 from wsloop.protocol import Protocol
+
+from .frames import TEXT, frame
 
 
 class Client:
@@ -68,9 +70,8 @@ class Client:
         self.sock.sendall(data)
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> None:
-        frame = bytearray(build_frame(opcode, payload, fin, masked=True))
-        frame[0] |= rsv
-        self.sock.sendall(bytes(frame))
+        """One masked frame, built by hand (:mod:`tests.support.frames`): RSV bits may be set."""
+        self.sock.sendall(frame(opcode, payload, fin=fin, rsv=rsv, key=os.urandom(4)))
 
     def flush(self) -> None:
         data = self.stream.data_to_send()
@@ -143,7 +144,8 @@ class Client:
 
 
 def text_frame(payload: bytes, fin: bool = True) -> bytes:
-    return build_frame(OPCODE_TEXT, payload, fin, masked=True)
+    """A masked text frame, as a client sends it."""
+    return frame(TEXT, payload, fin=fin, key=os.urandom(4))
 
 
 def raw_request(port: int, request: bytes, timeout: float = 5.0) -> bytes:
