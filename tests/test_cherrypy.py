@@ -15,14 +15,13 @@ import signal
 import socket
 import ssl
 import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.support.autobahn import ACCEPTED, run_suite
+from tests.support.autobahn import assert_all_passed, run_suite
 from tests.support.examples import EXAMPLES, example_path
 from tests.support.serverproc import Child
 from tests.support.wsclient import Client, raw_request, text_frame
@@ -50,19 +49,6 @@ def get(
         return response.status, dict(response.getheaders()), body, time.monotonic() - start
     finally:
         conn.close()
-
-
-def assert_autobahn_passed(cases: dict[str, dict[str, str]]) -> None:
-    bad = {
-        case: (result["behavior"], result["behaviorClose"])
-        for case, result in cases.items()
-        if result["behavior"] not in ACCEPTED or result["behaviorClose"] not in ACCEPTED
-    }
-    assert len(cases) == 301, "every case outside groups 12 and 13 ran"
-    assert not bad, f"cases not passed: {bad}"
-    assert any(case.startswith("9.") for case in cases), "group 9 (16 MiB messages) included"
-    behaviors = Counter(result["behavior"] for result in cases.values())
-    print(f"Autobahn: {len(cases)} cases: {dict(behaviors)}")
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -120,7 +106,7 @@ def test_ws4py_example_runs_unmodified_and_passes_autobahn(tmp_path: Path) -> No
     finally:
         code = server.stop()
     print(f"example: {threads} threads after the suite")
-    assert_autobahn_passed(cases)
+    assert_all_passed(cases)
     assert code == 0, server.output
 
 
@@ -427,7 +413,7 @@ def test_serve_passes_autobahn_and_exits_cleanly(tmp_path: Path) -> None:
         client.sock.close()
     finally:
         code = server.stop()
-    assert_autobahn_passed(cases)
+    assert_all_passed(cases)
     assert code == 0, server.output
     assert "serve() returned" in server.output
     assert "ENGINE" not in server.output, "CherryPy logged to the console"
