@@ -1,20 +1,10 @@
 """The handler ``stress/chaos.py`` serves (``--handler chaoshandler:ChaosWebSocket``).
 
-An echo server (:class:`wsloop.websocket.EchoWebSocket`, compression policy included), except for
-text messages starting with ``chaos/`` (the echo clients' messages start with digits):
-
-* ``chaos/sub CHANNEL``: join ``CHANNEL``, answered with the text ``subscribed CHANNEL``;
-* ``chaos/pub CHANNEL SEQ COUNT SIZE``: publish, from the reactor's thread, ``COUNT`` binary
-  messages of ``SIZE`` bytes on ``CHANNEL``, each starting with its number (8 bytes, big-endian)
-  from ``SEQ`` on; no answer.
-
-It lets a peer that subscribes and never reads receive the reactor's fan-out (``publish()``
-frames once and writes to every member, as ``broadcast()`` does): the output that only a cap
-on buffered output bounds.
-
-:class:`ChaosDigestWebSocket` answers a binary message over 1 MiB with its length and CRC-32
-(text ``LENGTH CRC``) instead of its echo, so that what such a message costs the server is
-receiving it (inflating it), not sending it back.
+An echo server (:class:`wsloop.websocket.EchoWebSocket`), except for text messages starting with
+``chaos/``: ``chaos/sub CHANNEL`` joins the channel (answered ``subscribed CHANNEL``);
+``chaos/pub CHANNEL SEQ COUNT SIZE`` publishes ``COUNT`` numbered binary messages of ``SIZE``
+bytes there from the reactor's thread. :class:`ChaosDigestWebSocket` answers a binary message over
+1 MiB with its length and CRC-32 instead of its echo.
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ from loadkit import (
     check_load_arguments,
     describe,
     exit_on_sigterm,
+    free_port,
     load_argument_parser,
     mib,
     proc_status,
@@ -96,12 +97,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.server_pid is not None and args.url is None:
         parser.error("--server-pid only goes with --url")
     return args
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -186,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         family, address = socket.AF_INET, ("127.0.0.1", port)
         host_header, path = f"127.0.0.1:{port}", "/"
         server = ServerProcess(
-            [
+            argv=[
                 sys.executable,
                 "-m",
                 "wsloop",
@@ -200,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                 "--log-level",
                 "WARNING",
             ],
-            port,
+            ready=None,
+            port=port,
+            timeout=None,
+            stop_timeout=10.0,
         )
         server_pid = server.pid
         target = f"ws://127.0.0.1:{port}/ (spawned, pid {server_pid})"

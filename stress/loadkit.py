@@ -1,22 +1,10 @@
-"""Shared pieces of the stress scripts (``stress/conns.py``, ``stress/memory.py``).
+"""Shared pieces of the stress scripts (``conns.py``, ``memory.py``, ``chaos.py``, ``bench.py``).
 
-Not a test and not part of wsloop: a small kit for scripts that load one wsloop server from one
-process. It holds
-
-* the common command-line options (:func:`load_argument_parser`, :func:`check_load_arguments`),
-  ``RLIMIT_NOFILE`` raising and ``/proc/PID`` readers (:func:`proc_status`, :func:`rss_kib`);
-* :func:`parse_frame`, a minimal parser for the unmasked frames a server sends;
-* :class:`ServerProcess`, a server in a child process (any command line), started, waited for and
-  stopped with SIGTERM, then SIGKILL; :class:`LoggedServerProcess`, one that names its port in
-  its log (``python -m wsloop serve --port 0``), and :func:`open_fds`, a process's descriptor count;
-* :class:`LoadGenerator`, the client side: many non-blocking connections on one ``selectors`` loop
-  in this thread -- connect at most ``in_flight`` at a time, WebSocket handshake, one message on
-  each and its echo checked, closing handshake. Extensions are offered with ``extensions=`` and
-  handled by overriding its hooks (:meth:`LoadGenerator.on_handshake`,
-  :meth:`LoadGenerator.message_frame`, :meth:`LoadGenerator.received_message`).
-
-Every wait is bounded. The scripts run as ``python stress/<script>.py``, which puts this folder on
-``sys.path``, so they ``import loadkit``.
+Command-line options, ``RLIMIT_NOFILE`` raising and ``/proc/PID`` readers, a parser for server
+frames, and :class:`LoadGenerator`: many non-blocking client connections on one ``selectors`` loop
+(handshake, one echoed message each, closing handshake). Importing it puts the repository root on
+``sys.path``, so the scripts (run as ``python stress/<script>.py``) also get ``tests.support``'s
+:class:`ServerProcess` and :func:`free_port`, re-exported here.
 """
 
 from __future__ import annotations
@@ -25,18 +13,16 @@ import argparse
 import collections
 import errno
 import os
-import re
 import resource
-import select
 import selectors
 import signal
 import socket
-import subprocess
-import tempfile
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from pathlib import Path
+from typing import Any
 
 from wsloop.exc import HandshakeError
 from wsloop.framing import (
@@ -49,6 +35,13 @@ from wsloop.framing import (
     encode_close_payload,
 )
 from wsloop.handshake import Response, client_request, new_key, parse_response, validate_response
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(1, str(REPO))  # after this folder: the stress scripts import tests.support
+
+from tests.support.serverproc import ServerProcess as ServerProcess  # noqa: E402
+from tests.support.sockets import free_port as free_port  # noqa: E402
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
@@ -193,126 +186,6 @@ def parse_frame(buf: bytearray, rsv1: bool = False) -> tuple[int, bool, bool, by
 
 
 # ---------------------------------------------------------------------------- the server
-
-
-class ServerProcess:
-    """A server (``argv``) in a child process.
-
-    With ``port`` the server listens there and is ready once 127.0.0.1:port accepts TCP; its stdout
-    and stderr go to :attr:`log`. With ``port=0`` it must print its port as the first line on
-    stdout (a pipe; stderr goes to :attr:`log`). The child inherits this process's RLIMIT_NOFILE.
-    """
-
-    def __init__(self, argv: Sequence[str], port: int = 0, env: dict[str, str] | None = None) -> None:
-        self.port = port
-        self.log: IO[bytes] = tempfile.TemporaryFile()
-        self.port_from_stdout = not port
-        self.proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if self.port_from_stdout else self.log,
-            stderr=self.log if self.port_from_stdout else subprocess.STDOUT,
-            env=env,
-        )
-        self.exit_code: int | None = None
-        self.stop_seconds = 0.0
-        self.killed = False
-        self.died = False  # exited before we asked it to stop
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait_ready(self, seconds: float) -> bool:
-        """Wait (at most ``seconds``) until the server is ready: its port read or accepting TCP."""
-        if self.port_from_stdout:
-            assert self.proc.stdout is not None
-            ready, _, _ = select.select([self.proc.stdout], [], [], seconds)
-            if not ready:
-                return False
-            line = self.proc.stdout.readline().strip()
-            if not line.isdigit():
-                return False
-            self.port = int(line)
-            return True
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if not self.alive():
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return True
-            except OSError:
-                time.sleep(0.05)
-        return False
-
-    def stop(self) -> None:
-        """SIGTERM, wait up to STOP_SECONDS, then SIGKILL."""
-        start = time.monotonic()
-        self.died = not self.alive()
-        if not self.died:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.killed = True
-                self.proc.kill()
-                self.proc.wait(5.0)
-        self.stop_seconds = time.monotonic() - start
-        self.exit_code = self.proc.returncode
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def output_tail(self, lines: int = 15) -> list[str]:
-        self.log.seek(0)
-        return self.log.read().decode("utf-8", "replace").splitlines()[-lines:]
-
-    def output_lines(self) -> int:
-        self.log.seek(0)
-        return len(self.log.read().splitlines())
-
-
-class LoggedServerProcess(ServerProcess):
-    """A server that logs the URL it listens on (``python -m wsloop serve --port 0`` logs
-    ``ws://127.0.0.1:PORT/`` at INFO level): stdout and stderr go to :attr:`log`, and it is ready
-    once ``pattern`` (whose group 1 is the port) appears there."""
-
-    def __init__(
-        self,
-        argv: Sequence[str],
-        pattern: bytes = rb"ws://127\.0\.0\.1:(\d+)/",
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.port = 0
-        self.pattern = re.compile(pattern)
-        self.log = tempfile.TemporaryFile()
-        self.port_from_stdout = False
-        self.proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env
-        )
-        self.exit_code = None
-        self.stop_seconds = 0.0
-        self.killed = False
-        self.died = False
-
-    def log_bytes(self) -> bytes:
-        """The log so far, read without moving the file offset the child writes at."""
-        fd = self.log.fileno()
-        return os.pread(fd, os.fstat(fd).st_size, 0)
-
-    def wait_ready(self, seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while True:
-            match = self.pattern.search(self.log_bytes())
-            if match:
-                self.port = int(match.group(1))
-                return True
-            if not self.alive() or time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
 
 
 def open_fds(pid: int) -> int | None:

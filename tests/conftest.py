@@ -1,6 +1,7 @@
+"""Fixtures shared by every test module: standalone servers on both pollers and TLS files."""
+
 from __future__ import annotations
 
-import os
 import ssl
 import subprocess
 from collections.abc import Callable, Iterator
@@ -39,10 +40,6 @@ def make_server(poller: str) -> Iterator[Callable[..., WebSocketServer]]:
 @pytest.fixture
 def server(make_server: Callable[..., WebSocketServer]) -> WebSocketServer:
     return make_server()
-
-
-def open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
 
 
 @pytest.fixture(scope="session")

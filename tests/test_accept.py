@@ -17,9 +17,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from tests.support.wsclient import Client
 from wsloop.servers.standalone import WebSocketServer
-
-from .wsclient import Client
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE = (

@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.autobahn import assert_all_passed, run_suite
+from tests.support.examples import EXAMPLES, example_path
+from tests.support.wsclient import AMBIGUOUS_UPGRADES, Client, raw_request, upgrade
 from wsloop import async_websocket
 from wsloop.async_websocket import DONE, AsyncioTransport
 from wsloop.framing import OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PONG, OPCODE_TEXT, build_frame
@@ -31,11 +34,6 @@ from wsloop.protocol import Protocol
 from wsloop.servers.asyncioserver import WebSocketProtocol, serve
 from wsloop.websocket import EchoWebSocket as SyncEchoWebSocket
 from wsloop.websocket import WebSocket as SyncWebSocket
-
-from .examples import EXAMPLES, example_path
-from .test_autobahn import ACCEPTED, run_suite
-from .test_server import upgrade
-from .wsclient import AMBIGUOUS_UPGRADES, Client, raw_request
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = EXAMPLES / "asyncio_echo.py"
@@ -87,17 +85,6 @@ def _finish(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int
     output = proc.stdout.read()
     proc.stdout.close()
     return code, output
-
-
-def _check_suite(cases: dict[str, dict[str, str]]) -> None:
-    bad = {
-        case: (result["behavior"], result["behaviorClose"])
-        for case, result in cases.items()
-        if result["behavior"] not in ACCEPTED or result["behaviorClose"] not in ACCEPTED
-    }
-    assert len(cases) == 301, "every case outside groups 12 and 13 ran"
-    assert not bad, f"cases not passed: {bad}"
-    assert any(case.startswith("9.") for case in cases), "group 9 (16 MiB messages) included"
 
 
 def _port_free(port: int) -> bool:
@@ -365,7 +352,7 @@ def test_ws4py_asyncio_example_passes_autobahn(tmp_path: Path) -> None:
         cases = run_suite(f"ws://127.0.0.1:{EXAMPLE_PORT}/", tmp_path, "-x", "12.*", "-x", "13.*")
     finally:
         _, output = _finish(proc)
-    _check_suite(cases)
+    assert_all_passed(cases)
     assert "Traceback" not in output, output
 
 
@@ -391,7 +378,7 @@ def test_serve_passes_autobahn(module: str, name: str, tmp_path: Path) -> None:
         cases = run_suite(match.group(1), tmp_path, "-x", "12.*", "-x", "13.*")
     finally:
         code, output = _finish(proc)
-    _check_suite(cases)
+    assert_all_passed(cases)
     assert code == 0, output
     assert "serve returned" in output
     assert "Traceback" not in output, output

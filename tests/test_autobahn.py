@@ -6,57 +6,17 @@ NON-STRICT or INFORMATIONAL, for its behaviour and for its closing behaviour.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .serverproc import ServerProcess
-from .tlsrelay import TLSRelay
+from tests.support.autobahn import assert_all_passed, run_suite
+from tests.support.serverproc import ServerProcess
+from tests.support.tlsrelay import TLSRelay
 
-ACCEPTED = {"OK", "NON-STRICT", "INFORMATIONAL"}
-
-
-def kosoku() -> str:
-    here = Path(sys.executable).parent
-    found = shutil.which("kosoku", path=str(here)) or shutil.which("kosoku")
-    if found is None:
-        pytest.fail("kosoku is not installed: pip install -e '.[test]'")
-    return found
-
-
-def run_suite(url: str, outdir: Path, *selection: str, check: bool = True) -> dict[str, dict[str, str]]:
-    """Run kosoku against ``url``; ``check``: fail unless kosoku counts every case passed."""
-    subprocess.run(
-        [kosoku(), "-p", "2", "-o", str(outdir), *selection, url],
-        check=check,
-        timeout=600,
-        stdout=subprocess.DEVNULL,
-    )
-    report = json.loads((outdir / "index.json").read_text())
-    (cases,) = report.values()
-    return cases  # type: ignore[no-any-return]
-
-
-def assert_all_passed(cases: dict[str, dict[str, str]], expected: int = 301) -> None:
-    """Every selected case ran (group 9 included), and none failed."""
-    bad = {
-        case: (result["behavior"], result["behaviorClose"])
-        for case, result in cases.items()
-        if result["behavior"] not in ACCEPTED or result["behaviorClose"] not in ACCEPTED
-    }
-    assert len(cases) == expected, f"{len(cases)} cases ran, {expected} expected"
-    assert not bad, f"cases not passed: {bad}"
-    assert any(case.startswith("9.") for case in cases), "group 9 (16 MiB messages) included"
-
-
-#: Every case outside the compression groups.
-NO_COMPRESSION = ("-x", "12.*", "-x", "13.*")
 #: Those, plus a sample of the compression groups: 12.1 (JSON, default offer) and 13.7 (three
 #: offers with different parameters, the server picking one); the whole of groups 12 and 13
 #: takes about 6 minutes and runs on the standalone server, whose protocol core every flavour
@@ -107,7 +67,7 @@ def test_autobahn_cases_pass(cli_args: tuple[str, ...], tmp_path: Path) -> None:
 
 @pytest.mark.timeout(900)
 def test_autobahn_cases_pass_over_wss(tls_files: tuple[Path, Path], tmp_path: Path) -> None:
-    """The standalone server's ``wss://``: kosoku speaks no TLS, so a relay (tests/tlsrelay.py)
+    """The standalone server's ``wss://``: kosoku speaks no TLS, so a relay (tests/support/tlsrelay.py)
     adds it; the server does real TLS on every case. The same selection as the other flavours
     (the whole suite over wss:// takes ~6 minutes, most of it in groups 12.2-12.5 and 13, whose
     compression runs in the protocol core that plain ws:// covers in full above)."""

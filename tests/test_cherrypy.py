@@ -2,132 +2,34 @@
 
 CherryPy's engine and config are process-global, so every server here runs in a child:
 ws4py's documented example, unmodified (cherrypy_echo.py in $WSLOOP_EXAMPLES, by default
-../shared/examples; it listens on the fixed port 9000), tests/cherrypy_app.py (several
-websocket paths, 10 worker threads) and tests/cherrypy_serve.py (the CLI's ``serve()``).
+../shared/examples; it listens on the fixed port 9000), tests/support/cherrypy_app.py (several
+websocket paths, 10 worker threads) and tests/support/cherrypy_serve.py (the CLI's ``serve()``).
 """
 
 from __future__ import annotations
 
 import http.client
-import os
 import re
 import resource
 import signal
 import socket
 import ssl
-import subprocess
-import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tests.support.autobahn import assert_all_passed, run_suite
+from tests.support.examples import EXAMPLES, example_path
+from tests.support.serverproc import Child
+from tests.support.wsclient import Client, raw_request, text_frame
 from wsloop.handshake import client_request, new_key, parse_response
 from wsloop.messaging import CloseControlMessage, TextMessage
 
-from .examples import EXAMPLES, example_path
-from .test_autobahn import ACCEPTED, run_suite
-from .wsclient import Client, raw_request, text_frame
-
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = EXAMPLES / "cherrypy_echo.py"
 URL = re.compile(r"ws://127\.0\.0\.1:(\d+)/")
-
-
-class Child:
-    """A server in a child process; its port is read from the first line matching ``pattern``.
-
-    The child's output is drained by a thread (a full pipe would block its logging)."""
-
-    def __init__(
-        self,
-        *argv: str,
-        pattern: re.Pattern[str] = URL,
-        timeout: float = 20.0,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-        self.proc = subprocess.Popen(
-            [sys.executable, *argv],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        self.pid = self.proc.pid
-        self.lines: list[str] = []
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("server exited during start-up:\n" + self.output)
-            self.lines.append(line)
-            match = pattern.search(line)
-            if match:
-                self.port = int(match.group(1))
-                break
-        else:
-            self.proc.kill()
-            raise RuntimeError("server did not start:\n" + self.output)
-        self._drain = threading.Thread(target=self._read, daemon=True)
-        self._drain.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, line: str, count: int = 1, timeout: float = 15.0) -> None:
-        """Wait until the child has printed ``line`` ``count`` times."""
-        deadline = time.monotonic() + timeout
-        while sum(x.strip() == line for x in self.lines) < count:
-            assert time.monotonic() < deadline, f"no {line!r} (x{count}) in:\n{self.output}"
-            time.sleep(0.02)
-
-    def threads(self) -> int:
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        return int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
-
-    def fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
-
-    def settled_fds(self) -> int:
-        """The fewest open fds over 0.3 s: without the connection CherryPy's start-up makes to
-        check its port is open, which the server may not have noticed closing yet."""
-        counts = []
-        for _ in range(10):
-            counts.append(self.fds())
-            time.sleep(0.03)
-        return min(counts)
-
-    signalled = False
-
-    def send_signal(self, sig: int = signal.SIGTERM) -> None:
-        """Signal the server (once: a second SIGTERM while it shuts down could kill it)."""
-        if not self.signalled and self.proc.poll() is None:
-            self.signalled = True
-            self.proc.send_signal(sig)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        """Signal (unless done already) and return the exit code (killed past ``timeout``)."""
-        self.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._drain.join(5)
-        return code
 
 
 def get(
@@ -147,19 +49,6 @@ def get(
         return response.status, dict(response.getheaders()), body, time.monotonic() - start
     finally:
         conn.close()
-
-
-def assert_autobahn_passed(cases: dict[str, dict[str, str]]) -> None:
-    bad = {
-        case: (result["behavior"], result["behaviorClose"])
-        for case, result in cases.items()
-        if result["behavior"] not in ACCEPTED or result["behaviorClose"] not in ACCEPTED
-    }
-    assert len(cases) == 301, "every case outside groups 12 and 13 ran"
-    assert not bad, f"cases not passed: {bad}"
-    assert any(case.startswith("9.") for case in cases), "group 9 (16 MiB messages) included"
-    behaviors = Counter(result["behavior"] for result in cases.values())
-    print(f"Autobahn: {len(cases)} cases: {dict(behaviors)}")
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -184,9 +73,9 @@ def port_busy(port: int) -> bool:
 
 
 def start_app(*args: str, env: dict[str, str] | None = None) -> Child:
-    """tests/cherrypy_app.py in a child, once its engine has started (a SIGTERM while it starts
+    """tests/support/cherrypy_app.py in a child, once its engine has started (a SIGTERM while it starts
     would race with the start)."""
-    child = Child("-m", "tests.cherrypy_app", *args, env=env)
+    child = Child("-m", "tests.support.cherrypy_app", *args, env=env)
     child.wait_for("Bus STARTED")
     return child
 
@@ -217,7 +106,7 @@ def test_ws4py_example_runs_unmodified_and_passes_autobahn(tmp_path: Path) -> No
     finally:
         code = server.stop()
     print(f"example: {threads} threads after the suite")
-    assert_autobahn_passed(cases)
+    assert_all_passed(cases)
     assert code == 0, server.output
 
 
@@ -507,7 +396,7 @@ def test_page_handler_error_answers_without_upgrade(app: Child, path: str, statu
 
 @pytest.mark.timeout(300)
 def test_serve_passes_autobahn_and_exits_cleanly(tmp_path: Path) -> None:
-    server = Child("-m", "tests.cherrypy_serve")
+    server = Child("-m", "tests.support.cherrypy_serve")
     try:
         assert server.lines[0].strip() == f"ws://127.0.0.1:{server.port}/"
         status, headers, page, _ = get(server.port, "/")
@@ -524,7 +413,7 @@ def test_serve_passes_autobahn_and_exits_cleanly(tmp_path: Path) -> None:
         client.sock.close()
     finally:
         code = server.stop()
-    assert_autobahn_passed(cases)
+    assert_all_passed(cases)
     assert code == 0, server.output
     assert "serve() returned" in server.output
     assert "ENGINE" not in server.output, "CherryPy logged to the console"

@@ -8,10 +8,9 @@ import sys
 
 import pytest
 
+from tests.support.serverproc import ServerProcess
+from tests.support.wsclient import Client, raw_request
 from wsloop.framing import OPCODE_BINARY, build_frame
-
-from .serverproc import ServerProcess
-from .wsclient import Client, raw_request
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -38,7 +37,7 @@ def test_serve_echoes_and_shuts_down_gracefully(poller: str, sig: int) -> None:
 
 
 def test_handler_option_loads_a_class() -> None:
-    server = ServerProcess("--handler", "tests.handlers:UpperWebSocket")
+    server = ServerProcess("--handler", "tests.support.handlers:UpperWebSocket")
     try:
         with Client(server.port) as client:
             assert client.echo("shout").data == b"SHOUT"
@@ -85,7 +84,7 @@ def test_max_header_size_is_refused_where_the_framework_reads_the_head() -> None
     assert "--max-header-size" in result.stderr
 
 
-@pytest.mark.parametrize("spec", ["nomodule:Thing", "tests.handlers:NotAHandler", "justaname"])
+@pytest.mark.parametrize("spec", ["nomodule:Thing", "tests.support.handlers:NotAHandler", "justaname"])
 def test_bad_handler_is_a_usage_error(spec: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "wsloop", "serve", "--handler", spec],

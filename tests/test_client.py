@@ -20,6 +20,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.autobahn import ACCEPTED, kosoku
+from tests.support.autobahn_client import run_cases
+from tests.support.serverproc import ServerProcess
 from wsloop.client import WebSocketClient, parse_url
 from wsloop.exc import HandshakeError
 from wsloop.handshake import GUID, accept, new_key, parse_request
@@ -27,10 +30,6 @@ from wsloop.messaging import Message
 from wsloop.poller import Reactor
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
-
-from .autobahn_client import run_cases
-from .serverproc import ServerProcess
-from .test_autobahn import ACCEPTED, kosoku
 
 
 @pytest.fixture
@@ -469,7 +468,7 @@ def test_unix_socket(reactor: Reactor, scripted: Any, tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_5000_clients_share_one_reactor_thread() -> None:
-    """5,000 connections from one fresh process (tests/client_scale.py): at most 3 threads
+    """5,000 connections from one fresh process (tests/support/client_scale.py): at most 3 threads
     there at any time (main, the clients' reactor, and one to spare), every echo intact, every
     connection closed cleanly."""
     count = 5000
@@ -479,7 +478,7 @@ def test_5000_clients_share_one_reactor_thread() -> None:
     server = ServerProcess("--no-compression")
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "tests.client_scale", server.url, str(count)],
+            [sys.executable, "-m", "tests.support.client_scale", server.url, str(count)],
             cwd=Path(__file__).resolve().parent.parent,
             capture_output=True,
             text=True,

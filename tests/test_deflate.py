@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import queue
 import random
-import socket
 import time
 import tracemalloc
 import zlib
@@ -24,6 +23,22 @@ from typing import Any
 
 import pytest
 
+from tests.support.frames import (
+    BINARY,
+    CLOSE,
+    CONT,
+    KEY,
+    PING,
+    PONG,
+    TEXT,
+    Frame,
+    close_payload,
+    frame,
+    parse_close,
+    parse_frames,
+)
+from tests.support.serverproc import ServerProcess
+from tests.support.wsclient import Client
 from wsloop.deflate import (
     DEFAULT,
     FRUGAL,
@@ -38,6 +53,7 @@ from wsloop.deflate import (
 from wsloop.exc import HandshakeError
 from wsloop.handshake import (
     Request,
+    Response,
     accept,
     client_request,
     new_key,
@@ -49,23 +65,6 @@ from wsloop.messaging import BinaryMessage, CloseControlMessage, Message, PongCo
 from wsloop.protocol import DEFAULT_MAX_MESSAGE_SIZE, FRAGMENT_OVERHEAD, Protocol, State
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
-
-from .serverproc import ServerProcess
-from .test_protocol import (
-    BINARY,
-    CLOSE,
-    CONT,
-    KEY,
-    PING,
-    PONG,
-    TEXT,
-    Frame,
-    close_payload,
-    frame,
-    parse_close,
-    parse_frames,
-)
-from .wsclient import Client
 
 RSV1, RSV2, RSV3 = 0x40, 0x20, 0x10
 TAIL = b"\x00\x00\xff\xff"
@@ -1384,7 +1383,7 @@ class RecordingProtocol(Protocol):
 
 
 class DeflateClient(Client):
-    """:class:`tests.wsclient.Client` with ``Sec-WebSocket-Extensions`` offers and a client
+    """:class:`tests.support.wsclient.Client` with ``Sec-WebSocket-Extensions`` offers and a client
     agreement from :func:`client_accept` when the server accepted one."""
 
     stream: RecordingProtocol
@@ -1396,29 +1395,14 @@ class DeflateClient(Client):
         options: DeflateOptions = DEFAULT,
         timeout: float = 10.0,
     ) -> None:
+        self.options = options
         offers = [client_offer(options)] if offers is None else offers
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        key = new_key()
-        self.sock.sendall(client_request(f"127.0.0.1:{port}", "/", key, extensions=offers))
-        data = b""
-        while True:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("server closed during handshake")
-            data += chunk
-            parsed = parse_response(data)
-            if parsed is not None:
-                break
-        response, length = parsed
-        self.response = response
-        self.subprotocol, self.extensions = validate_response(response, key, None, offers)
+        super().__init__(port, timeout=timeout, extensions=offers)
+
+    def make_stream(self, response: Response) -> RecordingProtocol:
         header = response.headers.get("sec-websocket-extensions")
-        self.deflate = client_accept(header, options) if header else None
-        self.stream = RecordingProtocol(client=True, max_message_size=None, deflate=self.deflate)
-        self.eof = False
-        if data[length:]:
-            self.stream.feed(data[length:])
+        self.deflate = client_accept(header, self.options) if header else None
+        return RecordingProtocol(client=True, max_message_size=None, deflate=self.deflate)
 
     def __enter__(self) -> DeflateClient:
         return self

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.autobahn import NO_COMPRESSION, assert_all_passed, run_suite
+from tests.support.examples import ROOT, example_path
+from tests.support.sockets import port_is_free
+from tests.support.wsclient import Client, raw_request
 from wsloop.framing import OPCODE_TEXT, build_frame
 from wsloop.messaging import BinaryMessage, TextMessage
-
-from .examples import ROOT, example_path, port_is_free
-from .test_autobahn import NO_COMPRESSION, assert_all_passed, run_suite
-from .wsclient import Client, raw_request
 
 pytest.importorskip("gevent")
 

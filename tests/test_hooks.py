@@ -1,7 +1,7 @@
 """The handshake hooks (``origins``, ``process_request``, ``select_subprotocol``) on every server
-flavour, over real sockets against ``python -m wsloop serve --handler tests.handlers:...``.
+flavour, over real sockets against ``python -m wsloop serve --handler tests.support.handlers:...``.
 
-One server per flavour and handler class, shared by the module's tests (see tests/handlers.py
+One server per flavour and handler class, shared by the module's tests (see tests/support/handlers.py
 for what :class:`HookedWebSocket` decides from the origin, path and offers).
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.serverproc import FLAVOURS, ServerProcess
-from tests.wsclient import Client
+from tests.support.serverproc import FLAVOURS, ServerProcess
+from tests.support.wsclient import Client
 from wsloop.handshake import Response, client_request, new_key, parse_response
 
 ALLOWED = [("Origin", "https://allowed.example")]
@@ -25,7 +25,7 @@ def flavour(request: pytest.FixtureRequest) -> str:
 
 
 def _serve(flavour: str, handler: str) -> Iterator[ServerProcess]:
-    server = ServerProcess(*FLAVOURS[flavour], "--handler", f"tests.handlers:{handler}")
+    server = ServerProcess(*FLAVOURS[flavour], "--handler", f"tests.support.handlers:{handler}")
     yield server
     if server.proc.returncode is None:  # not stopped by a test
         server.stop()

@@ -1,7 +1,7 @@
 """Hostile peers against the protocol core, end to end through a real server (issue 13).
 
 Each test starts a :class:`~wsloop.servers.standalone.WebSocketServer` on a loopback port (both
-pollers where it applies) and attacks it with a raw client from ``tests.wsclient``: callbacks
+pollers where it applies) and attacks it with a raw client from ``tests.support.wsclient``: callbacks
 after ``closed()`` (item 9), cross-thread sends of fragment lists (item 10), floods of empty
 continuation frames (item 2), ping floods (item 5) and BFINAL-split compressed messages (item 1).
 """
@@ -16,14 +16,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.wsclient import Client
 from wsloop.framing import OPCODE_CONTINUATION, OPCODE_PING, OPCODE_TEXT, build_frame
 from wsloop.messaging import Message
 from wsloop.poller.reactor import Reactor
 from wsloop.protocol import PONG_BURST
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import WebSocket
-
-from .wsclient import Client
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:

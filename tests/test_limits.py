@@ -39,6 +39,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from tests.support.serverproc import FLAVOURS, ServerProcess
+from tests.support.wsclient import Client
 from wsloop.exc import StreamClosed
 from wsloop.framing import OPCODE_CLOSE, OPCODE_TEXT, build_frame
 from wsloop.messaging import Message, TextMessage
@@ -46,9 +48,6 @@ from wsloop.poller import Reactor, make_manager
 from wsloop.protocol import Protocol
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket
-
-from .serverproc import FLAVOURS, ServerProcess
-from .wsclient import Client
 
 #: The flavours that read the request head themselves (--max-header-size).
 OWN_HEAD = {"standalone", "threaded", "asyncio"}
@@ -281,7 +280,7 @@ def test_max_buffered_drops_a_peer_that_does_not_read(flavour: str) -> None:
     poller's block in sendall): a server ticking 256 KiB every 5 ms to a peer that does not read
     drops it once 6 MiB are held (and logs it); the peer then reads at most that much plus what
     the kernel buffers held, and the reset. Without the cap it reads as much as it cares to."""
-    handler = "tests.handlers:TickerWebSocket"
+    handler = "tests.support.handlers:TickerWebSocket"
     server = ServerProcess(*FLAVOURS[flavour], "--max-buffered", "6m", "--handler", handler)
     try:
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)

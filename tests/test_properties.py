@@ -41,6 +41,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.frames import close_payload, xor_mask
+from tests.support.frames import frame as raw_frame
 from wsloop.deflate import DeflateOptions, PerMessageDeflate, client_accept, client_offer
 from wsloop.exc import HandshakeError, ProtocolException
 from wsloop.handshake import (
@@ -73,41 +75,6 @@ FEW = settings(SETTINGS, max_examples=40 * SCALE)
 # ---------------------------------------------------------------------- frames, from the RFC
 
 
-def xor_mask(data: bytes, key: bytes) -> bytes:
-    if not data:
-        return b""
-    n = len(data)
-    keys = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(keys, "little")).to_bytes(n, "little")
-
-
-def raw_frame(
-    opcode: int,
-    payload: bytes,
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    key: bytes | None = None,
-    length: int | None = None,
-    width: int | None = None,
-) -> bytes:
-    """A frame; ``length`` overrides the declared length, ``width`` forces 7/16/64-bit encoding."""
-    n = len(payload) if length is None else length
-    if width is None:
-        width = 7 if n < 126 else 16 if n < 65536 else 64
-    bit = 0x80 if key is not None else 0
-    first = bytes([(0x80 if fin else 0) | rsv | opcode])
-    if width == 7:
-        head = first + bytes([bit | (n & 0x7F)])
-    elif width == 16:
-        head = first + struct.pack("!BH", bit | 126, n & 0xFFFF)
-    else:
-        head = first + struct.pack("!BQ", bit | 127, n & ((1 << 64) - 1))
-    if key is None:
-        return head + payload
-    return head + key + xor_mask(payload, key)
-
-
 def parse_frames(data: bytes) -> list[tuple[int, bool, int, bytes]]:
     """Every whole frame of ``data`` (masked or not): ``(opcode, fin, rsv, payload)``."""
     frames = []
@@ -131,10 +98,6 @@ def parse_frames(data: bytes) -> list[tuple[int, bool, int, bytes]]:
         pos += hlen + n
     assert pos == len(data), "trailing bytes after wsloop's frames"
     return frames
-
-
-def close_payload(code: int, reason: bytes = b"") -> bytes:
-    return struct.pack("!H", code) + reason
 
 
 def deflate_raw(data: bytes, bits: int = 15) -> bytes:

@@ -6,10 +6,7 @@ expectations do not depend on wsloop's own framing code.
 
 from __future__ import annotations
 
-import itertools
-import operator
 import random
-import struct
 import tracemalloc
 from array import array
 from collections.abc import Callable, Iterator
@@ -17,88 +14,27 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.support.frames import (
+    BINARY,
+    CLOSE,
+    CONT,
+    KEY,
+    PING,
+    PONG,
+    TEXT,
+    Frame,
+    close_payload,
+    frame,
+    header,
+    parse_close,
+    parse_frames,
+    xor_mask,
+)
 from wsloop.exc import ProtocolException
 from wsloop.messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
 from wsloop.protocol import DEFAULT_MAX_MESSAGE_SIZE, FRAGMENT_OVERHEAD, PONG_BURST, Protocol, State
 
-CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-KEY = b"\x37\xfa\x21\x3d"  # the RFC 6455 §5.7 example key; all four bytes differ
-
 # ---------------------------------------------------------------------- helpers
-
-
-def xor_mask(data: bytes, key: bytes) -> bytes:
-    return bytes(map(operator.xor, data, itertools.cycle(key)))
-
-
-def encode_length(length: int, masked: bool) -> bytes:
-    bit = 0x80 if masked else 0
-    if length < 126:
-        return struct.pack("!B", bit | length)
-    if length < 1 << 16:
-        return struct.pack("!BH", bit | 126, length)
-    return struct.pack("!BQ", bit | 127, length)
-
-
-def header(opcode: int, length: int, *, fin: bool = True, rsv: int = 0, key: bytes | None = None) -> bytes:
-    first = (0x80 if fin else 0) | rsv | opcode
-    return bytes([first]) + encode_length(length, key is not None) + (key or b"")
-
-
-def frame(
-    opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, key: bytes | None = None
-) -> bytes:
-    body = payload if key is None else xor_mask(payload, key)
-    return header(opcode, len(payload), fin=fin, rsv=rsv, key=key) + body
-
-
-def close_payload(code: int, reason: str | bytes = b"") -> bytes:
-    if isinstance(reason, str):
-        reason = reason.encode()
-    return struct.pack("!H", code) + reason
-
-
-@dataclass
-class Frame:
-    fin: bool
-    rsv: int
-    opcode: int
-    masked: bool
-    payload: bytes
-
-
-def parse_frames(data: bytes) -> list[Frame]:
-    """Split a byte stream into frames, RFC 6455 §5.2; fails on a truncated frame."""
-    frames = []
-    pos = 0
-    while pos < len(data):
-        first, second = data[pos], data[pos + 1]
-        pos += 2
-        length = second & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", data[pos : pos + 2])
-            pos += 2
-        elif length == 127:
-            (length,) = struct.unpack("!Q", data[pos : pos + 8])
-            pos += 8
-        key = None
-        if second & 0x80:
-            key = data[pos : pos + 4]
-            pos += 4
-        payload = data[pos : pos + length]
-        assert len(payload) == length, "truncated frame"
-        pos += length
-        if key is not None:
-            payload = xor_mask(payload, key)
-        frames.append(Frame(bool(first & 0x80), first & 0x70, first & 0x0F, key is not None, payload))
-    return frames
-
-
-def parse_close(payload: bytes) -> tuple[int | None, str]:
-    if not payload:
-        return None, ""
-    (code,) = struct.unpack("!H", payload[:2])
-    return code, payload[2:].decode("utf-8")
 
 
 def summary(messages: list[Message]) -> list[tuple]:

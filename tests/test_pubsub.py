@@ -18,6 +18,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.handlers import ScaleWebSocket
+from tests.support.redisproc import RedisServer, numsub, redis_fixture, wait_for
+from tests.support.serverproc import LoggedServer
+from tests.support.wsclient import Client
 from wsloop.brokers import InProcessBroker, PublishTooLarge, RedisBroker
 from wsloop.messaging import CloseControlMessage, Message
 from wsloop.poller import Reactor
@@ -25,11 +29,7 @@ from wsloop.poller.hub import BROADCAST_CHANNEL
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import WebSocket
 
-from .handlers import ScaleWebSocket
-from .redisproc import LoggedServer, RedisServer, numsub, redis_fixture, wait_for
-from .wsclient import Client
-
-HANDLER = "tests.handlers:ScaleWebSocket"
+HANDLER = "tests.support.handlers:ScaleWebSocket"
 
 
 @pytest.fixture

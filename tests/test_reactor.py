@@ -10,14 +10,13 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.support.sockets import open_fds
+from tests.support.wsclient import Client
 from wsloop.exc import StreamClosed
 from wsloop.messaging import Message, PongControlMessage
 from wsloop.poller import Reactor
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
-
-from .conftest import open_fds
-from .wsclient import Client
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> None:

@@ -12,13 +12,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tests.support.wsclient import Client
 from wsloop.framing import OPCODE_PING, build_frame
 from wsloop.handshake import client_request, new_key
 from wsloop.poller import Connection, Reactor, ThreadedManager
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
-
-from .wsclient import Client
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> None:
@@ -263,7 +262,7 @@ def test_a_burst_of_broadcasts_from_a_thread_is_flushed_in_steps() -> None:
 
 _BURST_READER = """
 import sys
-from tests.wsclient import Client
+from tests.support.wsclient import Client
 port, count = int(sys.argv[1]), int(sys.argv[2])
 client = Client(port)
 print("ready", flush=True)

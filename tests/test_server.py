@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.support.wsclient import AMBIGUOUS_UPGRADES, KEY, Client, raw_request, upgrade
 from wsloop.framing import (
     OPCODE_BINARY,
     OPCODE_CLOSE,
@@ -22,29 +23,6 @@ from wsloop.handshake import accept_value
 from wsloop.messaging import BinaryMessage, CloseControlMessage, PongControlMessage, TextMessage
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import WebSocket
-
-from .wsclient import AMBIGUOUS_UPGRADES, Client, raw_request
-
-KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-
-
-def upgrade(**overrides: str | None) -> bytes:
-    headers = {
-        "Host": "127.0.0.1",
-        "Upgrade": "websocket",
-        "Connection": "Upgrade",
-        "Sec-WebSocket-Key": KEY,
-        "Sec-WebSocket-Version": "13",
-    }
-    request_line = overrides.pop("request_line", None) or "GET / HTTP/1.1"
-    for name, value in overrides.items():
-        name = name.replace("_", "-")
-        if value is None:
-            headers.pop(name, None)
-        else:
-            headers[name] = value
-    lines = [request_line] + [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def status_of(response: bytes) -> int:

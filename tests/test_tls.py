@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.serverproc import ServerProcess
+from tests.support.sockets import open_fds
+from tests.support.wsclient import Client, text_frame
 from wsloop.client import WebSocketClient
 from wsloop.framing import OPCODE_CLOSE, OPCODE_TEXT, build_frame
 from wsloop.handshake import client_request, new_key
@@ -25,10 +28,6 @@ from wsloop.messaging import Message
 from wsloop.poller import Reactor
 from wsloop.protocol import Protocol
 from wsloop.servers.standalone import WebSocketServer
-
-from .conftest import open_fds
-from .serverproc import ServerProcess
-from .wsclient import Client, text_frame
 
 Contexts = tuple[ssl.SSLContext, ssl.SSLContext]
 

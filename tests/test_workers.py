@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.handlers import ScaleWebSocket
+from tests.support.redisproc import RedisServer, redis_fixture, wait_for
+from tests.support.serverproc import LoggedServer
+from tests.support.wsclient import Client
 from wsloop.messaging import CloseControlMessage, Message
 from wsloop.workers import reuse_port_supported
 
-from .handlers import ScaleWebSocket
-from .redisproc import LoggedServer, RedisServer, redis_fixture, wait_for
-from .wsclient import Client
-
-HANDLER = "tests.handlers:ScaleWebSocket"
+HANDLER = "tests.support.handlers:ScaleWebSocket"
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -138,7 +138,7 @@ def test_workers_api_shared_socket_and_reuse_port(reuse_port: bool) -> None:
     script = (
         "import logging, sys\n"
         "from wsloop.workers import run\n"
-        "from tests.handlers import ScaleWebSocket\n"
+        "from tests.support.handlers import ScaleWebSocket\n"
         "logging.basicConfig(level='INFO', format='%(name)s %(levelname)s %(message)s')\n"
         "sys.exit(run(2, '127.0.0.1', 0, ScaleWebSocket, reuse_port=" + repr(reuse_port) + ",\n"
         "    ready=lambda url: logging.getLogger('wsloop.cli').info('serving on %s', url)))\n"

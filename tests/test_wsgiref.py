@@ -10,14 +10,13 @@ from wsgiref.simple_server import make_server
 
 import pytest
 
+from tests.support.autobahn import NO_COMPRESSION, assert_all_passed, run_suite
+from tests.support.examples import ExampleProcess
+from tests.support.sockets import open_fds
+from tests.support.wsclient import Client, raw_request
 from wsloop.servers.wsgirefserver import WebSocketWSGIRequestHandler, WSGIServer
 from wsloop.servers.wsgiutils import WebSocketWSGIApplication
 from wsloop.websocket import EchoWebSocket
-
-from .conftest import open_fds
-from .examples import ExampleProcess
-from .test_autobahn import NO_COMPRESSION, assert_all_passed, run_suite
-from .wsclient import Client, raw_request
 
 
 class Quiet(WebSocketWSGIRequestHandler):

@@ -1,22 +1,9 @@
 """wsloop under stress/bench.py, in any of its flavours: ``python wsloop_server.py FLAVOUR``.
 
-Flavours: ``selectors`` and ``threaded`` (the standalone ``WebSocketServer`` with that poller),
-``cherrypy``, ``gevent``, ``wsgiref``, ``asyncio`` (the adapters' ``serve()``, as ``python -m
-wsloop serve --server X`` runs them). Echoes every message; a text message ``broadcast:<rest>``
-sends ``<rest>`` to every connection instead, with the library's broadcast:
-
-* reactor-driven connections (standalone selectors, cherrypy, gevent, wsgiref): the reactor's
-  ``broadcast()`` (``self.transport.reactor``), which frames the message once for all;
-* the threaded poller: the server's ``ThreadedManager.broadcast()`` (``server.manager``);
-* the asyncio adapter exposes no manager: a loop of ``send()`` over the open connections.
-
-``--workers N`` (N > 1) runs the selectors flavour as N worker processes under
-:mod:`wsloop.workers`' supervisor; ``--broker redis://...`` joins them (or one server) through Redis,
-so ``broadcast:`` reaches every worker's connections.
-
-Compression is off. The wsgiref flavour's listen backlog is raised from wsgiref's 5 to 1024 (see
-``main``). Prints ``PORT <n>`` once listening on 127.0.0.1; SIGTERM stops it (every
-connection closed with 1001, as the CLI does).
+Flavours: ``selectors``, ``threaded``, ``cherrypy``, ``gevent``, ``wsgiref``, ``asyncio``; ``--workers
+N`` and ``--broker redis://...`` as the CLI's. Echoes every message; ``broadcast:<rest>`` sends
+``<rest>`` to every connection with the flavour's broadcast facility. Compression is off. Prints
+``PORT <n>`` once listening on 127.0.0.1; SIGTERM stops it (every connection closed with 1001).
 """
 
 from __future__ import annotations

@@ -6,17 +6,22 @@ handshake by hand, so tests can also send raw, deliberately broken bytes.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import time
 
-from wsloop.framing import OPCODE_TEXT, build_frame
-from wsloop.handshake import client_request, new_key, parse_response, validate_response
+from wsloop.handshake import Response, client_request, new_key, parse_response, validate_response
 from wsloop.messaging import CloseControlMessage, Message
 from wsloop.protocol import Protocol
 
+from .frames import TEXT, frame
+
 
 class Client:
+    """A handshake with the server on 127.0.0.1:``port``, then messages through a client
+    :class:`Protocol` (:meth:`make_stream` makes it: a subclass may add an extension)."""
+
     def __init__(
         self,
         port: int,
@@ -25,13 +30,15 @@ class Client:
         protocols: list[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         headers: list[tuple[str, str]] | None = None,
+        extensions: list[str] | None = None,
     ):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         if ssl_context is not None:
             self.sock = ssl_context.wrap_socket(self.sock, server_hostname="localhost")
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = new_key()
-        self.sock.sendall(client_request(f"127.0.0.1:{port}", path, key, protocols, headers=headers or ()))
+        request = client_request(f"127.0.0.1:{port}", path, key, protocols, extensions, headers=headers or ())
+        self.sock.sendall(request)
         data = b""
         while True:
             chunk = self.sock.recv(4096)
@@ -43,11 +50,15 @@ class Client:
                 break
         response, length = parsed
         self.response = response
-        self.subprotocol, _ = validate_response(response, key, protocols)
-        self.stream = Protocol(client=True, max_message_size=None)
+        self.subprotocol, self.extensions = validate_response(response, key, protocols, extensions)
+        self.stream = self.make_stream(response)
         self.eof = False
         if data[length:]:
             self.stream.feed(data[length:])
+
+    def make_stream(self, response: Response) -> Protocol:
+        """The client side's protocol, once the handshake's ``response`` is validated."""
+        return Protocol(client=True, max_message_size=None)
 
     def send(self, payload: str | bytes, binary: bool | None = None) -> None:
         if binary is None:
@@ -59,9 +70,8 @@ class Client:
         self.sock.sendall(data)
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> None:
-        frame = bytearray(build_frame(opcode, payload, fin, masked=True))
-        frame[0] |= rsv
-        self.sock.sendall(bytes(frame))
+        """One masked frame, built by hand (:mod:`tests.support.frames`): RSV bits may be set."""
+        self.sock.sendall(frame(opcode, payload, fin=fin, rsv=rsv, key=os.urandom(4)))
 
     def flush(self) -> None:
         data = self.stream.data_to_send()
@@ -134,7 +144,8 @@ class Client:
 
 
 def text_frame(payload: bytes, fin: bool = True) -> bytes:
-    return build_frame(OPCODE_TEXT, payload, fin, masked=True)
+    """A masked text frame, as a client sends it."""
+    return frame(TEXT, payload, fin=fin, key=os.urandom(4))
 
 
 def raw_request(port: int, request: bytes, timeout: float = 5.0) -> bytes:
@@ -153,12 +164,37 @@ def raw_request(port: int, request: bytes, timeout: float = 5.0) -> bytes:
         return b"".join(chunks)
 
 
+#: The RFC 6455 §1.3 sample Sec-WebSocket-Key.
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def upgrade(**overrides: str | None) -> bytes:
+    """A valid upgrade request; ``name=value`` replaces a header (``_`` for ``-``), ``None`` drops
+    it, ``request_line=`` replaces the request line."""
+    headers = {
+        "Host": "127.0.0.1",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": KEY,
+        "Sec-WebSocket-Version": "13",
+    }
+    request_line = overrides.pop("request_line", None) or "GET / HTTP/1.1"
+    for name, value in overrides.items():
+        name = name.replace("_", "-")
+        if value is None:
+            headers.pop(name, None)
+        else:
+            headers[name] = value
+    lines = [request_line] + [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 def _upgrade_with(request_line: bytes = b"GET / HTTP/1.1", extra: bytes = b"") -> bytes:
     """A valid upgrade request but for ``request_line`` and ``extra`` (raw field lines)."""
     return (
         request_line
         + b"\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        + f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n".encode()
         + extra
         + b"\r\n"
     )

@@ -2,7 +2,7 @@
 server at URL; each sends one message, checks its echo and closes. Prints one JSON line:
 threads before, right after connect(), at the peak, and the close codes seen.
 
-``python -m tests.client_scale ws://127.0.0.1:PORT/ 5000``
+``python -m tests.support.client_scale ws://127.0.0.1:PORT/ 5000``
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A CherryPy application for tests/test_cherrypy.py, run in a child process.
 
-``python -m tests.cherrypy_app [PORT]`` listens on PORT or a free one (10 worker threads; HTTPS
+``python -m tests.support.cherrypy_app [PORT]`` listens on PORT or a free one (10 worker threads; HTTPS
 with ``CHERRYPY_APP_TLS=CERTFILE:KEYFILE`` in the environment), prints
 ``ws://127.0.0.1:PORT/`` each time the engine has started and the bus's state changes ("Bus
 STOPPED"...), and exits on SIGTERM (CherryPy's own handler: engine.exit).
@@ -21,10 +21,11 @@ import threading
 
 import cherrypy  # type: ignore[import-untyped]
 
-from tests.handlers import UpperWebSocket
 from wsloop.messaging import PongControlMessage
 from wsloop.servers.cherrypyserver import WebSocketPlugin, WebSocketTool
 from wsloop.websocket import EchoWebSocket
+
+from .handlers import UpperWebSocket
 
 
 class PongReporter(EchoWebSocket):

@@ -2,7 +2,7 @@
 testing a client: ``/getCaseCount``, then ``/runCase?case=N&agent=A`` for each case (echoing
 every message back as it came), then ``/updateReports?agent=A``.
 
-Usable by hand: ``python -m tests.autobahn_client ws://127.0.0.1:9001 [parallel]``.
+Usable by hand: ``python -m tests.support.autobahn_client ws://127.0.0.1:9001 [parallel]``.
 """
 
 from __future__ import annotations

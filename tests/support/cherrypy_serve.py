@@ -1,6 +1,6 @@
 """``wsloop.servers.cherrypyserver.serve()`` in a child process, for tests/test_cherrypy.py.
 
-``python -m tests.cherrypy_serve`` serves EchoWebSocket on a free port, prints the URL that
+``python -m tests.support.cherrypy_serve`` serves EchoWebSocket on a free port, prints the URL that
 ``ready`` gets, and returns from ``serve()`` (exit code 0) on SIGTERM or SIGINT.
 """
 

@@ -1,4 +1,4 @@
-"""A real ``redis-server`` for the tests, and a server process whose log is read as it comes.
+"""A real ``redis-server`` for the tests (and ``stress/bench.py``), and waiting for a condition.
 
 ``redis-server`` runs on a free loopback port in a temporary folder, with persistence off
 (``--save '' --appendonly no``); it can be stopped and started again on the same port, as a Redis
@@ -8,20 +8,15 @@ package is missing.
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
-from .serverproc import ServerProcess
+from .sockets import free_port
 
 SKIP_REASON = (
     "redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it):"
@@ -29,21 +24,16 @@ SKIP_REASON = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class RedisServer:
     """``redis-server`` on 127.0.0.1:``port``; :meth:`stop` and :meth:`start` restart it."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, preexec_fn: Callable[[], None] | None = None) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
-            pytest.skip(SKIP_REASON)
+            raise FileNotFoundError(SKIP_REASON)
         self.executable = executable
-        self.folder = folder
+        self.folder = Path(folder)
+        self.preexec_fn = preexec_fn
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -53,7 +43,13 @@ class RedisServer:
         argv = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         argv += ["--appendonly", "no", "--dir", str(self.folder), "--daemonize", "no"]
         with open(self.folder / "redis.log", "ab") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self.preexec_fn,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -84,8 +80,13 @@ class RedisServer:
 
 def redis_fixture(tmp_path: Path) -> Iterator[RedisServer]:
     """The body of a ``redis_server`` fixture: a server for one test, stopped after it."""
+    import pytest  # here, not at the top: stress/bench.py imports this module without pytest
+
     pytest.importorskip("redis", reason="the redis package is not installed: pip install -e '.[test]'")
-    server = RedisServer(tmp_path)
+    try:
+        server = RedisServer(tmp_path)
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
     try:
         yield server
     finally:
@@ -109,62 +110,3 @@ def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0) 
         if time.monotonic() > deadline:
             raise AssertionError(f"not reached within {timeout:g} s: {what}")
         time.sleep(0.02)
-
-
-class LoggedServer(ServerProcess):
-    """A :class:`ServerProcess` whose output keeps being read (by a thread) into ``lines``."""
-
-    def __init__(self, *args: str, timeout: float = 30.0) -> None:
-        super().__init__(*args, timeout=timeout)
-        self._start_reader()
-
-    @classmethod
-    def command(cls, argv: list[str], cwd: Path | None = None) -> LoggedServer:
-        """Any command, its output read from the start (no URL is waited for)."""
-        self = cls.__new__(cls)
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=cwd,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        self.lines = []
-        self._start_reader()
-        return self
-
-    def _start_reader(self) -> None:
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def matches(self, pattern: str, after: int = 0) -> list[re.Match[str]]:
-        """Every match of ``pattern`` in the lines from index ``after`` on (so far)."""
-        regex = re.compile(pattern)
-        return [m for m in (regex.search(line) for line in self.lines[after:]) if m]
-
-    def wait_for_line(self, pattern: str, timeout: float = 30.0, after: int = 0) -> re.Match[str]:
-        """The first line from index ``after`` on matching ``pattern`` (waited for, bounded)."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.lines[after:]:
-                found = regex.search(line)
-                if found:
-                    return found
-            if time.monotonic() > deadline or (self.proc.poll() is not None and not self._reader.is_alive()):
-                raise AssertionError(f"no log line matching {pattern!r}:\n{self.output}")
-            time.sleep(0.02)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        return super().stop(sig, timeout)
-
-    def _collect_output(self) -> None:
-        self._reader.join(5.0)  # the reader thread has read the rest into lines
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()

@@ -1,15 +1,9 @@
 """A TCP-to-TLS relay, so that kosoku (which speaks no TLS) can drive a ``wss://`` server.
 
 Each connection accepted on a plain loopback port is relayed, byte for byte, to the target over
-TLS: the server under test does real TLS on every case, the relay only adds the encryption the
-fuzzing client lacks. The server's end of stream is passed on as one (a half-close), so the
-suite's closing-behaviour verdicts see which side closed first; the client's ends the TLS
-connection (TLS has no half-close).
+TLS, on one asyncio loop in a thread of the relay's own.
 
-Both directions of every connection run on one asyncio loop in a thread of the relay's own: an
-``SSLSocket`` must not be read and written from two threads at once.
-
-    python -m tests.tlsrelay 127.0.0.1:PORT CAFILE    # prints the plain port to point kosoku at
+    python -m tests.support.tlsrelay 127.0.0.1:PORT CAFILE    # prints the plain port for kosoku
 """
 
 from __future__ import annotations

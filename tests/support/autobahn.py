@@ -1,0 +1,52 @@
+"""Run the Autobahn TestSuite's fuzzing client (kosoku) against a server URL and judge its report:
+which results count as passed, and the case selections the tests use."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+#: The results a case may end with, for its behaviour and for its closing behaviour.
+ACCEPTED = {"OK", "NON-STRICT", "INFORMATIONAL"}
+
+
+def kosoku() -> str:
+    here = Path(sys.executable).parent
+    found = shutil.which("kosoku", path=str(here)) or shutil.which("kosoku")
+    if found is None:
+        pytest.fail("kosoku is not installed: pip install -e '.[test]'")
+    return found
+
+
+def run_suite(url: str, outdir: Path, *selection: str, check: bool = True) -> dict[str, dict[str, str]]:
+    """Run kosoku against ``url``; ``check``: fail unless kosoku counts every case passed."""
+    subprocess.run(
+        [kosoku(), "-p", "2", "-o", str(outdir), *selection, url],
+        check=check,
+        timeout=600,
+        stdout=subprocess.DEVNULL,
+    )
+    report = json.loads((outdir / "index.json").read_text())
+    (cases,) = report.values()
+    return cases  # type: ignore[no-any-return]
+
+
+def assert_all_passed(cases: dict[str, dict[str, str]], expected: int = 301) -> None:
+    """Every selected case ran (group 9 included), and none failed."""
+    bad = {
+        case: (result["behavior"], result["behaviorClose"])
+        for case, result in cases.items()
+        if result["behavior"] not in ACCEPTED or result["behaviorClose"] not in ACCEPTED
+    }
+    assert len(cases) == expected, f"{len(cases)} cases ran, {expected} expected"
+    assert not bad, f"cases not passed: {bad}"
+    assert any(case.startswith("9.") for case in cases), "group 9 (16 MiB messages) included"
+
+
+#: Every case outside the compression groups.
+NO_COMPRESSION = ("-x", "12.*", "-x", "13.*")
