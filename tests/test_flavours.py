@@ -245,15 +245,16 @@ def test_heartbeat_answered_keeps_the_connection(servers: Servers) -> None:
 
 
 def test_heartbeat_unanswered_closes_1011(servers: Servers) -> None:
-    # A ping still unanswered at the next one: close 1011 (README), so within ~2 periods.
+    # A ping still unanswered at the next one: close 1011 (README): the first ping at 0.3 s,
+    # the close instead of the second at 0.6 s (measured: 0.60-0.62 s on every flavour).
     with Client(servers.port("heartbeat")) as client:
         unsent = silent(client)
         start = time.monotonic()
         close = read_until_close(client, timeout=10)
         elapsed = time.monotonic() - start
     assert close.code == 1011
-    assert unsent, "closed without a ping first"
-    assert elapsed <= 3.0, f"closed after {elapsed:.2f} s"
+    assert unsent and unsent[0][0] == 0x8A, "closed without a ping first"  # our pong, unsent
+    assert 0.45 <= elapsed <= 1.5, f"closed after {elapsed:.2f} s"
 
 
 # ----------------------------------------------------------------- compression
