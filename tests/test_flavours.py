@@ -34,6 +34,8 @@ _HANDLERS = "tests.flavour_handlers:"
 CONFIGS: dict[str, tuple[str, ...]] = {
     # message size, origins, compression policy and subprotocol hook from the handler class
     "class": ("--handler", _HANDLERS + "ClassPolicy"),
+    # an explicit option overrides the class attribute (ClassPolicy.max_message_size = 1024)
+    "class-overridden": ("--handler", _HANDLERS + "ClassPolicy", "--max-message-size", "4k"),
     # idle and close timeouts from the handler class, compression None
     "class-timeouts": ("--handler", _HANDLERS + "ClassTimeouts"),
     # the same options (and the handshake timeout) from the command line; compression default
@@ -152,12 +154,12 @@ def wait_dropped(sock: socket.socket, timeout: float) -> float:
 # ----------------------------------------------------------------- message size
 
 
-def check_message_size(port: int, headers: list[tuple[str, str]]) -> None:
+def check_message_size(port: int, headers: list[tuple[str, str]], fits: int = 1000, over: int = 2000) -> None:
     with Client(port, headers=headers) as client:
-        assert client.echo(b"a" * 1000).data == b"a" * 1000
-        client.send_raw(build_frame(OPCODE_BINARY, b"b" * 2000, masked=True))
+        assert client.echo(b"a" * fits).data == b"a" * fits
+        client.send_raw(build_frame(OPCODE_BINARY, b"b" * over, masked=True))
         answer = client.recv(timeout=10)
-        assert isinstance(answer, CloseControlMessage), f"2,000 bytes answered with {answer!r}"
+        assert isinstance(answer, CloseControlMessage), f"{over} bytes answered with {answer!r}"
         assert answer.code == 1009
 
 
@@ -168,6 +170,11 @@ def test_message_size_class_attribute(servers: Servers) -> None:
 
 def test_message_size_option(servers: Servers) -> None:
     check_message_size(servers.port("options"), [])
+
+
+def test_message_size_option_overrides_class_attribute(servers: Servers) -> None:
+    # ClassPolicy (1024) with --max-message-size 4k: 2,000 bytes echo, 5,000 get 1009.
+    check_message_size(servers.port("class-overridden"), [("Origin", GOOD_ORIGIN)], fits=2000, over=5000)
 
 
 # ------------------------------------------------------------------- timeouts
@@ -202,7 +209,7 @@ def test_handshake_timeout_option(servers: Servers) -> None:
     port = servers.port("options")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
-        elapsed = wait_dropped(sock, timeout=8)
+        elapsed = wait_dropped(sock, timeout=6)
     assert 0.6 <= elapsed <= 4.0, f"dropped after {elapsed:.2f} s"
 
 
@@ -211,7 +218,7 @@ def check_idle_timeout(port: int) -> None:
     with Client(port) as client:
         assert client.echo("once").data == b"once"
         start = time.monotonic()
-        close = client.recv_close(timeout=10)
+        close = client.recv_close(timeout=5)
         elapsed = time.monotonic() - start
     assert close.code == 1001
     assert 0.9 <= elapsed <= 2.5, f"closed after {elapsed:.2f} s of silence"
@@ -250,7 +257,7 @@ def test_heartbeat_unanswered_closes_1011(servers: Servers) -> None:
     with Client(servers.port("heartbeat")) as client:
         unsent = silent(client)
         start = time.monotonic()
-        close = read_until_close(client, timeout=10)
+        close = read_until_close(client, timeout=5)
         elapsed = time.monotonic() - start
     assert close.code == 1011
     assert unsent and unsent[0][0] == 0x8A, "closed without a ping first"  # our pong, unsent
