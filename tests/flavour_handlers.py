@@ -53,8 +53,10 @@ class ClassPolicy(WebSocket):
 
 
 class ClassTimeouts(Closer):
-    """Idle and close timeouts from the class (1 s each), and no compression at all."""
+    """Idle and close timeouts from the class (1 s each), no compression at all, and a message
+    size limit (1024) that tests/test_flavours.py overrides with ``--max-message-size``."""
 
+    max_message_size = 1024
     idle_timeout = 1.0
     close_timeout = 1.0
     compression = None
