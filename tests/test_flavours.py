@@ -1,6 +1,6 @@
-"""Every option of the README's limits table, on all six server flavours, through the CLI.
+"""The options of the README's limits table that every flavour has, on all six, through the CLI.
 
-Each check is one test parametrized over the flavours (``test_idle_timeout[gevent]``); the
+Each check is one test parametrized over the flavours (``test_idle_timeout_option[gevent]``); the
 servers are real ``python -m wsloop serve`` processes on loopback, one per (flavour,
 configuration), all of a flavour's started together before its first test and stopped after
 its last.
@@ -51,7 +51,7 @@ CONFIGS: dict[str, tuple[str, ...]] = {
         "1",
     ),
     "heartbeat": ("--heartbeat", "0.3"),
-    "idle": ("--idle-timeout", "1", "--no-compression"),
+    "idle": ("--idle-timeout", "1", "--no-compression"),  # two options no other check minds
     "max-connections": ("--max-connections", "2"),
 }
 
@@ -67,7 +67,9 @@ class Servers:
         self.running: dict[str, ServerProcess] = {}
         with ThreadPoolExecutor(len(CONFIGS)) as pool:
             starting = {
-                name: pool.submit(ServerProcess, *FLAVOURS[flavour], *args) for name, args in CONFIGS.items()
+                # a generous start-up time: six at once on a loaded 2-core machine
+                name: pool.submit(ServerProcess, *FLAVOURS[flavour], *args, timeout=60)
+                for name, args in CONFIGS.items()
             }
         failed = []
         for name, future in starting.items():
