@@ -4,7 +4,7 @@ Each check is one test parametrized over the flavours (``test_idle_timeout_optio
 servers are real ``python -m wsloop serve`` processes on loopback, one per (flavour,
 configuration), all of a flavour's started together before its first test and stopped after
 its last.
-Class attributes are set by the handlers of tests/flavour_handlers.py; CLI options are given
+Class attributes are set by the handlers of tests/support/flavour_handlers.py; CLI options are given
 without them. Timing bounds are generous (the machine is shared) but exclude the defaults a
 flavour would use if it ignored the option.
 """
@@ -19,18 +19,17 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from websockets.sync.client import connect
 
+from tests.support.flavour_handlers import GOOD_ORIGIN, SUBPROTOCOL
+from tests.support.serverproc import FLAVOURS, ServerProcess
+from tests.support.wsclient import Client
 from wsloop.exc import HandshakeError
 from wsloop.framing import OPCODE_BINARY, OPCODE_TEXT, build_frame
 from wsloop.handshake import Response, client_request, new_key, parse_response
 from wsloop.messaging import CloseControlMessage
 
-from .flavour_handlers import GOOD_ORIGIN, SUBPROTOCOL
-from .serverproc import FLAVOURS, ServerProcess
-from .wsclient import Client
-
 pytestmark = pytest.mark.timeout(60)
 
-_HANDLERS = "tests.flavour_handlers:"
+_HANDLERS = "tests.support.flavour_handlers:"
 
 #: The server configurations the checks need, by name: CLI arguments besides the flavour's.
 CONFIGS: dict[str, tuple[str, ...]] = {
