@@ -3,14 +3,13 @@
 ``redis-server`` runs on a free loopback port in a temporary folder, with persistence off
 (``--save '' --appendonly no``); it can be stopped and started again on the same port, as a Redis
 restart. The tests that need it skip, saying why, only when ``redis-server`` or the ``redis``
-package is missing.
+package is missing (in CI they fail: tests/components.py).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,14 +18,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
+from .components import require, require_module
 from .serverproc import ServerProcess
 
-SKIP_REASON = (
-    "redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it):"
-    " the Redis broker tests need a real server"
-)
+SKIP_HOW = "apt-get install redis-server; .ci/run installs it: the Redis broker tests need a real server"
 
 
 def free_port() -> int:
@@ -39,10 +34,7 @@ class RedisServer:
     """``redis-server`` on 127.0.0.1:``port``; :meth:`stop` and :meth:`start` restart it."""
 
     def __init__(self, folder: Path) -> None:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            pytest.skip(SKIP_REASON)
-        self.executable = executable
+        self.executable = require("redis-server", SKIP_HOW)
         self.folder = folder
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -84,7 +76,7 @@ class RedisServer:
 
 def redis_fixture(tmp_path: Path) -> Iterator[RedisServer]:
     """The body of a ``redis_server`` fixture: a server for one test, stopped after it."""
-    pytest.importorskip("redis", reason="the redis package is not installed: pip install -e '.[test]'")
+    require_module("redis")
     server = RedisServer(tmp_path)
     try:
         yield server
