@@ -23,7 +23,9 @@ process. It then:
 
 It prints connections opened, echoes verified, the server's threads, RSS before/after and RSS per
 connection (``(after - before) / connections``). The exit code is 0 only if every connection
-opened, every echo matched and, with the selectors poller, the server ran at most 3 threads.
+opened, every echo matched and, with the selectors poller, the server ran at most 2 threads (its
+main thread and the reactor's) and, from 1,000 connections on, its RSS grew by at most
+``--max-kib-per-connection`` (2.5 KiB; the README says about 2 KiB) per open connection.
 Every phase is bounded by ``--timeout`` seconds overall (closing and stopping the server add at
 most ~20 s more); the script never waits without a bound.
 
@@ -64,7 +66,10 @@ from loadkit import (
     verdict,
 )
 
-MAX_SELECTORS_THREADS = 3
+MAX_SELECTORS_THREADS = 2  # the main thread and the reactor's
+#: Below this many connections the RSS growth is mostly fixed costs: per-connection memory is
+#: printed but not checked.
+MEMORY_CHECK_FROM = 1000
 _ALPHABET = b"abcdefghijklmnopqrstuvwxyz"
 
 
@@ -88,6 +93,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--url", help="ws://host:port/path of an already-running server (none started)")
     parser.add_argument("--server-pid", type=int, help="pid of the --url server, for threads and RSS")
+    parser.add_argument(
+        "--max-kib-per-connection",
+        type=float,
+        default=2.5,
+        help="selectors poller: fail if the server's RSS grows by more than this per open connection "
+        f"(checked from {MEMORY_CHECK_FROM} connections on; default 2.5)",
+    )
     args = parser.parse_args(argv)
     check_load_arguments(parser, args)
     if args.message_size < len(str(args.connections - 1)):
@@ -269,9 +281,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"(+{mib(grown)}); after the echo round {mib(after_echo.rss_kib) if after_echo else 'n/a'}"
             )
             per_conn = f"{grown / still_open:.2f} KiB" if still_open else "n/a"
-            print(f"RSS per connection:   {per_conn} ((after - before) / {still_open})")
+            checked = args.poller == "selectors" and still_open >= MEMORY_CHECK_FROM
+            bound_note = f"; at most {args.max_kib_per_connection:g} KiB allowed" if checked else ""
+            print(f"RSS per connection:   {per_conn} ((after - before) / {still_open}{bound_note})")
             if args.poller == "selectors" and after.threads > MAX_SELECTORS_THREADS:
-                failures.append(f"the server ran {after.threads} threads (selectors: at most 3)")
+                failures.append(
+                    f"the server ran {after.threads} threads (selectors: at most {MAX_SELECTORS_THREADS})"
+                )
+            if checked and grown / still_open > args.max_kib_per_connection:
+                failures.append(
+                    f"the server's RSS grew by {grown / still_open:.2f} KiB per connection "
+                    f"(at most {args.max_kib_per_connection:g} KiB allowed)"
+                )
         elif server_pid is None:
             print("server threads/RSS:   n/a (pass --server-pid with --url)")
         else:
