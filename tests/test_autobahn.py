@@ -4,7 +4,7 @@ run must end OK, NON-STRICT or INFORMATIONAL, for its behaviour and its closing 
 By default: all 517 cases (permessage-deflate's groups 12 and 13 included) on the standalone
 server (selectors poller); on the threaded poller, wsgiref, gevent, CherryPy, asyncio and over
 ``wss://``, the 301 cases outside groups 12 and 13 plus 12.1.* and 13.7.* (337 cases).
-``WSLOOP_AUTOBAHN_WHOLE=1`` runs all 517 on every one of them (about 40 minutes on 2 cores).
+``WSLOOP_AUTOBAHN_WHOLE=1`` runs all 517 on every one of them (about 50 minutes on 2 cores).
 """
 
 from __future__ import annotations
