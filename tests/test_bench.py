@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.support.components import require
 
 BENCH = Path(__file__).resolve().parent.parent / "stress" / "bench.py"
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="the load generator is compiled with gcc")
-
 
 def test_quick_bench_writes_the_tables(tmp_path: Path) -> None:
+    require("gcc", "the load generator stress/loadgen.c is compiled with it")
     output = tmp_path / "RESULTS.md"
     done = subprocess.run(
         [

@@ -320,11 +320,13 @@ def test_max_buffered_below_the_high_water_mark_is_a_usage_error() -> None:
 
 @pytest.mark.parametrize("flavour", list(FLAVOURS))
 def test_idle_timeout_closes_a_silent_websocket_with_1001(flavour: str) -> None:
-    idle = 0.4
+    """The close comes between 1x and 1.5x the idle timeout (the README's promise), give or take
+    ``lag`` for a loaded machine: a close at 2x or later fails."""
+    idle, lag = 2.0, 0.9
     server = ServerProcess(*FLAVOURS[flavour], "--idle-timeout", str(idle), "--close-timeout", str(TIMEOUT))
     try:
+        began = time.monotonic()  # before the upgrade: the server's clock cannot start earlier
         silent = raw_websocket(server.port)  # sends nothing, never answers the close
-        began = time.monotonic()
         active = connect(server.port)
         stream = Protocol(client=True, max_message_size=None, write=lambda data: None)
         closed_after = 0.0
@@ -335,7 +337,8 @@ def test_idle_timeout_closes_a_silent_websocket_with_1001(flavour: str) -> None:
             try:
                 data = silent.recv(65536)
             except TimeoutError:
-                assert time.monotonic() - began < idle * 1.5 + TIMEOUT + SLACK, "not closed, or not dropped"
+                bound = idle * 1.5 + lag + TIMEOUT + SLACK
+                assert time.monotonic() - began < bound, "not closed, or not dropped"
                 continue
             if not data:
                 break
@@ -344,7 +347,8 @@ def test_idle_timeout_closes_a_silent_websocket_with_1001(flavour: str) -> None:
                 closed_after = time.monotonic() - began
         assert stream.close_received is not None, "dropped without a close frame"
         assert (stream.close_received.code, stream.close_received.reason) == (1001, "idle timeout")
-        assert closed_after >= idle * 0.75  # not before its time (the client's clock started late)
+        assert closed_after >= idle * 0.95, f"closed after {closed_after:.2f} s: before its time"
+        assert closed_after <= idle * 1.5 + lag, f"closed after {closed_after:.2f} s: too late"
         silent.close()  # the close was not answered: the server dropped it after its close timeout
         active.send("still open")
         assert recv_text(active).data == b"still open"

@@ -179,6 +179,27 @@ def test_use_broker_replaces_a_hub_and_broadcast_stays_local_without_one() -> No
     finally:
         reactor.stop(timeout=0)
 
+    # Two server processes without a broker: a broadcast reaches every client of the server
+    # that makes it, and no client of the other.
+    a, b = LoggedServer("--handler", HANDLER), LoggedServer("--handler", HANDLER)
+    clients: list[Client] = []
+    try:
+        a1, a2, b1, b2 = clients = [Client(a.port), Client(a.port), Client(b.port), Client(b.port)]
+        a1.send("broadcast:from A")
+        expect_text(a1, "from A")
+        expect_text(a2, "from A")
+        b1.send("broadcast:from B")
+        expect_text(b1, "from B")
+        expect_text(b2, "from B")
+        time.sleep(0.5)  # time for a stray copy to cross over, if one were sent
+        for client in clients:
+            nothing_pending(client)
+    finally:
+        for client in clients:
+            client.close()
+        assert a.stop() == 0, a.output
+        assert b.stop() == 0, b.output
+
 
 # ---------------------------------------------------------------------------- through Redis
 

@@ -3,7 +3,7 @@
 ``redis-server`` runs on a free loopback port in a temporary folder, with persistence off
 (``--save '' --appendonly no``); it can be stopped and started again on the same port, as a Redis
 restart. The tests that need it skip, saying why, only when ``redis-server`` or the ``redis``
-package is missing.
+package is missing (in CI they fail: tests/support/components.py).
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .components import require, require_module
 from .sockets import free_port
 
-SKIP_REASON = (
-    "redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it):"
-    " the Redis broker tests need a real server"
-)
+SKIP_HOW = "apt-get install redis-server; .ci/run installs it: the Redis broker tests need a real server"
 
 
 class RedisServer:
@@ -30,7 +28,7 @@ class RedisServer:
     def __init__(self, folder: Path, preexec_fn: Callable[[], None] | None = None) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
-            raise FileNotFoundError(SKIP_REASON)
+            raise FileNotFoundError(f"redis-server is not installed ({SKIP_HOW})")
         self.executable = executable
         self.folder = Path(folder)
         self.preexec_fn = preexec_fn
@@ -80,13 +78,9 @@ class RedisServer:
 
 def redis_fixture(tmp_path: Path) -> Iterator[RedisServer]:
     """The body of a ``redis_server`` fixture: a server for one test, stopped after it."""
-    import pytest  # here, not at the top: stress/bench.py imports this module without pytest
-
-    pytest.importorskip("redis", reason="the redis package is not installed: pip install -e '.[test]'")
-    try:
-        server = RedisServer(tmp_path)
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+    require("redis-server", SKIP_HOW)
+    require_module("redis")
+    server = RedisServer(tmp_path)
     try:
         yield server
     finally:
