@@ -3,7 +3,7 @@
 :class:`WebSocket`'s callbacks may be coroutines (each runs as a task; reading pauses past
 :attr:`WebSocket.max_pending_tasks` unfinished ones) and its ``send()``/``close()`` may be
 awaited (``send()`` frames at once and returns the transport's ``drain()``). Its driver is
-:class:`wsloop.poller.asyncio.AsyncioTransport` (re-exported here); docs/notes/h3.md has more.
+:class:`wsloop.poller.asyncio.AsyncioTransport` (re-exported here); docs/ARCHITECTURE.md has more.
 """
 
 from __future__ import annotations

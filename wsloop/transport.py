@@ -2,7 +2,7 @@
 transport that drives its socket (:class:`Transport`), and the pieces every driver shares.
 
 Implemented by the reactor's connections, the asyncio transport (both in :mod:`wsloop.poller`)
-and :class:`BlockingTransport` (``WebSocket.run()``, the threaded poller). docs/notes/h3.md has
+and :class:`BlockingTransport` (``WebSocket.run()``, the threaded poller). docs/ARCHITECTURE.md has
 the whole contract.
 """
 

@@ -2,7 +2,7 @@
 
 :class:`Reactor` (every connection in one ``selectors`` thread), :class:`ThreadedManager` (one
 thread per connection, ``WebSocket.run()``) and :class:`~wsloop.poller.asyncio.AsyncioTransport`
-(one connection on an asyncio loop) share one contract, written out in docs/notes/h3.md:
+(one connection on an asyncio loop) share one contract, written out in docs/ARCHITECTURE.md:
 
 - a driver offers ``add(ws, preamble=, received=)``, ``remove``, ``broadcast``, ``close_all``,
   ``start``, ``stop``, ``join``, ``len()``/``iter()``/``in`` (ws4py's ``WebSocketManager``); the

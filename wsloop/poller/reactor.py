@@ -4,7 +4,7 @@
 :class:`Connection` (:class:`TLSConnection` over ``ssl.SSLSocket``). One loop turn reads every
 readable socket into one shared buffer and feeds the websockets, runs other threads' calls and
 due timers, then flushes each connection that has new output with one ``send()``.
-docs/notes/h3.md (and docs/ARCHITECTURE.md) describe backpressure and ``max_buffered``.
+docs/ARCHITECTURE.md describes backpressure and ``max_buffered``.
 """
 
 from __future__ import annotations
