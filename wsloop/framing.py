@@ -63,18 +63,16 @@ REPEAT = tuple(int.from_bytes(b"\x00\x00\x00\x01" * m, "big") for m in range(33)
 _SMALL = 4 * (len(REPEAT) - 1)
 
 
-def mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
+def mask(data: bytes | bytearray | memoryview, key: bytes | bytearray | memoryview) -> bytes:
     """XOR ``data`` with the 4-byte masking ``key`` (masking and unmasking are the same)."""
-    n = len(data)
-    if not n:
-        return b""
     if type(data) is memoryview and data.itemsize != 1:
-        data = data.tobytes()
-        n = len(data)
+        data = data.tobytes()  # its len() counts items, not bytes
+    n = len(data)
     if n <= _SMALL:
         # The key repeated over ceil(n/4) words, its extra trailing bytes shifted out.
         repeated = int.from_bytes(key, "big") * REPEAT[(n + 3) >> 2] >> (((-n) & 3) << 3)
         return (int.from_bytes(data, "big") ^ repeated).to_bytes(n, "big")
+    key = bytes(key)
     if n < _TRANSLATE_FROM:
         keys = key * ((n >> 2) + 1)
         return (int.from_bytes(data, "little") ^ int.from_bytes(keys[:n], "little")).to_bytes(n, "little")

@@ -224,8 +224,10 @@ class Protocol:
             b0 = data[pos]
             b1 = data[pos + 1]
             length = b1 & 0x7F
-            # The common case first: a whole masked text or binary message of at most 125 bytes
-            # in one frame (FIN, no RSV bit), no fragmented message in progress, while OPEN.
+            # The common case's header first: a whole masked text or binary message of at most
+            # 125 bytes in one frame (FIN, no RSV bit), no fragmented message in progress, while
+            # OPEN. Its payload is unmasked and handed on below, by the code that does it for the
+            # general path (which alone sets ``opcode`` and ``fin``: only it reaches their use).
             if (
                 (b0 == 0x81 or b0 == 0x82)
                 and mask_bit
@@ -237,94 +239,97 @@ class Protocol:
             ):
                 start = pos + 6
                 pos = start + length
-                if length:
-                    # Unmask: XOR with the key repeated over the payload (see framing.mask).
-                    keys = int.from_bytes(data[start - 4 : start], "big") * REPEAT[(length + 3) >> 2]
-                    keys >>= ((-length) & 3) << 3
-                    payload = (int.from_bytes(data[start:pos], "big") ^ keys).to_bytes(length, "big")
-                else:
-                    payload = b""
-                if b0 == 0x81:
-                    if not payload.isascii():
-                        try:
-                            payload.decode("utf-8")
-                        except UnicodeDecodeError:
-                            raise TextFrameEncodingException("text message is not valid UTF-8") from None
-                    on_message(TextMessage(payload))
-                else:
-                    on_message(BinaryMessage(payload))
-                if self.failure is not None:
-                    return
-                continue
-            if self.state is CLOSED:
-                return  # dropped by a callback (see abort()): the rest of the chunk is not read
-            hlen = 2
-            if length == 126:
-                if avail < 4:
-                    self._hdr = bytes(data[pos:end])
-                    return
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                hlen = 4
-            elif length == 127:
-                if avail < 10:
-                    self._hdr = bytes(data[pos:end])
-                    return
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                hlen = 10
-                if length >> 63:
-                    raise ProtocolException("frame length has the most significant bit set")
-            if (b1 & 0x80) != mask_bit:
-                raise ProtocolException(
-                    "unmasked frame from a client" if mask_bit else "masked frame from a server"
-                )
-            if mask_bit:
-                if avail < hlen + 4:
-                    self._hdr = bytes(data[pos:end])
-                    return
-                key: bytes | None = bytes(data[pos + hlen : pos + hlen + 4])
-                hlen += 4
+                key: bytes | bytearray | memoryview | None = data[start - 4 : start]
             else:
-                key = None
-            opcode = b0 & 0x0F
-            if b0 & 0x70 and ((b0 & 0x70) != 0x40 or self.deflate is None or not 1 <= opcode <= 2):
-                raise ProtocolException("reserved bits set without a negotiated extension")
-            fin = b0 & 0x80
-            if opcode > 2:
-                if opcode < 8 or opcode > 10:
-                    raise UnsupportedFrameTypeException(f"reserved opcode {opcode:#x}")
-                if not fin:
-                    raise ProtocolException("fragmented control frame")
-                if length > 125:
-                    raise ProtocolException("control frame payload over 125 bytes")
-            else:
-                if opcode:
-                    if self._msg_op:
-                        raise ProtocolException("new data frame before the fragmented message ended")
-                elif not self._msg_op:
-                    raise ProtocolException("continuation frame without a message to continue")
+                if self.state is CLOSED:
+                    return  # dropped by a callback (see abort()): the rest of the chunk is not read
+                hlen = 2
+                if length == 126:
+                    if avail < 4:
+                        self._hdr = bytes(data[pos:end])
+                        return
+                    length = (data[pos + 2] << 8) | data[pos + 3]
+                    hlen = 4
+                elif length == 127:
+                    if avail < 10:
+                        self._hdr = bytes(data[pos:end])
+                        return
+                    length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                    hlen = 10
+                    if length >> 63:
+                        raise ProtocolException("frame length has the most significant bit set")
+                if (b1 & 0x80) != mask_bit:
+                    raise ProtocolException(
+                        "unmasked frame from a client" if mask_bit else "masked frame from a server"
+                    )
+                if mask_bit:
+                    if avail < hlen + 4:
+                        self._hdr = bytes(data[pos:end])
+                        return
+                    key = data[pos + hlen : pos + hlen + 4]
+                    hlen += 4
                 else:
-                    self._size += FRAGMENT_OVERHEAD
-                    if self._size > limit:
-                        raise FrameTooLargeException(f"message over {limit} bytes (with its fragments)")
-                if self._size + length > limit and not (b0 & 0x40 or self._compressed):
-                    # (a compressed message is held to the limit as it is inflated)
-                    raise FrameTooLargeException(f"message over {limit} bytes")
-            start = pos + hlen
-            pos = start + length
-            if pos > end:
-                # The payload is not all here: consume what there is, the rest in later feeds.
-                self._f_op = opcode
-                self._f_fin = fin
-                self._f_key = key
-                self._f_rsv1 = b0 & 0x40
-                self._f_len = self._remaining = length
-                self._consume(data, start, end)
-                return
+                    key = None
+                opcode = b0 & 0x0F
+                if b0 & 0x70 and ((b0 & 0x70) != 0x40 or self.deflate is None or not 1 <= opcode <= 2):
+                    raise ProtocolException("reserved bits set without a negotiated extension")
+                fin = b0 & 0x80
+                if opcode > 2:
+                    if opcode < 8 or opcode > 10:
+                        raise UnsupportedFrameTypeException(f"reserved opcode {opcode:#x}")
+                    if not fin:
+                        raise ProtocolException("fragmented control frame")
+                    if length > 125:
+                        raise ProtocolException("control frame payload over 125 bytes")
+                else:
+                    if opcode:
+                        if self._msg_op:
+                            raise ProtocolException("new data frame before the fragmented message ended")
+                    elif not self._msg_op:
+                        raise ProtocolException("continuation frame without a message to continue")
+                    else:
+                        self._size += FRAGMENT_OVERHEAD
+                        if self._size > limit:
+                            raise FrameTooLargeException(f"message over {limit} bytes (with its fragments)")
+                    if self._size + length > limit and not (b0 & 0x40 or self._compressed):
+                        # (a compressed message is held to the limit as it is inflated)
+                        raise FrameTooLargeException(f"message over {limit} bytes")
+                start = pos + hlen
+                pos = start + length
+                if pos > end:
+                    # The payload is not all here: consume what there is, the rest in later feeds.
+                    self._f_op = opcode
+                    self._f_fin = fin
+                    self._f_key = None if key is None else bytes(key)
+                    self._f_rsv1 = b0 & 0x40
+                    self._f_len = self._remaining = length
+                    self._consume(data, start, end)
+                    return
+            # One frame whole: the fast path's and the general path's payloads are unmasked here.
             if key is None:
                 payload = bytes(data[start:pos])
+            elif length <= 125:
+                # framing.mask's small-payload case, inline: the key repeated over the payload.
+                keys = int.from_bytes(key, "big") * REPEAT[(length + 3) >> 2] >> (((-length) & 3) << 3)
+                payload = (int.from_bytes(data[start:pos], "big") ^ keys).to_bytes(length, "big")
             else:
                 payload = mask(data[start:pos], key)
-            if opcode == OPCODE_PING:
+            if b0 == 0x81:  # a whole text message: FIN, no RSV bit (so not compressed)
+                if not payload.isascii():
+                    try:
+                        payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise TextFrameEncodingException("text message is not valid UTF-8") from None
+                if self.state is OPEN:
+                    on_message(TextMessage(payload))
+                    if self.failure is not None:
+                        return
+            elif b0 == 0x82:  # a whole binary message
+                if self.state is OPEN:
+                    on_message(BinaryMessage(payload))
+                    if self.failure is not None:
+                        return
+            elif opcode == OPCODE_PING:
                 if self.state is OPEN:
                     # Pings in a row are answered together, in one write: the first
                     # PONG_BURST each, then only the last (RFC 6455 §5.5.3 allows that).
@@ -344,28 +349,10 @@ class Protocol:
                         continue  # the next frame is a whole valid ping: it joins the run
                     self._answer_pings(pongs)
                     pongs = None
-                continue
-            if fin and opcode and not b0 & 0x40:
-                if opcode == OPCODE_TEXT:
-                    if not payload.isascii():
-                        try:
-                            payload.decode("utf-8")
-                        except UnicodeDecodeError:
-                            raise TextFrameEncodingException("text message is not valid UTF-8") from None
-                    if self.state is OPEN:
-                        on_message(TextMessage(payload))
-                        if self.failure is not None:
-                            return
-                    continue
-                if opcode == OPCODE_BINARY:
-                    if self.state is OPEN:
-                        on_message(BinaryMessage(payload))
-                        if self.failure is not None:
-                            return
-                    continue
-            self._frame(opcode, fin, payload, b0 & 0x40)
-            if self.failure is not None or self.state is CLOSED:
-                return
+            else:  # a pong, a close, a fragment or a compressed message
+                self._frame(opcode, fin, payload, b0 & 0x40)
+                if self.failure is not None or self.state is CLOSED:
+                    return
 
     def _consume(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
         """Take up to the rest of the current frame's payload from ``data[pos:end]``."""
