@@ -243,33 +243,22 @@ class Protocol:
             else:
                 if self.state is CLOSED:
                     return  # dropped by a callback (see abort()): the rest of the chunk is not read
-                hlen = 2
-                if length == 126:
-                    if avail < 4:
-                        self._hdr = bytes(data[pos:end])
-                        return
-                    length = (data[pos + 2] << 8) | data[pos + 3]
-                    hlen = 4
-                elif length == 127:
-                    if avail < 10:
-                        self._hdr = bytes(data[pos:end])
-                        return
-                    length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                    hlen = 10
-                    if length >> 63:
-                        raise ProtocolException("frame length has the most significant bit set")
                 if (b1 & 0x80) != mask_bit:
                     raise ProtocolException(
                         "unmasked frame from a client" if mask_bit else "masked frame from a server"
                     )
-                if mask_bit:
-                    if avail < hlen + 4:
-                        self._hdr = bytes(data[pos:end])
-                        return
-                    key = data[pos + hlen : pos + hlen + 4]
-                    hlen += 4
-                else:
-                    key = None
+                # The header's size: 2 bytes, 2 or 8 more of extended length, 4 more of mask key.
+                hlen = (2 if length < 126 else 4 if length == 126 else 10) + (4 if mask_bit else 0)
+                if avail < hlen:
+                    self._hdr = bytes(data[pos:end])
+                    return
+                if length == 126:
+                    length = (data[pos + 2] << 8) | data[pos + 3]
+                elif length == 127:
+                    length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                    if length >> 63:
+                        raise ProtocolException("frame length has the most significant bit set")
+                key = data[pos + hlen - 4 : pos + hlen] if mask_bit else None
                 opcode = b0 & 0x0F
                 if b0 & 0x70 and ((b0 & 0x70) != 0x40 or self.deflate is None or not 1 <= opcode <= 2):
                     raise ProtocolException("reserved bits set without a negotiated extension")
