@@ -1,21 +1,8 @@
-"""One WebSocket connection's protocol state machine, free of I/O (ws4py's ``Stream`` role).
+"""One WebSocket connection's RFC 6455 state machine, free of I/O (ws4py's ``Stream`` role).
 
-Bytes in: :meth:`Protocol.feed` parses every complete frame of a chunk in one pass and hands each
-message the application must see (text, binary, pong and the peer's close) to ``on_message`` as
-soon as it is complete, so whatever the application sends in reply is written before anything a
-later frame of the same chunk causes (a close, a failure). Calls in:
-:meth:`Protocol.send`, :meth:`Protocol.ping`, :meth:`Protocol.close`. Bytes out: every frame the
-connection has to send, including the automatic pong and close replies, goes to ``write`` (a
-callable given by the transport; by default frames collect in :attr:`Protocol.outgoing`).
-
-States (:class:`State`)::
-
-    OPEN ──close() or a protocol error──▶ CLOSING ──peer's close──▶ CLOSED
-      └──────────────peer's close (we reply)───────────────────────────▲
-
-A frame whose payload has not fully arrived is consumed as it comes: its available bytes are
-unmasked and, for text, UTF-8-checked at once, so an invalid byte fails the connection (1007) as
-soon as it arrives, and a message over the size limit fails (1009) as soon as its header is read.
+Bytes in: :meth:`Protocol.feed`, which hands each message to ``on_message`` as it completes. Calls
+in: :meth:`Protocol.send`, :meth:`Protocol.ping`, :meth:`Protocol.close`. Bytes out: every frame,
+the automatic pong and close replies included, goes to ``write``. The transport owns the socket.
 """
 
 from __future__ import annotations
@@ -23,8 +10,9 @@ from __future__ import annotations
 import codecs
 import enum
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .deflate import PerMessageDeflate
 from .exc import (
     FrameTooLargeException,
     ProtocolException,
@@ -46,9 +34,6 @@ from .framing import (
     mask,
 )
 from .messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
-
-if TYPE_CHECKING:
-    from .deflate import PerMessageDeflate
 
 __all__ = ["State", "Protocol", "DEFAULT_MAX_MESSAGE_SIZE", "FRAGMENT_OVERHEAD", "PONG_BURST"]
 
@@ -79,6 +64,12 @@ _BINARY_HEADERS = tuple(bytes((0x82, n)) for n in range(126))
 
 
 class State(enum.Enum):
+    """A connection's state::
+
+        OPEN ──close() or a protocol error──▶ CLOSING ──peer's close──▶ CLOSED
+          └──────────────peer's close (we reply)───────────────────────────▲
+    """
+
     OPEN = 1
     CLOSING = 2  # we sent a close frame (or failed the connection); waiting for the peer's close
     CLOSED = 3  # the closing handshake is complete (or abort()): the transport should close
@@ -181,10 +172,14 @@ class Protocol:
         """Parse ``data`` (any chunk of the byte stream), handing completed messages to
         ``on_message``.
 
-        Text and binary messages are handed on only while the connection is OPEN; pongs, and
-        the peer's :class:`CloseControlMessage`, always. A protocol violation fails the
-        connection: the close frame with the right code is written, :attr:`failure` is set,
-        and all further input is ignored (so is input after the peer's close frame).
+        Each message is handed on as soon as its last frame is parsed, so what the application
+        sends in reply is written before anything a later frame of the same chunk causes (a
+        close, a failure). Text and binary messages are handed on only while the connection is
+        OPEN; pongs, and the peer's :class:`CloseControlMessage`, always. A protocol violation
+        fails the connection: the close frame with the right code is written, :attr:`failure`
+        is set, and all further input is ignored (so is input after the peer's close frame).
+        A frame's payload is checked as it arrives: invalid UTF-8 fails (1007) at the byte that
+        makes it invalid, an oversized message (1009) as soon as its header is read.
         """
         if self.failure is not None or self.state is CLOSED:
             return
