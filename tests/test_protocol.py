@@ -406,6 +406,22 @@ def test_mixed_stream_random_chunks_as_memoryview(side: Side, seed: int) -> None
     check_mixed_stream_result(p)
 
 
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_large_read_of_whole_frames_of_every_size(side: Side, kind: type) -> None:
+    # One read over 16 KiB is parsed in place, not copied to bytes: each whole frame's payload and
+    # mask key are then slices of the caller's buffer, whatever the payload's size.
+    rng = random.Random(3)
+    payloads = [rng.randbytes(n) for n in (0, 1, 125, 126, 129, 1000, 4095, 4096, 5000, 20000)]
+    texts = ["é" * 40, "✓" * 1500]
+    data = b"".join(side.incoming(BINARY, p) for p in payloads)
+    data += b"".join(side.incoming(TEXT, t.encode()) for t in texts)
+    assert len(data) > 16 * 1024
+    p = side.protocol()
+    p.feed(kind(bytearray(data)))
+    assert p.failure is None
+    assert summary(p.received) == [("binary", p) for p in payloads] + [("text", t.encode()) for t in texts]
+
+
 def test_mixed_stream_every_two_way_split_of_the_head(side: Side) -> None:
     # Splits landing in every header and at every payload offset of the first frames.
     data = mixed_stream(side)
