@@ -64,10 +64,10 @@ _BINARY_HEADERS = tuple(bytes((0x82, n)) for n in range(126))
 
 
 class State(enum.Enum):
-    """A connection's state::
+    """A connection's state.
 
-        OPEN ──close() or a protocol error──▶ CLOSING ──peer's close──▶ CLOSED
-          └──────────────peer's close (we reply)───────────────────────────▲
+    OPEN ──close() or a protocol error──▶ CLOSING ──peer's close──▶ CLOSED;
+    OPEN ──peer's close (we reply)──▶ CLOSED.
     """
 
     OPEN = 1
@@ -304,15 +304,9 @@ class Protocol:
                         payload.decode("utf-8")
                     except UnicodeDecodeError:
                         raise TextFrameEncodingException("text message is not valid UTF-8") from None
-                if self.state is OPEN:
-                    on_message(TextMessage(payload))
-                    if self.failure is not None:
-                        return
+                kind: type[TextMessage] | type[BinaryMessage] = TextMessage
             elif b0 == 0x82:  # a whole binary message
-                if self.state is OPEN:
-                    on_message(BinaryMessage(payload))
-                    if self.failure is not None:
-                        return
+                kind = BinaryMessage
             elif opcode == OPCODE_PING:
                 if self.state is OPEN:
                     # Pings in a row are answered together, in one write: the first
@@ -333,9 +327,15 @@ class Protocol:
                         continue  # the next frame is a whole valid ping: it joins the run
                     self._answer_pings(pongs)
                     pongs = None
+                continue
             else:  # a pong, a close, a fragment or a compressed message
                 self._frame(opcode, fin, payload, b0 & 0x40)
                 if self.failure is not None or self.state is CLOSED:
+                    return
+                continue
+            if self.state is OPEN:
+                on_message(kind(payload))
+                if self.failure is not None:
                     return
 
     def _consume(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
