@@ -58,6 +58,8 @@ PONG_BURST = 16
 _OWN_PART = 1024
 _LOOSE_PARTS = 8
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+# The key of an unmasked frame: XOR with it leaves a small payload as is (see Protocol._parse).
+_NO_KEY = b"\0\0\0\0"
 # The header of an unmasked, unfragmented text or binary frame of 0..125 payload bytes, by length.
 _TEXT_HEADERS = tuple(bytes((0x81, n)) for n in range(126))
 _BINARY_HEADERS = tuple(bytes((0x82, n)) for n in range(126))
@@ -220,21 +222,21 @@ class Protocol:
             b1 = data[pos + 1]
             length = b1 & 0x7F
             # The common case's header first: a whole masked text or binary message of at most
-            # 125 bytes in one frame (FIN, no RSV bit), no fragmented message in progress, while
-            # OPEN. Its payload is unmasked and handed on below, by the code that does it for the
-            # general path (which alone sets ``opcode`` and ``fin``: only it reaches their use).
+            # 125 bytes in one frame (FIN, no RSV bit), no fragmented message in progress (the
+            # state is OPEN or CLOSING: every callback below returns on CLOSED). Its payload is
+            # unmasked and handed on below, by the code that does it for the general path (which
+            # alone sets ``opcode`` and ``fin``: only it reaches their use).
             if (
                 (b0 == 0x81 or b0 == 0x82)
                 and mask_bit
                 and 0x80 <= b1 <= 0xFD
                 and pos + 6 + length <= end
                 and not self._msg_op
-                and self.state is OPEN
                 and length <= limit
             ):
                 start = pos + 6
                 pos = start + length
-                key: bytes | bytearray | memoryview | None = data[start - 4 : start]
+                key: bytes | bytearray | memoryview = data[start - 4 : start]
             else:
                 if self.state is CLOSED:
                     return  # dropped by a callback (see abort()): the rest of the chunk is not read
@@ -253,7 +255,7 @@ class Protocol:
                     length = int.from_bytes(data[pos + 2 : pos + 10], "big")
                     if length >> 63:
                         raise ProtocolException("frame length has the most significant bit set")
-                key = data[pos + hlen - 4 : pos + hlen] if mask_bit else None
+                key = data[pos + hlen - 4 : pos + hlen] if mask_bit else _NO_KEY
                 opcode = b0 & 0x0F
                 if b0 & 0x70 and ((b0 & 0x70) != 0x40 or self.deflate is None or not 1 <= opcode <= 2):
                     raise ProtocolException("reserved bits set without a negotiated extension")
@@ -284,29 +286,35 @@ class Protocol:
                     # The payload is not all here: consume what there is, the rest in later feeds.
                     self._f_op = opcode
                     self._f_fin = fin
-                    self._f_key = None if key is None else bytes(key)
+                    self._f_key = bytes(key) if mask_bit else None
                     self._f_rsv1 = b0 & 0x40
                     self._f_len = self._remaining = length
                     self._consume(data, start, end)
                     return
             # One frame whole: the fast path's and the general path's payloads are unmasked here.
-            if key is None:
-                payload = bytes(data[start:pos])
-            elif length <= 125:
+            if length <= 125:
                 # framing.mask's small-payload case, inline: the key repeated over the payload.
                 keys = int.from_bytes(key, "big") * REPEAT[(length + 3) >> 2] >> (((-length) & 3) << 3)
                 payload = (int.from_bytes(data[start:pos], "big") ^ keys).to_bytes(length, "big")
-            else:
+            elif mask_bit:
                 payload = mask(data[start:pos], key)
+            else:
+                payload = bytes(data[start:pos])
             if b0 == 0x81:  # a whole text message: FIN, no RSV bit (so not compressed)
                 if not payload.isascii():
                     try:
                         payload.decode("utf-8")
                     except UnicodeDecodeError:
                         raise TextFrameEncodingException("text message is not valid UTF-8") from None
-                kind: type[TextMessage] | type[BinaryMessage] = TextMessage
+                if self.state is OPEN:
+                    on_message(TextMessage(payload))
+                    if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
+                        return  # failed, or dropped by the callback (a close() leaves it CLOSING)
             elif b0 == 0x82:  # a whole binary message
-                kind = BinaryMessage
+                if self.state is OPEN:
+                    on_message(BinaryMessage(payload))
+                    if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
+                        return
             elif opcode == OPCODE_PING:
                 if self.state is OPEN:
                     # Pings in a row are answered together, in one write: the first
@@ -327,15 +335,12 @@ class Protocol:
                         continue  # the next frame is a whole valid ping: it joins the run
                     self._answer_pings(pongs)
                     pongs = None
+                    if self.state is CLOSED:
+                        return  # dropped while writing the pongs (see abort())
                 continue
             else:  # a pong, a close, a fragment or a compressed message
                 self._frame(opcode, fin, payload, b0 & 0x40)
                 if self.failure is not None or self.state is CLOSED:
-                    return
-                continue
-            if self.state is OPEN:
-                on_message(kind(payload))
-                if self.failure is not None:
                     return
 
     def _consume(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
