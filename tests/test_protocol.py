@@ -1599,3 +1599,59 @@ def test_pending_pongs_are_written_before_a_failure_close(side: Side) -> None:
     p.feed(side.incoming(PING, b"1") + side.incoming(PING, b"2") + side.incoming(PING, b"x" * 126))
     frames = written(p)
     assert [(f.opcode, f.payload[:1]) for f in frames] == [(PONG, b"1"), (PONG, b"2"), (CLOSE, b"\x03")]
+
+
+# ------------------------------------------------ callbacks that close or drop the connection
+
+
+def test_nothing_after_a_callback_drops_the_connection(side: Side) -> None:
+    # abort() from on_message (the transport is gone): the rest of the chunk is not parsed, not
+    # even a frame that would fail the connection.
+    got: list[Message] = []
+
+    def on_message(message: Message) -> None:
+        got.append(message)
+        p.abort()
+
+    p = side.protocol(on_message=on_message)
+    p.feed(side.incoming(TEXT, b"one") + side.incoming(TEXT, b"two") + side.incoming(TEXT, b"\xff"))
+    assert summary(got) == [("text", b"one")]
+    assert p.failure is None
+    assert p.state is State.CLOSED
+    assert p.data_to_send() == b""
+
+
+def test_nothing_after_the_pong_write_drops_the_connection(side: Side) -> None:
+    # The transport may drop the connection while writing the pongs (its output over the limit):
+    # the frames after the pings are not parsed.
+    writes: list[bytes] = []
+
+    def write(data: bytes) -> None:
+        writes.append(data)
+        p.abort()
+
+    p = side.protocol(write=write)
+    p.feed(side.incoming(PING, b"a") + side.incoming(TEXT, b"\xff") + side.incoming(BINARY, b"b"))
+    assert len(writes) == 1  # the pong
+    assert p.received == []
+    assert p.failure is None
+    assert p.state is State.CLOSED
+
+
+def test_after_a_callback_closes_later_text_is_still_checked(side: Side) -> None:
+    # close() from on_message: later data frames of the chunk are not handed on, but a text frame
+    # that is not UTF-8 still fails the connection (1007), and the peer's close completes it.
+    got: list[Message] = []
+
+    def on_message(message: Message) -> None:
+        got.append(message)
+        if len(got) == 1:
+            p.close(1000)
+
+    p = side.protocol(on_message=on_message)
+    p.feed(side.incoming(TEXT, b"one") + side.incoming(TEXT, b"two") + side.incoming(BINARY, b"3"))
+    assert summary(got) == [("text", b"one")]
+    assert p.state is State.CLOSING and p.failure is None
+    p.feed(side.incoming(TEXT, b"\xff"))
+    assert p.failure is not None and p.failure.code == 1007
+    assert summary(got) == [("text", b"one")]
