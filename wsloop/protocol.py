@@ -239,7 +239,7 @@ class Protocol:
                 key: bytes | bytearray | memoryview = data[start - 4 : start]
             else:
                 if self.state is CLOSED:
-                    return  # dropped by a callback (see abort()): the rest of the chunk is not read
+                    return  # (a guard: the returns after each callback below already stop on CLOSED)
                 if (b1 & 0x80) != mask_bit:
                     raise ProtocolException(
                         "unmasked frame from a client" if mask_bit else "masked frame from a server"
