@@ -105,6 +105,16 @@ def test_mask_accepts_bytes_like(kind: type, length: int) -> None:
     assert result == naive_mask(data, RFC_KEY)
 
 
+@pytest.mark.parametrize("length", [0, 37, 129, 5000, 70000])
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_mask_key_may_be_bytes_like(kind: type, length: int) -> None:
+    # The parser passes the key as a slice of the buffer it parses (a memoryview for large reads).
+    data = payload_of(length, seed=3)
+    result = mask(memoryview(data), kind(RFC_KEY))
+    assert type(result) is bytes
+    assert result == naive_mask(data, RFC_KEY)
+
+
 @pytest.mark.parametrize("typecode", ["H", "I", "d"])
 def test_mask_memoryview_with_multibyte_items(typecode: str) -> None:
     values = array(typecode, [1, 2, 3])

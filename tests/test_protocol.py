@@ -342,6 +342,22 @@ def test_mixed_stream_random_chunks_as_memoryview(side: Side, seed: int) -> None
     check_mixed_stream_result(p)
 
 
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_large_read_of_whole_frames_of_every_size(side: Side, kind: type) -> None:
+    # One read over 16 KiB is parsed in place, not copied to bytes: each whole frame's payload and
+    # mask key are then slices of the caller's buffer, whatever the payload's size.
+    rng = random.Random(3)
+    payloads = [rng.randbytes(n) for n in (0, 1, 125, 126, 129, 1000, 4095, 4096, 5000, 20000)]
+    texts = ["é" * 40, "✓" * 1500]
+    data = b"".join(side.incoming(BINARY, p) for p in payloads)
+    data += b"".join(side.incoming(TEXT, t.encode()) for t in texts)
+    assert len(data) > 16 * 1024
+    p = side.protocol()
+    p.feed(kind(bytearray(data)))
+    assert p.failure is None
+    assert summary(p.received) == [("binary", p) for p in payloads] + [("text", t.encode()) for t in texts]
+
+
 def test_mixed_stream_every_two_way_split_of_the_head(side: Side) -> None:
     # Splits landing in every header and at every payload offset of the first frames.
     data = mixed_stream(side)
@@ -1519,3 +1535,59 @@ def test_pending_pongs_are_written_before_a_failure_close(side: Side) -> None:
     p.feed(side.incoming(PING, b"1") + side.incoming(PING, b"2") + side.incoming(PING, b"x" * 126))
     frames = written(p)
     assert [(f.opcode, f.payload[:1]) for f in frames] == [(PONG, b"1"), (PONG, b"2"), (CLOSE, b"\x03")]
+
+
+# ------------------------------------------------ callbacks that close or drop the connection
+
+
+def test_nothing_after_a_callback_drops_the_connection(side: Side) -> None:
+    # abort() from on_message (the transport is gone): the rest of the chunk is not parsed, not
+    # even a frame that would fail the connection.
+    got: list[Message] = []
+
+    def on_message(message: Message) -> None:
+        got.append(message)
+        p.abort()
+
+    p = side.protocol(on_message=on_message)
+    p.feed(side.incoming(TEXT, b"one") + side.incoming(TEXT, b"two") + side.incoming(TEXT, b"\xff"))
+    assert summary(got) == [("text", b"one")]
+    assert p.failure is None
+    assert p.state is State.CLOSED
+    assert p.data_to_send() == b""
+
+
+def test_nothing_after_the_pong_write_drops_the_connection(side: Side) -> None:
+    # The transport may drop the connection while writing the pongs (its output over the limit):
+    # the frames after the pings are not parsed.
+    writes: list[bytes] = []
+
+    def write(data: bytes) -> None:
+        writes.append(data)
+        p.abort()
+
+    p = side.protocol(write=write)
+    p.feed(side.incoming(PING, b"a") + side.incoming(TEXT, b"\xff") + side.incoming(BINARY, b"b"))
+    assert len(writes) == 1  # the pong
+    assert p.received == []
+    assert p.failure is None
+    assert p.state is State.CLOSED
+
+
+def test_after_a_callback_closes_later_text_is_still_checked(side: Side) -> None:
+    # close() from on_message: later data frames of the chunk are not handed on, but a text frame
+    # that is not UTF-8 still fails the connection (1007), and the peer's close completes it.
+    got: list[Message] = []
+
+    def on_message(message: Message) -> None:
+        got.append(message)
+        if len(got) == 1:
+            p.close(1000)
+
+    p = side.protocol(on_message=on_message)
+    p.feed(side.incoming(TEXT, b"one") + side.incoming(TEXT, b"two") + side.incoming(BINARY, b"3"))
+    assert summary(got) == [("text", b"one")]
+    assert p.state is State.CLOSING and p.failure is None
+    p.feed(side.incoming(TEXT, b"\xff"))
+    assert p.failure is not None and p.failure.code == 1007
+    assert summary(got) == [("text", b"one")]

@@ -1,14 +1,8 @@
 """wsloop: ws4py's WebSocket API on one selectors reactor thread."""
 
+from . import messaging
 from .exc import HandshakeError, HandshakeRejected, ProtocolException, WebSocketException
-from .messaging import (
-    BinaryMessage,
-    CloseControlMessage,
-    Message,
-    PingControlMessage,
-    PongControlMessage,
-    TextMessage,
-)
+from .messaging import *  # noqa: F403 - the message classes, as messaging.__all__ names them
 from .websocket import EchoWebSocket, WebSocket
 
 __version__ = "0.1.0"
@@ -17,15 +11,10 @@ WS_VERSION = (13,)
 __all__ = [
     "WebSocket",
     "EchoWebSocket",
-    "Message",
-    "TextMessage",
-    "BinaryMessage",
-    "CloseControlMessage",
-    "PingControlMessage",
-    "PongControlMessage",
     "WebSocketException",
     "ProtocolException",
     "HandshakeError",
     "HandshakeRejected",
     "__version__",
 ]
+__all__ += messaging.__all__

@@ -1,21 +1,8 @@
-"""One WebSocket connection's protocol state machine, free of I/O (ws4py's ``Stream`` role).
+"""One WebSocket connection's RFC 6455 state machine, free of I/O (ws4py's ``Stream`` role).
 
-Bytes in: :meth:`Protocol.feed` parses every complete frame of a chunk in one pass and hands each
-message the application must see (text, binary, pong and the peer's close) to ``on_message`` as
-soon as it is complete, so whatever the application sends in reply is written before anything a
-later frame of the same chunk causes (a close, a failure). Calls in:
-:meth:`Protocol.send`, :meth:`Protocol.ping`, :meth:`Protocol.close`. Bytes out: every frame the
-connection has to send, including the automatic pong and close replies, goes to ``write`` (a
-callable given by the transport; by default frames collect in :attr:`Protocol.outgoing`).
-
-States (:class:`State`)::
-
-    OPEN ──close() or a protocol error──▶ CLOSING ──peer's close──▶ CLOSED
-      └──────────────peer's close (we reply)───────────────────────────▲
-
-A frame whose payload has not fully arrived is consumed as it comes: its available bytes are
-unmasked and, for text, UTF-8-checked at once, so an invalid byte fails the connection (1007) as
-soon as it arrives, and a message over the size limit fails (1009) as soon as its header is read.
+Bytes in: :meth:`Protocol.feed`, which hands each message to ``on_message`` as it completes. Calls
+in: :meth:`Protocol.send`, :meth:`Protocol.ping`, :meth:`Protocol.close`. Bytes out: every frame,
+the automatic pong and close replies included, goes to ``write``. The transport owns the socket.
 """
 
 from __future__ import annotations
@@ -23,8 +10,9 @@ from __future__ import annotations
 import codecs
 import enum
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .deflate import PerMessageDeflate
 from .exc import (
     FrameTooLargeException,
     ProtocolException,
@@ -46,9 +34,6 @@ from .framing import (
     mask,
 )
 from .messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
-
-if TYPE_CHECKING:
-    from .deflate import PerMessageDeflate
 
 __all__ = ["State", "Protocol", "DEFAULT_MAX_MESSAGE_SIZE", "FRAGMENT_OVERHEAD", "PONG_BURST"]
 
@@ -73,12 +58,20 @@ PONG_BURST = 16
 _OWN_PART = 1024
 _LOOSE_PARTS = 8
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+# The key of an unmasked frame: XOR with it leaves a small payload as is (see Protocol._parse).
+_NO_KEY = b"\0\0\0\0"
 # The header of an unmasked, unfragmented text or binary frame of 0..125 payload bytes, by length.
 _TEXT_HEADERS = tuple(bytes((0x81, n)) for n in range(126))
 _BINARY_HEADERS = tuple(bytes((0x82, n)) for n in range(126))
 
 
 class State(enum.Enum):
+    """A connection's state.
+
+    OPEN ──close() or a protocol error──▶ CLOSING ──peer's close──▶ CLOSED;
+    OPEN ──peer's close (we reply)──▶ CLOSED.
+    """
+
     OPEN = 1
     CLOSING = 2  # we sent a close frame (or failed the connection); waiting for the peer's close
     CLOSED = 3  # the closing handshake is complete (or abort()): the transport should close
@@ -181,10 +174,14 @@ class Protocol:
         """Parse ``data`` (any chunk of the byte stream), handing completed messages to
         ``on_message``.
 
-        Text and binary messages are handed on only while the connection is OPEN; pongs, and
-        the peer's :class:`CloseControlMessage`, always. A protocol violation fails the
-        connection: the close frame with the right code is written, :attr:`failure` is set,
-        and all further input is ignored (so is input after the peer's close frame).
+        Each message is handed on as soon as its last frame is parsed, so what the application
+        sends in reply is written before anything a later frame of the same chunk causes (a
+        close, a failure). Text and binary messages are handed on only while the connection is
+        OPEN; pongs, and the peer's :class:`CloseControlMessage`, always. A protocol violation
+        fails the connection: the close frame with the right code is written, :attr:`failure`
+        is set, and all further input is ignored (so is input after the peer's close frame).
+        A frame's payload is checked as it arrives: invalid UTF-8 fails (1007) at the byte that
+        makes it invalid, an oversized message (1009) as soon as its header is read.
         """
         if self.failure is not None or self.state is CLOSED:
             return
@@ -224,107 +221,101 @@ class Protocol:
             b0 = data[pos]
             b1 = data[pos + 1]
             length = b1 & 0x7F
-            # The common case first: a whole masked text or binary message of at most 125 bytes
-            # in one frame (FIN, no RSV bit), no fragmented message in progress, while OPEN.
+            # The common case's header first: a whole masked text or binary message of at most
+            # 125 bytes in one frame (FIN, no RSV bit), no fragmented message in progress (the
+            # state is OPEN or CLOSING: every callback below returns on CLOSED). Its payload is
+            # unmasked and handed on below, by the code that does it for the general path (which
+            # alone sets ``opcode`` and ``fin``: only it reaches their use).
             if (
                 (b0 == 0x81 or b0 == 0x82)
                 and mask_bit
                 and 0x80 <= b1 <= 0xFD
                 and pos + 6 + length <= end
                 and not self._msg_op
-                and self.state is OPEN
                 and length <= limit
             ):
                 start = pos + 6
                 pos = start + length
-                if length:
-                    # Unmask: XOR with the key repeated over the payload (see framing.mask).
-                    keys = int.from_bytes(data[start - 4 : start], "big") * REPEAT[(length + 3) >> 2]
-                    keys >>= ((-length) & 3) << 3
-                    payload = (int.from_bytes(data[start:pos], "big") ^ keys).to_bytes(length, "big")
-                else:
-                    payload = b""
-                if b0 == 0x81:
-                    if not payload.isascii():
-                        try:
-                            payload.decode("utf-8")
-                        except UnicodeDecodeError:
-                            raise TextFrameEncodingException("text message is not valid UTF-8") from None
-                    on_message(TextMessage(payload))
-                else:
-                    on_message(BinaryMessage(payload))
-                if self.failure is not None:
-                    return
-                continue
-            if self.state is CLOSED:
-                return  # dropped by a callback (see abort()): the rest of the chunk is not read
-            hlen = 2
-            if length == 126:
-                if avail < 4:
+                key: bytes | bytearray | memoryview = data[start - 4 : start]
+            else:
+                if self.state is CLOSED:
+                    return  # (a guard: the returns after each callback below already stop on CLOSED)
+                if (b1 & 0x80) != mask_bit:
+                    raise ProtocolException(
+                        "unmasked frame from a client" if mask_bit else "masked frame from a server"
+                    )
+                # The header's size: 2 bytes, 2 or 8 more of extended length, 4 more of mask key.
+                hlen = (2 if length < 126 else 4 if length == 126 else 10) + (4 if mask_bit else 0)
+                if avail < hlen:
                     self._hdr = bytes(data[pos:end])
                     return
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                hlen = 4
-            elif length == 127:
-                if avail < 10:
-                    self._hdr = bytes(data[pos:end])
-                    return
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                hlen = 10
-                if length >> 63:
-                    raise ProtocolException("frame length has the most significant bit set")
-            if (b1 & 0x80) != mask_bit:
-                raise ProtocolException(
-                    "unmasked frame from a client" if mask_bit else "masked frame from a server"
-                )
-            if mask_bit:
-                if avail < hlen + 4:
-                    self._hdr = bytes(data[pos:end])
-                    return
-                key: bytes | None = bytes(data[pos + hlen : pos + hlen + 4])
-                hlen += 4
-            else:
-                key = None
-            opcode = b0 & 0x0F
-            if b0 & 0x70 and ((b0 & 0x70) != 0x40 or self.deflate is None or not 1 <= opcode <= 2):
-                raise ProtocolException("reserved bits set without a negotiated extension")
-            fin = b0 & 0x80
-            if opcode > 2:
-                if opcode < 8 or opcode > 10:
-                    raise UnsupportedFrameTypeException(f"reserved opcode {opcode:#x}")
-                if not fin:
-                    raise ProtocolException("fragmented control frame")
-                if length > 125:
-                    raise ProtocolException("control frame payload over 125 bytes")
-            else:
-                if opcode:
-                    if self._msg_op:
-                        raise ProtocolException("new data frame before the fragmented message ended")
-                elif not self._msg_op:
-                    raise ProtocolException("continuation frame without a message to continue")
+                if length == 126:
+                    length = (data[pos + 2] << 8) | data[pos + 3]
+                elif length == 127:
+                    length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                    if length >> 63:
+                        raise ProtocolException("frame length has the most significant bit set")
+                key = data[pos + hlen - 4 : pos + hlen] if mask_bit else _NO_KEY
+                opcode = b0 & 0x0F
+                if b0 & 0x70 and ((b0 & 0x70) != 0x40 or self.deflate is None or not 1 <= opcode <= 2):
+                    raise ProtocolException("reserved bits set without a negotiated extension")
+                fin = b0 & 0x80
+                if opcode > 2:
+                    if opcode < 8 or opcode > 10:
+                        raise UnsupportedFrameTypeException(f"reserved opcode {opcode:#x}")
+                    if not fin:
+                        raise ProtocolException("fragmented control frame")
+                    if length > 125:
+                        raise ProtocolException("control frame payload over 125 bytes")
                 else:
-                    self._size += FRAGMENT_OVERHEAD
-                    if self._size > limit:
-                        raise FrameTooLargeException(f"message over {limit} bytes (with its fragments)")
-                if self._size + length > limit and not (b0 & 0x40 or self._compressed):
-                    # (a compressed message is held to the limit as it is inflated)
-                    raise FrameTooLargeException(f"message over {limit} bytes")
-            start = pos + hlen
-            pos = start + length
-            if pos > end:
-                # The payload is not all here: consume what there is, the rest in later feeds.
-                self._f_op = opcode
-                self._f_fin = fin
-                self._f_key = key
-                self._f_rsv1 = b0 & 0x40
-                self._f_len = self._remaining = length
-                self._consume(data, start, end)
-                return
-            if key is None:
-                payload = bytes(data[start:pos])
-            else:
+                    if opcode:
+                        if self._msg_op:
+                            raise ProtocolException("new data frame before the fragmented message ended")
+                    elif not self._msg_op:
+                        raise ProtocolException("continuation frame without a message to continue")
+                    else:
+                        self._size += FRAGMENT_OVERHEAD
+                        if self._size > limit:
+                            raise FrameTooLargeException(f"message over {limit} bytes (with its fragments)")
+                    if self._size + length > limit and not (b0 & 0x40 or self._compressed):
+                        # (a compressed message is held to the limit as it is inflated)
+                        raise FrameTooLargeException(f"message over {limit} bytes")
+                start = pos + hlen
+                pos = start + length
+                if pos > end:
+                    # The payload is not all here: consume what there is, the rest in later feeds.
+                    self._f_op = opcode
+                    self._f_fin = fin
+                    self._f_key = bytes(key) if mask_bit else None
+                    self._f_rsv1 = b0 & 0x40
+                    self._f_len = self._remaining = length
+                    self._consume(data, start, end)
+                    return
+            # One frame whole: the fast path's and the general path's payloads are unmasked here.
+            if length <= 125:
+                # framing.mask's small-payload case, inline: the key repeated over the payload.
+                keys = int.from_bytes(key, "big") * REPEAT[(length + 3) >> 2] >> (((-length) & 3) << 3)
+                payload = (int.from_bytes(data[start:pos], "big") ^ keys).to_bytes(length, "big")
+            elif mask_bit:
                 payload = mask(data[start:pos], key)
-            if opcode == OPCODE_PING:
+            else:
+                payload = bytes(data[start:pos])
+            if b0 == 0x81:  # a whole text message: FIN, no RSV bit (so not compressed)
+                if not payload.isascii():
+                    try:
+                        payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise TextFrameEncodingException("text message is not valid UTF-8") from None
+                if self.state is OPEN:
+                    on_message(TextMessage(payload))
+                    if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
+                        return  # failed, or dropped by the callback (a close() leaves it CLOSING)
+            elif b0 == 0x82:  # a whole binary message
+                if self.state is OPEN:
+                    on_message(BinaryMessage(payload))
+                    if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
+                        return
+            elif opcode == OPCODE_PING:
                 if self.state is OPEN:
                     # Pings in a row are answered together, in one write: the first
                     # PONG_BURST each, then only the last (RFC 6455 §5.5.3 allows that).
@@ -344,28 +335,13 @@ class Protocol:
                         continue  # the next frame is a whole valid ping: it joins the run
                     self._answer_pings(pongs)
                     pongs = None
+                    if self.state is CLOSED:
+                        return  # dropped while writing the pongs (see abort())
                 continue
-            if fin and opcode and not b0 & 0x40:
-                if opcode == OPCODE_TEXT:
-                    if not payload.isascii():
-                        try:
-                            payload.decode("utf-8")
-                        except UnicodeDecodeError:
-                            raise TextFrameEncodingException("text message is not valid UTF-8") from None
-                    if self.state is OPEN:
-                        on_message(TextMessage(payload))
-                        if self.failure is not None:
-                            return
-                    continue
-                if opcode == OPCODE_BINARY:
-                    if self.state is OPEN:
-                        on_message(BinaryMessage(payload))
-                        if self.failure is not None:
-                            return
-                    continue
-            self._frame(opcode, fin, payload, b0 & 0x40)
-            if self.failure is not None or self.state is CLOSED:
-                return
+            else:  # a pong, a close, a fragment or a compressed message
+                self._frame(opcode, fin, payload, b0 & 0x40)
+                if self.failure is not None or self.state is CLOSED:
+                    return
 
     def _consume(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
         """Take up to the rest of the current frame's payload from ``data[pos:end]``."""
