@@ -46,7 +46,9 @@ __all__ = [
     "http_response",
     "status_phrase",
     "new_key",
+    "client_headers",
     "client_request",
+    "request_head",
     "parse_response",
     "validate_response",
     "split_header_list",
@@ -409,6 +411,36 @@ def new_key() -> str:
     return base64.b64encode(os.urandom(16)).decode("ascii")
 
 
+def client_headers(
+    host: str,
+    key: str,
+    protocols: Sequence[str] | None = None,
+    extensions: Sequence[str] | None = None,
+    origin: str | None = None,
+) -> list[tuple[str, str]]:
+    """The header fields of a client's upgrade request (``host`` as it goes in the Host header;
+    ``origin``: an Origin header, as browsers send)."""
+    headers = [
+        ("Host", host),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", SUPPORTED_VERSION),
+    ]
+    if origin is not None:
+        headers.append(("Origin", origin))
+    if protocols:
+        headers.append(("Sec-WebSocket-Protocol", ", ".join(protocols)))
+    if extensions:
+        headers.append(("Sec-WebSocket-Extensions", ", ".join(extensions)))
+    return headers
+
+
+def request_head(path: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    """A ``GET path`` request head with these header fields."""
+    return encode_head([f"GET {path} HTTP/1.1", *(f"{name}: {value}" for name, value in headers)])
+
+
 def client_request(
     host: str,
     path: str,
@@ -417,21 +449,9 @@ def client_request(
     extensions: Sequence[str] | None = None,
     headers: Iterable[tuple[str, str]] = (),
 ) -> bytes:
-    """The upgrade request a client sends (``host`` as it goes in the Host header)."""
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: {host}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key}",
-        f"Sec-WebSocket-Version: {SUPPORTED_VERSION}",
-    ]
-    if protocols:
-        lines.append(f"Sec-WebSocket-Protocol: {', '.join(protocols)}")
-    if extensions:
-        lines.append(f"Sec-WebSocket-Extensions: {', '.join(extensions)}")
-    lines.extend(f"{name}: {value}" for name, value in headers)
-    return encode_head(lines)
+    """The upgrade request a client sends (``host`` as it goes in the Host header), with
+    ``headers`` after the upgrade's own."""
+    return request_head(path, [*client_headers(host, key, protocols, extensions), *headers])
 
 
 def parse_response(data: bytes, max_size: int = MAX_HEADER_SIZE) -> tuple[Response, int] | None:

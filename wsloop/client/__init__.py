@@ -22,7 +22,14 @@ from urllib.parse import urlsplit
 
 from ..deflate import DeflateOptions, client_accept, client_offer
 from ..exc import HandshakeError, StreamClosed
-from ..handshake import MAX_HEADER_SIZE, new_key, parse_response, validate_response
+from ..handshake import (
+    MAX_HEADER_SIZE,
+    client_headers,
+    new_key,
+    parse_response,
+    request_head,
+    validate_response,
+)
 from ..poller.reactor import EVENT_READ, EVENT_WRITE, Handler, Reactor
 from ..protocol import OPEN
 from ..transport import TimerHandle, Transport
@@ -222,19 +229,8 @@ class WebSocketClient(WebSocket):
             host = f"[{self.host}]" if ":" in self.host else self.host
             if self.port != _DEFAULT_PORTS[self.scheme]:
                 host = f"{host}:{self.port}"
-        origin_scheme = "https" if self.scheme == "wss" else "http"
-        headers = [
-            ("Host", host),
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Key", self.key),
-            ("Sec-WebSocket-Version", "13"),
-            ("Origin", f"{origin_scheme}://{host}"),
-        ]
-        if self.protocols:
-            headers.append(("Sec-WebSocket-Protocol", ", ".join(self.protocols)))
-        if self._offered_extensions:
-            headers.append(("Sec-WebSocket-Extensions", ", ".join(self._offered_extensions)))
+        origin = f"{'https' if self.scheme == 'wss' else 'http'}://{host}"
+        headers = client_headers(host, self.key, self.protocols, self._offered_extensions, origin)
         replaced = {name.lower() for name, _ in self.extra_headers}
         excluded = set(self.exclude_headers) | replaced
         headers = [(name, value) for name, value in headers if name.lower() not in excluded]
@@ -243,9 +239,7 @@ class WebSocketClient(WebSocket):
     @property
     def handshake_request(self) -> bytes:
         """The upgrade request's bytes (ws4py's attribute)."""
-        lines = [f"GET {self.resource} HTTP/1.1"]
-        lines.extend(f"{name}: {value}" for name, value in self.handshake_headers)
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return request_head(self.resource, self.handshake_headers)
 
     def connect(self, wait: bool = True) -> None:
         """Open the connection: TCP, TLS for ``wss://``, then the opening handshake.
