@@ -21,8 +21,7 @@ import pytest
 from tests.support.autobahn import NO_COMPRESSION, assert_all_passed, run_suite
 from tests.support.examples import ROOT, example_path
 from tests.support.sockets import port_is_free
-from tests.support.wsclient import Client, raw_request
-from wsloop.framing import OPCODE_TEXT, build_frame
+from tests.support.wsclient import Client, raw_request, upgrade_with_early_frame
 from wsloop.messaging import BinaryMessage, TextMessage
 
 pytest.importorskip("gevent")
@@ -273,17 +272,7 @@ def test_exactly_one_101_then_the_frames(mode: str, tmp_path: Path) -> None:
     and a frame the client pipelined with its request (already in gevent's buffer) is served."""
     server = start(tmp_path, SERVER_SCRIPT, mode)
     try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            sock.sendall(
-                b"GET /chat?x=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                + build_frame(OPCODE_TEXT, b"early", masked=True)
-            )
-            data = b""
-            while not data.endswith(b"\x81\x05early"):
-                chunk = sock.recv(4096)
-                assert chunk, data
-                data += chunk
+        data = upgrade_with_early_frame(server.port, "/chat?x=1")
         head, _, rest = data.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
         assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head

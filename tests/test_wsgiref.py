@@ -13,7 +13,7 @@ import pytest
 from tests.support.autobahn import NO_COMPRESSION, assert_all_passed, run_suite
 from tests.support.examples import ExampleProcess
 from tests.support.sockets import open_fds
-from tests.support.wsclient import Client, raw_request
+from tests.support.wsclient import Client, raw_request, upgrade_with_early_frame
 from wsloop.servers.wsgirefserver import WebSocketWSGIRequestHandler, WSGIServer
 from wsloop.servers.wsgiutils import WebSocketWSGIApplication
 from wsloop.websocket import EchoWebSocket
@@ -109,21 +109,7 @@ def test_server_close_sends_1001_and_releases_every_socket() -> None:
 
 def test_frame_pipelined_with_the_request_is_served(wsgiref_server) -> None:  # type: ignore[no-untyped-def]
     """Bytes the request's buffered reader already took reach the websocket."""
-    import socket
-
-    from wsloop.framing import OPCODE_TEXT, build_frame
-
-    with socket.create_connection(("127.0.0.1", wsgiref_server.server_port), timeout=5) as sock:
-        sock.sendall(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            + build_frame(OPCODE_TEXT, b"early", masked=True)
-        )
-        data = b""
-        while not data.endswith(b"\x81\x05early"):
-            chunk = sock.recv(4096)
-            assert chunk, data
-            data += chunk
+    data = upgrade_with_early_frame(wsgiref_server.server_port)
     assert data.startswith(b"HTTP/1.1 101 ")
 
 

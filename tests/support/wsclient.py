@@ -211,3 +211,18 @@ AMBIGUOUS_UPGRADES = {
     "bare-cr-in-path": _upgrade_with(request_line=b"GET /a\rb HTTP/1.1"),
     "two-hosts": _upgrade_with(extra=b"Host: evil\r\n"),
 }
+
+
+def upgrade_with_early_frame(port: int, path: str = "/") -> bytes:
+    """Send an upgrade request with a masked text frame ``early`` right behind it (in the same
+    segment, so the server's HTTP reader is likely to have buffered it), and return everything
+    received until the echo of that frame."""
+    request = upgrade(request_line=f"GET {path} HTTP/1.1", Host="x")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request + frame(TEXT, b"early", key=b"\x01\x02\x03\x04"))
+        data = b""
+        while not data.endswith(b"\x81\x05early"):
+            chunk = sock.recv(4096)
+            assert chunk, data
+            data += chunk
+    return data
