@@ -1,5 +1,6 @@
 """ws4py 0.6.0's top-level names (``WS_KEY``, ``WS_VERSION``, ``configure_logger``,
-``format_addresses``) and its ``compat`` module, on real sockets where they take one."""
+``format_addresses``), its ``compat`` module, ``websocket.Heartbeat`` and
+``WebSocket.close_connection()``, on real sockets where they take one."""
 
 from __future__ import annotations
 
@@ -7,15 +8,20 @@ import base64
 import hashlib
 import logging
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import wsloop
+from tests.support.wsclient import Client
 from wsloop import compat
+from wsloop.framing import OPCODE_CLOSE
 from wsloop.handshake import accept_value
-from wsloop.websocket import WebSocket
+from wsloop.messaging import CloseControlMessage, PongControlMessage
+from wsloop.servers.standalone import WebSocketServer
+from wsloop.websocket import Heartbeat, WebSocket
 
 
 def connected_pair(family: int, host: str) -> tuple[socket.socket, socket.socket]:
@@ -119,3 +125,68 @@ def test_compat_connection_of_a_file_object() -> None:
         compat.detach_connection(reader)
         client.sendall(b"still open")
         assert server.recv(64) == b"still open"
+
+
+class Beating(WebSocket):
+    """Starts ws4py's Heartbeat thread when opened; remembers itself and how it ended."""
+
+    instances: list[Beating] = []
+
+    def opened(self) -> None:
+        self.ended_with: list[int] = []
+        self.heartbeat = Heartbeat(self, frequency=0.05)
+        self.heartbeat.start()
+        Beating.instances.append(self)
+
+    def closed(self, code: int, reason: str | None = None) -> None:
+        self.ended_with.append(code)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def beating_server() -> Iterator[WebSocketServer]:
+    Beating.instances.clear()
+    with WebSocketServer(port=0, handler_cls=Beating) as server:
+        yield server
+
+
+def test_heartbeat_sends_unsolicited_pongs_until_the_connection_ends(beating_server: WebSocketServer) -> None:
+    client = Client(beating_server.port)
+    pongs = [client.recv(timeout=5) for _ in range(3)]
+    assert all(isinstance(p, PongControlMessage) and p.data == b"beep" for p in pongs)
+    (ws,) = Beating.instances
+    client.send_frame(OPCODE_CLOSE, b"\x03\xe8")
+    client.recv_close()
+    ws.heartbeat.join(5)
+    assert not ws.heartbeat.is_alive() and not ws.heartbeat.running
+    wait_for(lambda: ws.ended_with == [1000])
+
+
+def test_close_connection_drops_a_served_connection_without_a_close_frame(
+    beating_server: WebSocketServer,
+) -> None:
+    client = Client(beating_server.port)
+    wait_for(lambda: len(Beating.instances) == 1)
+    (ws,) = Beating.instances
+    ws.heartbeat.stop()
+    ws.close_connection()  # from this thread, not the reactor's
+    assert client.wait_eof(5)
+    assert not [m for m in client.stream.received if isinstance(m, CloseControlMessage)]
+    wait_for(lambda: ws.ended_with == [1006])
+
+
+def test_close_connection_of_an_unattached_websocket_closes_its_socket() -> None:
+    server, client = connected_pair(socket.AF_INET, "127.0.0.1")
+    with client:
+        ws = WebSocket(server)
+        ws.close_connection()
+        assert ws.sock is None and server.fileno() == -1
+        client.settimeout(5)
+        assert client.recv(1) == b""
+        ws.close_connection()  # again: nothing to do

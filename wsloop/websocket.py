@@ -28,7 +28,7 @@ from .messaging import Message, PongControlMessage
 from .protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, Protocol, State
 from .transport import BlockingTransport, ChannelHub, TimerHandle, Transport
 
-__all__ = ["WebSocket", "EchoWebSocket", "DEFAULT_CLOSE_TIMEOUT"]
+__all__ = ["WebSocket", "EchoWebSocket", "Heartbeat", "DEFAULT_CLOSE_TIMEOUT"]
 
 logger = logging.getLogger("wsloop.websocket")
 
@@ -266,6 +266,22 @@ class WebSocket:
             return
         delay = min(max(delay * 2, 0.001), 0.05)
         transport.call_later(delay, self._when_written, written, delay)
+
+    def close_connection(self) -> None:
+        """Shut down and close the connection now, without a closing handshake (ws4py's call).
+        Served by a driver, the connection is dropped through it, as :meth:`terminate` does, and
+        :meth:`closed` follows (1006); not attached, the socket is shut down and closed here."""
+        if self.transport is not None:
+            self.terminate()
+            return
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            finally:
+                sock.close()
 
     def terminate(self) -> None:
         """Drop the connection at once, without a closing handshake; :meth:`closed` follows."""
@@ -550,6 +566,46 @@ class WebSocket:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.peer_address}>"
+
+
+class Heartbeat(threading.Thread):
+    """ws4py's heartbeat: a thread that sends ``websocket`` an unsolicited pong (``b"beep"``)
+    every ``frequency`` seconds until :meth:`stop` or the connection ends; a send that fails
+    drops the connection (:meth:`WebSocket.close_connection`). Also a context manager that runs
+    it (if ``frequency``) for the ``with`` block. ``heartbeat_freq`` (pings from the driver's
+    timers, no thread) is the better way; this is for ws4py programs that made their own."""
+
+    def __init__(self, websocket: WebSocket, frequency: float = 2.0) -> None:
+        super().__init__(name="wsloop-heartbeat", daemon=True)
+        self.websocket = websocket
+        self.frequency = frequency
+        self.running = False
+        self._stop_requested = threading.Event()
+
+    def __enter__(self) -> Heartbeat:
+        if self.frequency:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.running = False
+        self._stop_requested.set()
+
+    def run(self) -> None:
+        self.running = True
+        while self.running and not self._stop_requested.wait(self.frequency):
+            if self.websocket.terminated:
+                break
+            try:
+                self.websocket.send(PongControlMessage(b"beep"))
+            except (OSError, StreamClosed):
+                logger.info("Heartbeat failed")
+                self.websocket.close_connection()
+                break
+        self.running = False
 
 
 class EchoWebSocket(WebSocket):
