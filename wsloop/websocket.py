@@ -3,7 +3,7 @@
 Subclass :class:`WebSocket` and override its callbacks (``opened``, ``received_message``,
 ``ponged``, ``closed``). A driver (:mod:`wsloop.poller`) attaches it to a transport and uses
 it only through :meth:`~WebSocket.attach`, :meth:`~WebSocket.process`,
-:meth:`~WebSocket.send_framed` and :meth:`~WebSocket.connection_lost`; :meth:`WebSocket.run`
+:meth:`~WebSocket.send_broadcast` and :meth:`~WebSocket.connection_lost`; :meth:`WebSocket.run`
 drives one connection in the calling thread as ws4py did. ``send()``, ``close()`` and ``ping()``
 are safe from any thread.
 """
@@ -439,21 +439,17 @@ class WebSocket:
     def takes_shared_frames(self) -> bool:
         """Whether a message's frame made once for many connections (a broadcast's: unmasked,
         uncompressed) may be written to this connection as is, in context: it is open, and
-        neither masks (a client) nor compresses. If not, the driver calls :meth:`send_framed`."""
+        neither masks (a client) nor compresses. If not, the driver calls :meth:`send_broadcast`."""
         stream = self.stream
         return stream.state is OPEN and not stream.client and stream.deflate is None
 
-    def send_framed(self, frame: bytes, payload: bytes, binary: bool) -> None:
-        """Send one message a driver framed once for many connections (a broadcast), in
-        context: ``frame`` is ``payload``'s unmasked, uncompressed frame, written as is unless
-        this connection masks (a client) or compresses, which frame ``payload`` themselves.
-        Nothing is sent once the connection is closing."""
+    def send_broadcast(self, payload: bytes, binary: bool) -> None:
+        """Send one message of a broadcast to a connection that does not take shared frames
+        (:meth:`takes_shared_frames`), in context: it frames ``payload`` itself (masked, or
+        compressed), or drops it once it is closing."""
         stream = self.stream
         if stream.state is OPEN:
-            if stream.client or stream.deflate is not None:
-                stream.send(payload, binary)
-            else:
-                stream.write(frame)
+            stream.send(payload, binary)
 
     def _invoke(self, callback: Any, *args: Any) -> None:
         """Run a callback; an exception is the handler's error (logged, then 1011)."""

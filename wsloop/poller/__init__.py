@@ -9,7 +9,8 @@ thread per connection, ``WebSocket.run()``) and :class:`~wsloop.poller.asyncio.A
   reactor also ``local_broadcast``, ``call_soon_threadsafe``, ``call_later``, ``in_loop``, and
   channels (``hub``, ``get_hub()``, ``use_broker()``, :mod:`wsloop.poller.hub`);
 - it drives a websocket only through ``ws.attach(transport)``, ``ws.process(data)``,
-  ``ws.send_framed(frame, payload, binary)`` and ``ws.connection_lost(failure)``;
+  ``ws.takes_shared_frames()``, ``ws.send_broadcast(payload, binary)`` and
+  ``ws.connection_lost(failure)``;
 - the websocket calls only the transport's :class:`wsloop.transport.Transport` methods.
 
 :func:`tune_malloc` is process-wide tuning a program asks for (the CLI does); no driver calls it.

@@ -788,7 +788,7 @@ class Reactor:
                     conn.dirty = True
                     dirty.append(conn)
             else:
-                ws.send_framed(frame, payload, binary)  # masked or compressed there, or closing
+                ws.send_broadcast(payload, binary)  # masked or compressed there, or closing
         for conn in full:
             if not (conn.ws.server_terminated or conn.ws.client_terminated):  # still open
                 conn.overflow()
