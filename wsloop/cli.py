@@ -9,6 +9,7 @@ import logging
 import signal
 import threading
 from collections.abc import Sequence
+from dataclasses import fields
 from types import FrameType
 from typing import Any
 
@@ -30,21 +31,6 @@ SERVERS = {
     "gevent": "wsloop.servers.geventserver",
     "wsgiref": "wsloop.servers.wsgirefserver",
     "asyncio": "wsloop.servers.asyncioserver",
-}
-
-
-#: ``serve`` flags (as argparse names them) that set a :class:`~wsloop.upgrade.ServeOptions` field.
-_OPTION_FLAGS = {
-    "heartbeat": "heartbeat_freq",
-    "max_message_size": "max_message_size",
-    "compression": "compression",
-    "max_connections": "max_connections",
-    "idle_timeout": "idle_timeout",
-    "close_timeout": "close_timeout",
-    "handshake_timeout": "handshake_timeout",
-    "max_header_size": "max_header_size",
-    "max_buffered": "max_buffered",
-    "max_pending_handshakes": "max_pending_handshakes",
 }
 
 
@@ -130,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         " class's max_message_size (16m)",
     )
     serve.add_argument(
-        "--heartbeat", type=float, default=argparse.SUPPRESS, help="seconds between keepalive pings"
+        "--heartbeat",
+        type=float,
+        dest="heartbeat_freq",
+        default=argparse.SUPPRESS,
+        help="seconds between keepalive pings",
     )
     serve.add_argument(
         "--max-connections",
@@ -294,10 +284,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "wsloop serving %s on %s (%s); open %s in a browser", args.handler.__name__, url, detail, page
         )
 
-    given = {name: getattr(args, flag) for flag, name in _OPTION_FLAGS.items() if hasattr(args, flag)}
-    for flag, name in (("max_pending_handshakes", "pending"), ("max_header_size", "head")):
+    # Each option flag's dest is its ServeOptions field; a flag not given is absent (SUPPRESS).
+    given = {
+        field.name: getattr(args, field.name) for field in fields(ServeOptions) if hasattr(args, field.name)
+    }
+    for flag, what in (
+        ("max_pending_handshakes", "accepts connections"),
+        ("max_header_size", "reads the request head"),
+    ):
         if flag in given and args.server not in ("standalone", "asyncio"):
-            what = "accepts connections" if name == "pending" else "reads the request head"
             parser.error(f"--{flag.replace('_', '-')}: the {args.server} server {what} itself")
     options: dict[str, object] = {"options": ServeOptions(**given)}
     if args.server == "standalone":
