@@ -595,7 +595,7 @@ class Reactor:
             return len(self._connections) + self._adding
 
     def __iter__(self) -> Iterator[WebSocket]:
-        return iter(self.websockets)
+        return iter(list(self._connections))
 
     def __contains__(self, websocket: object) -> bool:
         return websocket in self._connections
