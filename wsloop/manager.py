@@ -16,6 +16,7 @@ from .websocket import WebSocket
 
 __all__ = ["WebSocketManager", "ThreadedManager", "SelectPoller", "EPollPoller", "KQueuePoller"]
 
+
 class _Registered:
     """The data of a file descriptor a program registered on a poller itself."""
 
