@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -75,10 +76,12 @@ class OneShotServer:
     """Accepts one connection, answers its upgrade with a 101 and ``after`` in ONE send, then
     reads until the client goes (answering a close frame with one)."""
 
-    def __init__(self, after: bytes) -> None:
+    def __init__(self, after: bytes, tls: ssl.SSLContext | None = None) -> None:
         self.after = after
+        self.tls = tls
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"ws://127.0.0.1:{self.listener.getsockname()[1]}/"
+        port = self.listener.getsockname()[1]
+        self.url = f"wss://localhost:{port}/" if tls else f"ws://127.0.0.1:{port}/"
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -89,6 +92,8 @@ class OneShotServer:
             return
         with sock:
             sock.settimeout(10)
+            if self.tls is not None:
+                sock = self.tls.wrap_socket(sock, server_side=True)
             data = b""
             while (parsed := parse_request(data)) is None:
                 chunk = sock.recv(4096)
@@ -114,11 +119,11 @@ class OneShotServer:
 
 
 @pytest.fixture
-def one_shot() -> Iterator[Callable[[bytes], OneShotServer]]:
+def one_shot() -> Iterator[Callable[..., OneShotServer]]:
     servers: list[OneShotServer] = []
 
-    def make(after: bytes) -> OneShotServer:
-        server = OneShotServer(after)
+    def make(after: bytes, tls: ssl.SSLContext | None = None) -> OneShotServer:
+        server = OneShotServer(after, tls)
         servers.append(server)
         return server
 
@@ -306,7 +311,7 @@ def test_process_handshake_header_validates_like_ws4py() -> None:
 
 
 def test_handshake_ok_runs_before_opened_and_any_message(
-    one_shot: Callable[[bytes], OneShotServer], reactor: Reactor
+    one_shot: Callable[..., OneShotServer], reactor: Reactor
 ) -> None:
     """A message the server sends right behind its 101, in the same segment, comes after
     ``handshake_ok()`` and ``opened()``, and is not lost."""
@@ -320,11 +325,17 @@ def test_handshake_ok_runs_before_opened_and_any_message(
     assert client.run_forever(10)
 
 
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
 def test_bytes_after_the_101_follow_the_client_to_a_manager(
-    one_shot: Callable[[bytes], OneShotServer], reactor: Reactor
+    one_shot: Callable[..., OneShotServer],
+    reactor: Reactor,
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    scheme: str,
 ) -> None:
-    """``handshake_ok()`` hands the client to another reactor (a manager): the message that
-    arrived with the 101 is delivered there, on the manager's thread."""
+    """``handshake_ok()`` hands the client to another reactor (a manager): the messages that
+    arrived with the 101 (in the same segment, or the same TLS record) are delivered there, on
+    the manager's thread."""
+    server_ctx, client_ctx = tls_contexts
     m = WebSocketManager()
     m.start()
     try:
@@ -334,8 +345,11 @@ def test_bytes_after_the_101_follow_the_client_to_a_manager(
                 self.events.append("handshake_ok")
                 m.add(self)
 
-        server = one_shot(frame(OPCODE_TEXT, b"first") + frame(OPCODE_TEXT, b"second"))
-        client = Managed(server.url, reactor=reactor)
+        server = one_shot(
+            frame(OPCODE_TEXT, b"first") + frame(OPCODE_TEXT, b"second"),
+            server_ctx if scheme == "wss" else None,
+        )
+        client = Managed(server.url, reactor=reactor, ssl_options=client_ctx)
         client.connect()
         assert wait_for(lambda: len(client.events) >= 4)
         assert client.events[:4] == ["handshake_ok", "opened", ("message", b"first"), ("message", b"second")]
