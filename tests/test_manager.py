@@ -8,9 +8,12 @@ from __future__ import annotations
 import select
 import selectors
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +24,8 @@ from wsloop.manager import EPollPoller, KQueuePoller, SelectPoller, WebSocketMan
 from wsloop.messaging import Message
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
+
+REPO = Path(__file__).resolve().parent.parent
 
 POLLERS = [
     pytest.param(SelectPoller, selectors.SelectSelector, id="select"),
@@ -229,3 +234,48 @@ def test_the_ws4py_manager_docstring_recipe(
         client.close()
     assert all(client.run_forever(10) for client in clients)
     assert wait_for(lambda: len(m) == 0)
+
+
+_NON_DAEMON_MANAGER = """
+import threading, time
+from wsloop.manager import WebSocketManager
+
+m = WebSocketManager()
+m.daemon = {daemon}
+m.start()
+
+def later():
+    time.sleep(0.5)
+    print("stopping", flush=True)
+    m.stop()
+
+threading.Thread(target=later, daemon=True).start()
+print("main done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("daemon", [False, True])
+def test_manager_thread_surface(daemon: bool) -> None:
+    """ws4py's manager was a ``threading.Thread``: ``name``, ``daemon`` (False: the program
+    waits for the manager's thread), ``is_alive()``, ``ident``."""
+    m = WebSocketManager()
+    assert m.name == "WebSocketManager" and m.daemon is True
+    assert not m.is_alive() and m.ident is None
+    m.start()
+    try:
+        assert m.is_alive() and m._thread is not None
+        assert m._thread.name == "WebSocketManager" and m.ident == m._thread.ident
+    finally:
+        m.stop(timeout=2)
+    assert not m.is_alive()
+    done = subprocess.run(
+        [sys.executable, "-c", _NON_DAEMON_MANAGER.format(daemon=daemon)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "main done"
+    assert ("stopping" in lines) is not daemon  # a non-daemon manager holds the exit until stopped

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import select
 import selectors
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -143,7 +144,27 @@ class WebSocketManager(Reactor):
             raise TypeError(f"{poller!r} has no selectors selector to run on")
         #: The poller whose selector the loop runs on (ws4py's attribute).
         self.poller = poller
+        #: The name of the thread :meth:`start` makes (ws4py's manager was that thread).
+        self.name = "WebSocketManager"
+        #: Whether that thread is a daemon (set before :meth:`start`). True by default, unlike
+        #: ws4py's manager thread: a program that never stops its manager still exits.
+        self.daemon = True
         super().__init__(selector=selector, **options)
+
+    def _make_thread(self) -> threading.Thread:
+        return threading.Thread(target=self.run, name=self.name, daemon=self.daemon)
+
+    def is_alive(self) -> bool:
+        """Whether the manager's thread runs (``threading.Thread``'s method, as ws4py's manager
+        was a thread)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    @property
+    def ident(self) -> int | None:
+        """The manager thread's identifier, once started (``threading.Thread``'s attribute)."""
+        thread = self._thread
+        return thread.ident if thread is not None else None
 
     def add(self, websocket: WebSocket, *, preamble: bytes = b"", received: bytes = b"") -> None:
         """Serve ``websocket`` and call its ``opened()`` (see :meth:`Reactor.add`); one already

@@ -565,10 +565,14 @@ class Reactor:
         """Run the loop in a new daemon thread."""
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self.run, name="wsloop-reactor", daemon=True)
+        self._thread = self._make_thread()
         self._thread.start()
         while self._tid is None and self._thread.is_alive():
             time.sleep(0.001)
+
+    def _make_thread(self) -> threading.Thread:
+        """The thread :meth:`start` runs the loop in (a daemon: it keeps no program alive)."""
+        return threading.Thread(target=self.run, name="wsloop-reactor", daemon=True)
 
     def stop(self, timeout: float | None = None) -> None:
         """Close every websocket with 1001, wait up to ``timeout`` for their closing handshakes,
