@@ -268,7 +268,8 @@ class WebSocketBaseClient(WebSocket):
         if self.compression is not None:
             self._offered_extensions.append(client_offer(self.compression))
         self._received = b""  # bytes that came after the 101, for the driver that attaches it
-        self._handshaken = threading.Event()  # handshake_ok() has returned, or the connect failed
+        self._handshake_over = False  # handshake_ok() has returned, or the connect failed
+        self._handshaken: threading.Event | None = None  # made only for a connect() that waits
         self._connected = threading.Event()  # attached to a driver, or the connect failed
         self._done = threading.Event()
         self._error: BaseException | None = None
@@ -381,7 +382,7 @@ class WebSocketBaseClient(WebSocket):
         """
         reactor = self.reactor if self.reactor is not None else _shared.get()
         self.reactor = reactor
-        if self._handshaken.is_set() or self.sock is not None:
+        if self._handshake_over or self.sock is not None:
             raise RuntimeError("connect() was already called on this client")
         self._connecting()
         try:
@@ -396,11 +397,15 @@ class WebSocketBaseClient(WebSocket):
         if reactor.in_loop():
             connector.start()
             return
+        # Set once handshake_ok() has returned, or on failure; made before the connector can run.
+        waiter = self._handshaken = threading.Event() if wait else None
         reactor.call_soon_threadsafe(connector.start)
-        if wait:
-            # Set once handshake_ok() has returned, or on failure; the margin covers a reactor
-            # that drops the connection without finishing it (a reactor stopping).
-            if not self._handshaken.wait(self.handshake_timeout + 5.0):
+        if waiter is not None:
+            # The margin covers a reactor that drops the connection without finishing it (a
+            # reactor stopping).
+            done = waiter.wait(self.handshake_timeout + 5.0)
+            self._handshaken = None
+            if not done:
                 raise TimeoutError(f"no WebSocket connection to {self.url}")
             if self._error is not None:
                 raise self._error
@@ -428,7 +433,14 @@ class WebSocketBaseClient(WebSocket):
             else:
                 self._handler_failed(exc)
         finally:
-            self._handshaken.set()
+            self._end_handshake()
+
+    def _end_handshake(self) -> None:
+        """handshake_ok() has returned, or the connection failed: release connect()."""
+        self._handshake_over = True
+        waiter = self._handshaken
+        if waiter is not None:
+            waiter.set()
 
     def attach(self, transport: Transport) -> None:
         """Bind to the driver (then ``opened()``, then the bytes that came after the 101). A
@@ -535,7 +547,7 @@ class WebSocketBaseClient(WebSocket):
     def _fail_early(self, exc: BaseException) -> None:
         """The connection could not be opened: report it to connect() and to closed()."""
         self._error = exc
-        self._handshaken.set()
+        self._end_handshake()
         self._connected.set()
         if not self._finished:
             self._finished = True
@@ -593,7 +605,7 @@ class WebSocketClient(WebSocketBaseClient):
     @daemon.setter
     def daemon(self, flag: bool) -> None:
         self._daemon = bool(flag)
-        if self.sock is not None or self._handshaken.is_set():  # connect() was called
+        if self.sock is not None or self._handshake_over:  # connect() was called
             _shared.keep(self, not self._daemon and not self._done.is_set())
 
     def _connecting(self) -> None:
