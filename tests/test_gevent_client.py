@@ -8,6 +8,7 @@ program runs in a child process.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import socket
@@ -25,6 +26,7 @@ from tests.support.serverproc import REPO, ServerProcess
 from tests.support.sockets import free_port
 from wsloop.exc import HandshakeError
 from wsloop.messaging import Message
+from wsloop.servers.asyncioserver import WebSocketProtocol
 
 gevent = pytest.importorskip("gevent")
 
@@ -281,6 +283,30 @@ def test_heartbeat_pings_from_greenlets(echo_url: str) -> None:
     assert os_threads() == threads  # timers are greenlets, not a heartbeat thread
     ws.close()
     drain(ws)
+
+
+def test_unix_socket(tmp_path: Path) -> None:
+    """ws+unix:// against wsloop's asyncio server listening on a Unix socket (in a thread)."""
+    path = str(tmp_path / "ws.sock")
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(loop.create_unix_server(WebSocketProtocol, path))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        ws = Recorder(f"ws+unix://{path}")
+        ws.connect()
+        ws.send("over unix")
+        with gevent.Timeout(10):
+            assert str(ws.receive()) == "over unix"
+        ws.close()
+        assert drain(ws) == []
+        assert ws.run_forever(5)
+        assert ws.events[-1][:2] == ("closed", 1000)
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def test_200_clients_in_one_thread(echo_url: str) -> None:

@@ -398,6 +398,13 @@ class WebSocketClient(_ClientBase):
             with transport.lock:
                 self.connection_lost()
 
+    def run_forever(self, timeout: float | None = None) -> bool:
+        """Wait, cooperatively, until the connection has ended and :meth:`closed` has run;
+        False if ``timeout`` passed first."""
+        if self._th.started:
+            self._th.join(timeout)
+        return bool(self._finished)
+
     # ----------------------------------------------------- ws4py's queue API
 
     def received_message(self, message: Message) -> None:

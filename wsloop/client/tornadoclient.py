@@ -225,8 +225,6 @@ class TornadoWebSocketClient(_ClientBase):
             reason = "Connection refused"  # ws4py's reason
         elif isinstance(exc, TimeoutError):
             reason = f"handshake failed: no WebSocket connection within {self.handshake_timeout}s"
-        elif isinstance(exc, asyncio.CancelledError):
-            reason = "handshake failed: connection dropped (close_connection())"
         else:
             reason = f"handshake failed: {exc}"
         self._finished = True
@@ -283,10 +281,14 @@ class TornadoWebSocketClient(_ClientBase):
         # On the IOLoop's thread, before the connection is attached to its driver.
         if self.transport is not None:
             super().close_connection()
-        elif self._opening is not None:
-            self._opening.cancel()  # _open() reports it
-        elif self._connecting and not self._finished:
-            self._handshake_failed(asyncio.CancelledError())
+            return
+        if self._finished or not self._connecting:
+            return
+        self._handshake_failed(ConnectionAbortedError("close_connection() during the handshake"))
+        if self._protocol is not None:
+            self._protocol.drop()
+        if self._opening is not None:
+            self._opening.cancel()
 
     @property
     def peer_address(self) -> Any:
