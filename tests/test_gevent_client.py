@@ -25,10 +25,12 @@ import pytest
 from tests.support.serverproc import REPO, ServerProcess
 from tests.support.sockets import free_port
 from wsloop.exc import HandshakeError
+from wsloop.handshake import accept, parse_request
 from wsloop.messaging import Message
 from wsloop.servers.asyncioserver import WebSocketProtocol
 
 gevent = pytest.importorskip("gevent")
+pytest.importorskip("gevent.event")
 
 from wsloop.client.geventclient import WebSocketClient  # noqa: E402
 
@@ -283,6 +285,37 @@ def test_heartbeat_pings_from_greenlets(echo_url: str) -> None:
     assert os_threads() == threads  # timers are greenlets, not a heartbeat thread
     ws.close()
     drain(ws)
+
+
+def test_unanswered_heartbeat_closes_with_1011() -> None:
+    """A server that reads and never answers: the keepalive timer (a greenlet) fails the
+    connection while the reading greenlet waits for input, and wakes it to close."""
+    listener = gevent.socket.socket()  # gevent's cooperative socket class, unpatched
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    ended = gevent.event.Event()
+
+    def silent() -> None:
+        conn, _ = listener.accept()
+        data = b""
+        while (parsed := parse_request(data)) is None:
+            data += conn.recv(4096)
+        conn.sendall(accept(parsed[0], None, None).response)
+        while conn.recv(65536):  # until the client's FIN; never a pong
+            pass
+        conn.close()
+        ended.set()
+
+    serving = gevent.spawn(silent)
+    try:
+        ws = Recorder(f"ws://127.0.0.1:{listener.getsockname()[1]}/", heartbeat_freq=0.1)
+        ws.connect()
+        assert drain(ws) == []
+        assert ws.events[-1] == ("closed", 1011, "keepalive ping timeout")
+        assert ended.wait(5)
+    finally:
+        serving.kill()
+        listener.close()
 
 
 def test_unix_socket(tmp_path: Path) -> None:
