@@ -138,11 +138,13 @@ def test_messages_keep_their_types_and_order(echo_url: str) -> None:
     ws.send(b"\x00\xffbinary", binary=True)
     ws.send(["frag", "ments"])  # one message in fragments
     ws.send("é" * 1000)
-    with gevent.Timeout(10):
-        first, second, third = ws.receive(), ws.receive(), ws.receive()
+    ws.send(b"\x07" * 3_000_000, binary=True)  # past the socket buffers both ways
+    with gevent.Timeout(20):
+        first, second, third, fourth = ws.receive(), ws.receive(), ws.receive(), ws.receive()
     assert isinstance(first, Message) and first.is_binary and first.data == b"\x00\xffbinary"
     assert second is not None and str(second) == "fragments"
     assert third is not None and str(third) == "é" * 1000
+    assert fourth is not None and fourth.data == b"\x07" * 3_000_000
     with pytest.raises(gevent.queue.Empty):
         ws.receive(block=False)
     ws.close()

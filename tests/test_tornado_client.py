@@ -288,6 +288,8 @@ def test_close_connection(echo_url: str) -> None:
         ws.connect()
         ws.send("ping")
         await until(ws.received)
+        with pytest.raises(RuntimeError):
+            ws.run_forever(1)  # on the IOLoop's thread: it would never return
         ws.close_connection()
         await until(ws.done)
         return ws

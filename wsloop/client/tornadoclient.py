@@ -230,6 +230,13 @@ class TornadoWebSocketClient(_ClientBase):
         self._finished = True
         self._call_closed(1006, reason)
 
+    def run_forever(self, timeout: float | None = None) -> bool:
+        """From a thread other than the IOLoop's: block until the connection has ended and
+        ``closed()`` has run; False if ``timeout`` passed first."""
+        if self._loop_thread == threading.get_ident():
+            raise RuntimeError("run_forever() would block the IOLoop it waits for")
+        return super().run_forever(timeout)
+
     # ------------------------------------------------------------- calls
 
     def _outside_loop(self) -> bool:
