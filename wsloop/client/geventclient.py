@@ -292,14 +292,19 @@ class WebSocketClient(_ClientBase):
         #: :class:`~gevent.queue.Queue`).
         self.messages: Any = Queue()
         self._received = b""  # bytes that followed the server's handshake response
+        self._connect_called = False
 
     # ------------------------------------------------------------- handshake
 
     def connect(self) -> None:  # type: ignore[override]
         """Connect, (for ``wss://``) negotiate TLS and do the opening handshake, waiting
         cooperatively; then :meth:`handshake_ok`."""
-        if self.sock is not None or self._finished:
+        if self._connect_called or self._finished:
             raise RuntimeError("connect() was already called on this client")
+        self._connect_called = True
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()  # one the base class may have made in advance: this client makes its own
         try:
             with gevent.Timeout(
                 self.handshake_timeout,

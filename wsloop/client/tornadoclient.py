@@ -182,6 +182,9 @@ class TornadoWebSocketClient(_ClientBase):
         if self._connecting or self._finished:
             raise RuntimeError("connect() was already called on this client")
         self._connecting = True
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()  # one the base class may have made in advance: asyncio makes its own
         if self.io_loop is None:
             self.io_loop = IOLoop.current()
         self.io_loop.add_callback(self._start)
