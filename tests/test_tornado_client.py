@@ -21,6 +21,7 @@ import pytest
 
 from tests.support.serverproc import REPO, ServerProcess
 from tests.support.sockets import free_port
+from wsloop.handshake import accept, parse_request
 from wsloop.messaging import Message
 from wsloop.servers.asyncioserver import WebSocketProtocol
 
@@ -266,6 +267,55 @@ def test_handshake_rejected_by_the_server(echo_url: str) -> None:
     ws = asyncio.run(scenario())
     assert len(ws.events) == 1
     assert ws.events[0][:2] == ("closed", 1006) and ws.events[0][2].startswith("handshake failed")
+
+
+class RawServer(asyncio.Protocol):
+    """Reads a request; with ``answer``, sends the 101 and closes at once (no close frame)."""
+
+    answer = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.data = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        parsed = parse_request(self.data)
+        if parsed is not None and self.answer:
+            self.transport.write(accept(parsed[0], None, None).response)  # type: ignore[attr-defined]
+            self.transport.close()
+
+
+def test_handshake_timeout() -> None:
+    async def scenario() -> Recorder:
+        server = await asyncio.get_running_loop().create_server(RawServer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        ws = Recorder(f"ws://127.0.0.1:{port}/")
+        ws.handshake_timeout = 0.3
+        ws.connect()
+        await until(ws.done)
+        server.close()
+        return ws
+
+    ws = asyncio.run(scenario())
+    assert ws.events == [("closed", 1006, "handshake failed: no WebSocket connection within 0.3s")]
+
+
+def test_server_drops_the_connection() -> None:
+    class Dropper(RawServer):
+        answer = True
+
+    async def scenario() -> Recorder:
+        server = await asyncio.get_running_loop().create_server(Dropper, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        ws = Recorder(f"ws://127.0.0.1:{port}/")
+        ws.connect()
+        await until(ws.done)
+        server.close()
+        return ws
+
+    ws = asyncio.run(scenario())
+    assert ws.events == [("opened",), ("closed", 1006, "")]
 
 
 def test_server_closes(closer_url: str) -> None:
