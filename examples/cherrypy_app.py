@@ -47,12 +47,12 @@ class Board:
     def __init__(self, plugin: WebSocketPlugin) -> None:
         self.plugin = plugin
         self.lock = threading.Lock()  # CherryPy serves pages on several threads
-        self.notes: list[dict[str, object]] = []
+        self.posted: list[dict[str, object]] = []  # (not self.notes: that is the page below)
 
     @cherrypy.expose
     def index(self) -> str:
         with self.lock:
-            items = "".join(f"<li>{html.escape(str(note['text']))}</li>" for note in self.notes)
+            items = "".join(f"<li>{html.escape(str(note['text']))}</li>" for note in self.posted)
         return PAGE.replace("{items}", items)
 
     @cherrypy.expose
@@ -63,19 +63,19 @@ class Board:
                 raise cherrypy.HTTPError(400, "a note needs some text")
             note = {"text": text[:500], "time": time.time()}
             with self.lock:
-                self.notes.append(note)
+                self.posted.append(note)
             # To every /feed websocket, from this page thread: the reactor frames it once for all.
             self.plugin.manager.get_hub().publish(FEED, json.dumps(note))
             raise cherrypy.HTTPRedirect("/", 303)
         cherrypy.response.headers["Content-Type"] = "application/json"
         with self.lock:
-            return json.dumps(self.notes).encode("utf-8")
+            return json.dumps(self.posted).encode("utf-8")
 
     @cherrypy.expose
     def stats(self) -> bytes:
         cherrypy.response.headers["Content-Type"] = "application/json"
         with self.lock:
-            count = len(self.notes)
+            count = len(self.posted)
         return json.dumps({"notes": count, "websockets": len(self.plugin.manager)}).encode("utf-8")
 
     @cherrypy.expose

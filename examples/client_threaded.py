@@ -4,7 +4,7 @@
 
 Sends ``--count`` text messages and one binary message, prints each echo as it comes back
 (``text: ...``, ``binary: N bytes``), closes once every echo is in and prints ``closed: CODE``.
-Exits 1 if the connection ends before that. Start a server first, e.g.
+Exits 1 if the connection ends before that, 2 if it cannot connect. Start a server first, e.g.
 ``python examples/echo_standalone.py``.
 """
 
@@ -13,7 +13,10 @@ import logging
 import sys
 
 from wsloop.client.threadedclient import WebSocketClient
+from wsloop.exc import HandshakeError
 from wsloop.messaging import Message
+
+logger = logging.getLogger("examples.client_threaded")
 
 
 class EchoClient(WebSocketClient):
@@ -51,6 +54,10 @@ def main() -> int:
     ws.expected = args.count + 1
     try:
         ws.connect()  # the opening handshake: raises if the server refuses or is not there
+    except (OSError, HandshakeError) as exc:
+        logger.error("cannot connect to %s: %s", args.url, exc)
+        return 2
+    try:
         ws.run_forever()  # returns once the connection has ended
     except KeyboardInterrupt:
         ws.close()
