@@ -23,6 +23,8 @@ import logging
 import re
 import signal
 import threading
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import make_server
 
@@ -41,10 +43,11 @@ class ChatWebSocket(WebSocket):
     """One browser tab in the room. Its callbacks run on the reactor's thread: keep them short."""
 
     manager: Reactor  # the reactor serving every tab: set by main() once the server exists
+    name = ""  # who this tab is, from the page's URL
 
     def opened(self) -> None:
         # self.environ is the upgrade request's WSGI environ: the page passes the name in the URL.
-        query = parse_qs(self.environ.get("QUERY_STRING", ""))
+        query = parse_qs((self.environ or {}).get("QUERY_STRING", ""))
         self.name = (query.get("name") or ["guest"])[0][:32]
         self.announce({"type": "joined", "from": self.name})
 
@@ -76,7 +79,7 @@ class ChatWebSocket(WebSocket):
 
     def closed(self, code: int, reason: object = None) -> None:
         # Channels are left by themselves when a websocket closes; the room is told.
-        if hasattr(self, "name"):
+        if self.name:
             self.announce({"type": "left", "from": self.name})
 
     def tell(self, event: dict[str, str]) -> None:
@@ -93,7 +96,7 @@ class ChatApp:
     def __init__(self) -> None:
         self.websockets = WebSocketWSGIApplication(handler_cls=ChatWebSocket)
 
-    def __call__(self, environ, start_response):  # type: ignore[no-untyped-def]
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == "/ws":
             return self.websockets(environ, start_response)
@@ -189,8 +192,9 @@ def main() -> None:
     server = make_server(
         args.host, args.port, ChatApp(), server_class=WSGIServer, handler_class=WebSocketWSGIRequestHandler
     )
-    server.initialize_websockets_manager()
-    ChatWebSocket.manager = server.manager
+    reactor = Reactor()  # serves every websocket, on one thread
+    server.initialize_websockets_manager(reactor)  # starts it
+    ChatWebSocket.manager = reactor
 
     # SIGTERM (what service managers send) and Ctrl-C: shutdown() ends serve_forever() once the
     # request in progress is done. It waits for that, so it runs in a thread of its own; raising

@@ -1,9 +1,9 @@
 """Every example of the repository's ``examples/``, run from there as a user runs it (a child
 process, ``--port 0``), bounded in time:
 
-- the echo servers (standalone, wsgiref, gevent, asyncio, CherryPy plugin+tool) pass the
-  Autobahn cases CI runs on the framework flavours (kosoku), and stop with exit status 0 on
-  SIGTERM;
+- the echo servers (standalone, wsgiref, gevent, asyncio, CherryPy plugin+tool): on SIGTERM
+  they close their clients with 1001 and exit with status 0 (tests/test_autobahn.py runs the
+  Autobahn cases on each of them);
 - the clients (threaded, gevent, tornado) talk to the standalone echo example and print every
   echo;
 - the chat room is used by two real Chromium pages: the room's messages reach both, a channel's
@@ -25,55 +25,21 @@ from typing import Any
 
 import pytest
 
-from tests.support.autobahn import WHOLE, assert_all_passed, run_suite
 from tests.support.components import require_module
-from tests.support.examples import REPO_EXAMPLES, RepoExample, chromium_pages, run_example
+from tests.support.examples import ECHO_SERVERS, REPO_EXAMPLES, RepoExample, chromium_pages, run_example
 from tests.support.sockets import free_port
 from tests.support.wsclient import Client
 
-#: The selection tests/test_autobahn.py runs on the framework flavours: every group outside
-#: permessage-deflate's 12 and 13, plus 12.1 and 13.7 (the whole suite with WSLOOP_AUTOBAHN_WHOLE).
-SELECTION = (
-    ()
-    if WHOLE
-    else tuple(
-        arg
-        for group in ("1", "2", "3", "4", "5", "6", "7", "9", "10", "12.1", "13.7")
-        for arg in ("-i", f"{group}.*")
-    )
-)
-EXPECTED = 517 if WHOLE else 301 + 18 + 18
-
-ECHO_SERVERS = [
-    "echo_standalone.py",
-    "echo_wsgiref.py",
-    "echo_gevent.py",
-    "echo_asyncio.py",
-    "echo_cherrypy.py",
-]
-
 
 def test_every_example_is_tested() -> None:
-    """A new example without a test here fails this."""
+    """A new example without a test fails this (the echo servers' Autobahn runs are in
+    tests/test_autobahn.py)."""
     tested = {*ECHO_SERVERS, "client_threaded.py", "client_gevent.py", "client_tornado.py"}
     tested |= {"chat.py", "cherrypy_app.py"}
     assert {path.name for path in REPO_EXAMPLES.glob("*.py")} == tested
 
 
 # ------------------------------------------------------------------------- the echo servers
-
-
-@pytest.mark.timeout(1800 if WHOLE else 600)
-@pytest.mark.parametrize("name", ECHO_SERVERS, ids=lambda name: name[5:-3])
-def test_echo_server_passes_autobahn(name: str, tmp_path: Path) -> None:
-    server = RepoExample(name)
-    try:
-        cases = run_suite(server.url, tmp_path, *SELECTION)
-    finally:
-        code = server.stop()
-    assert_all_passed(cases, expected=EXPECTED)
-    assert code == 0, server.output
-    assert not server.killed
 
 
 @pytest.mark.timeout(60)
@@ -119,6 +85,20 @@ def test_client_talks_to_the_echo_server(name: str, echo_server: RepoExample) ->
     done = run_example(name, "--url", echo_server.url, "--count", "3")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == CLIENT_OUTPUT, done.stderr
+
+
+@pytest.mark.timeout(90)
+def test_asyncio_example_echoes_with_a_coroutine_callback() -> None:
+    """``echo_asyncio.py --coroutines``: AsyncEcho's ``async def received_message`` awaits its
+    sends; the threaded client example gets every echo, in order."""
+    server = RepoExample("echo_asyncio.py", "--coroutines")
+    try:
+        done = run_example("client_threaded.py", "--url", server.url, "--count", "3")
+    finally:
+        code = server.stop()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == CLIENT_OUTPUT, done.stderr
+    assert code == 0, server.output
 
 
 @pytest.mark.timeout(60)

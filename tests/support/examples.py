@@ -46,6 +46,14 @@ class ExampleProcess(ServerProcess):
 
 #: The repository's own examples, written for wsloop (tests/test_examples.py runs each one).
 REPO_EXAMPLES = ROOT / "examples"
+#: The echo server of each flavour (tests/test_autobahn.py runs the Autobahn cases on each).
+ECHO_SERVERS = [
+    "echo_standalone.py",
+    "echo_wsgiref.py",
+    "echo_gevent.py",
+    "echo_asyncio.py",
+    "echo_cherrypy.py",
+]
 #: What every server example of examples/ logs once it listens: its URL, with the port it picked.
 SERVING = r"serving on (?P<scheme>https?|wss?)://127\.0\.0\.1:(?P<port>\d+)(?P<path>/\S*)"
 
