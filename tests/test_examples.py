@@ -245,6 +245,16 @@ def test_cherrypy_app_mixes_pages_and_websockets(tmp_path: Path) -> None:
             notes = json.loads(http(server.http("/notes"))[2])
             assert [note["text"] for note in notes] == ["hello <board>"]
             assert http(server.http("/notes"), {"text": "  "})[0] == 400
+
+            # 6. the form, submitted in the page as a person would: the 303 brings the page back
+            # with the note rendered, and the feed client gets it live
+            browser.fill("#text", "from the form")
+            with browser.expect_navigation():
+                browser.click("#post")
+            assert browser.url == server.http("/")
+            assert browser.locator("#feed li").all_inner_texts() == ["hello <board>", "from the form"]
+            assert json.loads(feed.recv())["text"] == "from the form"
+            browser.wait_for_function("() => window.board.state === 'live'")
             browser.screenshot(path=str(tmp_path / "board.png"))
         echo.close()
         feed.close()
