@@ -1,10 +1,11 @@
-"""The Autobahn TestSuite's cases (run by kosoku) against ``python -m wsloop serve``: every case
-run must end OK, NON-STRICT or INFORMATIONAL, for its behaviour and its closing behaviour.
+"""The Autobahn TestSuite's cases (run by kosoku): every case run must end OK, NON-STRICT or
+INFORMATIONAL, for its behaviour and its closing behaviour.
 
 By default: all 517 cases (permessage-deflate's groups 12 and 13 included) on the standalone
-server (selectors poller); on the threaded poller, wsgiref, gevent, CherryPy, asyncio and over
-``wss://``, the 301 cases outside groups 12 and 13 plus 12.1.* and 13.7.* (337 cases).
-``WSLOOP_AUTOBAHN_WHOLE=1`` runs all 517 on every one of them (about 50 minutes on 2 cores).
+server of ``python -m wsloop serve``; on the echo servers of ``examples/`` (standalone, wsgiref,
+gevent, CherryPy, asyncio: the code users copy, each flavour's one run), on the CLI's threaded
+poller and over ``wss://``, the 301 cases outside groups 12 and 13 plus 12.1.* and 13.7.* (337
+cases). ``WSLOOP_AUTOBAHN_WHOLE=1`` runs all 517 on every one of them (about 50 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.autobahn import WHOLE, assert_all_passed, run_suite
+from tests.support.examples import ECHO_SERVERS, RepoExample
 from tests.support.serverproc import ServerProcess
 from tests.support.tlsrelay import TLSRelay
 
@@ -30,7 +32,7 @@ WITH_COMPRESSION_SAMPLE = tuple(
     for arg in ("-i", f"{group}.*")
 )
 SAMPLE_CASES = 301 + 18 + 18
-#: What the flavours other than the standalone server run, and how many cases that is.
+#: What the targets other than the CLI's standalone server run, and how many cases that is.
 SELECTION, EXPECTED = ((), 517) if WHOLE else (WITH_COMPRESSION_SAMPLE, SAMPLE_CASES)
 
 
@@ -49,26 +51,33 @@ def test_autobahn_whole_suite_standalone(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(1800 if WHOLE else 900)
-@pytest.mark.parametrize(
-    "cli_args",
-    [
-        ("--poller", "threaded"),
-        ("--server", "wsgiref"),
-        ("--server", "gevent"),
-        ("--server", "cherrypy"),
-        ("--server", "asyncio"),
-    ],
-    ids=lambda args: "-".join(args[1:]),
-)
-def test_autobahn_cases_pass(cli_args: tuple[str, ...], tmp_path: Path) -> None:
-    server = ServerProcess(*cli_args)
+def test_autobahn_cases_pass_threaded_poller(tmp_path: Path) -> None:
+    """The CLI's ``--poller threaded`` (a thread per connection; no example uses it)."""
+    server = ServerProcess("--poller", "threaded")
     try:
         cases = run_suite(server.url, tmp_path, *SELECTION)
     finally:
         code = server.stop()
     assert_all_passed(cases, expected=EXPECTED)
     assert code == 0, server.output
-    keep_reports(tmp_path, "-".join(cli_args[1:]))
+    keep_reports(tmp_path, "threaded")
+
+
+@pytest.mark.timeout(1800 if WHOLE else 900)
+@pytest.mark.parametrize(
+    "name", ECHO_SERVERS, ids=lambda name: name.removeprefix("echo_").removesuffix(".py")
+)
+def test_autobahn_cases_pass_on_the_examples(name: str, tmp_path: Path) -> None:
+    """Each flavour's echo server of ``examples/``, run as a user runs it (``python
+    examples/echo_<flavour>.py --port 0``); ``SIGTERM`` then stops it with exit status 0."""
+    server = RepoExample(name)
+    try:
+        cases = run_suite(server.url, tmp_path, *SELECTION)
+    finally:
+        code = server.stop()
+    assert_all_passed(cases, expected=EXPECTED)
+    assert code == 0, server.output
+    keep_reports(tmp_path, f"example-{name[:-3]}")
 
 
 @pytest.mark.timeout(1800 if WHOLE else 900)
