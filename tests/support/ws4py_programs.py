@@ -1,0 +1,2 @@
+"""stub"""
+CONVERSATION_EXCEPTIONS: dict[str, str] = {}
