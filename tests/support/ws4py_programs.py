@@ -234,15 +234,98 @@ for conversation in sys.argv[4:]:
     record(conversation, "terminated", ws.terminated)
 '''
 
-CLIENT_CONVERSATIONS = [
-    "echo",
-    "client-closes",
-    "server-closes",
-    "ping",
-    "fragments",
-    "close-in-opened",
-    "close-after-connect",
-]
+GEVENT_CLIENT_PROGRAM = r'''
+import time
+
+from ws4py.client.geventclient import WebSocketClient
+
+
+def fragments():
+    yield "frag"
+    yield "men"
+    yield "ted"
+
+
+class Recorded(WebSocketClient):
+    """ws4py's gevent client: what receive() returns is recorded with the callbacks."""
+
+    def opened(self):
+        record(self.conversation, "opened")
+
+    def ponged(self, pong):
+        record(self.conversation, "ponged", pong)
+
+    def closed(self, code, reason=None):
+        record(self.conversation, "closed", code, reason)
+        super().closed(code, reason)
+
+
+def receive(ws):
+    record(ws.conversation, "receive", ws.receive())
+
+
+def play(ws):
+    c = ws.conversation
+    if c == "echo":
+        ws.send("h\u00e9llo w\u00f6rld")
+        receive(ws)
+        ws.send(b"\x00\x01\xfe\xff", binary=True)
+        receive(ws)
+        ws.close()
+    elif c == "client-closes":
+        ws.close(4000, "client reason")
+    elif c == "server-closes":
+        ws.send("close 4001 server reason")
+    elif c == "ping":
+        ws.ping("cli")
+        ws.send("ping srv")
+        receive(ws)
+        ws.close(1000, "pinged")
+    elif c == "fragments":
+        ws.send(fragments())
+        receive(ws)
+        ws.send("fragments")
+        receive(ws)
+        ws.close(1000, "done")
+    receive(ws)  # None: the connection is closed
+
+
+def watchdog():
+    time.sleep(float(sys.argv[3]))
+    record("-", "timeout")
+    os._exit(3)
+
+
+threading.Thread(target=watchdog, daemon=True).start()
+for conversation in sys.argv[4:]:
+    ws = Recorded(sys.argv[2] + conversation)
+    ws.conversation = conversation
+    ws.connect()
+    play(ws)
+    record(conversation, "terminated", ws.terminated)
+'''
+
+#: Each client program: its source, the line it must start with, its conversations.
+CLIENT_PROGRAMS: dict[str, tuple[str, str, list[str]]] = {
+    "threaded": (
+        CLIENT_PROGRAM,
+        "",
+        [
+            "echo",
+            "client-closes",
+            "server-closes",
+            "ping",
+            "fragments",
+            "close-in-opened",
+            "close-after-connect",
+        ],
+    ),
+    "gevent": (
+        GEVENT_CLIENT_PROGRAM,
+        "from gevent import monkey; monkey.patch_all()\n",
+        ["echo", "client-closes", "server-closes", "ping", "fragments"],
+    ),
+}
 
 
 # ------------------------------------------------------------------------- running a program
@@ -255,9 +338,9 @@ def program_env() -> dict[str, str]:
     return env
 
 
-def write_program(directory: Path, name: str, source: str) -> Path:
+def write_program(directory: Path, name: str, source: str, first: str = "") -> Path:
     path = directory / f"{name}.py"
-    path.write_text(RECORDER + source, encoding="utf-8")
+    path.write_text(first + RECORDER + source, encoding="utf-8")
     return path
 
 
@@ -304,13 +387,15 @@ def server_program(directory: Path, name: str, source: str) -> Iterator[tuple[in
             proc.wait()
 
 
-def run_client_program(directory: Path, name: str, source: str, url: str) -> Path:
-    """Run a client program through every conversation; return its log."""
+def run_client_program(
+    directory: Path, name: str, source: str, first: str, url: str, conversations: list[str]
+) -> Path:
+    """Run a client program through its conversations; return its log."""
     log = directory / f"{name}.jsonl"
-    script = write_program(directory, name, source)
+    script = write_program(directory, name, source, first)
     with open(directory / f"{name}.stderr", "wb") as stderr:
         proc = subprocess.run(
-            [sys.executable, str(script), str(log), url, str(PROGRAM_TIMEOUT - 5), *CLIENT_CONVERSATIONS],
+            [sys.executable, str(script), str(log), url, str(PROGRAM_TIMEOUT - 5), *conversations],
             stdin=subprocess.DEVNULL,
             stdout=stderr,
             stderr=stderr,
@@ -509,9 +594,15 @@ def drive_server(port: int, log: Path) -> dict[str, list[dict[str, Any]]]:
     client saw (``peer`` events) followed by what the server's callbacks recorded."""
     seen: dict[str, list[dict[str, Any]]] = {}
     for name, script in SERVER_CONVERSATIONS.items():
-        peer = RawPeer(port, "/" + name)
+        try:
+            peer = RawPeer(port, "/" + name)
+        except OSError as exc:  # refused, or closed during the handshake
+            seen[name] = [{"conversation": name, "event": f"peer handshake failed: {exc!r}"}]
+            continue
         try:
             script(peer)
+        except OSError as exc:
+            peer.note(f"error {type(exc).__name__}")
         finally:
             peer.close()
         # the server closed the connection, or should have noticed it gone: closed() is due
