@@ -394,21 +394,24 @@ def run_client_program(
     log = directory / f"{name}.jsonl"
     script = write_program(directory, name, source, first)
     with open(directory / f"{name}.stderr", "wb") as stderr:
-        proc = subprocess.run(
-            [sys.executable, str(script), str(log), url, str(PROGRAM_TIMEOUT - 5), *conversations],
-            stdin=subprocess.DEVNULL,
-            stdout=stderr,
-            stderr=stderr,
-            env=program_env(),
-            cwd=directory,
-            timeout=PROGRAM_TIMEOUT,
-            check=False,
-        )
-    if proc.returncode:
+        try:
+            returncode = subprocess.run(
+                [sys.executable, str(script), str(log), url, str(PROGRAM_TIMEOUT - 5), *conversations],
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                env=program_env(),
+                cwd=directory,
+                timeout=PROGRAM_TIMEOUT,
+                check=False,
+            ).returncode
+        except subprocess.TimeoutExpired:  # killed: its watchdog did not fire
+            returncode = -9
+    if returncode:
         with open(log, "a", encoding="utf-8") as out:
             tail = (directory / f"{name}.stderr").read_text(errors="replace")[-2000:]
             out.write(
-                json.dumps({"conversation": "-", "event": "exit", "args": [proc.returncode], "stderr": tail})
+                json.dumps({"conversation": "-", "event": "exit", "args": [returncode], "stderr": tail})
                 + "\n"
             )
     return log
@@ -435,6 +438,7 @@ class RawPeer:
             {"event": "peer handshake", "status": head.split(b" ", 2)[1].decode()}
         ]
         self.sent_close = False
+        self.stalled = False  # once a wait has timed out, the others do not wait (bounded runs)
 
     def send(self, opcode: int, payload: bytes = b"", fin: bool = True) -> None:
         self.sent_close |= opcode == CLOSE
@@ -461,7 +465,7 @@ class RawPeer:
 
     def expect(self) -> None:
         """Read one frame and record it (a timeout or EOF is recorded instead)."""
-        deadline = time.monotonic() + STEP_TIMEOUT
+        deadline = time.monotonic() + (0 if self.stalled else STEP_TIMEOUT)
         while (got := self._frame()) is None:
             remaining = deadline - time.monotonic()
             try:
@@ -470,6 +474,7 @@ class RawPeer:
                 self.sock.settimeout(remaining)
                 chunk = self.sock.recv(65536)
             except TimeoutError:
+                self.stalled = True
                 self.note("nothing")
                 return
             except OSError:
@@ -488,7 +493,7 @@ class RawPeer:
 
     def wait_eof(self) -> None:
         """Read until the server closes the connection; frames are recorded, then ``eof``."""
-        deadline = time.monotonic() + STEP_TIMEOUT
+        deadline = time.monotonic() + (0 if self.stalled else STEP_TIMEOUT)
         while time.monotonic() < deadline:
             if self._frame() is not None:
                 self.note("frame after the close")
