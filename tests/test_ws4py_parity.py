@@ -5,6 +5,7 @@ and once ported by their imports, record the same callbacks with the same argume
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import importlib
 import inspect
@@ -23,9 +24,11 @@ import ws4py  # a test dependency (setup.cfg's test extra): its absence is a fai
 from tests.support import ws4py_programs as programs
 
 # --------------------------------------------------------------------------------------------
-# The only differences allowed, each with its reason. A key is a gap as the tests print it
-# ("<ws4py name>: <what>") or a conversation's difference ("<conversation>: <event index>");
-# an entry that no longer matches anything fails test_every_exception_is_still_needed.
+# The only differences allowed, each with its reason. A name key is a gap as the test prints
+# it, "<ws4py name>: <what>" or, to pin the difference, the whole line. A conversation key is
+# "<program> <conversation>: <event> <field>" (or ": events" for a missing or extra callback),
+# where <program> may be "servers" or "clients" (all of them) and <conversation> "*" (any).
+# An entry that nothing needs any more fails test_every_*_exception_is_still_needed.
 # --------------------------------------------------------------------------------------------
 NAME_EXCEPTIONS: dict[str, str] = {
     "ws4py.WS_VERSION: value -- (13,) != ws4py's (8, 13)": (
@@ -48,19 +51,18 @@ NAME_EXCEPTIONS: dict[str, str] = {
 }
 
 CONVERSATION_EXCEPTIONS: dict[str, str] = {
-    "server server-closes: events": (
+    "servers server-closes: events": (
         "a ws4py bug wsloop fixes: after a close the server started, ws4py's WebSocketManager "
         "marks the websocket terminated on the peer's reply and so never calls terminate(): "
         "closed() is never called and the socket stays open; wsloop calls "
         "closed(4001, b'server reason') and closes the connection"
     ),
-    "server *: peer close-reply reason": (
+    "servers *: peer close-reply reason": (
         "wsloop's reply to a peer's close frame echoes the status code only (RFC 6455 5.5.1); "
         "ws4py repeats the reason too. No callback sees it"
     ),
-    "threaded *: reference close-reply reason": "the same, for the client's reply to the server's close",
-    "gevent *: reference close-reply reason": "the same, for the client's reply to the server's close",
-    "server drop-at-once: closed args[1]": (
+    "clients *: reference close-reply reason": "the same, for a client's reply to the server's close",
+    "servers drop-at-once: closed args[1]": (
         "ws4py passes the str 'Going away' for a 1006 (no close frame received) where every "
         "other reason it passes is bytes; wsloop passes bytes always"
     ),
@@ -678,22 +680,28 @@ def test_client_attributes(url: str) -> None:
 
 @pytest.fixture(scope="module")
 def server_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """ws4py's wsgiref server program and its wsloop port, each played every conversation by the
-    same raw-socket client: by flavour, by conversation, the events recorded."""
+    """ws4py's server programs (wsgiref, CherryPy) and their wsloop ports, each played every
+    conversation by the same raw-socket client, all at the same time: by '<flavour> <program>',
+    by conversation, the events recorded (the peer's first)."""
     directory = tmp_path_factory.mktemp("servers")
-    runs = {}
-    with programs.server_program(directory, "ws4py_server", programs.SERVER_PROGRAM) as (port4, log4):
-        with programs.server_program(
-            directory, "wsloop_server", programs.port_to_wsloop(programs.SERVER_PROGRAM)
-        ) as (port, log):
-            drivers = [
-                threading.Thread(target=lambda: runs.update(ws4py=programs.drive_server(port4, log4))),
-                threading.Thread(target=lambda: runs.update(wsloop=programs.drive_server(port, log))),
-            ]
-            for driver in drivers:
-                driver.start()
-            for driver in drivers:
-                driver.join()
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    with contextlib.ExitStack() as stack:
+        drivers = []
+        for program, source in programs.SERVER_PROGRAMS.items():
+            for flavour in ("ws4py", "wsloop"):
+                ported = source if flavour == "ws4py" else programs.port_to_wsloop(source)
+                port, log = stack.enter_context(
+                    programs.server_program(directory, f"{flavour}_{program}", ported)
+                )
+
+                def drive(key: str = f"{flavour} {program}", port: int = port, log: Path = log) -> None:
+                    runs[key] = programs.drive_server(port, log)
+
+                drivers.append(threading.Thread(target=drive))
+        for driver in drivers:
+            driver.start()
+        for driver in drivers:
+            driver.join()
     return runs
 
 
@@ -777,24 +785,43 @@ def conversation_differences(
     return differences
 
 
-def conversation_excused(key: str) -> bool:
-    """An exception names a difference by its key; ``*`` stands for any conversation."""
+def group_of(side: str) -> str:
+    return "servers" if side in programs.SERVER_PROGRAMS else "clients"
+
+
+def candidate_keys(key: str) -> set[str]:
+    """The exception keys that name a difference: its own, and with ``servers``/``clients`` for
+    its program and ``*`` for its conversation."""
     side, rest = key.split(" ", 1)
-    wildcard = f"{side} *:{rest.split(':', 1)[1]}"
-    return key in CONVERSATION_EXCEPTIONS or wildcard in CONVERSATION_EXCEPTIONS
+    name, what = rest.split(":", 1)
+    return {f"{s} {n}:{what}" for s in (side, group_of(side)) for n in (name, "*")}
+
+
+def conversation_excused(key: str) -> bool:
+    return not candidate_keys(key).isdisjoint(CONVERSATION_EXCEPTIONS)
 
 
 def unexcused_differences(differences: list[tuple[str, str]]) -> list[str]:
     return [f"{key} -- {text}" for key, text in differences if not conversation_excused(key)]
 
 
-@pytest.mark.parametrize("name", list(programs.SERVER_CONVERSATIONS))
-def test_server_conversation(server_runs: dict[str, dict[str, list[dict[str, Any]]]], name: str) -> None:
-    """ws4py's server program and its port: the same frames out, the same callbacks, the same
-    argument types and values."""
-    theirs, ours = server_runs["ws4py"].get(name, []), server_runs["wsloop"].get(name, [])
+SERVER_CASES = [
+    (program, name) for program in programs.SERVER_PROGRAMS for name in programs.SERVER_CONVERSATIONS
+]
+
+
+@pytest.mark.parametrize(("program", "name"), SERVER_CASES, ids=[f"{p}-{n}" for p, n in SERVER_CASES])
+def test_server_conversation(
+    server_runs: dict[str, dict[str, list[dict[str, Any]]]], program: str, name: str
+) -> None:
+    """ws4py's server program (wsgiref, CherryPy) and its port: the same frames out, the same
+    callbacks, the same argument types and values."""
+    theirs, ours = (
+        server_runs[f"ws4py {program}"].get(name, []),
+        server_runs[f"wsloop {program}"].get(name, []),
+    )
     assert any(e["event"] == "opened" for e in theirs), f"ws4py's own run is incomplete: {theirs}"
-    problems = unexcused_differences(conversation_differences("server", name, theirs, ours))
+    problems = unexcused_differences(conversation_differences(program, name, theirs, ours))
     if name in WSLOOP_CLOSED_WHERE_EXCUSED:
         expected = WSLOOP_CLOSED_WHERE_EXCUSED[name]
         closed = [e["args"] for e in ours if e["event"] == "closed"]
@@ -835,15 +862,22 @@ def test_every_conversation_exception_is_still_needed(
     program that could not start or crashed hides the differences behind it)."""
     keys: set[str] = set()
     unfinished: set[str] = set()
-    sides = [("server", server_runs["ws4py"], server_runs["wsloop"], list(programs.SERVER_CONVERSATIONS))]
+    sides = [
+        (
+            program,
+            server_runs[f"ws4py {program}"],
+            server_runs[f"wsloop {program}"],
+            list(programs.SERVER_CONVERSATIONS),
+        )
+        for program in programs.SERVER_PROGRAMS
+    ]
     for program, (_, _, names) in programs.CLIENT_PROGRAMS.items():
         sides.append((program, client_runs[f"ws4py {program}"], client_runs[f"wsloop {program}"], names))
     for side, theirs, ours, names in sides:
         if "-" in ours:  # the wsloop program exited early or timed out
-            unfinished.add(side)
+            unfinished |= {side, group_of(side)}
         for name in names:
             for key, _ in conversation_differences(side, name, theirs.get(name, []), ours.get(name, [])):
-                side_, rest = key.split(" ", 1)
-                keys |= {key, f"{side_} *:{rest.split(':', 1)[1]}"}
+                keys |= candidate_keys(key)
     stale = sorted(key for key in set(CONVERSATION_EXCEPTIONS) - keys if key.split(" ")[0] not in unfinished)
     assert not stale, f"exceptions that no difference needs any more: {stale}"

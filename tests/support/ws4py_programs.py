@@ -96,14 +96,10 @@ def record(conversation, event, *args, **extra):
         _LOG.flush()
 '''
 
-# ------------------------------------------------------------------- (a) a ws4py server program
+# ------------------------------------------------------------------- (a) ws4py server programs
 
-SERVER_PROGRAM = r'''
-from wsgiref.simple_server import make_server
-
+SERVER_HANDLER = r'''
 from ws4py.websocket import WebSocket
-from ws4py.server.wsgirefserver import WSGIServer, WebSocketWSGIRequestHandler
-from ws4py.server.wsgiutils import WebSocketWSGIApplication
 
 
 class Recorded(WebSocket):
@@ -133,7 +129,13 @@ class Recorded(WebSocket):
 
     def closed(self, code, reason=None):
         record(self.conversation, "closed", code, reason)
+'''
 
+WSGIREF_SERVER = r"""
+from wsgiref.simple_server import make_server
+
+from ws4py.server.wsgirefserver import WSGIServer, WebSocketWSGIRequestHandler
+from ws4py.server.wsgiutils import WebSocketWSGIApplication
 
 server = make_server(
     "127.0.0.1", 0, server_class=WSGIServer, handler_class=WebSocketWSGIRequestHandler,
@@ -146,7 +148,41 @@ print(server.server_address[1], flush=True)
 sys.stdin.readline()  # the driver closes stdin when it is done
 server.shutdown()
 server.server_close()
-'''
+"""
+
+CHERRYPY_SERVER = r"""
+import cherrypy
+
+from ws4py.server.cherrypyserver import WebSocketPlugin, WebSocketTool
+
+cherrypy.config.update({
+    "server.socket_host": "127.0.0.1", "server.socket_port": 0,
+    "log.screen": False, "engine.autoreload.on": False, "checker.on": False,
+})
+WebSocketPlugin(cherrypy.engine).subscribe()
+cherrypy.tools.websocket = WebSocketTool()
+
+
+class Root:
+    @cherrypy.expose
+    def default(self, *args):
+        pass
+
+
+cherrypy.tree.mount(Root(), "/", config={
+    "/": {"tools.websocket.on": True, "tools.websocket.handler_cls": Recorded},
+})
+cherrypy.engine.start()
+print(cherrypy.server.bound_addr[1], flush=True)
+sys.stdin.readline()  # the driver closes stdin when it is done
+cherrypy.engine.exit()
+"""
+
+#: Each server program: the same handler, served by a ws4py server flavour.
+SERVER_PROGRAMS: dict[str, str] = {
+    "wsgiref": SERVER_HANDLER + WSGIREF_SERVER,
+    "cherrypy": SERVER_HANDLER + CHERRYPY_SERVER,
+}
 
 # ------------------------------------------------------------------- (b) a ws4py client program
 
