@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Generator
 
-from .framing import OPCODE_TEXT
+from .framing import OPCODE_TEXT, is_valid_close_code
 from .messaging import (
     BinaryMessage,
     CloseControlMessage,
@@ -18,7 +18,11 @@ from .messaging import (
 )
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Protocol, State
 
-__all__ = ["Stream"]
+__all__ = ["Stream", "VALID_CLOSING_CODES"]
+
+#: ws4py's list of the close codes under 3000 a close frame may carry (with 1012-1014, which
+#: IANA registered and ws4py 0.6.0 refuses); 3000-4999 are valid too.
+VALID_CLOSING_CODES = [code for code in range(1000, 3000) if is_valid_close_code(code)]
 
 StreamInput = bytes | bytearray | memoryview | None
 
@@ -100,15 +104,20 @@ class Stream:
         next ``send`` (``send(None)`` or ``next()`` will do), and the ``send`` returns 0 then.
         """
         protocol = self._protocol = _StreamProtocol(self, not self.expect_masking, self.max_message_size)
-        held: bytes | None = None
+        held: memoryview | None = None  # bytes after a completed message, parsed next time
         try:
             while True:
-                data = yield (0 if held else self._wanted(protocol))
-                if held:
-                    data = held + bytes(data) if data else held
+                data = yield (0 if held is not None else self._wanted(protocol))
+                if held is not None:
+                    view = memoryview(held.tobytes() + bytes(data)) if data else held
                     held = None
-                if data:
-                    held = self._feed(protocol, data)
+                elif not data:
+                    continue
+                else:
+                    # Bytes are parsed through a view (held bytes are not copied); anything else
+                    # is copied once, as the caller may change it once this send returns.
+                    view = memoryview(data if type(data) is bytes else bytes(data))
+                held = self._feed(protocol, view)
         finally:
             self._protocol = self._parser = None
             self._release()
@@ -128,9 +137,9 @@ class Stream:
         end = 4 if length == 126 else 10 if length == 127 else 2
         return end - have if have < end else end + 4 - have
 
-    def _feed(self, protocol: Protocol, data: bytes | bytearray | memoryview) -> bytes | None:
-        """Parse ``data``, one frame stage at a time; return the bytes after a completed message."""
-        view = memoryview(data).cast("B")
+    def _feed(self, protocol: Protocol, view: memoryview) -> memoryview | None:
+        """Parse ``view`` (of bytes), one frame stage at a time; return what follows a completed
+        message."""
         end = len(view)
         pos = 0
         self._completed = False
@@ -146,7 +155,7 @@ class Stream:
                     self.errors.append(CloseControlMessage(failure.code, failure.reason))
                 return None
             if self._completed:
-                return bytes(view[pos:]) if pos < end else None
+                return view[pos:] if pos < end else None
             opcode = protocol._msg_op
             if opcode and self._partial is None and not protocol._remaining:
                 # A fragmented message is under way (its first frame is in): shown as ws4py does,
