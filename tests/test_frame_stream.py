@@ -604,3 +604,22 @@ def test_the_dfa_table_is_ws4pys_and_validates_utf8() -> None:
         except UnicodeDecodeError:
             valid = False
         assert (state == 0) == valid, data
+
+
+def test_held_bytes_are_the_callers_as_sent() -> None:
+    """What follows a completed message waits for the next send: a bytearray the caller reuses
+    once the send returns does not change it."""
+    buffer = bytearray(frames((TEXT, b"one"), (TEXT, b"two")))
+    stream = Stream()
+    assert stream.parser.send(buffer) == 0  # a message is ready; more bytes are held
+    buffer[:] = b"\0" * len(buffer)
+    assert stream.message is not None and stream.message.data == b"one"
+    stream.message = None
+    assert stream.parser.send(None) == 1
+    assert stream.message is not None and stream.message.data == b"two"
+
+
+def test_valid_closing_codes_are_ws4pys_and_the_registered_ones() -> None:
+    from wsloop.streaming import VALID_CLOSING_CODES
+
+    assert set(VALID_CLOSING_CODES) == set(w4_streaming.VALID_CLOSING_CODES) | {1012, 1013, 1014}
