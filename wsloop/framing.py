@@ -1,4 +1,4 @@
-"""RFC 6455 §5 framing: opcodes, close codes, frame headers and masking.
+"""RFC 6455 §5 framing: opcodes, close codes, frame headers and masking, and ws4py's ``Frame``.
 
 All of it works on whole payloads with C-level operations; nothing loops over bytes in Python.
 """
@@ -8,8 +8,11 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+from collections.abc import Generator
 from struct import Struct
 from typing import Any
+
+from .exc import FrameTooLargeException, ProtocolException
 
 __all__ = [
     "OPCODE_CONTINUATION",
@@ -25,6 +28,7 @@ __all__ = [
     "frame_header",
     "build_frame",
     "encode_close_payload",
+    "Frame",
 ]
 
 OPCODE_CONTINUATION = 0x0
@@ -172,3 +176,150 @@ def encode_close_payload(code: int | None = 1000, reason: str | bytes = b"") -> 
         # Cut on a character boundary so the reason stays valid UTF-8.
         reason = reason[:123].decode("utf-8", "ignore").encode("utf-8")
     return _CODE.pack(code) + reason
+
+
+FrameInput = bytes | bytearray | memoryview | None
+
+
+def _input(data: FrameInput) -> bytes:
+    if data is None:
+        return b""
+    if type(data) is bytes:
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"a frame is parsed from bytes, not {type(data).__name__}")
+
+
+class Frame:
+    """ws4py's ``Frame``: one RFC 6455 frame, built with :meth:`build` or parsed through :attr:`parser`.
+
+    :attr:`parser` is a generator to ``send()`` the frame's bytes to: each ``send`` returns how
+    many more bytes it wants, and ``None`` once the frame is whole (a further ``send`` raises
+    ``StopIteration``). After parsing, :attr:`body` is the payload as received (still masked when
+    :attr:`masking_key` is set: :meth:`unmask` it). A reserved bit, a reserved opcode or a
+    fragmented control frame raise :class:`~wsloop.exc.ProtocolException`; a control frame over
+    125 bytes, or a length with its top bit set, :class:`~wsloop.exc.FrameTooLargeException`.
+    """
+
+    def __init__(
+        self,
+        opcode: int | None = None,
+        body: bytes = b"",
+        masking_key: bytes | None = None,
+        fin: int = 0,
+        rsv1: int = 0,
+        rsv2: int = 0,
+        rsv3: int = 0,
+    ) -> None:
+        if not isinstance(body, bytes):
+            raise TypeError("The body must be properly encoded")
+        self.opcode = opcode
+        self.body = body
+        self.masking_key = masking_key
+        self.fin = fin
+        self.rsv1 = rsv1
+        self.rsv2 = rsv2
+        self.rsv3 = rsv3
+        self.payload_length = len(body)
+        self._parser: Generator[int | None, FrameInput, None] | None = None
+
+    @property
+    def parser(self) -> Generator[int | None, FrameInput, None]:
+        """The parsing generator (started: its first ``send`` takes bytes)."""
+        if self._parser is None:
+            self._parser = self._parsing()
+            next(self._parser)
+        return self._parser
+
+    def _cleanup(self) -> None:
+        if self._parser is not None:
+            self._parser.close()
+            self._parser = None
+
+    def build(self) -> bytes:
+        """The frame as bytes, from its attributes (masked with :attr:`masking_key` if set).
+
+        The header carries :attr:`payload_length` (``len(body)`` unless changed since).
+        """
+        if self.fin > 1:
+            raise ValueError("FIN bit parameter must be 0 or 1")
+        opcode = self.opcode
+        if opcode is None:
+            raise TypeError("a frame needs an opcode to be built")
+        if 0x3 <= opcode <= 0x7 or opcode >= 0xB:
+            raise ValueError("Opcode cannot be a reserved opcode")
+        length = self.payload_length
+        if length >> 63:
+            raise FrameTooLargeException("a frame's length has at most 63 bits")
+        # frame_header ORs its opcode into the first byte: RSV2 and RSV3 ride along with it.
+        bits = opcode | (0x20 if self.rsv2 else 0) | (0x10 if self.rsv3 else 0)
+        body = self.body
+        key = self.masking_key
+        if not key:
+            return frame_header(bits, length, bool(self.fin), bool(self.rsv1)) + body
+        key = bytes(key)
+        return frame_header(bits, length, bool(self.fin), bool(self.rsv1), key) + bytes(self.mask(body))
+
+    def mask(self, data: bytes | bytearray | memoryview) -> bytearray:
+        """``data`` XORed with :attr:`masking_key` (its first 4 bytes): masks and unmasks."""
+        key = self.masking_key
+        if key is None:
+            raise TypeError("the frame has no masking key")
+        if len(key) < 4:
+            raise ValueError("a masking key has 4 bytes")
+        return bytearray(mask(data, key[:4]))
+
+    unmask = mask
+
+    def _parsing(self) -> Generator[int | None, FrameInput, None]:
+        # Each stage asks for what it lacks (as ws4py does: the first byte, the second, the
+        # extended length, the masking key, the payload); bytes sent beyond a stage's need are
+        # carried to the next stage, and any beyond the frame's end are ignored.
+        buf = b""
+        while not buf:
+            buf = _input((yield 1))
+        b0 = buf[0]
+        self.fin = b0 >> 7
+        self.rsv1 = (b0 >> 6) & 1
+        self.rsv2 = (b0 >> 5) & 1
+        self.rsv3 = (b0 >> 4) & 1
+        self.opcode = opcode = b0 & 0x0F
+        if b0 & 0x70:
+            raise ProtocolException("reserved bits set")
+        if opcode not in DATA_OPCODES and opcode not in CONTROL_OPCODES:
+            raise ProtocolException(f"reserved opcode {opcode:#x}")
+        if opcode >= 8 and not b0 & FIN:
+            raise ProtocolException("fragmented control frame")
+        buf = buf[1:]
+        while not buf:
+            buf = _input((yield 1))
+        b1 = buf[0]
+        buf = buf[1:]
+        self.payload_length = length = b1 & 0x7F
+        if opcode >= 8 and length > 125:
+            raise FrameTooLargeException("control frame payload over 125 bytes", code=1002)
+        extra = 2 if length == 126 else 8 if length == 127 else 0
+        if extra:
+            while len(buf) < extra:
+                buf += _input((yield extra - len(buf)))
+            self.payload_length = length = int.from_bytes(buf[:extra], "big")
+            buf = buf[extra:]
+            if length >> 63:
+                raise FrameTooLargeException("frame length has the most significant bit set", code=1002)
+        if b1 & MASK_BIT:
+            while len(buf) < 4:
+                buf += _input((yield 4 - len(buf)))
+            self.masking_key = buf[:4]
+            buf = buf[4:]
+        if len(buf) < length:
+            # The payload, in as many sends as it takes: the pieces are joined once, at the end.
+            parts = [buf]
+            have = len(buf)
+            while have < length:
+                piece = _input((yield length - have))
+                parts.append(piece)
+                have += len(piece)
+            buf = b"".join(parts)
+        self.body = buf if len(buf) == length else buf[:length]
+        yield None
