@@ -364,6 +364,21 @@ def test_terminate_after_leaving_the_once_loop_reports_the_end(served_once: Any)
     client.sock.close()
 
 
+def test_terminate_from_another_thread_ends_a_blocked_once_loop_once(served_once: Any) -> None:
+    """(Passes on main too: a guard that terminate()'s own report does not add a second
+    closed() or a spurious socket error.)"""
+    port, results = served_once()
+    client = Client(port)
+    assert client.echo("one").data == b"one"
+    ws = results[0]
+    ws.terminate()  # the loop's thread is blocked in recv()
+    wait_for(lambda: len(results) == 2)
+    assert results[1] == "returned False"
+    assert ws.events == [("closed", 1006, b"")]
+    assert client.wait_eof()
+    client.sock.close()
+
+
 # ------------------------------------------------------------ addresses and module names
 
 

@@ -457,8 +457,9 @@ class WebSocket:
         except InterruptedError:
             return True  # (Python retries EINTR itself; ws4py's once() skips it as well)
         except OSError as exc:  # ssl.SSLError and ConnectionResetError among them
-            self._report(exc)
-            self._end_once()
+            if not self._finished:  # (not the socket terminate() closed from another thread)
+                self._report(exc)
+                self._end_once()
             return False
         if data:
             mine = self._once_transport
