@@ -267,7 +267,7 @@ def expect_close(run: Run, sock: socket.socket, leftover: bytes, expected: set[i
         return
     code = proto.close_received.code
     if code not in expected:
-        run.tally.fail(f"{what}: close {code} (expected {sorted(expected)})", proto.close_received.reason)
+        run.tally.fail(f"{what}: close {code} (expected {sorted(expected)})", proto.close_received.text)
     else:
         run.tally.count(f"{what}: close {code}")
 

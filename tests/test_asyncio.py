@@ -217,7 +217,7 @@ class Recording(async_websocket.EchoWebSocket):
     def unhandled_error(self, error: BaseException) -> None:
         self.events.put(("error", repr(error)))
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: bytes | None = None) -> None:
         self.events.put(("closed", code, reason))
 
 
@@ -237,7 +237,7 @@ class AsyncCallbacks(Recording):
     async def ponged(self, pong: PongControlMessage) -> None:
         self.events.put(("pong", pong.data))
 
-    async def closed(self, code: int, reason: str | None = None) -> None:
+    async def closed(self, code: int, reason: bytes | None = None) -> None:
         await asyncio.sleep(0)
         self.events.put(("closed", code, reason))
 
@@ -422,7 +422,7 @@ def test_async_callbacks_run_as_tasks_on_the_loop() -> None:
         client.stream.close(4000, "bye")
         client.flush()
         assert client.recv_close().code == 4000
-        assert next_event(events, "closed") == ("closed", 4000, "bye")
+        assert next_event(events, "closed") == ("closed", 4000, b"bye")
         assert not [e for e in list(events.queue) if e[0] == "error"]
 
 
@@ -432,11 +432,11 @@ def test_awaited_close_from_a_coroutine() -> None:
     with serving(Closer) as served, Client(served.port) as client:
         assert client.echo("please").data == b"closing: please"
         close = client.recv_close()
-        assert (close.code, close.reason) == (4001, "asked to")
+        assert (close.code, close.reason) == (4001, b"asked to")
         assert next_event(events, "close awaited") == ("close awaited", True, False)
         client.flush()  # our close reply completes the handshake
         assert client.wait_eof()
-        assert next_event(events, "closed")[1:] == (4001, "")  # the code our peer echoed
+        assert next_event(events, "closed")[1:] == (4001, b"")  # the code our peer echoed
 
 
 def test_coroutine_error_closes_1011_and_others_carry_on() -> None:
@@ -778,7 +778,7 @@ class Ticker(SyncWebSocket):
         self.largest = max(self.largest, driver.transport.get_write_buffer_size())
         driver.loop.call_later(0.005, self.tick)
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: bytes | None = None) -> None:
         self.events.put(("closed", code, reason, self.largest))
 
 
@@ -797,7 +797,7 @@ def test_output_to_a_peer_that_does_not_read_is_capped() -> None:
         finally:
             sock.close()
         _, code, reason, largest = event
-        assert (code, reason) == (1008, "output buffer limit exceeded")
+        assert (code, reason) == (1008, b"output buffer limit exceeded")
         assert largest <= 8 * 1024 * 1024 + 2 * 1024 * 1024
         with Client(served.port) as good:  # the server carries on
             assert good.recv(timeout=10).data == b"t" * (1024 * 1024)

@@ -201,7 +201,7 @@ def check_close_timeout(port: int) -> None:
         silent(client)
         client.send_raw(build_frame(OPCODE_TEXT, b"close", masked=True))
         close = read_until_close(client, timeout=10)
-        assert (close.code, close.reason) == (1000, "bye")
+        assert (close.code, close.reason) == (1000, b"bye")
         elapsed = wait_dropped(client.sock, timeout=10)
     assert 0.6 <= elapsed <= 3.0, f"dropped {elapsed:.2f} s after the close frame"
 

@@ -50,7 +50,7 @@ class TerminatesOnFirst(WebSocket):
     def ponged(self, pong: Any) -> None:
         TerminatesOnFirst.events.append(("pong", pong.data))
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: bytes | None = None) -> None:
         TerminatesOnFirst.events.append(("closed", code))
 
 

@@ -211,7 +211,7 @@ class Recorder:
                 else:
                     super().received_message(message)
 
-            def closed(self, code: int, reason: str | None = None) -> None:
+            def closed(self, code: int, reason: bytes | None = None) -> None:
                 with recorder.lock:
                     recorder.close_codes.append(code)
                 recorder.closed.set()

@@ -115,7 +115,7 @@ def connect(port: int, timeout: float = SLACK) -> Client:
             time.sleep(0.05)
 
 
-def read_close_without_answering(sock: socket.socket, timeout: float = 10.0) -> tuple[int | None, str]:
+def read_close_without_answering(sock: socket.socket, timeout: float = 10.0) -> tuple[int | None, bytes]:
     """Read until the server's close frame, never answering it: (code, reason)."""
     stream = Protocol(client=True, max_message_size=None, write=lambda data: None)
     deadline = time.monotonic() + timeout
@@ -346,7 +346,7 @@ def test_idle_timeout_closes_a_silent_websocket_with_1001(flavour: str) -> None:
             if stream.close_received is not None and not closed_after:
                 closed_after = time.monotonic() - began
         assert stream.close_received is not None, "dropped without a close frame"
-        assert (stream.close_received.code, stream.close_received.reason) == (1001, "idle timeout")
+        assert (stream.close_received.code, stream.close_received.reason) == (1001, b"idle timeout")
         assert closed_after >= idle * 0.95, f"closed after {closed_after:.2f} s: before its time"
         assert closed_after <= idle * 1.5 + lag, f"closed after {closed_after:.2f} s: too late"
         silent.close()  # the close was not answered: the server dropped it after its close timeout
@@ -503,7 +503,7 @@ def test_handler_class_close_timeout_is_the_default(flavour: str) -> None:
         sock = raw_websocket(port)
         try:
             sock.sendall(build_frame(OPCODE_TEXT, b"hi", masked=True))
-            assert read_close_without_answering(sock) == (1000, "bye")
+            assert read_close_without_answering(sock) == (1000, b"bye")
             started = time.monotonic()
             wait_eof(sock, timeout=10.0)
             assert time.monotonic() - started < 3.0

@@ -194,7 +194,8 @@ def test_close_message_code_reason_and_data() -> None:
     m = CloseControlMessage(1001, "going away")
     assert m.opcode == CLOSE
     assert m.code == 1001
-    assert m.reason == "going away"
+    assert m.reason == b"going away"  # bytes, as ws4py's
+    assert m.text == "going away"
     assert m.data == struct.pack("!H", 1001) + b"going away"
     assert str(m) == "going away"
 
@@ -202,19 +203,21 @@ def test_close_message_code_reason_and_data() -> None:
 def test_close_message_defaults_to_1000() -> None:
     m = CloseControlMessage()
     assert m.code == 1000
-    assert m.reason == ""
+    assert m.reason == b""
     assert m.data == b"\x03\xe8"
 
 
 def test_close_message_non_ascii_reason() -> None:
     m = CloseControlMessage(4000, "☃")
     assert m.data == b"\x0f\xa0" + "☃".encode()
-    assert m.reason == "☃"
+    assert m.reason == "☃".encode()
+    assert (m.text, str(m)) == ("☃", "☃")
 
 
-def test_close_message_bytes_reason_is_decoded() -> None:
+def test_close_message_bytes_reason_is_kept() -> None:
     m = CloseControlMessage(1000, "bye ☃".encode())
-    assert m.reason == "bye ☃"
+    assert m.reason == "bye ☃".encode()
+    assert m.text == "bye ☃"
     assert m.data == b"\x03\xe8" + "bye ☃".encode()
 
 
@@ -289,7 +292,7 @@ def test_single_close_parsed_back_by_protocol() -> None:
     p = receive(CloseControlMessage(1001, "bye").single(mask=True))
     (m,) = p.received
     assert isinstance(m, CloseControlMessage)
-    assert (m.code, m.reason) == (1001, "bye")
+    assert (m.code, m.reason) == (1001, b"bye")
 
 
 def test_fragment_flags() -> None:

@@ -153,7 +153,7 @@ def summary(messages: list[Message]) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for m in messages:
         if isinstance(m, CloseControlMessage):
-            out.append(("close", (m.code, m.reason)))
+            out.append(("close", (m.code, m.reason.decode("utf-8"))))  # bytes, as ws4py's
         else:
             out.append((type(m).__name__, m.data))
     return out

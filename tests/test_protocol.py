@@ -42,7 +42,7 @@ def summary(messages: list[Message]) -> list[tuple]:
     out: list[tuple] = []
     for m in messages:
         if isinstance(m, CloseControlMessage):
-            out.append(("close", m.code, m.reason))
+            out.append(("close", m.code, m.reason.decode("utf-8")))  # reason: bytes, as ws4py's
         elif isinstance(m, TextMessage):
             out.append(("text", m.data))
         elif isinstance(m, BinaryMessage):
@@ -1089,7 +1089,7 @@ def test_open_to_closing_to_closed_when_we_close_first(side: Side) -> None:
     assert [f.opcode for f in frames] == [CLOSE]
     assert parse_close(frames[0].payload) == (1001, "bye")
     assert p.close_sent is not None
-    assert (p.close_sent.code, p.close_sent.reason) == (1001, "bye")
+    assert (p.close_sent.code, p.close_sent.reason) == (1001, b"bye")
 
     p.feed(side.incoming(CLOSE, close_payload(1001)))
     assert p.state is State.CLOSED

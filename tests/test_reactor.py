@@ -36,7 +36,7 @@ class Registry(EchoWebSocket):
     def opened(self) -> None:
         Registry.instances.append(self)
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: bytes | None = None) -> None:
         Registry.closed_codes.append(code)
 
 
@@ -257,7 +257,7 @@ class Pinged(EchoWebSocket):
     def ponged(self, pong: PongControlMessage) -> None:
         Pinged.pongs.append(pong.data)
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: bytes | None = None) -> None:
         Pinged.codes.append(code)
 
 
@@ -286,7 +286,7 @@ def test_ws4py_blocking_run_in_a_thread() -> None:
     codes: list[int] = []
 
     class Echo(EchoWebSocket):
-        def closed(self, code: int, reason: str | None = None) -> None:
+        def closed(self, code: int, reason: bytes | None = None) -> None:
             codes.append(code)
             done.set()
 
@@ -348,7 +348,7 @@ def test_ws4py_once_loop_without_a_driver() -> None:
     result: list[object] = []
 
     class Echo(EchoWebSocket):
-        def closed(self, code: int, reason: str | None = None) -> None:
+        def closed(self, code: int, reason: bytes | None = None) -> None:
             result.append(code)
 
     def serve() -> None:

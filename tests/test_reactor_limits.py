@@ -88,7 +88,7 @@ class Recorder(WebSocket):
     def opened(self) -> None:
         self.was_opened = True
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: bytes | None = None) -> None:
         self.codes.append(code)
 
 
@@ -176,7 +176,7 @@ class Codes(EchoWebSocket):
     def opened(self) -> None:
         Codes.instances.append(self)
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: bytes | None = None) -> None:
         Codes.codes.append(code)
 
 
@@ -424,7 +424,7 @@ class Tracked(EchoWebSocket):
         self.codes: list[int] = []
         Tracked.instances.append(self)
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: bytes | None = None) -> None:
         self.codes.append(code)
 
 

@@ -272,7 +272,7 @@ class Recorder(WebSocket):
         if message.data == b"close-me":
             self.close(4000, "as asked")
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: bytes | None = None) -> None:
         Recorder.events.append(("closed", (code, reason)))
 
 
@@ -284,7 +284,7 @@ class TestCallbacks:
             client.send(b"one")
             client.send(b"close-me")
             close = client.recv_close()
-            assert (close.code, close.reason) == (4000, "as asked")
+            assert (close.code, close.reason) == (4000, b"as asked")
             client.flush()
             assert client.wait_eof()
         deadline = time.monotonic() + 5
@@ -294,7 +294,7 @@ class TestCallbacks:
             ("opened", True),
             ("message", b"one"),
             ("message", b"close-me"),
-            ("closed", (4000, "")),
+            ("closed", (4000, b"")),
         ]
 
     def test_closed_gets_1006_when_peer_vanishes(self, make_server) -> None:  # type: ignore[no-untyped-def]
@@ -307,7 +307,7 @@ class TestCallbacks:
         deadline = time.monotonic() + 5
         while not any(e[0] == "closed" for e in Recorder.events) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert ("closed", (1006, "")) in Recorder.events
+        assert ("closed", (1006, b"")) in Recorder.events
 
 
 def test_request_environ_takes_the_given_peer_and_shares_its_strings() -> None:

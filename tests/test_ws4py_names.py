@@ -138,7 +138,7 @@ class Beating(WebSocket):
         self.heartbeat.start()
         Beating.instances.append(self)
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: bytes | None = None) -> None:
         self.ended_with.append(code)
 
 

@@ -78,7 +78,7 @@ class WebSocket(_SyncWebSocket):
             return transport.drain()
         return DONE
 
-    def close(self, code: int = 1000, reason: str = "") -> Awaitable[None]:  # type: ignore[override]
+    def close(self, code: int = 1000, reason: str | bytes = "") -> Awaitable[None]:  # type: ignore[override]
         """Start the closing handshake: the close frame is queued at once (from another thread:
         at the loop's next turn) and :meth:`closed` follows when the connection has ended. The
         awaitable returned is complete."""
@@ -170,13 +170,7 @@ class WebSocket(_SyncWebSocket):
         self._handler_failed(exc)
         self._after_close()
 
-    def _report(self, exc: Exception) -> None:
-        try:
-            self.unhandled_error(exc)
-        except Exception:
-            logger.exception("error in %s.unhandled_error", type(self).__name__)
-
-    def _call_closed(self, code: int, reason: str) -> None:
+    def _run_closed(self, code: int, reason: bytes) -> None:
         try:
             result = self.closed(code, reason)
         except Exception:

@@ -1,7 +1,8 @@
 """ws4py's message classes: what ``received_message`` gets and what ``send`` accepts.
 
-``data`` is always ``bytes``; a text message's ``str()`` decodes it. The classes use
-``__slots__`` because one is made for every message received.
+``data`` is always ``bytes``; a text message's ``str()`` decodes it. A close frame's ``reason`` is
+``bytes`` too, as ws4py's (``text`` gives it as ``str``). The classes use ``__slots__`` because one
+is made for every message received.
 """
 
 from __future__ import annotations
@@ -30,26 +31,27 @@ Payload = str | bytes | bytearray | memoryview
 _BYTES = bytes  # BinaryMessage's parameter shadows the builtin (ws4py's name for it)
 
 
-def _to_bytes(data: Payload | None, encoding: str = "utf-8") -> bytes:
+def _to_bytes(data: Payload | None, encoding: str | None = "utf-8") -> bytes:
     if data is None:
         return b""
     if isinstance(data, bytes):
         return data
     if isinstance(data, str):
-        return data.encode(encoding)
+        return data.encode(encoding or "utf-8")
     if isinstance(data, (bytearray, memoryview)):
         return bytes(data)
     raise TypeError(f"{type(data).__name__} is not valid message data")
 
 
 class Message:
-    """A WebSocket message: an ``opcode`` and its payload ``data`` (bytes)."""
+    """A WebSocket message: an ``opcode`` and its payload ``data`` (bytes); ``encoding`` is the
+    text's (None for a :class:`BinaryMessage`, as in ws4py)."""
 
     __slots__ = ("opcode", "data", "encoding", "completed")
     is_text = False
     is_binary = False
 
-    def __init__(self, opcode: int, data: Payload | None = b"", encoding: str = "utf-8") -> None:
+    def __init__(self, opcode: int, data: Payload | None = b"", encoding: str | None = "utf-8") -> None:
         self.opcode = opcode
         self.data = data if type(data) is bytes else _to_bytes(data, encoding)
         self.encoding = encoding
@@ -71,7 +73,7 @@ class Message:
         return len(self.data)
 
     def __str__(self) -> str:
-        return self.data.decode(self.encoding, "replace")
+        return self.data.decode(self.encoding or "utf-8", "replace")
 
     def __bytes__(self) -> bytes:
         return self.data
@@ -101,7 +103,7 @@ class TextMessage(Message):
 
 
 class BinaryMessage(Message):
-    """A binary message; ``len(m)`` is its length in bytes."""
+    """A binary message; ``len(m)`` is its length in bytes, its ``encoding`` None (ws4py's)."""
 
     __slots__ = ()
     is_binary = True
@@ -109,22 +111,35 @@ class BinaryMessage(Message):
     def __init__(self, bytes: Payload | None = None) -> None:  # noqa: A002 - ws4py's name
         self.opcode = OPCODE_BINARY
         self.data = bytes if type(bytes) is _BYTES else _to_bytes(bytes)
-        self.encoding = "utf-8"
+        self.encoding = None
         self.completed = True
 
 
 class CloseControlMessage(Message):
-    """A close frame: ``code`` (None when the frame had no payload) and ``reason`` (str)."""
+    """A close frame: ``code`` (None when the frame had no payload) and ``reason``, ``bytes``
+    (UTF-8) as in ws4py, whether given as ``str`` or ``bytes``; :attr:`text` (and ``str()``) is
+    the reason as ``str``."""
 
     __slots__ = ("code", "reason")
 
-    def __init__(self, code: int | None = 1000, reason: str | bytes = "") -> None:
+    def __init__(self, code: int | None = 1000, reason: str | bytes | bytearray | None = b"") -> None:
+        if isinstance(reason, str):
+            reason = reason.encode("utf-8")
+        elif reason is None:
+            reason = b""  # (ws4py keeps None, and its str() then fails)
+        elif type(reason) is not bytes:
+            reason = bytes(reason)
         Message.__init__(self, OPCODE_CLOSE, encode_close_payload(code, reason))
         self.code = code
-        self.reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else reason
+        self.reason: bytes = reason
+
+    @property
+    def text(self) -> str:
+        """The reason as ``str`` (wsloop's name; undecodable bytes are replaced)."""
+        return self.reason.decode("utf-8", "replace")
 
     def __str__(self) -> str:
-        return self.reason
+        return self.text
 
 
 class PingControlMessage(Message):

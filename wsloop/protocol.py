@@ -461,12 +461,13 @@ class Protocol:
             assert code is not None
             if not is_valid_close_code(code):
                 raise ProtocolException(f"invalid close code {code}")
+            reason = payload[2:]
             try:
-                reason = payload[2:].decode("utf-8")
+                reason.decode("utf-8")
             except UnicodeDecodeError:
                 raise TextFrameEncodingException("close reason is not valid UTF-8") from None
         else:
-            code, reason = None, ""
+            code, reason = None, b""
         message = CloseControlMessage(code, reason)
         self.close_received = message
         if self.state is OPEN:
@@ -591,11 +592,11 @@ class Protocol:
 
     @property
     def close_reason(self) -> str:
-        """The reason that goes with :attr:`close_code`."""
+        """The reason that goes with :attr:`close_code`, as ``str``."""
         if self.failure is not None:
             return self.failure.reason
         received = self.close_received
-        return received.reason if received is not None else ""
+        return received.text if received is not None else ""
 
     def data_to_send(self) -> bytes:
         """Take the bytes collected in :attr:`outgoing` (when no ``write`` was given)."""

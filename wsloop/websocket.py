@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 import types
@@ -33,6 +34,13 @@ __all__ = ["WebSocket", "EchoWebSocket", "Heartbeat", "DEFAULT_CLOSE_TIMEOUT"]
 logger = logging.getLogger("wsloop.websocket")
 
 DEFAULT_CLOSE_TIMEOUT = 5.0
+#: ws4py's size of its first read of a frame (2 bytes: a frame header's start), kept for programs
+#: that import it. wsloop does not read frame by frame: a driver, and :meth:`WebSocket.once`, read
+#: what the socket has, up to :attr:`WebSocket.reading_buffer_size` bytes at a time.
+DEFAULT_READING_SIZE = 2
+#: ws4py's name for the TLS error its ``once()`` catches (pyOpenSSL's, when installed). wsloop's
+#: TLS is the ``ssl`` module's, so it is :class:`ssl.SSLError`.
+pyOpenSSLError = ssl.SSLError
 _CLOSING = State.CLOSING
 _CLASS_DEFAULT: Any = object()  # "use the class attribute"
 
@@ -66,6 +74,14 @@ class WebSocket:
     #: case); include ``None`` to admit clients that send no Origin (non-browser clients).
     #: ``None`` (the default): any origin. Others get 403.
     origins: ClassVar[Collection[str | None] | None] = None
+    #: Bytes :meth:`once` reads from the socket at most in one call (ws4py's attribute).
+    reading_buffer_size: int = 65536
+
+    #: The code :meth:`closed` received, once the connection has ended (None before).
+    close_code: int | None = None
+    #: The reason :meth:`closed` received, as ``str``, once the connection has ended (None
+    #: before): wsloop's name for new code (``closed()`` gets it as bytes, as in ws4py).
+    close_reason: str | None = None
 
     def __init__(
         self,
@@ -143,16 +159,19 @@ class WebSocket:
         """Called with each pong the peer sends."""
         return None
 
-    def closed(self, code: int, reason: str | None = None) -> object:
+    def closed(self, code: int, reason: bytes | None = None) -> object:
         """Called once when the connection has ended.
 
         ``code`` is the peer's close code, our own if we failed the connection (1002, 1007,
-        1009, 1011, ...), or 1006 if it ended without a close frame.
+        1009, 1011, ...), or 1006 if it ended without a close frame. ``reason`` is ``bytes``
+        (UTF-8; ``b""`` when there was none), as in ws4py; :attr:`close_code` and
+        :attr:`close_reason` (a ``str``) keep both once this is called.
         """
         return None
 
     def unhandled_error(self, error: BaseException) -> None:
-        """Called when a callback raised; the connection is then closed with 1011."""
+        """Called when a callback raised (the connection is then closed with 1011), and, as in
+        ws4py, with the socket error that ended a connection driven by :meth:`once`."""
         logger.error("error in %s handler", type(self).__name__, exc_info=error)
 
     # ---------------------------------------------------------------- calls
@@ -223,7 +242,7 @@ class WebSocket:
         """Send a ping; the answer arrives in :meth:`ponged`."""
         self._in_context(self.stream.ping, message)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = 1000, reason: str | bytes = "") -> None:
         """Start the closing handshake; :meth:`closed` follows when the connection ends.
 
         The TCP connection is dropped if the peer does not answer within ``close_timeout``.
@@ -244,7 +263,7 @@ class WebSocket:
             if remaining <= 0 or written.wait(min(remaining, 0.1)):
                 return
 
-    def _close_submitted(self, code: int, reason: str, written: threading.Event) -> None:
+    def _close_submitted(self, code: int, reason: str | bytes, written: threading.Event) -> None:
         # close() from another thread, now in context. A reactor connection writes its output at
         # the end of the loop turn: flush() writes it now, so a close frame that fits in the
         # socket's buffer releases close() at once.
@@ -292,25 +311,52 @@ class WebSocket:
         if transport.in_context():
             self.stream.abort()  # from a callback: the rest of the read is not delivered either
         transport.abort()
+        if transport is self._once_transport:
+            self._end_once()  # no driver's loop to report the end: as ws4py's terminate() does
+
+    # Set by code written for ws4py, which assigns client_terminated and server_terminated
+    # (True: that side is done); None: not set, the value follows the connection.
+    _client_mark: bool | None = None
+    _server_mark: bool | None = None
 
     @property
     def terminated(self) -> bool:
-        """True once the connection has ended or both close frames have been exchanged."""
-        return self._finished or self.stream.state is CLOSED
+        """True once the connection has ended or both close frames have been exchanged, or both
+        :attr:`client_terminated` and :attr:`server_terminated` were set True (ws4py's rule)."""
+        if self._finished or self.stream.state is CLOSED:
+            return True
+        if self._client_mark is None and self._server_mark is None:
+            return False
+        return self.client_terminated and self.server_terminated
 
     @property
     def server_terminated(self) -> bool:
-        """True once the server side has sent its close frame (or the connection ended)."""
+        """True once the server side has sent its close frame (or the connection ended).
+        Settable, as in ws4py: True marks that side done; False clears such a mark (a side
+        that is done stays so)."""
+        if self._server_mark:
+            return True
         stream = self.stream
         sent = stream.close_received if stream.client else stream.close_sent
         return self._finished or sent is not None
 
+    @server_terminated.setter
+    def server_terminated(self, value: bool) -> None:
+        self._server_mark = bool(value)
+
     @property
     def client_terminated(self) -> bool:
-        """True once the client side has sent its close frame (or the connection ended)."""
+        """True once the client side has sent its close frame (or the connection ended).
+        Settable, as :attr:`server_terminated` is."""
+        if self._client_mark:
+            return True
         stream = self.stream
         sent = stream.close_sent if stream.client else stream.close_received
         return self._finished or sent is not None
+
+    @client_terminated.setter
+    def client_terminated(self, value: bool) -> None:
+        self._client_mark = bool(value)
 
     @property
     def ended(self) -> bool:
@@ -323,12 +369,13 @@ class WebSocket:
 
     @property
     def peer_address(self) -> Any:
-        """The peer's address, as ``socket.getpeername()`` gives it (None once closed)."""
+        """The peer's address: ``(host, port)`` over TCP, IPv6 too (as in ws4py), the path over
+        a Unix socket; None if it cannot be had (the socket is closed)."""
         return _address(self.sock, "getpeername")
 
     @property
     def local_address(self) -> Any:
-        """The local address, as ``socket.getsockname()`` gives it (None once closed)."""
+        """The local address, as :attr:`peer_address` gives the peer's."""
         return _address(self.sock, "getsockname")
 
     # ------------------------------------------------------------- channels
@@ -390,20 +437,61 @@ class WebSocket:
         """Read from the socket once and process what came; False when the connection ended.
 
         For a websocket that is not attached to a driver (ws4py's manual style): sends are
-        written straight to the socket.
+        written straight to the socket. As in ws4py, a socket error (the peer reset the
+        connection, ...) does not raise: it goes to :meth:`unhandled_error` and this returns
+        False, as it does once the connection is :attr:`terminated` or the peer has gone.
+        When it returns False, :meth:`closed` has run and the socket is closed.
         """
-        if self.sock is None or self._finished:
+        sock = self.sock
+        if sock is None or self._finished:
             return False
         if self.transport is None:
-            transport = BlockingTransport(self.sock)
-            self.attach(transport)
-        data = self.sock.recv(65536)
-        if not data or not self.process(data):
-            self.connection_lost()
-            if self.sock is not None:
-                self.sock.close()
+            made = self._once_transport = BlockingTransport(sock)
+            with made.lock:  # as run() does: sends from other threads wait for opened()
+                self.attach(made)
+        if self.terminated:
+            self._end_once()
             return False
-        return True
+        try:
+            data = sock.recv(self.reading_buffer_size)
+        except InterruptedError:
+            return True  # (Python retries EINTR itself; ws4py's once() skips it as well)
+        except OSError as exc:  # ssl.SSLError and ConnectionResetError among them
+            if not self._finished:  # (not the socket terminate() closed from another thread)
+                self._report(exc)
+                self._end_once()
+            return False
+        if data:
+            mine = self._once_transport
+            if mine is None:  # attached by someone else, who answers for its threads
+                if self.process(data):
+                    return True
+            else:
+                with mine.lock:
+                    if self.process(data):
+                        return True
+        self._end_once()
+        return False
+
+    #: The transport once() made for the socket (None: once() never ran).
+    _once_transport: BlockingTransport | None = None
+
+    def _end_once(self) -> None:
+        transport = self._once_transport
+        if transport is None:
+            self.connection_lost()
+        else:
+            with transport.lock:
+                self.connection_lost()
+        sock = self.sock
+        if sock is not None:
+            sock.close()
+
+    def _report(self, exc: Exception) -> None:
+        try:
+            self.unhandled_error(exc)
+        except Exception:
+            logger.exception("error in %s.unhandled_error", type(self).__name__)
 
     # ------------------------------------------------------- driver's side
 
@@ -484,7 +572,7 @@ class WebSocket:
         transport.close(linger=stream.failure is not None)
         return False
 
-    def _close(self, code: int, reason: str) -> None:
+    def _close(self, code: int, reason: str | bytes) -> None:
         if self.stream.close(code, reason):
             self._after_close()
 
@@ -554,6 +642,14 @@ class WebSocket:
         self._call_closed(stream.close_code, stream.close_reason)
 
     def _call_closed(self, code: int, reason: str) -> None:
+        """Record the end (:attr:`close_code`, :attr:`close_reason`), then run :meth:`closed`
+        with the reason as bytes. Every path to ``closed()`` goes through here (a driver's, the
+        client's handshake failure), so the reason is encoded here, once per connection."""
+        self.close_code = code
+        self.close_reason = reason
+        self._run_closed(code, reason.encode("utf-8"))
+
+    def _run_closed(self, code: int, reason: bytes) -> None:
         """Run :meth:`closed`; it is too late for a 1011, so an error is only logged."""
         try:
             self.closed(code, reason)
@@ -631,6 +727,8 @@ def _address(sock: socket.socket | None, method: str) -> Any:
     if sock is None:
         return None
     try:
-        return getattr(sock, method)()
+        address = getattr(sock, method)()
     except OSError:
         return None
+    # IPv6's (host, port, flowinfo, scope_id) trimmed to (host, port), as ws4py does.
+    return address[:2] if type(address) is tuple and len(address) == 4 else address

@@ -40,7 +40,7 @@ class BenchWebSocket(WebSocket):
         if FLAVOUR == "asyncio":
             OPEN.add(self)
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: bytes | None = None) -> None:
         OPEN.discard(self)
 
     def received_message(self, message: Message) -> None:

@@ -42,7 +42,7 @@ def run_cases(base: str, reactor: Reactor, parallel: int = 1) -> int:
     clients: list[WebSocketClient] = []
 
     class Case(EchoClient):
-        def closed(self, code: int, reason: str | None = None) -> None:
+        def closed(self, code: int, reason: bytes | None = None) -> None:
             gate.release()
 
     for number in range(1, total + 1):

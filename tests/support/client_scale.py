@@ -42,7 +42,7 @@ def main() -> None:
             peak[0] = max(peak[0], os_threads())
             self.close()
 
-        def closed(self, code: int, reason: str | None = None) -> None:
+        def closed(self, code: int, reason: bytes | None = None) -> None:
             codes[code] = codes.get(code, 0) + 1
             done.release()
 

@@ -470,7 +470,7 @@ class WebSocketBaseClient(WebSocket):
                 raise StreamClosed("Cannot send on a terminated websocket")
         super().send(payload, binary)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = 1000, reason: str | bytes = "") -> None:
         """Start the closing handshake (see :meth:`wsloop.websocket.WebSocket.close`: from a
         thread other than the reactor's, it returns once the close frame is written). During
         the handshake, from another thread, it waits for the connection first."""
