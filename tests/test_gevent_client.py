@@ -77,7 +77,7 @@ class Recorder(WebSocketClient):
         self.opened_in = gevent.getcurrent()
         self.events.append(("opened",))
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: bytes | None = None) -> None:
         self.events.append(("closed", code, reason))
         super().closed(code, reason)
 
@@ -160,7 +160,7 @@ def test_close_with_reason(echo_url: str) -> None:
         assert str(ws.receive()) == "before"
     ws.close(4001, "see you")
     assert drain(ws) == []
-    assert ws.events[-1] == ("closed", 4001, "")  # the server's answer: our code, no reason
+    assert ws.events[-1] == ("closed", 4001, b"")  # the server's answer: our code, no reason
     assert ws.client_terminated and ws.server_terminated
 
 
@@ -170,7 +170,7 @@ def test_server_closes(closer_url: str) -> None:
     ws.send("one")
     ws.send("close")
     assert drain(ws) == ["one"]
-    assert ws.events[-1] == ("closed", 1000, "bye")
+    assert ws.events[-1] == ("closed", 1000, b"bye")
     with pytest.raises(Exception, match="terminated"):
         ws.send("too late")
 
@@ -188,7 +188,7 @@ def test_wss(tls_url: str, tls_files: tuple[Path, Path]) -> None:
     assert str(big) == payload and str(small) == "small"
     ws.close(1000, "tls bye")
     assert drain(ws) == []
-    assert ws.events[-1] == ("closed", 1000, "")
+    assert ws.events[-1] == ("closed", 1000, b"")
 
 
 def test_wss_verifies_the_certificate_by_default(tls_url: str) -> None:
@@ -314,7 +314,7 @@ def test_unanswered_heartbeat_closes_with_1011() -> None:
         ws = Recorder(f"ws://127.0.0.1:{listener.getsockname()[1]}/", heartbeat_freq=0.1)
         ws.connect()
         assert drain(ws) == []
-        assert ws.events[-1] == ("closed", 1011, "keepalive ping timeout")
+        assert ws.events[-1] == ("closed", 1011, b"keepalive ping timeout")
         assert ended.wait(5)
     finally:
         serving.kill()

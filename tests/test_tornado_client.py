@@ -78,7 +78,7 @@ class Recorder(TornadoWebSocketClient):
         if len(self.messages()) >= self.expect:
             self.received.set()
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: bytes | None = None) -> None:
         self.threads.add(threading.get_ident())
         self.events.append(("closed", code, reason))
         self.done.set()
@@ -173,7 +173,7 @@ def test_ws4py_main_example(echo_url: str, tmp_path: Path) -> None:
     assert done.stderr == ""
     # The generator's fragments make one message of 700 characters; then the eight messages.
     assert done.stdout.splitlines() == ["#700"] + [f"#{i}" for i in range(0, 200, 25)] + [
-        "('Closed down', 1000, '')"
+        "('Closed down', 1000, b'')"
     ]
 
 
@@ -193,7 +193,7 @@ def test_callbacks_run_on_the_ioloop_and_other_threads_may_send(
     ws.close(4000, "from another thread")
     assert ws.done.wait(10)
     assert ws.events[0] == ("opened",)
-    assert ws.events[-1] == ("closed", 4000, "")  # the server's answer: our code
+    assert ws.events[-1] == ("closed", 4000, b"")  # the server's answer: our code
     assert ws.threads == {loop_ident}
     assert ws.run_forever(1.0)
 
@@ -215,7 +215,7 @@ def test_wss(tls_url: str, tls_files: tuple[Path, Path]) -> None:
 
     ws = asyncio.run(scenario())
     assert ws.messages() == ["x" * 300_000, "small"]
-    assert ws.events[-1] == ("closed", 1000, "")
+    assert ws.events[-1] == ("closed", 1000, b"")
 
 
 def test_wss_verifies_the_certificate_by_default(tls_url: str) -> None:
@@ -227,7 +227,7 @@ def test_wss_verifies_the_certificate_by_default(tls_url: str) -> None:
 
     ws = asyncio.run(scenario())
     assert ws.events == [("closed", 1006, ws.events[0][2])]
-    assert "CERTIFICATE_VERIFY_FAILED" in ws.events[0][2]
+    assert b"CERTIFICATE_VERIFY_FAILED" in ws.events[0][2]
 
     async def unverified() -> Recorder:
         ws = Recorder(tls_url, ssl_options={"cert_reqs": ssl.CERT_NONE})
@@ -253,7 +253,7 @@ def test_refused_connection_calls_closed_on_the_ioloop() -> None:
     ws = asyncio.run(scenario())
     # ws4py: closed(1005, 'Connection refused'); 1006 is the code for a connection that ended
     # without a close frame (RFC 6455 7.4.1).
-    assert ws.events == [("closed", 1006, "Connection refused")]
+    assert ws.events == [("closed", 1006, b"Connection refused")]
     assert ws.terminated
 
 
@@ -266,7 +266,7 @@ def test_handshake_rejected_by_the_server(echo_url: str) -> None:
 
     ws = asyncio.run(scenario())
     assert len(ws.events) == 1
-    assert ws.events[0][:2] == ("closed", 1006) and ws.events[0][2].startswith("handshake failed")
+    assert ws.events[0][:2] == ("closed", 1006) and ws.events[0][2].startswith(b"handshake failed")
 
 
 class RawServer(asyncio.Protocol):
@@ -298,7 +298,7 @@ def test_handshake_timeout() -> None:
         return ws
 
     ws = asyncio.run(scenario())
-    assert ws.events == [("closed", 1006, "handshake failed: no WebSocket connection within 0.3s")]
+    assert ws.events == [("closed", 1006, b"handshake failed: no WebSocket connection within 0.3s")]
 
 
 def test_server_drops_the_connection() -> None:
@@ -315,7 +315,7 @@ def test_server_drops_the_connection() -> None:
         return ws
 
     ws = asyncio.run(scenario())
-    assert ws.events == [("opened",), ("closed", 1006, "")]
+    assert ws.events == [("opened",), ("closed", 1006, b"")]
 
 
 def test_server_closes(closer_url: str) -> None:
@@ -328,7 +328,7 @@ def test_server_closes(closer_url: str) -> None:
         return ws
 
     ws = asyncio.run(scenario())
-    assert ws.events == [("opened",), ("message", "one"), ("closed", 1000, "bye")]
+    assert ws.events == [("opened",), ("message", "one"), ("closed", 1000, b"bye")]
 
 
 def test_close_connection(echo_url: str) -> None:
@@ -345,7 +345,7 @@ def test_close_connection(echo_url: str) -> None:
         return ws
 
     ws = asyncio.run(scenario())
-    assert ws.events == [("opened",), ("message", "ping"), ("closed", 1006, "")]
+    assert ws.events == [("opened",), ("message", "ping"), ("closed", 1006, b"")]
 
 
 def test_close_connection_before_the_connection_is_made(echo_url: str) -> None:
@@ -378,7 +378,7 @@ def test_unix_socket(tmp_path: Path) -> None:
         return ws
 
     ws = asyncio.run(scenario())
-    assert ws.events == [("opened",), ("message", "over unix"), ("closed", 1000, "")]
+    assert ws.events == [("opened",), ("message", "over unix"), ("closed", 1000, b"")]
 
 
 def test_connect_twice_is_an_error(echo_url: str) -> None:
