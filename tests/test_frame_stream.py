@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wsloop.framing import Frame
-from wsloop.messaging import CloseControlMessage
 from wsloop.streaming import Stream
 from wsloop.utf8validator import Utf8Validator
 
