@@ -18,6 +18,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 
 import gevent  # noqa: E402
+
 from wsloop.client.geventclient import WebSocketClient  # noqa: E402
 
 

@@ -14,8 +14,8 @@ import logging
 import sys
 
 from tornado import ioloop
-from wsloop.client.tornadoclient import TornadoWebSocketClient
 
+from wsloop.client.tornadoclient import TornadoWebSocketClient
 from wsloop.messaging import Message
 
 

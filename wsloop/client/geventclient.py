@@ -27,7 +27,7 @@ from ..exc import HandshakeError
 from ..handshake import MAX_HEADER_SIZE
 from ..messaging import Message
 from ..transport import DONE, ChannelHub, TimerHandle, close_notify
-from . import WebSocketClient as _ClientBase
+from . import WebSocketBaseClient as _ClientBase
 
 __all__ = ["WebSocketClient", "GeventTransport"]
 
@@ -357,7 +357,7 @@ class WebSocketClient(_ClientBase):
 
     def _address(self) -> tuple[int, Any]:
         if self.scheme == "ws+unix":
-            return socket.AF_UNIX, getattr(self, "unix_socket_path", None) or self.host
+            return socket.AF_UNIX, self.unix_socket_path
         try:  # an address: no resolver (gevent's default one runs in a thread pool)
             info = _std_getaddrinfo(
                 self.host, self.port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP, socket.AI_NUMERICHOST
@@ -416,7 +416,7 @@ class WebSocketClient(_ClientBase):
         """Put ``message`` in :attr:`messages` (each message is a fresh object: no copy)."""
         self.messages.put(message)
 
-    def closed(self, code: int, reason: str | None = None) -> None:
+    def closed(self, code: int, reason: bytes | None = None) -> None:
         """Put ``StopIteration`` in :attr:`messages`: :meth:`receive` returns None after the
         messages received before the end."""
         self.messages.put(StopIteration)

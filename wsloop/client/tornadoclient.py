@@ -20,7 +20,7 @@ from tornado.ioloop import IOLoop
 from ..exc import HandshakeError
 from ..poller.asyncio import AsyncioTransport
 from ..websocket import SendPayload
-from . import WebSocketClient as _ClientBase
+from . import WebSocketBaseClient as _ClientBase
 
 __all__ = ["TornadoWebSocketClient"]
 
@@ -172,16 +172,16 @@ class TornadoWebSocketClient(_ClientBase):
         self._protocol: _ClientProtocol | None = None
         self._opening: asyncio.Task[None] | None = None
         self._loop_thread: int | None = None  # the IOLoop's thread, once connect() ran there
-        self._connecting = False
+        self._connect_called = False
 
     # ------------------------------------------------------------- connecting
 
     def connect(self) -> None:  # type: ignore[override]
         """Schedule the connection and its opening handshake on the IOLoop; returns at once.
         ``opened()`` follows on the IOLoop, or ``closed(1006, reason)`` if it fails."""
-        if self._connecting or self._finished:
+        if self._connect_called or self._finished:
             raise RuntimeError("connect() was already called on this client")
-        self._connecting = True
+        self._connect_called = True
         sock, self.sock = self.sock, None
         if sock is not None:
             sock.close()  # one the base class may have made in advance: asyncio makes its own
@@ -201,18 +201,18 @@ class TornadoWebSocketClient(_ClientBase):
         try:
             async with asyncio.timeout(self.handshake_timeout):
                 if self.scheme == "ws+unix":
-                    path = getattr(self, "unix_socket_path", None) or self.host
+                    path = self.unix_socket_path
                     await loop.create_unix_connection(lambda: protocol, path)
                 elif self.scheme == "wss":
                     await loop.create_connection(
                         lambda: protocol,
                         self.host,
-                        self.port,
+                        self.port or 0,
                         ssl=self._ssl_context(),
                         server_hostname=self._server_hostname(),
                     )
                 else:
-                    await loop.create_connection(lambda: protocol, self.host, self.port)
+                    await loop.create_connection(lambda: protocol, self.host, self.port or 0)
                 await protocol.upgraded
         except (Exception, asyncio.CancelledError) as exc:
             protocol.drop()
@@ -265,7 +265,7 @@ class TornadoWebSocketClient(_ClientBase):
         if not self._finished:
             super().send(payload, binary)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = 1000, reason: str | bytes = "") -> None:
         """Start the closing handshake (see :meth:`wsloop.websocket.WebSocket.close`)."""
         if self._outside_loop():
             assert self.io_loop is not None
@@ -273,7 +273,7 @@ class TornadoWebSocketClient(_ClientBase):
             return
         super().close(code, reason)
 
-    def _close_early(self, code: int, reason: str) -> None:
+    def _close_early(self, code: int, reason: str | bytes) -> None:
         if not self._finished:
             super().close(code, reason)
 
@@ -292,7 +292,7 @@ class TornadoWebSocketClient(_ClientBase):
         if self.transport is not None:
             super().close_connection()
             return
-        if self._finished or not self._connecting:
+        if self._finished or not self._connect_called:
             return
         self._handshake_failed(ConnectionAbortedError("close_connection() during the handshake"))
         if self._protocol is not None:
