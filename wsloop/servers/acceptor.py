@@ -38,6 +38,25 @@ _TRANSIENT_ACCEPT_ERRORS = frozenset(
 )
 
 
+# The listening socket families whose connections are TCP: they get TCP_NODELAY when accepted
+# (a Unix socket has no TCP options: setting one fails with EOPNOTSUPP).
+_TCP_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6})
+
+
+def _is_tcp(listener: socket.socket) -> bool:
+    """Whether connections accepted on ``listener`` are TCP ones, to get ``TCP_NODELAY`` (decided
+    once per listener, by its family: a Unix socket's connections have no TCP options)."""
+    return listener.family in _TCP_FAMILIES
+
+
+def _nodelay(sock: socket.socket) -> None:
+    """Turn Nagle's algorithm off on an accepted TCP connection: each frame goes out at once."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:  # the peer is already gone (EINVAL on some systems): the read says so
+        logger.debug("TCP_NODELAY on %r: %s", sock, exc)
+
+
 class Listener(Protocol):
     """What an acceptor needs of its server
     (:class:`~wsloop.servers.standalone.WebSocketServer` is one)."""
@@ -187,6 +206,7 @@ class ReactorAcceptor(_PendingLimit, Handler):
         self.timer: TimerHandle | None = None  # set while paused after accept() failed
         self.paused_full = False  # paused at max_pending_handshakes
         self.listening = False  # the listener is registered
+        self.nodelay = _is_tcp(server.sock)
 
     def start(self) -> None:
         self.listening = True
@@ -207,6 +227,7 @@ class ReactorAcceptor(_PendingLimit, Handler):
     def on_read(self) -> None:
         server = self.server
         listener = server.sock
+        nodelay = self.nodelay
         for _ in range(_ACCEPTS_PER_TURN):
             if self.full_now():
                 self.paused_full = True
@@ -226,7 +247,11 @@ class ReactorAcceptor(_PendingLimit, Handler):
             self.backoff.succeeded()
             self.pending += 1
             sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if nodelay:
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError as exc:  # the peer is gone (EINVAL on some systems): the read says so
+                    logger.debug("TCP_NODELAY for %s: %s", peer, exc)
             context = server.ssl_context
             if context is not None:
                 try:
@@ -420,6 +445,7 @@ class ThreadedAcceptor(_PendingLimit):
         server = self.server
         backoff = _AcceptBackoff()
         cond = self.cond
+        nodelay = _is_tcp(server.sock)
         while not server.stopped:
             with cond:
                 if self.full_now():
@@ -438,6 +464,8 @@ class ThreadedAcceptor(_PendingLimit):
                     server.wait_stopped(backoff.failed(exc))
                 continue
             backoff.succeeded()
+            if nodelay:
+                _nodelay(sock)
             with cond:
                 self.pending += 1
             try:

@@ -8,6 +8,7 @@ opening handshake and asks the server's :class:`~wsloop.upgrade.ServerPolicy` fo
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -39,6 +40,18 @@ def tls_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:
     return context
 
 
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    """A TCP socket listening on ``host:port`` in the family of the first address ``host`` resolves
+    to (as :mod:`http.server`'s command line does): IPv6 for ``"::1"`` or ``"::"`` (IPv6 only), IPv4
+    for ``"127.0.0.1"``; ``""`` is every IPv4 address, as for ``bind()``."""
+    if not host:
+        return socket.create_server(("", port), backlog=backlog)
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    return socket.create_server(address, family=family, backlog=backlog)
+
+
 class WebSocketServer:
     """Serve ``handler_cls`` websockets on ``host:port``.
 
@@ -54,8 +67,10 @@ class WebSocketServer:
     :param ssl_context: serve ``wss://`` with this server-side context.
     :param certfile: serve ``wss://`` with this PEM certificate chain (and ``keyfile``, unless
         the key is in ``certfile``), through :func:`tls_context`.
+    :param host: the address or name to listen on, IPv4 or IPv6 (its first address).
     :param sock: a listening socket to serve on instead of binding ``host:port`` (a worker of
-        :mod:`wsloop.workers` gets one); the server closes it when it stops.
+        :mod:`wsloop.workers` gets one), TCP or Unix (``AF_UNIX``, for ``ws+unix://`` clients);
+        the server closes it when it stops.
     :param backlog: the listen backlog, where connections wait while accepting pauses.
     :param broker: join the reactor to this :class:`~wsloop.brokers.Broker` (selectors poller
         only): ``broadcast()`` and channels then reach every process joined to it.
@@ -93,7 +108,7 @@ class WebSocketServer:
                 poller, close_timeout=self.policy.close_timeout, max_buffered=options.max_buffered
             )
         )
-        self.sock = sock if sock is not None else socket.create_server((host, port), backlog=backlog)
+        self.sock = sock if sock is not None else _listen(host, port, backlog)
         self.sock.setblocking(False)
         self._stopped = threading.Event()
         self._started = False
@@ -103,7 +118,11 @@ class WebSocketServer:
 
     @property
     def server_address(self) -> tuple[str, int]:
-        return self.sock.getsockname()[:2]  # type: ignore[no-any-return]
+        """The address and port listened on; for a Unix socket its path and 0."""
+        name = self.sock.getsockname()
+        if isinstance(name, tuple):
+            return name[:2]  # type: ignore[return-value]
+        return os.fsdecode(name), 0
 
     @property
     def port(self) -> int:
@@ -111,8 +130,15 @@ class WebSocketServer:
 
     @property
     def url(self) -> str:
+        """``ws://host:port/`` (``wss://`` with TLS; an IPv6 address in brackets), or
+        ``ws+unix:///path`` for a Unix socket."""
+        scheme = "wss" if self.ssl_context else "ws"
         host, port = self.server_address
-        return f"{'wss' if self.ssl_context else 'ws'}://{host}:{port}/"
+        if not isinstance(self.sock.getsockname(), tuple):  # a Unix socket's path
+            return f"{scheme}+unix://{host}"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{port}/"
 
     @property
     def pending_handshakes(self) -> int:
