@@ -5,6 +5,8 @@ both pollers, over real sockets and real clients; and TCP_NODELAY on accepted TC
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -264,3 +266,21 @@ def test_cli_serves_on_ipv6_loopback(poller: str) -> None:
             raw.close()
     finally:
         assert server.stop() == 0, server.output
+
+
+@pytest.mark.parametrize("poller_args", [(), ("--poller", "threaded")], ids=["selectors", "threaded"])
+def test_cli_reports_a_port_it_cannot_listen_on(poller_args: tuple[str, ...]) -> None:
+    """A taken port: one error line and exit code 1 (before: a traceback, exit code 1 from
+    the uncaught exception; the same for a host that does not resolve)."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        argv = [sys.executable, "-m", "wsloop", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        result = subprocess.run(
+            [*argv, *poller_args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot serve on 127.0.0.1:{port}:" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr

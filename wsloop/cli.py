@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m wsloop", description="wsloop WebSocket server")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run a WebSocket server (an echo server by default)")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1", help="an IPv4 or IPv6 address (::1, ::) or a name")
     serve.add_argument("--port", type=int, default=9000, help="0 picks a free port")
     serve.add_argument("--handler", type=load_handler, default=EchoWebSocket, help="module:Class")
     serve.add_argument(
@@ -278,7 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.broker:
         detail += f", broker {args.broker}"
 
+    listening = threading.Event()  # ready() was called: an OSError after it is no start-up failure
+
     def ready(url: str) -> None:
+        listening.set()
         page = "http" + url[2:]  # ws:// -> http://, wss:// -> https://
         logger.info(
             "wsloop serving %s on %s (%s); open %s in a browser", args.handler.__name__, url, detail, page
@@ -326,6 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         options["broker"] = broker = make_broker(args.broker, **broker_options)
     try:
         module.serve(args.host, args.port, args.handler, ready=ready, stop=stop, **options)
+    except OSError as exc:  # the host does not resolve, the port is taken, ...
+        if listening.is_set():
+            raise
+        logger.error("cannot serve on %s:%s: %s", args.host, args.port, exc)
+        return 1
     finally:
         if broker is not None:
             broker.close()
