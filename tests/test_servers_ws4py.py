@@ -124,13 +124,14 @@ import sys
 import cherrypy
 from wsloop import WS_VERSION
 from wsloop.servers.cherrypyserver import WebSocketPlugin, WebSocketTool
+from wsloop.upgrade import ServeOptions
 from wsloop.websocket import EchoWebSocket, WebSocket
 
 
 def record(call):
-    handler = getattr(cherrypy.serving.request, "ws_handler", None)
-    if handler is not None:
-        handler.calls.append(call)
+    calls = getattr(getattr(cherrypy.serving.request, "ws_handler", None), "calls", None)
+    if calls is not None:
+        calls.append(call)
 
 
 class Recorder(EchoWebSocket):
@@ -142,11 +143,17 @@ class Recorder(EchoWebSocket):
         self.send(" ".join(self.calls))
 
 
+class Settings(WebSocket):
+    def opened(self):
+        self.send(repr((self.protocols, self.heartbeat_freq, self.max_message_size, self.idle_timeout,
+                        self.close_timeout, self.stream.deflate is None)))
+
+
 class Tool(WebSocketTool):
-    # ws4py's signature, calling ours positionally, in ws4py's order
+    # ws4py's signature (and wsloop's options), calling ours positionally, in ws4py's order
     def upgrade(self, protocols=None, extensions=None, version=WS_VERSION, handler_cls=WebSocket,
-                heartbeat_freq=None):
-        super().upgrade(protocols, extensions, version, handler_cls, heartbeat_freq)
+                heartbeat_freq=None, **options):
+        super().upgrade(protocols, extensions, version, handler_cls, heartbeat_freq, **options)
         record("upgrade:%s:%s" % (",".join(protocols or []), heartbeat_freq))
 
     def complete(self):
@@ -164,7 +171,8 @@ class Tool(WebSocketTool):
 
 class Plugin(WebSocketPlugin):
     def handle(self, ws_handler, peer_addr):  # ws4py's signature
-        ws_handler.calls.append("handle:%s" % peer_addr[0])
+        if isinstance(ws_handler, Recorder):
+            ws_handler.calls.append("handle:%s" % peer_addr[0])
         super().handle(ws_handler, peer_addr)
 
     def cleanup(self):
@@ -182,6 +190,10 @@ class Root:
         pass
 
     @cherrypy.expose
+    def keys(self):
+        return "plain page" if cherrypy.request.ws_handler is None else None
+
+    @cherrypy.expose
     def stop(self):
         import threading
         threading.Timer(0.2, cherrypy.engine.stop).start()
@@ -197,6 +209,12 @@ cherrypy.tree.mount(Root(), "/", config={
     "/hooks": {ws + "on": True, ws + "handler_cls": Recorder, ws + "protocols": ["chat"],
                ws + "heartbeat_freq": 30.0},
     "/v12": {ws + "on": True, ws + "handler_cls": Recorder, ws + "version": (12,)},
+    # every key the tool takes: ws4py's, then wsloop's options
+    "/keys": {ws + "on": True, ws + "protocols": ["a", "b"], ws + "extensions": ["x-ignored"],
+              ws + "version": (8, 13), ws + "handler_cls": Settings, ws + "heartbeat_freq": 40.0,
+              ws + "passthrough": True, ws + "options": ServeOptions(idle_timeout=50.0),
+              ws + "max_message_size": 1000, ws + "close_timeout": 3.0, ws + "compression": False,
+              ws + "serve_page": False, ws + "priority": 60},
 })
 cherrypy.engine.signals.subscribe()
 cherrypy.engine.start()
@@ -273,6 +291,19 @@ def test_cherrypy_hooks_overridden_with_ws4pys_signatures_are_called_where_ws4py
         calls = str(client.recv())
         assert calls == "upgrade:chat:30.0 complete cleanup_headers start_handler handle:127.0.0.1"
         assert str(client.echo("still served by the plugin")) == "still served by the plugin"
+
+
+def test_cherrypy_every_tools_websocket_config_key_still_works(cherrypy_app: tuple[Child, int]) -> None:
+    _, port = cherrypy_app
+    assert raw_request(port, b"GET /keys HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").endswith(
+        b"plain page"
+    )  # passthrough
+    offer = ["permessage-deflate"]
+    with Client(port, "/keys", protocols=["b"], extensions=offer) as client:
+        assert (client.subprotocol, client.extensions) == ("b", [])  # compression False
+        assert str(client.recv()) == repr((["b"], 40.0, 1000, 50.0, 3.0, True))
+        client.send("x" * 1001)
+        assert client.recv_close().code == 1009
 
 
 def test_cherrypy_tool_version_outside_13_refuses_the_upgrade(cherrypy_app: tuple[Child, int]) -> None:
