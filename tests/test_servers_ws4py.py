@@ -368,7 +368,7 @@ def accept_one():
                  b"Sec-WebSocket-Accept: " + accept_value(request.headers["sec-websocket-key"]).encode()
                  + b"\\r\\n\\r\\n")
     greenlet = server.pool.track(Pooled(conn))
-    print("TRACKED", greenlet in server.pool, len(server.pool), flush=True)
+    print("TRACKED", greenlet in server.pool, flush=True)
 
 
 gevent.spawn(accept_one)
@@ -387,7 +387,7 @@ def test_gevent_pool_tracks_websockets_and_server_stop_clears_it(tmp_path: Path)
     try:
         _, wsgi_port, pool_port = child.wait_for("PORTS").split()
         with Client(int(wsgi_port)) as served, Client(int(pool_port)) as pooled:
-            assert child.wait_for("TRACKED") == "TRACKED True 1"
+            assert child.wait_for("TRACKED") == "TRACKED True"
             assert str(pooled.echo("run by a pool greenlet")) == "run by a pool greenlet"
             assert str(served.echo("run by the reactor")) == "run by the reactor"
             child.proc.send_signal(signal.SIGTERM)
@@ -396,6 +396,60 @@ def test_gevent_pool_tracks_websockets_and_server_stop_clears_it(tmp_path: Path)
             assert child.wait_for("STOPPED") == "STOPPED pool=0"
         closed = [line.split()[1:] for line in child.lines if line.startswith("CLOSED")]
         assert sorted(closed) == [["Pooled", "1001"], ["Reporter", "1001"]]
+    finally:
+        child.stop()
+
+
+GEVENT_SPAWN_APP = """
+from gevent import monkey; monkey.patch_all()
+import signal
+import gevent
+from wsloop.servers.geventserver import GEventWebSocketPool, WSGIServer
+from wsloop.servers.wsgiutils import WebSocketWSGIApplication
+from wsloop.websocket import EchoWebSocket
+
+# gevent's spawn=2, positionally (listener, application, backlog, spawn): at most 2 handlers
+server = WSGIServer(("127.0.0.1", 0), WebSocketWSGIApplication(handler_cls=EchoWebSocket), None, 2, None)
+assert isinstance(server.pool, GEventWebSocketPool) and server.pool.size == 2
+server.start()
+print("PORT", server.server_port, flush=True)
+gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(server.stop, timeout=5))
+server.serve_forever()
+print("STOPPED", flush=True)
+"""
+
+
+def test_gevent_spawn_limit_pool_is_the_websocket_pool_and_accepting_resumes(tmp_path: Path) -> None:
+    """With ``spawn=N`` the server's pool is gevent's pool of handlers too: when it is full,
+    accepting pauses, and resumes once a handler ends (ws4py replaced gevent's pool, so the
+    resumption listened to the wrong pool)."""
+    pytest.importorskip("gevent")
+    script = tmp_path / "gevent_spawn.py"
+    script.write_text(GEVENT_SPAWN_APP)
+    child = Child(script)
+    try:
+        port = int(child.wait_for("PORT").split()[1])
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]  # both handlers wait
+        try:
+            time.sleep(0.3)  # let the server accept both and pause accepting
+            waiting: list[str] = []
+
+            def third() -> None:
+                with Client(port, timeout=20) as client:
+                    waiting.append(str(client.echo("third")))
+
+            thread = threading.Thread(target=third)
+            thread.start()
+            thread.join(1.0)
+            assert not waiting, "the pool of 2 should be full"
+            idle[0].close()  # its handler ends: a slot frees, accepting resumes
+            thread.join(20)
+            assert waiting == ["third"]
+        finally:
+            for sock in idle:
+                sock.close()
+        child.proc.send_signal(signal.SIGTERM)
+        child.wait_for("STOPPED")
     finally:
         child.stop()
 

@@ -180,13 +180,13 @@ class GEventWebSocketPool(Pool):  # type: ignore[misc]
 
     def clear(self) -> None:
         """Close every tracked websocket with 1001 and stop tracking it (its greenlet runs on
-        until the closing handshake ends)."""
+        until the closing handshake ends). Other greenlets of the pool (a server's request
+        handlers, when the pool is also its ``spawn`` pool) stay."""
         logger.info("Terminating server and all connected websockets")
-        for greenlet in list(self):
-            websocket = self._websockets.pop(greenlet, None)
+        for greenlet, websocket in list(self._websockets.items()):
+            del self._websockets[greenlet]
             try:
-                if websocket is not None:
-                    websocket.close(1001, "Server is shutting down")
+                websocket.close(1001, "Server is shutting down")
             except Exception:  # a connection already gone: nothing to close
                 logger.debug("closing %r", websocket, exc_info=True)
             finally:
@@ -201,10 +201,13 @@ class WSGIServer(pywsgi.WSGIServer):  # type: ignore[misc]
     seconds a read of a request may wait before the client is dropped (None: for ever, as gevent
     does). The reactor starts with the server (:meth:`start`, :meth:`serve_forever`).
     ``pool``: a :class:`GEventWebSocketPool` for websockets the application runs itself,
-    cleared by :meth:`stop`.
+    cleared by :meth:`stop`; with ``spawn=N`` it is also gevent's pool of N request handlers
+    (ws4py replaced gevent's pool, which lost the limit's resumption and stop()'s join); with
+    a ``spawn`` pool of the caller's, ``pool`` stays that pool.
     """
 
     handler_class = WebSocketWSGIHandler
+    pool: Any  # a GEventWebSocketPool, or the caller's own spawn pool
 
     def __init__(
         self,
@@ -213,10 +216,12 @@ class WSGIServer(pywsgi.WSGIServer):  # type: ignore[misc]
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         **kwargs: Any,
     ) -> None:
+        args, kwargs = _websocket_pool_spawn(args, kwargs)
         super().__init__(*args, **kwargs)
+        if self.pool is None:  # gevent spawns plain greenlets: the pool is for websockets only
+            self.pool = GEventWebSocketPool()
         self.handshake_timeout = handshake_timeout
         self.manager: Reactor = manager if manager is not None else Reactor()
-        self.pool = GEventWebSocketPool()
         self._reactor_started = False
         self._reactor_stopping = False
         self._reactor_stopped = GeventEvent()
@@ -246,7 +251,8 @@ class WSGIServer(pywsgi.WSGIServer):  # type: ignore[misc]
         closing handshakes), then stop gevent's server: ``stop(timeout=None)`` as gevent's, whose
         arguments pass on to it."""
         timeout: float | None = args[0] if args else kwargs.get("timeout")
-        self.pool.clear()
+        if isinstance(self.pool, GEventWebSocketPool):
+            self.pool.clear()
         self.close()  # no new connection while the websockets close
         if not self._reactor_stopping:
             self._reactor_stopping = True
@@ -257,6 +263,19 @@ class WSGIServer(pywsgi.WSGIServer):  # type: ignore[misc]
         elif not self.manager.in_loop():
             self._reactor_stopped.wait()  # another greenlet is stopping it: wait for the end
         super().stop(*args, **kwargs)
+
+
+def _websocket_pool_spawn(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """gevent's arguments with ``spawn=N`` (the 4th positional one) made a
+    :class:`GEventWebSocketPool` of N, which gevent then uses as its pool."""
+    if len(args) > 3:
+        if isinstance(args[3], int):
+            args = (*args[:3], GEventWebSocketPool(args[3]), *args[4:])
+    elif isinstance(kwargs.get("spawn"), int):
+        kwargs = {**kwargs, "spawn": GEventWebSocketPool(kwargs["spawn"])}
+    return args, kwargs
 
 
 def _url_host(host: str) -> str:
