@@ -92,7 +92,8 @@ class WebSocketWSGIApplication:
         self, sock: socket.socket, protocols: list[str], extensions: list[str], environ: dict[str, Any]
     ) -> WebSocket:
         """Build the ``handler_cls`` websocket of an accepted upgrade (ws4py's hook), with the
-        negotiated ``protocols`` and ``extensions`` and a copy of ``environ``, and store it in
+        negotiated ``protocols`` and ``extensions`` (lists, maybe empty; the handler gets None
+        for an empty one, as from every wsloop server) and a copy of ``environ``, and store it in
         ``environ["ws4py.websocket"]`` (and ``"wsloop.websocket"``).
 
         An override may build another class or return ``super().make_websocket(...)``; the
@@ -101,7 +102,8 @@ class WebSocketWSGIApplication:
         override constructs the handler itself.
         """
         kwargs = _handler_kwargs.get() or {}
-        websocket = self.handler_cls(sock, protocols, extensions, environ.copy(), **kwargs)
+        # None when empty, as every wsloop server gives a handler (ws4py's WSGI gave [])
+        websocket = self.handler_cls(sock, protocols or None, extensions or None, environ.copy(), **kwargs)
         environ["wsloop.websocket"] = environ["ws4py.websocket"] = websocket
         return websocket
 
