@@ -159,8 +159,8 @@ class GEventWebSocketPool(Pool):  # type: ignore[misc]
 
     :class:`WSGIServer` serves the websockets it upgrades on its reactor, not here; its
     ``pool`` is for websockets an application runs itself (``server.pool.track(ws)``), and it
-    is cleared when the server stops. Without monkey-patching, a websocket's socket must be
-    gevent's for its greenlet to yield while it waits.
+    is cleared when the server stops. Use it monkey-patched, as ws4py's docs do: unpatched,
+    ``run()`` blocks gevent's hub while it waits.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
