@@ -149,6 +149,11 @@ class Settings(WebSocket):
                         self.close_timeout, self.stream.deflate is None)))
 
 
+class Types(WebSocket):
+    def opened(self):
+        self.send(repr((self.protocols, self.extensions)))
+
+
 class Tool(WebSocketTool):
     # ws4py's signature (and wsloop's options), calling ours positionally, in ws4py's order
     def upgrade(self, protocols=None, extensions=None, version=WS_VERSION, handler_cls=WebSocket,
@@ -190,6 +195,10 @@ class Root:
         pass
 
     @cherrypy.expose
+    def types(self):
+        pass
+
+    @cherrypy.expose
     def keys(self):
         return "plain page" if cherrypy.request.ws_handler is None else None
 
@@ -209,6 +218,8 @@ cherrypy.tree.mount(Root(), "/", config={
     "/hooks": {ws + "on": True, ws + "handler_cls": Recorder, ws + "protocols": ["chat"],
                ws + "heartbeat_freq": 30.0},
     "/v12": {ws + "on": True, ws + "handler_cls": Recorder, ws + "version": (12,)},
+    "/types": {ws + "on": True, ws + "handler_cls": Types, ws + "protocols": ["chat"],
+               ws + "compression": False},
     # every key the tool takes: ws4py's, then wsloop's options
     "/keys": {ws + "on": True, ws + "protocols": ["a", "b"], ws + "extensions": ["x-ignored"],
               ws + "version": (8, 13), ws + "handler_cls": Settings, ws + "heartbeat_freq": 40.0,
@@ -304,6 +315,20 @@ def test_cherrypy_every_tools_websocket_config_key_still_works(cherrypy_app: tup
         assert str(client.recv()) == repr((["b"], 40.0, 1000, 50.0, 3.0, True))
         client.send("x" * 1001)
         assert client.recv_close().code == 1009
+
+
+@pytest.mark.parametrize(
+    ("offered", "expected"),
+    [(None, (None, [])), (["other"], ([], [])), (["chat"], (["chat"], []))],
+)
+def test_cherrypy_handler_gets_ws4pys_types(
+    cherrypy_app: tuple[Child, int], offered: list[str] | None, expected: tuple[Any, Any]
+) -> None:
+    """ws4py's CherryPy handlers get ``extensions`` as a list, ``protocols`` None unless the
+    client offered some."""
+    _, port = cherrypy_app
+    with Client(port, "/types", protocols=offered) as client:
+        assert str(client.recv()) == repr(expected)
 
 
 def test_cherrypy_tool_version_outside_13_refuses_the_upgrade(cherrypy_app: tuple[Child, int]) -> None:
@@ -572,6 +597,22 @@ def test_wsgi_make_websocket_override_calling_super_keeps_the_options(running: l
     with websockets_connect(f"ws://127.0.0.1:{server.port}/", subprotocols=["chat"]) as client:
         assert client.subprotocol == "chat"
         assert client.recv(timeout=10) == "hello deflate 30.0 ['chat']"
+
+
+class Types(WebSocket):
+    def opened(self) -> None:
+        self.send(repr((self.protocols, self.extensions)))
+
+
+@pytest.mark.parametrize(("offered", "expected"), [(None, ([], [])), (["chat"], (["chat"], []))])
+def test_wsgi_handler_gets_ws4pys_types(
+    running: list[Running], offered: list[str] | None, expected: tuple[Any, Any]
+) -> None:
+    """ws4py's WSGI handlers get ``protocols`` and ``extensions`` as lists, empty when none."""
+    server = Running(WebSocketWSGIApplication(["chat"], None, Types, compression=False))
+    running.append(server)
+    with Client(server.port, protocols=offered) as client:
+        assert str(client.recv()) == repr(expected)
 
 
 def test_wsgi_application_keeps_ws4pys_attributes() -> None:

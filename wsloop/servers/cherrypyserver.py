@@ -107,7 +107,7 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
         request = cherrypy.serving.request
         request.process_request_body = False
         versions = (version,) if isinstance(version, int) else tuple(version)
-        policy = ServerPolicy(
+        policy = _ToolPolicy(
             handler_cls,
             ServeOptions.embedded(
                 options,
@@ -226,6 +226,23 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
         if not taken:
             logger.warning("no WebSocketPlugin is running: dropping the websocket from %s", address)
             sock.close()
+
+
+class _ToolPolicy(ServerPolicy):
+    """The tool's policy: builds handlers with ws4py's CherryPy types (``extensions`` a list,
+    ``protocols`` None unless the client offered some, then a list)."""
+
+    def make_websocket(
+        self,
+        sock: socket.socket,
+        protocols: list[str] | None,
+        extensions: list[str] | None,
+        environ: dict[str, Any],
+        **kwargs: Any,
+    ) -> WebSocket:
+        if protocols is None and "HTTP_SEC_WEBSOCKET_PROTOCOL" in environ:
+            protocols = []
+        return super().make_websocket(sock, protocols, extensions or [], environ, **kwargs)
 
 
 class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]

@@ -20,6 +20,12 @@ from . import asyncioserver
 
 __all__ = ["WebSocketProtocol"]
 
+# ws4py's module constants.
+LF = b"\n"
+CRLF = b"\r\n"
+SPACE = b" "
+EMPTY = b""
+
 
 class WebSocketProtocol(asyncioserver.WebSocketProtocol):
     """One connection served on the running event loop: the opening handshake, then a

@@ -11,6 +11,7 @@ connection's socket in ``environ["wsloop.socket"]`` (ws4py's ``"ws4py.socket"`` 
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable, Iterable, Sequence, Sized
 from contextvars import ContextVar
@@ -23,6 +24,8 @@ from ..upgrade import UNSET, Accept, Page, ServeOptions, ServerPolicy, Unset, ch
 from ..websocket import WebSocket
 
 __all__ = ["WebSocketWSGIApplication", "request_from_environ", "socket_from_environ"]
+
+logger = logging.getLogger("wsloop.server.wsgi")
 
 StartResponse = Callable[..., Any]
 
@@ -92,8 +95,8 @@ class WebSocketWSGIApplication:
         self, sock: socket.socket, protocols: list[str], extensions: list[str], environ: dict[str, Any]
     ) -> WebSocket:
         """Build the ``handler_cls`` websocket of an accepted upgrade (ws4py's hook), with the
-        negotiated ``protocols`` and ``extensions`` (lists, maybe empty; the handler gets None
-        for an empty one, as from every wsloop server) and a copy of ``environ``, and store it in
+        negotiated ``protocols`` and ``extensions`` (lists, maybe empty, as ws4py's WSGI
+        handlers get them) and a copy of ``environ``, and store it in
         ``environ["ws4py.websocket"]`` (and ``"wsloop.websocket"``).
 
         An override may build another class or return ``super().make_websocket(...)``; the
@@ -102,8 +105,7 @@ class WebSocketWSGIApplication:
         override constructs the handler itself.
         """
         kwargs = _handler_kwargs.get() or {}
-        # None when empty, as every wsloop server gives a handler (ws4py's WSGI gave [])
-        websocket = self.handler_cls(sock, protocols or None, extensions or None, environ.copy(), **kwargs)
+        websocket = self.handler_cls(sock, protocols, extensions, environ.copy(), **kwargs)
         environ["wsloop.websocket"] = environ["ws4py.websocket"] = websocket
         return websocket
 
