@@ -141,12 +141,13 @@ def test_origin_is_checked_before_process_request(server: ServerProcess) -> None
     ],
 )
 def test_select_subprotocol_hook(
-    server: ServerProcess, path: str, offered: list[str] | None, chosen: str | None
+    flavour: str, server: ServerProcess, path: str, offered: list[str] | None, chosen: str | None
 ) -> None:
     with Client(server.port, path, protocols=offered, headers=ALLOWED) as client:
         assert client.response.headers.get("sec-websocket-protocol") == chosen
         assert client.subprotocol == chosen
-        assert str(client.echo("?protocols")) == repr([chosen] if chosen else None)  # self.protocols
+        none = [] if flavour in ("gevent", "wsgiref") else None  # ws4py's WSGI handlers get []
+        assert str(client.echo("?protocols")) == repr([chosen] if chosen else none)  # self.protocols
 
 
 def test_select_subprotocol_not_offered_is_500(server: ServerProcess) -> None:

@@ -304,11 +304,11 @@ class ServerPolicy:
             logger.debug("handshake refused (%s %s)", exc.status, exc.reason)
             return Reject.of(exc)
         try:
-            ws = self.handler_cls(
+            ws = self.make_websocket(
                 sock,
-                protocols=[accepted.subprotocol] if accepted.subprotocol else None,
-                extensions=accepted.extensions or None,
-                environ=environ if environ is not None else request_environ(request, sock, peer),
+                [accepted.subprotocol] if accepted.subprotocol else None,
+                accepted.extensions or None,
+                environ if environ is not None else request_environ(request, sock, peer),
                 heartbeat_freq=options.heartbeat_freq,
                 deflate=accepted.deflate,
                 **self._kwargs,
@@ -320,6 +320,19 @@ class ServerPolicy:
         if options.idle_timeout is not UNSET:
             ws.idle_timeout = options.idle_timeout
         return Accept(accepted.headers, accepted.response, ws, received)
+
+
+    def make_websocket(
+        self,
+        sock: socket.socket,
+        protocols: list[str] | None,
+        extensions: list[str] | None,
+        environ: dict[str, Any],
+        **kwargs: Any,
+    ) -> WebSocket:
+        """Construct the websocket of an accepted upgrade (``kwargs``: ``heartbeat_freq``,
+        ``deflate``, ``max_message_size``); an adapter may route this through its own hook."""
+        return self.handler_cls(sock, protocols, extensions, environ, **kwargs)
 
 
 # ---------------------------------------------------------------------- environ

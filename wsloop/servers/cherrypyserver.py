@@ -27,10 +27,11 @@ import cherrypy  # type: ignore[import-untyped]
 from cheroot.server import HTTPRequest as _CherootRequest
 from cherrypy.process import plugins  # type: ignore[import-untyped]
 
+from .. import WS_VERSION
 from ..exc import HandshakeError
 from ..handshake import Request
 from ..poller import Reactor
-from ..upgrade import Accept, Page, Reject, ServeOptions, ServerPolicy, check_capacity
+from ..upgrade import UNSET, Accept, Page, Reject, ServeOptions, ServerPolicy, check_capacity
 from ..websocket import WebSocket
 from .running import run_until_stopped
 
@@ -44,6 +45,10 @@ _NAMES = "_wsloop_header_names"  # attribute of cherrypy.request: header names t
 # Set on a request whose upgrade the plugin counts as in progress (WebSocketPlugin.reserve) until
 # the hand-over, when the reactor counts it instead.
 _RESERVED = "_wsloop_reserved"
+
+# Attribute of cherrypy.request during the hand-over: the bytes cheroot had read past the request,
+# for the plugin's handle() (ws4py's handle-websocket message is (ws_handler, peer_addr) only).
+_RECEIVED = "_wsloop_received"
 
 
 class _Upgrade:
@@ -67,38 +72,57 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
         hooks = cherrypy.serving.request.hooks
         priority = conf.pop("priority", getattr(self.callable, "priority", self._priority))
         hooks.attach(self._point, self.callable, priority=priority, **conf)
-        hooks.attach("before_finalize", self._before_finalize, priority=priority)
+        # ws4py's hook points, called through self: a subclass's override is honoured.
+        hooks.attach("before_finalize", self.complete, priority=priority)
         hooks.attach("after_error_response", self._undo_upgrade_headers, priority=priority)
-        hooks.attach("on_end_resource", self._restore_header_names, priority=70)
-        hooks.attach("on_end_request", self._hand_over, priority=70)
+        hooks.attach("on_end_resource", self.cleanup_headers, priority=70)
+        hooks.attach("on_end_request", self.start_handler, priority=70)
 
     def upgrade(
         self,
-        handler_cls: type[WebSocket] = WebSocket,
-        passthrough: bool = False,
+        protocols: Sequence[str] | None = None,
         extensions: Sequence[str] | None = None,
-        version: int = 13,
+        version: int | Sequence[int] = WS_VERSION,
+        handler_cls: type[WebSocket] = WebSocket,
+        heartbeat_freq: float | None = None,
+        *,
+        passthrough: bool = False,
         options: ServeOptions | None = None,
         **option_kwargs: Any,
     ) -> None:
         """Ask the policy about the request; answer it, or start the upgrade: 101 and
-        ``cherrypy.request.ws_handler``.
+        ``cherrypy.request.ws_handler`` (the tool's callable, at ``before_request_body``).
 
-        The other ``tools.websocket.*`` options are :class:`~wsloop.upgrade.ServeOptions`'s
-        (``protocols``, ``heartbeat_freq``, ``max_message_size``, ``compression``,
+        ws4py's arguments, in ws4py's order (each is also a ``tools.websocket.*`` config key):
+        ``protocols`` (subprotocols spoken, by preference), ``extensions`` (accepted and ignored:
+        permessage-deflate is negotiated by the handler class's ``compression``), ``version``
+        (the WebSocket versions allowed; wsloop speaks 13, so one without 13 refuses every
+        upgrade with 426), ``handler_cls``, ``heartbeat_freq``. Then, as keywords, the other
+        options of :class:`~wsloop.upgrade.ServeOptions` (``max_message_size``, ``compression``,
         ``idle_timeout``, ``close_timeout``, ``serve_page``, over ``options``; one not given takes
         the handler class's attribute; the demo page is off unless ``serve_page``).
         ``passthrough``: a plain ``GET``/``HEAD`` that asks for no upgrade reaches the page
-        handler with ``ws_handler = None`` (unless it gets the demo page). ``extensions`` and
-        ``version`` are accepted for ws4py's configurations and ignored.
+        handler with ``ws_handler = None`` (unless it gets the demo page).
         """
         request = cherrypy.serving.request
         request.process_request_body = False
-        policy = ServerPolicy(handler_cls, ServeOptions.embedded(options, **option_kwargs))
+        versions = (version,) if isinstance(version, int) else tuple(version)
+        policy = _ToolPolicy(
+            handler_cls,
+            ServeOptions.embedded(
+                options,
+                protocols=UNSET if protocols is None else protocols,
+                heartbeat_freq=UNSET if heartbeat_freq is None else heartbeat_freq,
+                **option_kwargs,
+            ),
+        )
         handshake = _handshake_request(request)
         http_request = _cheroot_request()
 
         def admit() -> None:
+            if 13 not in versions:
+                supported = [("Sec-WebSocket-Version", ", ".join(map(str, versions)))]
+                raise HandshakeError("Unhandled WebSocket version", 426, supported)
             if http_request is None or not hasattr(http_request.conn.rfile, "has_data"):
                 raise HandshakeError("WebSocketTool needs CherryPy's own HTTP server (cheroot)", 501)
             if type(http_request.conn.socket) not in (socket.socket, ssl.SSLSocket):
@@ -123,7 +147,10 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
         else:
             _answer(decision, http_request)
 
-    def _before_finalize(self) -> None:
+    def complete(self) -> None:
+        """ws4py's hook at ``before_finalize``: make the response a bare 101 (no body, even one
+        the page handler returned) that cheroot writes and then leaves the connection open; or,
+        when the page handler answered something else, drop the upgrade's headers."""
         request = cherrypy.serving.request
         response = cherrypy.serving.response
         state: _Upgrade | None = getattr(request, _STATE, None)
@@ -146,17 +173,19 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
         for name in getattr(request, _NAMES, {}).values():
             headers.pop(name.decode("latin-1"), None)
 
-    def _restore_header_names(self) -> None:
-        """CherryPy title-cases header names (Sec-Websocket-Accept): restore RFC 6455's spelling."""
+    def cleanup_headers(self) -> None:
+        """ws4py's hook at ``on_end_resource``: CherryPy title-cases header names
+        (Sec-Websocket-Accept); restore RFC 6455's spelling, which some clients need."""
         names: dict[bytes, bytes] | None = getattr(cherrypy.serving.request, _NAMES, None)
         response = cherrypy.serving.response
         if names and response.header_list:
             response.header_list = [(names.get(k.lower(), k), v) for k, v in response.header_list]
 
-    def _hand_over(self) -> None:
-        """After cheroot has written the 101: give the socket to the plugin's reactor; the
-        upgrade stops being counted apart as the reactor counts it (in the plugin's handle()),
-        or here when it was not handed over."""
+    def start_handler(self) -> None:
+        """ws4py's hook at ``on_end_request``: after cheroot has written the 101, detach the
+        socket and publish ``handle-websocket`` (``ws_handler, peer_addr``) for the plugin,
+        which serves it on its reactor. The upgrade stops being counted apart as the reactor
+        counts it (in the plugin's handle()), or here when it was not handed over."""
         try:
             self._give_socket()
         finally:
@@ -187,13 +216,33 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]
         sock.setblocking(True)  # it may still be non-blocking from cheroot's timeout
         handler.sock = sock
         address = (request.remote.ip, request.remote.port)
+        setattr(request, _RECEIVED, received)  # for the plugin's handle(): ws4py's message has 2 args
         try:
-            taken = cherrypy.engine.publish("handle-websocket", handler, address, received)
+            taken = cherrypy.engine.publish("handle-websocket", handler, address)
         except Exception:
             taken = []  # the bus has logged the listener's error
+        finally:
+            setattr(request, _RECEIVED, b"")
         if not taken:
             logger.warning("no WebSocketPlugin is running: dropping the websocket from %s", address)
             sock.close()
+
+
+class _ToolPolicy(ServerPolicy):
+    """The tool's policy: builds handlers with ws4py's CherryPy types (``extensions`` a list,
+    ``protocols`` None unless the client offered some, then a list)."""
+
+    def make_websocket(
+        self,
+        sock: socket.socket,
+        protocols: list[str] | None,
+        extensions: list[str] | None,
+        environ: dict[str, Any],
+        **kwargs: Any,
+    ) -> WebSocket:
+        if protocols is None and "HTTP_SEC_WEBSOCKET_PROTOCOL" in environ:
+            protocols = []
+        return super().make_websocket(sock, protocols, extensions or [], environ, **kwargs)
 
 
 class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
@@ -253,18 +302,30 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]
         self.bus.unsubscribe("websocket-reserve", self.reserve)
         self.bus.unsubscribe("websocket-release", self.release)
         with self._lock:
-            if not self._running:
-                return
-            self._running = False
-        self.bus.log("Terminating WebSocket processing")
-        self.manager.stop(self.close_timeout)
+            running, self._running = self._running, False
+        if running:
+            self.cleanup()
 
     # After the HTTP server (25) has stopped accepting and its workers have finished.
     stop.priority = 50  # type: ignore[attr-defined]
 
-    def handle(self, ws_handler: WebSocket, peer_addr: Any = None, received: bytes = b"") -> None:
-        """Serve ``ws_handler`` (the tool's ``handle-websocket`` message), feeding it
-        ``received`` (what the client sent after its request) first."""
+    def cleanup(self) -> None:
+        """Close every websocket with 1001 and stop the reactor, waiting up to ``close_timeout``
+        for the closing handshakes (ws4py's name; :meth:`stop` calls it). Upgrades handed over
+        afterwards are dropped, until the engine starts again."""
+        with self._lock:
+            self._running = False  # handle() now drops what is handed over
+        if self.manager.finished:
+            return
+        self.bus.log("Terminating WebSocket processing")
+        self.manager.stop(self.close_timeout)
+
+    def handle(self, ws_handler: WebSocket, peer_addr: Any = None, received: bytes | None = None) -> None:
+        """Serve ``ws_handler`` (the tool's ``handle-websocket`` message; ``peer_addr`` for
+        tracing), feeding it ``received`` (what the client sent after its request; by default
+        what the tool read past the current request) first."""
+        if received is None:
+            received = getattr(cherrypy.serving.request, _RECEIVED, b"")
         with self._lock:
             # Called on the thread of the tool's request: its reservation ends as the reactor
             # counts the websocket, in one step, so a concurrent reserve() sees it once.
@@ -344,7 +405,7 @@ def _cheroot_request() -> _CherootRequest | None:
 
 
 def _set_headers(headers: Sequence[tuple[str, str]]) -> None:
-    """Set response headers, keeping their spelling on the wire (see ``_restore_header_names``)."""
+    """Set response headers, keeping their spelling on the wire (see ``cleanup_headers``)."""
     request = cherrypy.serving.request
     response = cherrypy.serving.response
     names: dict[bytes, bytes] = getattr(request, _NAMES, None) or {}

@@ -26,14 +26,16 @@ from typing import Any
 from gevent import monkey, pywsgi  # type: ignore[import-untyped]
 from gevent import sleep as gevent_sleep
 from gevent.event import Event as GeventEvent  # type: ignore[import-untyped]
+from gevent.pool import Pool  # type: ignore[import-untyped]
 
+from .. import format_addresses
 from ..poller import Reactor
 from ..upgrade import DEFAULT_HANDSHAKE_TIMEOUT, ServeOptions
 from ..websocket import WebSocket
 from .running import run_until_stopped
 from .wsgiutils import WebSocketWSGIApplication
 
-__all__ = ["WSGIServer", "WebSocketWSGIHandler", "serve"]
+__all__ = ["WSGIServer", "WebSocketWSGIHandler", "GEventWebSocketPool", "serve"]
 
 logger = logging.getLogger("wsloop.server.gevent")
 
@@ -151,6 +153,46 @@ class WebSocketWSGIHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
         self.server.link_websocket_to_server(ws, response, received)
 
 
+class GEventWebSocketPool(Pool):  # type: ignore[misc]
+    """A gevent pool of websockets, each run (:meth:`WebSocket.run`) in a greenlet of its own
+    (ws4py's name). :meth:`clear` starts every websocket's closing handshake (1001).
+
+    :class:`WSGIServer` serves the websockets it upgrades on its reactor, not here; its
+    ``pool`` is for websockets an application runs itself (``server.pool.track(ws)``), and it
+    is cleared when the server stops. Use it monkey-patched, as ws4py's docs do: unpatched,
+    ``run()`` blocks gevent's hub while it waits.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._websockets: dict[Any, WebSocket] = {}  # greenlet -> the websocket it runs
+
+    def track(self, websocket: WebSocket) -> Any:
+        """Run ``websocket`` in a new greenlet of the pool, and return that greenlet."""
+        logger.info("Managing websocket %s", format_addresses(websocket))
+        greenlet = self.spawn(websocket.run)
+        self._websockets[greenlet] = websocket
+        greenlet.link(self._forget)
+        return greenlet
+
+    def _forget(self, greenlet: Any) -> None:
+        self._websockets.pop(greenlet, None)
+
+    def clear(self) -> None:
+        """Close every tracked websocket with 1001 and stop tracking it (its greenlet runs on
+        until the closing handshake ends). Other greenlets of the pool (a server's request
+        handlers, when the pool is also its ``spawn`` pool) stay."""
+        logger.info("Terminating server and all connected websockets")
+        for greenlet, websocket in list(self._websockets.items()):
+            del self._websockets[greenlet]
+            try:
+                websocket.close(1001, "Server is shutting down")
+            except Exception:  # a connection already gone: nothing to close
+                logger.debug("closing %r", websocket, exc_info=True)
+            finally:
+                self.discard(greenlet)
+
+
 class WSGIServer(pywsgi.WSGIServer):  # type: ignore[misc]
     """gevent's ``pywsgi.WSGIServer`` whose upgraded connections are served by a wsloop reactor.
 
@@ -158,9 +200,14 @@ class WSGIServer(pywsgi.WSGIServer):  # type: ignore[misc]
     :class:`~wsloop.poller.Reactor` to use (a new one by default), and ``handshake_timeout=``:
     seconds a read of a request may wait before the client is dropped (None: for ever, as gevent
     does). The reactor starts with the server (:meth:`start`, :meth:`serve_forever`).
+    ``pool``: a :class:`GEventWebSocketPool` for websockets the application runs itself,
+    cleared by :meth:`stop`; with ``spawn=N`` it is also gevent's pool of N request handlers
+    (ws4py replaced gevent's pool, which lost the limit's resumption and stop()'s join); with
+    a ``spawn`` pool of the caller's, ``pool`` stays that pool.
     """
 
     handler_class = WebSocketWSGIHandler
+    pool: Any  # a GEventWebSocketPool, or the caller's own spawn pool
 
     def __init__(
         self,
@@ -169,7 +216,10 @@ class WSGIServer(pywsgi.WSGIServer):  # type: ignore[misc]
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         **kwargs: Any,
     ) -> None:
+        args, kwargs = _websocket_pool_spawn(args, kwargs)
         super().__init__(*args, **kwargs)
+        if self.pool is None:  # gevent spawns plain greenlets: the pool is for websockets only
+            self.pool = GEventWebSocketPool()
         self.handshake_timeout = handshake_timeout
         self.manager: Reactor = manager if manager is not None else Reactor()
         self._reactor_started = False
@@ -195,10 +245,14 @@ class WSGIServer(pywsgi.WSGIServer):  # type: ignore[misc]
             return
         self.manager.add(ws, preamble=preamble, received=received)
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop accepting, close every websocket with 1001 and release every socket (waiting up to
-        ``timeout``, default the reactor's ``close_timeout``, for the closing handshakes), then stop
-        gevent's server (its ``stop(timeout)``)."""
+    def stop(self, *args: Any, **kwargs: Any) -> None:
+        """Stop accepting, clear :attr:`pool`, close every websocket with 1001 and release every
+        socket (waiting up to ``timeout``, default the reactor's ``close_timeout``, for the
+        closing handshakes), then stop gevent's server: ``stop(timeout=None)`` as gevent's, whose
+        arguments pass on to it."""
+        timeout: float | None = args[0] if args else kwargs.get("timeout")
+        if isinstance(self.pool, GEventWebSocketPool):
+            self.pool.clear()
         self.close()  # no new connection while the websockets close
         if not self._reactor_stopping:
             self._reactor_stopping = True
@@ -208,7 +262,20 @@ class WSGIServer(pywsgi.WSGIServer):  # type: ignore[misc]
                 self._reactor_stopped.set()
         elif not self.manager.in_loop():
             self._reactor_stopped.wait()  # another greenlet is stopping it: wait for the end
-        super().stop(timeout)
+        super().stop(*args, **kwargs)
+
+
+def _websocket_pool_spawn(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """gevent's arguments with ``spawn=N`` (the 4th positional one) made a
+    :class:`GEventWebSocketPool` of N, which gevent then uses as its pool."""
+    if len(args) > 3:
+        if isinstance(args[3], int):
+            args = (*args[:3], GEventWebSocketPool(args[3]), *args[4:])
+    elif isinstance(kwargs.get("spawn"), int):
+        kwargs = {**kwargs, "spawn": GEventWebSocketPool(kwargs["spawn"])}
+    return args, kwargs
 
 
 def _url_host(host: str) -> str:

@@ -108,7 +108,14 @@ class WebSocketWSGIRequestHandler(WSGIRequestHandler):
             received = self.rfile.read1(65536) or b""  # what the buffered reader already holds
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
             received = b""
-        self.server.link_websocket_to_server(ws, response, received)
+        server = self.server
+        server._handover[ws] = (response, received)
+        try:
+            server.link_websocket_to_server(ws)  # ws4py's call: a subclass's override is honoured
+        finally:
+            if server._handover.pop(ws, None) is not None:  # never reached our base method
+                logger.warning("link_websocket_to_server() did not serve %r: dropping it", ws)
+                sock.close()
 
 
 class WSGIServer(_WSGIServer):
@@ -123,16 +130,27 @@ class WSGIServer(_WSGIServer):
     request_queue_size = 1024
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT
 
+    # An upgraded websocket's 101 and the bytes read past its request, until
+    # link_websocket_to_server() takes them (ws4py's signature has no room for them).
+    _handover: dict[WebSocket, tuple[bytes, bytes]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._handover = {}
+        super().__init__(*args, **kwargs)
+
     def initialize_websockets_manager(self, manager: Reactor | None = None) -> None:
         """Create and start the reactor that serves the websockets (ws4py's name)."""
         self.manager = manager if manager is not None else Reactor()
         self.manager.start()
         self._upgraded: set[socket.socket] = set()
 
-    def link_websocket_to_server(self, ws: WebSocket, preamble: bytes = b"", received: bytes = b"") -> None:
+    def link_websocket_to_server(self, ws: WebSocket) -> None:
+        """Serve ``ws`` with the reactor (ws4py's name; the request handler calls it once the
+        application upgraded the connection). An upgrade's 101 is sent from here."""
         if self.manager is None:
             self.initialize_websockets_manager()
         assert self.manager is not None and ws.sock is not None
+        preamble, received = self._handover.pop(ws, (b"", b""))
         self._upgraded.add(ws.sock)
         self.manager.add(ws, preamble=preamble, received=received)
 

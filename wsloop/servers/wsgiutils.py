@@ -11,8 +11,10 @@ connection's socket in ``environ["wsloop.socket"]`` (ws4py's ``"ws4py.socket"`` 
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable, Iterable, Sequence, Sized
+from contextvars import ContextVar
 from typing import Any
 
 from ..deflate import DeflateOptions
@@ -22,6 +24,8 @@ from ..upgrade import UNSET, Accept, Page, ServeOptions, ServerPolicy, Unset, ch
 from ..websocket import WebSocket
 
 __all__ = ["WebSocketWSGIApplication", "request_from_environ", "socket_from_environ"]
+
+logger = logging.getLogger("wsloop.server.wsgi")
 
 StartResponse = Callable[..., Any]
 
@@ -52,15 +56,16 @@ def socket_from_environ(environ: dict[str, Any]) -> socket.socket | None:
 class WebSocketWSGIApplication:
     """A WSGI application that upgrades every request to a ``handler_cls`` websocket.
 
-    ws4py's arguments (``protocols``, ``extensions``: accepted and ignored, ``handler_cls``,
-    ``heartbeat_freq``) and the other options of :class:`~wsloop.upgrade.ServeOptions`, given
-    as ``options`` or keyword arguments; an option not given takes the handler class's attribute.
-    The demo page is off unless ``serve_page=True``.
+    ws4py's arguments (``protocols``, ``extensions``: accepted and ignored, ``handler_cls``),
+    then the other options of :class:`~wsloop.upgrade.ServeOptions` (``heartbeat_freq``,
+    ``max_message_size``, ``compression``... as keywords, or ``options``); an option not given
+    takes the handler class's attribute. The demo page is off unless ``serve_page=True``.
+    Each accepted upgrade's websocket is built by :meth:`make_websocket`.
     """
 
     def __init__(
         self,
-        protocols: Sequence[str] | None | Unset = UNSET,
+        protocols: Sequence[str] | None = None,
         extensions: Sequence[str] | None = None,
         handler_cls: type[WebSocket] = WebSocket,
         heartbeat_freq: float | None | Unset = UNSET,
@@ -70,19 +75,39 @@ class WebSocketWSGIApplication:
         options: ServeOptions | None = None,
         **option_kwargs: Any,
     ) -> None:
-        self.extensions = list(extensions) if extensions else None
-        self.policy = ServerPolicy(
+        self.protocols = protocols
+        self.extensions = extensions
+        self.handler_cls = handler_cls
+        self.policy: ServerPolicy = _ApplicationPolicy(
+            self,
             handler_cls,
             ServeOptions.embedded(
                 options,
-                protocols=protocols,
+                protocols=UNSET if protocols is None else protocols,
                 heartbeat_freq=heartbeat_freq,
                 max_message_size=max_message_size,
                 compression=compression,
                 **option_kwargs,
             ),
         )
-        self.handler_cls = handler_cls
+
+    def make_websocket(
+        self, sock: socket.socket, protocols: list[str], extensions: list[str], environ: dict[str, Any]
+    ) -> WebSocket:
+        """Build the ``handler_cls`` websocket of an accepted upgrade (ws4py's hook), with the
+        negotiated ``protocols`` and ``extensions`` (lists, maybe empty, as ws4py's WSGI
+        handlers get them) and a copy of ``environ``, and store it in
+        ``environ["ws4py.websocket"]`` (and ``"wsloop.websocket"``).
+
+        An override may build another class or return ``super().make_websocket(...)``; the
+        negotiated permessage-deflate and the options (``heartbeat_freq``, ``max_message_size``)
+        reach the handler through this base method, and the deflate agreement also when an
+        override constructs the handler itself.
+        """
+        kwargs = _handler_kwargs.get() or {}
+        websocket = self.handler_cls(sock, protocols, extensions, environ.copy(), **kwargs)
+        environ["wsloop.websocket"] = environ["ws4py.websocket"] = websocket
+        return websocket
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         max_connections = self.policy.options.max_connections
@@ -101,6 +126,44 @@ class WebSocketWSGIApplication:
             return []
         start_response(decision.status_line, [*decision.headers, ("Content-Length", str(len(decision.body)))])
         return [] if isinstance(decision, Page) and decision.head else [decision.body]
+
+
+#: The keyword arguments of the websocket being built (heartbeat_freq, deflate, ...), for the
+#: base make_websocket: a context variable, so each thread or greenlet sees its own upgrade's.
+_handler_kwargs: ContextVar[dict[str, Any] | None] = ContextVar("wsloop_handler_kwargs", default=None)
+
+
+class _ApplicationPolicy(ServerPolicy):
+    """The application's policy: builds each websocket through the application's
+    :meth:`~WebSocketWSGIApplication.make_websocket`."""
+
+    def __init__(self, app: WebSocketWSGIApplication, handler_cls: type[WebSocket], options: ServeOptions):
+        super().__init__(handler_cls, options)
+        self.app = app
+
+    def make_websocket(
+        self,
+        sock: socket.socket,
+        protocols: list[str] | None,
+        extensions: list[str] | None,
+        environ: dict[str, Any],
+        **kwargs: Any,
+    ) -> WebSocket:
+        token = _handler_kwargs.set(kwargs)
+        try:
+            websocket = self.app.make_websocket(sock, list(protocols or ()), list(extensions or ()), environ)
+        finally:
+            _handler_kwargs.reset(token)
+        if websocket is None:  # an override that only stored it, as ws4py's servers read it
+            websocket = environ.get("ws4py.websocket")
+        if not isinstance(websocket, WebSocket):
+            raise TypeError(f"make_websocket() gave {websocket!r}, not a WebSocket")
+        deflate = kwargs.get("deflate")
+        if deflate is not None and websocket.stream.deflate is None:
+            # Built by an override without the agreement the 101 announces: the peer will
+            # send compressed frames, so the handler must take them.
+            websocket.stream.deflate = deflate
+        return websocket
 
 
 def _manager_from_environ(environ: dict[str, Any]) -> Sized:
