@@ -44,11 +44,41 @@ NAME_EXCEPTIONS: dict[str, str] = {
     ),
     "ws4py.messaging.Message.__unicode__: missing": "Python 2's unicode() protocol; Python 3 calls __str__",
     "ws4py.messaging.CloseControlMessage.__unicode__: missing": "Python 2's unicode() protocol",
-    "ws4py.server.wsgiutils.WebSocketWSGIApplication: default protocols -- UNSET != ws4py's None": (
-        "an option not given falls back to the handler class's attribute (one ServeOptions for "
-        "every entry point), which is None for a ws4py handler; protocols=None still means none"
+    "ws4py.streaming.VALID_CLOSING_CODES: value -- [1000, 1001, 1002, 1003, 1007, 1008, 1009, "
+    "1010, 1011, 1012, 1013, 1014] != ws4py's [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011]": (
+        "the codes wsloop's Stream accepts, as its Protocol does: IANA's registry adds 1012 "
+        "(service restart), 1013 (try again later) and 1014 (bad gateway), which servers send"
     ),
 }
+
+#: ws4py.server.tulipserver's WebSocketProtocol is an asyncio StreamReaderProtocol whose
+#: handshake coroutines are its internals; ws4py's module does not import on any Python wsloop
+#: supports (asyncio.coroutine went in 3.11), and its documented use,
+#: ``loop.create_server(lambda: WebSocketProtocol(handler_cls), ...)``, works on wsloop's, an
+#: asyncio.BufferedProtocol reading every connection into one shared buffer (no StreamReader).
+_TULIP_REASON = "ws4py's tulipserver internals (see the comment above _TULIP_REASON)"
+NAME_EXCEPTIONS.update(
+    {
+        f"ws4py.server.tulipserver.WebSocketProtocol{gap}": _TULIP_REASON
+        for gap in [
+            ": base -- not a subclass of (the counterpart of) asyncio.streams.StreamReaderProtocol",
+            ": base -- not a subclass of (the counterpart of) asyncio.streams.FlowControlMixin",
+            ": base -- not a subclass of (the counterpart of) asyncio.protocols.Protocol",
+            *(
+                f".{name}: missing"
+                for name in (
+                    "reader",
+                    "writer",
+                    "terminated",
+                    "handle_initial_handshake",
+                    "handle_websocket",
+                    "read_headers",
+                    "next_line",
+                )
+            ),
+        ]
+    }
+)
 
 CONVERSATION_EXCEPTIONS: dict[str, str] = {
     "servers server-closes: events": (
