@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.serverproc import ServerProcess
+from tests.support.serverproc import FLAVOURS, ServerProcess
 from wsloop.client import WebSocketClient
 from wsloop.handshake import client_request, new_key, parse_response, validate_response
 from wsloop.messaging import Message
@@ -254,14 +254,31 @@ def test_empty_host_is_every_ipv4_address(servers: Callable[..., WebSocketServer
 
 
 @needs_ipv6
-def test_cli_serves_on_ipv6_loopback(poller: str) -> None:
-    """``python -m wsloop serve --host ::1`` (both pollers) logs ``ws://[::1]:PORT/`` and echoes
-    to an IPv6 client (before: it exited at start-up with an IPv4 socket)."""
-    server = ServerProcess("--poller", poller, "--host", "::1", ready=r"ws://\[::1\]:(?P<port>\d+)/")
+@pytest.mark.parametrize("flavour", [*FLAVOURS, "workers"])
+def test_cli_serves_on_ipv6_loopback(flavour: str) -> None:
+    """``python -m wsloop serve --host ::1`` logs ``ws://[::1]:PORT/`` and echoes to an IPv6
+    client, on every flavour and with workers (before: the standalone server and wsgiref exited
+    at start-up with an IPv4 socket; CherryPy logged ``ws://::1:PORT/``)."""
+    args = ("--workers", "2") if flavour == "workers" else FLAVOURS[flavour]
+    server = ServerProcess(*args, "--host", "::1", ready=r"ws://\[::1\]:(?P<port>\d+)/")
     try:
         raw = Client6(socket.AF_INET6, ("::1", server.port), f"[::1]:{server.port}")
         try:
             assert raw.ask("cli over ipv6") == b"cli over ipv6"
+        finally:
+            raw.close()
+    finally:
+        assert server.stop() == 0, server.output
+
+
+def test_workers_listen_on_every_address_for_an_empty_host() -> None:
+    """``--workers 2 --host ""`` listens on every IPv4 address and reports a URL a client can
+    use (before: the supervisor failed at start-up, getaddrinfo("") being no address)."""
+    server = ServerProcess("--workers", "2", "--host", "", ready=r"ws://127\.0\.0\.1:(?P<port>\d+)/")
+    try:
+        raw = Client6(socket.AF_INET, ("127.0.0.1", server.port), f"127.0.0.1:{server.port}")
+        try:
+            assert raw.ask("every address") == b"every address"
         finally:
             raw.close()
     finally:

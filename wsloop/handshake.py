@@ -143,8 +143,6 @@ def _parse_head(data: bytes, max_size: int) -> tuple[str, list[tuple[str, str]],
     return lines[0], headers, end + 4
 
 
-
-
 def _join_headers(raw: list[tuple[str, str]]) -> dict[str, str]:
     joined: dict[str, str] = {}
     for name, value in raw:

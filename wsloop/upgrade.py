@@ -321,7 +321,6 @@ class ServerPolicy:
             ws.idle_timeout = options.idle_timeout
         return Accept(accepted.headers, accepted.response, ws, received)
 
-
     def make_websocket(
         self,
         sock: socket.socket,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .servers.running import host_family, listen_url
 from .websocket import WebSocket
 
 if TYPE_CHECKING:
@@ -169,8 +170,7 @@ class Supervisor:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}/"
+        return listen_url((self.host, self.port))
 
     @property
     def pids(self) -> list[int]:
@@ -180,8 +180,7 @@ class Supervisor:
     # ------------------------------------------------------------ sockets
 
     def _family(self) -> socket.AddressFamily:
-        infos = socket.getaddrinfo(self.host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        return infos[0][0]
+        return host_family(self.host)
 
     def _bind(self, port: int) -> socket.socket:
         if not self.reuse_port:

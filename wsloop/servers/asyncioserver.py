@@ -26,6 +26,7 @@ from ..exc import HandshakeError
 from ..upgrade import Accept, Reject, ServeOptions, ServerPolicy
 from ..websocket import WebSocket
 from .limits import pending_limit
+from .running import listen_url
 
 __all__ = ["WebSocketProtocol", "serve"]
 
@@ -229,13 +230,6 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self.transport.abort()
 
 
-def _url(server: asyncio.Server) -> str:
-    host, port = server.sockets[0].getsockname()[:2]
-    if ":" in host:
-        host = f"[{host}]"
-    return f"ws://{host}:{port}/"
-
-
 def serve(
     host: str,
     port: int,
@@ -286,7 +280,7 @@ async def _serve(
 
     server = await loop.create_server(factory, host, port, backlog=1024)
     try:
-        ready(_url(server))
+        ready(listen_url(server.sockets[0].getsockname()))
         while not stop.is_set():
             await asyncio.sleep(0.05)
     finally:

@@ -33,7 +33,7 @@ from ..handshake import Request
 from ..poller import Reactor
 from ..upgrade import UNSET, Accept, Page, Reject, ServeOptions, ServerPolicy, check_capacity
 from ..websocket import WebSocket
-from .running import run_until_stopped
+from .running import listen_url, run_until_stopped
 
 __all__ = ["WebSocketTool", "WebSocketPlugin", "serve"]
 
@@ -514,5 +514,4 @@ def serve(
         engine.exit()
         plugin.unsubscribe()
 
-    bound_host, bound_port = cherrypy.server.bound_addr[:2]
-    run_until_stopped(stop, ready, f"ws://{bound_host}:{bound_port}/", shutdown)
+    run_until_stopped(stop, ready, listen_url(cherrypy.server.bound_addr), shutdown)

@@ -32,7 +32,7 @@ from .. import format_addresses
 from ..poller import Reactor
 from ..upgrade import DEFAULT_HANDSHAKE_TIMEOUT, ServeOptions
 from ..websocket import WebSocket
-from .running import run_until_stopped
+from .running import listen_url, run_until_stopped
 from .wsgiutils import WebSocketWSGIApplication
 
 __all__ = ["WSGIServer", "WebSocketWSGIHandler", "GEventWebSocketPool", "serve"]
@@ -278,12 +278,6 @@ def _websocket_pool_spawn(
     return args, kwargs
 
 
-def _url_host(host: str) -> str:
-    if host in ("", "0.0.0.0", "::"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
 def serve(
     host: str,
     port: int,
@@ -317,5 +311,5 @@ def serve(
         error_log=pywsgi.LoggingLogAdapter(logger, logging.ERROR),
     )
     server.start()
-    url = f"ws://{_url_host(server.server_host)}:{server.server_port}/"
+    url = listen_url((server.server_host, server.server_port))
     run_until_stopped(stop, ready, url, server.stop, sleep=gevent_sleep)

@@ -1,8 +1,10 @@
-"""What every server flavour's ``serve()`` shares: its signature (:class:`ServeFunction`) and
-the run-until-stopped part (:func:`run_until_stopped`)."""
+"""What every server flavour's ``serve()`` shares: its signature (:class:`ServeFunction`), the
+run-until-stopped part (:func:`run_until_stopped`), and the address family and URL of a listening
+address (:func:`host_family`, :func:`listen_url`)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -10,7 +12,7 @@ from typing import Any, Protocol
 from ..upgrade import ServeOptions
 from ..websocket import WebSocket
 
-__all__ = ["ServeFunction", "run_until_stopped"]
+__all__ = ["ServeFunction", "host_family", "listen_url", "run_until_stopped"]
 
 
 class ServeFunction(Protocol):
@@ -52,3 +54,29 @@ def run_until_stopped(
                 sleep(0.2)
     finally:
         shutdown()
+
+
+def host_family(host: str) -> socket.AddressFamily:
+    """The address family to listen on ``host`` with: that of the first address it resolves to
+    (as :mod:`http.server`'s command line does), IPv6 for ``"::1"`` or ``"::"``; ``""`` (every
+    address) is IPv4, as for ``bind()``."""
+    if not host:
+        return socket.AF_INET
+    return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+
+
+def listen_url(address: Any, scheme: str = "ws") -> str:
+    """The URL a client reaches a server listening at ``address`` with (a socket's
+    ``getsockname()``): an IPv6 address in brackets, a wildcard address as the loopback one of
+    its family, ``ws+unix:///path`` for a Unix socket's path."""
+    if isinstance(address, (str, bytes)):
+        path = address.decode() if isinstance(address, bytes) else address
+        return f"{scheme}+unix://{path}"
+    host, port = address[0], address[1]
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}/"

@@ -21,7 +21,7 @@ from ..upgrade import ServeOptions, ServerPolicy, demo_page, request_environ
 from ..websocket import EchoWebSocket, WebSocket
 from .acceptor import acceptor_for
 from .limits import DEFAULT_MAX_PENDING_HANDSHAKES
-from .running import run_until_stopped
+from .running import host_family, listen_url, run_until_stopped
 
 __all__ = ["WebSocketServer", "demo_page", "request_environ", "serve", "tls_context"]
 
@@ -41,15 +41,9 @@ def tls_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:
 
 
 def _listen(host: str, port: int, backlog: int) -> socket.socket:
-    """A TCP socket listening on ``host:port`` in the family of the first address ``host`` resolves
-    to (as :mod:`http.server`'s command line does): IPv6 for ``"::1"`` or ``"::"`` (IPv6 only), IPv4
-    for ``"127.0.0.1"``; ``""`` is every IPv4 address, as for ``bind()``."""
-    if not host:
-        return socket.create_server(("", port), backlog=backlog)
-    family, _, _, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    return socket.create_server(address, family=family, backlog=backlog)
+    """A TCP socket listening on ``host:port`` in :func:`~wsloop.servers.running.host_family`'s
+    family for ``host``."""
+    return socket.create_server((host, port), family=host_family(host), backlog=backlog)
 
 
 class WebSocketServer:
@@ -130,15 +124,9 @@ class WebSocketServer:
 
     @property
     def url(self) -> str:
-        """``ws://host:port/`` (``wss://`` with TLS; an IPv6 address in brackets), or
-        ``ws+unix:///path`` for a Unix socket."""
-        scheme = "wss" if self.ssl_context else "ws"
-        host, port = self.server_address
-        if not isinstance(self.sock.getsockname(), tuple):  # a Unix socket's path
-            return f"{scheme}+unix://{host}"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{scheme}://{host}:{port}/"
+        """``ws://host:port/`` (``wss://`` with TLS; see :func:`~wsloop.servers.running.listen_url`),
+        or ``ws+unix:///path`` for a Unix socket."""
+        return listen_url(self.sock.getsockname(), "wss" if self.ssl_context else "ws")
 
     @property
     def pending_handshakes(self) -> int:

@@ -25,7 +25,7 @@ from wsgiref.simple_server import WSGIServer as _WSGIServer
 from ..poller import Reactor
 from ..upgrade import DEFAULT_HANDSHAKE_TIMEOUT, ServeOptions
 from ..websocket import WebSocket
-from .running import run_until_stopped
+from .running import host_family, listen_url, run_until_stopped
 from .wsgiutils import WebSocketWSGIApplication
 
 __all__ = ["WSGIServer", "WebSocketWSGIRequestHandler", "WebSocketWSGIHandler", "serve"]
@@ -134,9 +134,11 @@ class WSGIServer(_WSGIServer):
     # link_websocket_to_server() takes them (ws4py's signature has no room for them).
     _handover: dict[WebSocket, tuple[bytes, bytes]]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, server_address: Any, *args: Any, **kwargs: Any) -> None:
         self._handover = {}
-        super().__init__(*args, **kwargs)
+        # The family of the host listened on (wsgiref's is IPv4 only): "::1" works too.
+        self.address_family = host_family(server_address[0])
+        super().__init__(server_address, *args, **kwargs)
 
     def initialize_websockets_manager(self, manager: Reactor | None = None) -> None:
         """Create and start the reactor that serves the websockets (ws4py's name)."""
@@ -201,4 +203,4 @@ def serve(
         thread.join()
         server.server_close()
 
-    run_until_stopped(stop, ready, f"ws://{host}:{server.server_port}/", shutdown)
+    run_until_stopped(stop, ready, listen_url(server.socket.getsockname()), shutdown)
