@@ -19,12 +19,22 @@ from typing import Any
 
 import pytest
 
-from tests.support.frames import BINARY, CLOSE, CONT, PING, TEXT, close_payload, frame, parse_close, parse_frames
+from tests.support.frames import (
+    BINARY,
+    CLOSE,
+    CONT,
+    PING,
+    TEXT,
+    close_payload,
+    frame,
+    parse_close,
+    parse_frames,
+)
 from tests.support.wsclient import Client
 from wsloop import async_websocket
 from wsloop.client import WebSocketBaseClient
 from wsloop.client.threadedclient import WebSocketClient
-from wsloop.exc import HandshakeError, HandshakeRejected, StreamClosed
+from wsloop.exc import HandshakeError, HandshakeRejected
 from wsloop.handshake import accept_value
 from wsloop.manager import WebSocketManager
 from wsloop.messaging import Message
@@ -356,3 +366,161 @@ def test_send_after_our_close_is_not_a_handler_error(make_server: Callable[..., 
         ("message", False, b"echo me"),
         ("closed", 4002, b"late"),
     ]
+
+
+# ------------------------------------------------------------------ async_websocket.WebSocket(proto)
+
+
+class _Watched(async_websocket.EchoWebSocket):
+    """Records ws4py's attributes in opened(), and when a task awaiting run() returns."""
+
+    events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+    instances: queue.Queue[_Watched] = queue.Queue()
+
+    def opened(self) -> None:
+        proto = type(self.proto).__name__
+        _Watched.events.put(("opened", self.started, proto, self.peer_address is not None))
+        _Watched.instances.put(self)
+        assert self.loop is not None
+        self.loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        await self.run()
+        _Watched.events.put(("run returned", self.terminated))
+
+    def closed(self, code: int, reason: bytes | None = None) -> None:
+        _Watched.events.put(("closed", code, reason))
+
+
+def _events_until(events: queue.Queue[tuple[Any, ...]], last: str) -> list[tuple[Any, ...]]:
+    out = []
+    while True:
+        event = events.get(timeout=10)
+        out.append(event)
+        if event[0] == last:
+            return out
+
+
+def test_async_websocket_proto_started_and_run_awaits_the_end() -> None:
+    _Watched.events = queue.Queue()
+    _Watched.instances = queue.Queue()
+    with asyncio_server(_Watched) as (_, port):
+        with Client(port) as client:
+            assert client.echo("hi").data == b"hi"
+            client.stream.close(1000)
+            client.flush()
+            assert client.wait_eof(10)
+        events = _events_until(_Watched.events, "run returned")
+    assert events == [
+        ("opened", True, "WebSocketProtocol", True),
+        ("closed", 1000, b""),
+        ("run returned", True),
+    ]
+
+
+def test_async_websocket_run_awaited_on_another_loop() -> None:
+    _Watched.events = queue.Queue()
+    _Watched.instances = queue.Queue()
+    with asyncio_server(_Watched) as (_, port):
+        with Client(port) as client:
+            ws = _Watched.instances.get(timeout=10)
+            result: queue.Queue[str] = queue.Queue()
+
+            def wait_in_a_thread() -> None:
+                asyncio.run(ws.run())
+                result.put("returned")
+
+            waiter = threading.Thread(target=wait_in_a_thread, daemon=True)
+            waiter.start()
+            time.sleep(0.1)
+            assert result.empty()  # still open: run() waits
+            client.stream.close(1000)
+            client.flush()
+            assert result.get(timeout=10) == "returned"
+            waiter.join(5)
+        assert ws.terminated
+        # Once ended, run() returns at once.
+        asyncio.run(asyncio.wait_for(ws.run(), 5))
+
+
+def test_async_websocket_run_drives_ws4py_streams() -> None:
+    # ws4py's tulipserver flow: the handshake read from the streams, then WebSocket(proto) and
+    # ``await ws.run()``, which serves the connection until it ends.
+    events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+
+    class Echo(async_websocket.EchoWebSocket):
+        def opened(self) -> None:
+            events.put(("opened", self.started, self.peer_address is not None))
+
+        def closed(self, code: int, reason: bytes | None = None) -> None:
+            events.put(("closed", code, reason))
+
+    class Proto:  # what run() uses of ws4py's StreamReaderProtocol
+        def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.reader, self.writer = reader, writer
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip().decode()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_value(key).encode() + b"\r\n\r\n"
+        )
+        ws = Echo(Proto(reader, writer))
+        assert not ws.started
+        await ws.run()
+        events.put(("run returned", ws.terminated))
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> asyncio.base_events.Server:
+        return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+    server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        with Client(server.sockets[0].getsockname()[1]) as client:
+            assert client.echo("é").data == "é".encode()
+            assert client.echo(b"\x00\x01").data == b"\x00\x01"
+            client.stream.close(4000)
+            client.flush()
+            assert client.recv_close().code == 4000
+            assert client.wait_eof(10)
+        got = _events_until(events, "run returned")
+    finally:
+        server.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+    assert got == [("opened", True, True), ("closed", 4000, b""), ("run returned", True)]
+
+
+def test_async_websocket_once_raises_and_run_needs_a_driver() -> None:
+    ws = async_websocket.EchoWebSocket(None)
+    assert ws.proto is None and ws.started is False
+    with pytest.raises(NotImplementedError):
+        ws.once()
+    with pytest.raises(RuntimeError):
+        asyncio.run(ws.run())
+
+
+class _SyncCallbacks(async_websocket.WebSocket):
+    def received_message(self, message: Message) -> None:
+        self.send(message.data, message.is_binary)
+
+
+def test_async_websocket_with_plain_callbacks_on_the_threaded_poller() -> None:
+    # The threaded poller drives each websocket with the blocking run(): async_websocket's
+    # run() is a coroutine now, so the poller uses the blocking one for it.
+    server = WebSocketServer("127.0.0.1", 0, handler_cls=_SyncCallbacks, poller="threaded")
+    server.start()
+    try:
+        with Client(server.port) as client:
+            assert client.echo("x").data == b"x"
+    finally:
+        server.stop(timeout=2)
