@@ -1144,7 +1144,8 @@ def test_close_with_long_reason_fits_in_control_frame(side: Side) -> None:
     assert ("☃" * 100).startswith(reason)
 
 
-def test_data_after_we_sent_close_not_delivered_but_peer_close_is(side: Side) -> None:
+def test_data_after_we_sent_close_delivered_until_peer_close(side: Side) -> None:
+    # The peer may send until it has our close frame (RFC 6455 §5.5.1): delivered (issue 15).
     p = side.protocol()
     p.close(1000)
     written(p)
@@ -1154,18 +1155,18 @@ def test_data_after_we_sent_close_not_delivered_but_peer_close_is(side: Side) ->
         + side.incoming(CONT, b" binary")
         + side.incoming(CLOSE, close_payload(1000, "ok"))
     )
-    assert summary(p.received) == [("close", 1000, "ok")]
+    assert summary(p.received) == [("text", b"late text"), ("binary", b"late binary"), ("close", 1000, "ok")]
     assert p.state is State.CLOSED
     assert p.failure is None
 
 
-def test_partial_data_frame_after_we_sent_close_not_delivered(side: Side) -> None:
+def test_partial_data_frame_after_we_sent_close_delivered(side: Side) -> None:
     p = side.protocol()
     p.close(1000)
     data = side.incoming(TEXT, b"late text") + side.incoming(CLOSE, close_payload(1000))
     for i in range(len(data)):
         p.feed(data[i : i + 1])
-    assert summary(p.received) == [("close", 1000, "")]
+    assert summary(p.received) == [("text", b"late text"), ("close", 1000, "")]
 
 
 def test_invalid_data_after_we_sent_close_still_fails(side: Side) -> None:
@@ -1575,8 +1576,8 @@ def test_nothing_after_the_pong_write_drops_the_connection(side: Side) -> None:
 
 
 def test_after_a_callback_closes_later_text_is_still_checked(side: Side) -> None:
-    # close() from on_message: later data frames of the chunk are not handed on, but a text frame
-    # that is not UTF-8 still fails the connection (1007), and the peer's close completes it.
+    # close() from on_message: later data frames of the chunk are still handed on (the peer had
+    # not seen our close), and a text frame that is not UTF-8 still fails the connection (1007).
     got: list[Message] = []
 
     def on_message(message: Message) -> None:
@@ -1586,8 +1587,8 @@ def test_after_a_callback_closes_later_text_is_still_checked(side: Side) -> None
 
     p = side.protocol(on_message=on_message)
     p.feed(side.incoming(TEXT, b"one") + side.incoming(TEXT, b"two") + side.incoming(BINARY, b"3"))
-    assert summary(got) == [("text", b"one")]
+    assert summary(got) == [("text", b"one"), ("text", b"two"), ("binary", b"3")]
     assert p.state is State.CLOSING and p.failure is None
     p.feed(side.incoming(TEXT, b"\xff"))
     assert p.failure is not None and p.failure.code == 1007
-    assert summary(got) == [("text", b"one")]
+    assert summary(got) == [("text", b"one"), ("text", b"two"), ("binary", b"3")]

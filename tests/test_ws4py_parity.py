@@ -44,10 +44,13 @@ NAME_EXCEPTIONS: dict[str, str] = {
     ),
     "ws4py.messaging.Message.__unicode__: missing": "Python 2's unicode() protocol; Python 3 calls __str__",
     "ws4py.messaging.CloseControlMessage.__unicode__: missing": "Python 2's unicode() protocol",
-    "ws4py.streaming.VALID_CLOSING_CODES: value -- [1000, 1001, 1002, 1003, 1007, 1008, 1009, "
-    "1010, 1011, 1012, 1013, 1014] != ws4py's [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011]": (
-        "the codes wsloop's Stream accepts, as its Protocol does: IANA's registry adds 1012 "
-        "(service restart), 1013 (try again later) and 1014 (bad gateway), which servers send"
+    (
+        "ws4py.streaming.VALID_CLOSING_CODES: value -- [1000, 1001, 1002, 1003, 1007, 1008, 1009, "
+        "1010, 1011, 1012, 1013, 1014] != ws4py's [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011]"
+    ): (
+        "a ws4py gap wsloop fixes: 1012 (Service Restart), 1013 (Try Again Later) and 1014 (Bad "
+        "Gateway) are registered close codes (IANA's WebSocket registry) that wsloop's protocol "
+        "accepts and sends; ws4py's Stream failed a peer's valid 1012-1014 close with 1002"
     ),
 }
 

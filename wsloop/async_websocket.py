@@ -3,7 +3,8 @@
 :class:`WebSocket`'s callbacks may be coroutines (each runs as a task; reading pauses past
 :attr:`WebSocket.max_pending_tasks` unfinished ones) and its ``send()``/``close()`` may be
 awaited (``send()`` frames at once and returns the transport's ``drain()``). Its driver is
-:class:`wsloop.poller.asyncio.AsyncioTransport` (re-exported here); docs/ARCHITECTURE.md has more.
+:class:`wsloop.poller.asyncio.AsyncioTransport` (re-exported here); ``await ws.run()`` waits for
+the end of the exchange, or drives one over ws4py's ``proto.reader``/``proto.writer`` streams.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -54,6 +56,30 @@ class WebSocket(_SyncWebSocket):
 
     loop: asyncio.AbstractEventLoop | None = None
     _tasks: set[asyncio.Future[Any]] | None = None
+    _ended: asyncio.Future[None] | None = None
+
+    def __init__(
+        self,
+        proto: Any,
+        protocols: list[str] | None = None,
+        extensions: list[str] | None = None,
+        environ: dict[str, Any] | None = None,
+        heartbeat_freq: float | None = None,
+        **options: Any,
+    ) -> None:
+        """``proto``: ws4py's :class:`asyncio.Protocol` of the connection (with ws4py's
+        ``reader``/``writer`` streams, or a ``transport``), or the connection's socket, which
+        is what wsloop's servers pass. The rest are :class:`wsloop.websocket.WebSocket`'s."""
+        if proto is None or (hasattr(proto, "getpeername") and hasattr(proto, "fileno")):
+            sock, proto = proto, None  # a socket (asyncio's TransportSocket too)
+        else:
+            sock = _socket_of(proto)
+        super().__init__(sock, protocols, extensions, environ, heartbeat_freq, **options)
+        #: The connection's :class:`asyncio.Protocol` (ws4py's attribute): the one given, or,
+        #: once served by :mod:`wsloop.servers.asyncioserver`, that server's protocol.
+        self.proto: Any = proto
+        #: True once the exchange has started (``opened()`` was called), as in ws4py.
+        self.started = False
 
     # ------------------------------------------------------------ callbacks
 
@@ -86,6 +112,78 @@ class WebSocket(_SyncWebSocket):
             super().close(code, reason)
         return DONE
 
+    def once(self) -> bool:
+        """Not for this class, as in ws4py (whose ``once()`` raised): its connection is driven
+        by the event loop; ``await`` :meth:`run` to wait for the end of the exchange.
+
+        :raises NotImplementedError: always.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} is driven by its asyncio loop: await run() instead of calling once()"
+        )
+
+    async def run(self) -> None:  # type: ignore[override]
+        """Run until the websocket exchange is terminated (ws4py's coroutine): returns once
+        :meth:`closed` has been called.
+
+        Served by a driver (:mod:`wsloop.servers.asyncioserver`, ``tulipserver``), this waits for
+        the end of the connection, on any loop. Not yet served, and made with ws4py's ``proto``
+        (``proto.reader``, an :class:`asyncio.StreamReader`, and ``proto.writer``, its
+        :class:`asyncio.StreamWriter`, after the opening handshake), it drives the connection
+        itself on the running loop, as ws4py's ``run()`` did: :meth:`opened`, then every
+        message, until the exchange ends.
+        """
+        if self.transport is None and not self._finished:
+            reader = getattr(self.proto, "reader", None)
+            writer = getattr(self.proto, "writer", None)
+            if reader is None or writer is None:
+                raise RuntimeError(
+                    f"{type(self).__name__} is not served: serve it with wsloop.servers.asyncioserver, "
+                    "or make it with a proto that has ws4py's reader and writer streams"
+                )
+            await self._drive(reader, writer)
+        loop = self.loop
+        if loop is None or loop is _running_loop():
+            await self._wait_end()
+        else:  # awaited on another loop than the one serving it
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._wait_end(), loop))
+
+    async def _wait_end(self) -> None:
+        if self._finished:
+            return
+        ended = self._ended
+        if ended is None:
+            ended = self._ended = asyncio.get_running_loop().create_future()
+            if self._finished:  # ended meanwhile, in another thread (connection_lost saw no future)
+                return
+        await asyncio.shield(ended)
+
+    async def _drive(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve the connection over ws4py's streams: what ``reader`` gets is fed to the
+        websocket, what it sends goes to ``writer``'s transport; until the peer's EOF or the
+        transport closes."""
+        transport = writer.transport
+        driver = AsyncioTransport(transport)  # type: ignore[arg-type]
+        driver.start(self)
+        try:
+            while True:
+                try:
+                    data = await reader.read(self.reading_buffer_size)
+                except OSError:
+                    break
+                if not data:
+                    break
+                driver.data_received(data)  # (ignored once closing: input after our close)
+            driver.flush()
+            if not transport.is_closing():
+                transport.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), self.close_timeout)
+            except OSError:  # TimeoutError included
+                transport.abort()
+        finally:
+            driver.connection_lost(None)
+
     # ------------------------------------------------------- driver's side
 
     def attach(self, transport: Transport) -> None:
@@ -94,7 +192,26 @@ class WebSocket(_SyncWebSocket):
             self.loop = asyncio.get_running_loop()  # where callback tasks run
         except RuntimeError:
             self.loop = None  # a driver without an event loop: callbacks must not be coroutines
+        if self.proto is None and isinstance(transport, AsyncioTransport):
+            self.proto = transport.transport.get_protocol()
+        self.started = True
         super().attach(transport)
+
+    def connection_lost(self, failure: Any = None) -> None:
+        """The connection has ended: :meth:`closed` runs, then :meth:`run` returns."""
+        try:
+            super().connection_lost(failure)
+        finally:
+            ended = self._ended
+            if ended is not None:
+                loop = ended.get_loop()
+                if loop is _running_loop():
+                    _resolve(ended)
+                else:  # run() awaited on another loop than this driver's thread
+                    try:
+                        loop.call_soon_threadsafe(_resolve, ended)
+                    except RuntimeError:  # that loop is closed: nobody waits any more
+                        pass
 
     def _dispatch(self, message: Message) -> None:
         op = message.opcode
@@ -193,3 +310,26 @@ class EchoWebSocket(WebSocket):
 
     async def received_message(self, message: Message) -> None:
         await self.send(message.data, message.is_binary)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _socket_of(proto: Any) -> socket.socket | None:
+    """The socket of ws4py's ``proto`` (through its transport, or its reader's), if it has one."""
+    transport = getattr(proto, "transport", None)
+    if transport is None:
+        transport = getattr(getattr(proto, "reader", None), "_transport", None)
+    if transport is None:
+        transport = getattr(getattr(proto, "writer", None), "transport", None)
+    get_extra_info = getattr(transport, "get_extra_info", None)
+    return get_extra_info("socket") if get_extra_info is not None else None

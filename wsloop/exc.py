@@ -59,11 +59,29 @@ class HandshakeError(WebSocketException):
 
     On the server side ``status`` is the HTTP status to answer with and ``headers`` any extra
     response headers (``Sec-WebSocket-Version`` on a 426, for instance).
+
+    The first parameter is ws4py's ``msg`` (kept as :attr:`msg`); wsloop's name for it,
+    ``reason``, is accepted by keyword too (both name the same text).
     """
 
-    def __init__(self, reason: str, status: int = 400, headers: list[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        msg: str | None = None,
+        status: int = 400,
+        headers: list[tuple[str, str]] | None = None,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        if reason is None:
+            if msg is None:
+                raise TypeError("HandshakeError() needs its message (msg)")
+            reason = msg
+        elif msg is not None and msg != reason:
+            raise TypeError("give HandshakeError's message as msg or reason, not both")
         super().__init__(reason)
         self.reason = reason
+        #: ws4py's name for :attr:`reason`.
+        self.msg = reason
         self.status = status
         self.headers = headers or []
 

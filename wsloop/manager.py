@@ -5,6 +5,7 @@ the ``selectors`` class of its system call; a manager given one runs its loop on
 
 from __future__ import annotations
 
+import logging
 import select
 import selectors
 import threading
@@ -16,6 +17,9 @@ from .poller import Reactor, ThreadedManager
 from .websocket import WebSocket
 
 __all__ = ["WebSocketManager", "ThreadedManager", "SelectPoller", "EPollPoller", "KQueuePoller"]
+
+#: The module's logger (ws4py's ``logger``, there named ``ws4py``).
+logger = logging.getLogger("wsloop.manager")
 
 
 class _Registered:
@@ -118,9 +122,10 @@ def _default_poller() -> _SelectorPoller:
     return _SelectorPoller()
 
 
-class WebSocketManager(Reactor):
+class WebSocketManager(Reactor, threading.Thread):
     """ws4py's ``WebSocketManager``: the reactor (one thread for all its websockets), made with
-    ws4py's ``poller`` argument.
+    ws4py's ``poller`` argument; as in ws4py, the manager is that thread (a
+    :class:`threading.Thread`).
 
     :param poller: a :class:`SelectPoller`, ``EPollPoller`` or ``KQueuePoller`` (or any object
         with a ``selectors`` :attr:`~SelectPoller.selector`): the loop runs on its selector,
@@ -130,8 +135,12 @@ class WebSocketManager(Reactor):
 
     As in ws4py, :meth:`add` (any thread) serves a websocket and calls its ``opened()`` (a
     client's ``handshake_ok()`` may do it); ``len()``, ``in``, iteration, :meth:`broadcast`,
-    :meth:`close_all`, :meth:`remove`, :meth:`start`, :meth:`run`, :meth:`stop` and :meth:`join`
-    are the reactor's; :attr:`websockets` is ws4py's dict (file descriptor -> websocket).
+    :meth:`close_all`, :meth:`remove`, :meth:`run`, :meth:`stop` are the reactor's;
+    :attr:`websockets` is ws4py's dict (file descriptor -> websocket). The thread's
+    :attr:`name` is ``"WebSocketManager"``; it is a daemon unless :attr:`daemon` is set False
+    before :meth:`start` (ws4py's was not: a program that never stops its manager still exits).
+    :meth:`start` returns once the loop runs and, called again, does nothing (a reactor's
+    rule, where a thread raises); :meth:`join` before :meth:`start` returns at once.
     """
 
     def __init__(self, poller: Any = None, **options: Any) -> None:
@@ -142,29 +151,29 @@ class WebSocketManager(Reactor):
         selector = getattr(poller, "selector", None)
         if not isinstance(selector, selectors.BaseSelector):
             raise TypeError(f"{poller!r} has no selectors selector to run on")
+        threading.Thread.__init__(self, name="WebSocketManager", daemon=True)
         #: The poller whose selector the loop runs on (ws4py's attribute).
         self.poller = poller
-        #: The name of the thread :meth:`start` makes (ws4py's manager was that thread).
-        self.name = "WebSocketManager"
-        #: Whether that thread is a daemon (set before :meth:`start`). True by default, unlike
-        #: ws4py's manager thread: a program that never stops its manager still exits.
-        self.daemon = True
-        super().__init__(selector=selector, **options)
+        Reactor.__init__(self, selector=selector, **options)
+
+    def start(self) -> None:
+        """Start the manager's thread (the loop); returns once the loop runs. Called again, it
+        does nothing."""
+        if self._thread is not None:
+            return
+        self._thread = self
+        threading.Thread.start(self)
+        while self._tid is None and threading.Thread.is_alive(self):
+            time.sleep(0.001)
 
     def _make_thread(self) -> threading.Thread:
-        return threading.Thread(target=self.run, name=self.name, daemon=self.daemon)
+        return self
 
-    def is_alive(self) -> bool:
-        """Whether the manager's thread runs (``threading.Thread``'s method, as ws4py's manager
-        was a thread)."""
-        thread = self._thread
-        return thread is not None and thread.is_alive()
-
-    @property
-    def ident(self) -> int | None:
-        """The manager thread's identifier, once started (``threading.Thread``'s attribute)."""
-        thread = self._thread
-        return thread.ident if thread is not None else None
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the manager's thread to end (at most ``timeout`` seconds); at once if it was
+        never started."""
+        if self._thread is self:
+            threading.Thread.join(self, timeout)
 
     def add(self, websocket: WebSocket, *, preamble: bytes = b"", received: bytes = b"") -> None:
         """Serve ``websocket`` and call its ``opened()`` (see :meth:`Reactor.add`); one already

@@ -176,10 +176,13 @@ class Protocol:
 
         Each message is handed on as soon as its last frame is parsed, so what the application
         sends in reply is written before anything a later frame of the same chunk causes (a
-        close, a failure). Text and binary messages are handed on only while the connection is
-        OPEN; pongs, and the peer's :class:`CloseControlMessage`, always. A protocol violation
-        fails the connection: the close frame with the right code is written, :attr:`failure`
-        is set, and all further input is ignored (so is input after the peer's close frame).
+        close, a failure). Text and binary messages are handed on until the peer's close frame,
+        also after our own close frame was sent (CLOSING: the peer may send until it has our
+        close, RFC 6455 §5.5.1); pongs, and the peer's :class:`CloseControlMessage`, always.
+        Pings are answered only while OPEN (nothing follows our close frame). A protocol
+        violation fails the connection: the close frame with the right code is written,
+        :attr:`failure` is set, and all further input is ignored (so is input after the peer's
+        close frame).
         A frame's payload is checked as it arrives: invalid UTF-8 fails (1007) at the byte that
         makes it invalid, an oversized message (1009) as soon as its header is read.
         """
@@ -306,12 +309,12 @@ class Protocol:
                         payload.decode("utf-8")
                     except UnicodeDecodeError:
                         raise TextFrameEncodingException("text message is not valid UTF-8") from None
-                if self.state is OPEN:
+                if self.state is not CLOSED:
                     on_message(TextMessage(payload))
                     if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
                         return  # failed, or dropped by the callback (a close() leaves it CLOSING)
             elif b0 == 0x82:  # a whole binary message
-                if self.state is OPEN:
+                if self.state is not CLOSED:
                     on_message(BinaryMessage(payload))
                     if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
                         return
@@ -450,7 +453,7 @@ class Protocol:
         self._size = 0
         self._compressed = 0
         self._decoder = None
-        if self.state is OPEN:
+        if self.state is not CLOSED:
             self.on_message(TextMessage(payload) if op == OPCODE_TEXT else BinaryMessage(payload))
 
     def _receive_close(self, payload: bytes) -> None:

@@ -584,6 +584,11 @@ class WebSocket:
             transport.call(fn, *args)
 
     def _handler_failed(self, exc: Exception) -> None:
+        if type(exc) is StreamClosed and self.stream.state is _CLOSING and self.stream.failure is None:
+            # A send from a callback after our close frame went (a message the peer sent before
+            # it had our close, delivered): nothing can be sent any more, nothing went wrong.
+            logger.debug("%r: send after our close frame, dropped", self)
+            return
         try:
             self.unhandled_error(exc)
         except Exception:

@@ -257,7 +257,9 @@ class WebSocketBaseClient(WebSocket):
             self.unix_socket_path, self.host, self.port = host, "localhost", None
         #: The ``Sec-WebSocket-Key`` (base64 bytes, as ws4py's); set another before connecting.
         self.key: bytes = base64.b64encode(os.urandom(16))
-        self.ssl_options = ssl_options
+        #: ws4py's dict of TLS options (``{}`` when none were given, as in ws4py, so a subclass
+        #: may read it with ``.get()``), or the :class:`ssl.SSLContext` given instead.
+        self.ssl_options: ssl.SSLContext | Mapping[str, Any] = ssl_options if ssl_options is not None else {}
         self.extra_headers = list(headers or ())
         self.exclude_headers = [name.lower() for name in exclude_headers or ()]
         self.reactor = reactor

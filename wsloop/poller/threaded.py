@@ -6,6 +6,7 @@ contract of :mod:`wsloop.poller` without channels; costs one thread per connecti
 
 from __future__ import annotations
 
+import inspect
 import logging
 import socket
 import threading
@@ -49,7 +50,10 @@ class ThreadedManager:
         try:
             if preamble and websocket.sock is not None:
                 websocket.sock.sendall(preamble)
-            websocket.run(received)
+            if inspect.iscoroutinefunction(websocket.run):  # async_websocket's run() awaits the end
+                WebSocket.run(websocket, received)
+            else:
+                websocket.run(received)
         except Exception:
             logger.exception("error serving %r", websocket)
         finally:
