@@ -1,7 +1,7 @@
 """``wsloop.framing.Frame`` and ``wsloop.streaming.Stream`` against ws4py 0.6.0's: the same bytes
 built, the same parse results and exceptions for the same input in random chunkings, the same
 messages (and types) out of the same conversations, and the listed differences where ws4py breaks
-RFC 6455 (docs/notes/h2.md)."""
+RFC 6455 (the README's porting table lists them)."""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ class Driven(Protocol):
 
 def refuse(websocket: Driven) -> None:
     """A websocket handed to a driver that is stopping or stopped: its socket is closed and its
-    ``closed(1001, "Server is shutting down")`` called (``opened()`` never was)."""
+    ``closed(1001, b"Server is shutting down")`` called (``opened()`` never was)."""
     sock = websocket.sock
     if sock is not None:
         try:

@@ -75,7 +75,7 @@ class AsyncioTransport:
         from the moment the buffer passes ``high_water`` it may grow by ``max_buffered -
         high_water`` more (output queued on the loop's thread, by callbacks, broadcasts and
         pongs, does not wait); past that the connection is aborted and its websocket's
-        ``closed(1008, "output buffer limit exceeded")`` called.
+        ``closed(1008, b"output buffer limit exceeded")`` called.
     """
 
     def __init__(

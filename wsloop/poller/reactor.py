@@ -415,7 +415,7 @@ class Reactor:
         (so to about ``max_buffered``; output queued while the peer kept up, a message larger
         than the cap for one, is never refused); past that the connection is reset (its output
         dropped, no close frame: it would wait behind the unread output) and its websocket's
-        ``closed(1008, "output buffer limit exceeded")`` called. A broadcast skips such a
+        ``closed(1008, b"output buffer limit exceeded")`` called. A broadcast skips such a
         connection; the others keep receiving. Checked before each broadcast frame is queued
         and when the output is flushed (after each loop turn).
     :param close_timeout: default seconds :meth:`stop` waits for closing handshakes.
@@ -476,7 +476,7 @@ class Reactor:
         (``ssl.SSLSocket``, its TLS handshake done) is served too, by a :class:`TLSConnection`.
 
         Once :meth:`stop` has begun (or the loop has ended) a websocket is refused: its socket is
-        closed and its ``closed(1001, "Server is shutting down")`` is called (``opened()`` never
+        closed and its ``closed(1001, b"Server is shutting down")`` is called (``opened()`` never
         was), on the reactor's thread or, once the loop has ended, in the caller's.
         """
         if self._in_loop():
