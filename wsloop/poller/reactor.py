@@ -785,14 +785,27 @@ class Reactor:
         for ws, conn in targets:
             if conn.paused and conn.wsize + size > conn.cap:
                 full.append(conn)  # closed after the loop: it leaves _connections
-            elif ws.takes_shared_frames():
-                conn.wbuf.append(frame)  # conn.write(frame), inlined: once per connection
-                conn.wsize += size
+            elif not ws.takes_shared_frames():
+                ws.send_broadcast(payload, binary)  # masked or compressed there, or closing
+            else:
+                wbuf = conn.wbuf
+                rest: bytes | memoryview = frame
+                if not wbuf:
+                    # Nothing queued before it: written at once, one send() and no flush for
+                    # it (TLS too: an SSLSocket takes all or raises; a retry starts with it).
+                    try:
+                        sent = conn.sock.send(frame)
+                    except OSError:  # full (EAGAIN, SSLWant*), or broken: flush() sees it
+                        sent = 0
+                    if sent:
+                        if sent == size:
+                            continue
+                        rest = memoryview(frame)[sent:]
+                wbuf.append(rest)  # conn.write(rest), inlined
+                conn.wsize += len(rest)
                 if not conn.dirty:
                     conn.dirty = True
                     dirty.append(conn)
-            else:
-                ws.send_broadcast(payload, binary)  # masked or compressed there, or closing
         for conn in full:
             if not (conn.ws.server_terminated or conn.ws.client_terminated):  # still open
                 conn.overflow()
