@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import enum
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -511,12 +512,19 @@ class Protocol:
                 rsv1 = opcode != OPCODE_CONTINUATION
                 self._out_compressed = not fin
         write = self.write
-        if self.client:
-            write(build_frame(opcode, payload, fin, rsv1, True))
-        elif len(payload) <= _COALESCE:
-            write(frame_header(opcode, len(payload), fin, rsv1) + payload)
+        if len(payload) <= _COALESCE:
+            if self.client:
+                write(build_frame(opcode, payload, fin, rsv1, True))
+            else:
+                write(frame_header(opcode, len(payload), fin, rsv1) + payload)
+        elif self.client:
+            key = os.urandom(4)  # masked into a new buffer; not copied again behind its header
+            write(frame_header(opcode, len(payload), fin, rsv1, key))
+            write(mask(payload, key))
         else:
             write(frame_header(opcode, len(payload), fin, rsv1))
+            # bytes go as they are; a bytearray or memoryview is copied once (the caller may
+            # change it while it waits in the output buffer).
             write(payload if isinstance(payload, bytes) else bytes(payload))
 
     def ping(self, data: str | bytes = b"") -> None:
