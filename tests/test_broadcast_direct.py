@@ -40,7 +40,8 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0) -> None:
 class Fan(WebSocket):
     """``go N``: broadcast N numbered messages, noting after each one every connection's queued
     output; ``mix N``: a message of its own, then a broadcast, N times; ``big N``: send N bytes;
-    ``bigtext N``: N characters of text. Anything else is echoed."""
+    ``bigtext N``: N characters of text; ``sub``: join the channel "room"; ``pub N``: publish N
+    numbered messages on it. Anything else is echoed."""
 
     compression = None
     instances: list[Fan] = []
@@ -68,6 +69,13 @@ class Fan(WebSocket):
                 conns = list(reactor._connections.values())
                 Fan.queued_after.append([len(c.wbuf) for c in conns])
                 Fan.partial += sum(1 for c in conns if c.wbuf and type(c.wbuf[-1]) is memoryview)
+        elif command == b"sub":
+            self.subscribe("room")
+            self.send(b"joined", binary=True)
+        elif command == b"pub":
+            for i in range(int(arg)):
+                self.publish("room", _numbered(i, Fan.size), binary=True)
+                Fan.queued_after.append([len(c.wbuf) for c in reactor._connections.values()])
         elif command == b"mix":
             for i in range(int(arg)):
                 self.send(b"own %d" % i, binary=True)
@@ -128,6 +136,27 @@ def test_a_broadcast_goes_out_at_once_to_every_idle_socket_in_order(fan: type[Fa
         assert all(n == 0 for after in fan.queued_after for n in after), "written at once"
     finally:
         for client in clients:
+            client.close()
+        server.stop(timeout=1)
+
+
+def test_a_channel_publish_goes_out_at_once_to_its_members(fan: type[Fan]) -> None:
+    """The hub's fan-out shares the broadcast's code: members get it written at once, in order;
+    a connection that did not join gets nothing."""
+    server = _serve()
+    members = [Client(server.port) for _ in range(5)]
+    outsider = Client(server.port)
+    try:
+        for client in members:
+            assert client.echo(b"sub").data == b"joined"
+        count = 50
+        members[0].send(b"pub %d" % count)
+        for client in members:
+            _check_numbered([client.recv().data for _ in range(count)], count, 64)
+        assert all(n == 0 for after in fan.queued_after for n in after), "written at once"
+        assert outsider.echo(b"ping").data == b"ping", "nothing published reached it"
+    finally:
+        for client in members + [outsider]:
             client.close()
         server.stop(timeout=1)
 

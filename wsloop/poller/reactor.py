@@ -508,7 +508,9 @@ class Reactor:
     def broadcast(self, message: str | bytes, binary: bool = False) -> None:
         """Send ``message`` to every open websocket, framing it once for all of them.
 
-        With a broker joined (:meth:`use_broker`), the other processes joined to it send it to
+        A connection with no output queued gets the frame written at once (one ``send()``,
+        TLS too); on the others, and for what a socket does not take, it waits behind the
+        queued output. With a broker joined (:meth:`use_broker`), the other processes joined to it send it to
         theirs too; each client gets it once.
         """
         if self.hub is not None:  # queued first, so the other processes start at once
