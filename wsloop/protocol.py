@@ -27,6 +27,7 @@ from .framing import (
     OPCODE_PONG,
     OPCODE_TEXT,
     REPEAT,
+    SPEEDUPS,
     build_frame,
     encode_close_payload,
     frame_header,
@@ -295,14 +296,13 @@ class Protocol:
                     self._consume(data, start, end)
                     return
             # One frame whole: the fast path's and the general path's payloads are unmasked here.
-            if length <= 125:
-                # framing.mask's small-payload case, inline: the key repeated over the payload.
+            if length > 125 or SPEEDUPS:
+                payload = mask(data[start:pos], key) if mask_bit else bytes(data[start:pos])
+            else:
+                # Pure Python: framing.mask's small-payload case, inline (a call costs more than
+                # it does): the key repeated over the payload (an unmasked frame's is zeros).
                 keys = int.from_bytes(key, "big") * REPEAT[(length + 3) >> 2] >> (((-length) & 3) << 3)
                 payload = (int.from_bytes(data[start:pos], "big") ^ keys).to_bytes(length, "big")
-            elif mask_bit:
-                payload = mask(data[start:pos], key)
-            else:
-                payload = bytes(data[start:pos])
             if b0 == 0x81:  # a whole text message: FIN, no RSV bit (so not compressed)
                 if not payload.isascii():
                     try:
