@@ -225,6 +225,7 @@ class Protocol:
         mask_bit = self._mask_bit
         limit = self._limit
         on_message = self.on_message
+        speedups = SPEEDUPS  # (a local: read for every frame)
         # A run of pings being answered (see PONG_BURST): pending only while the next frame is a
         # whole valid ping, so the pongs are written before anything else can be.
         pongs: list[bytes] | None = None
@@ -317,13 +318,15 @@ class Protocol:
                     self._consume(data, start, end)
                     return
             # One frame whole: the fast path's and the general path's payloads are unmasked here.
-            if length > 125 or SPEEDUPS:
-                payload = mask(data[start:pos], key) if mask_bit else bytes(data[start:pos])
-            else:
+            if length <= 125 and not speedups:
                 # Pure Python: framing.mask's small-payload case, inline (a call costs more than
                 # it does): the key repeated over the payload (an unmasked frame's is zeros).
                 keys = int.from_bytes(key, "big") * REPEAT[(length + 3) >> 2] >> (((-length) & 3) << 3)
                 payload = (int.from_bytes(data[start:pos], "big") ^ keys).to_bytes(length, "big")
+            elif mask_bit:
+                payload = mask(data[start:pos], key)  # in C: cheaper than the inline XOR at any size
+            else:
+                payload = bytes(data[start:pos])
             if b0 == 0x81:  # a whole text message: FIN, no RSV bit (so not compressed)
                 if not payload.isascii():
                     try:
