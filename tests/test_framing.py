@@ -363,12 +363,10 @@ def test_encode_close_payload_truncation_of_bytes_reason_keeps_valid_utf8(paddin
     assert len(payload) > 125 - 4
 
 
-# Large payloads go through numpy when it is installed (the speedups extra), else byte lanes:
-# both must agree with the reference, whatever the length modulo 8 and the input type.
+# Large payloads go through the C extension when it is built (tests/test_speedups.py), else byte
+# lanes: both must agree with the reference, whatever the length modulo 8 and the input type.
 LARGE_LENGTHS = [4096, 4097, 4099, 4101, 4103, 65535, 65536, 262151]
-MASKERS = [framing._mask_lanes]
-if framing._accelerator() is not None:
-    MASKERS.append(framing._mask_numpy)
+MASKERS = [framing._mask_lanes, framing.mask]
 
 
 @pytest.mark.parametrize("masker", MASKERS, ids=lambda f: f.__name__)
@@ -380,11 +378,3 @@ def test_large_payload_maskers(masker: object, key: bytes, length: int) -> None:
         result = masker(given, key)  # type: ignore[operator]
         assert type(result) is bytes
         assert result == naive_mask(data, key)
-
-
-def test_numpy_accelerator_is_used_when_installed() -> None:
-    try:
-        import numpy  # noqa: F401
-    except ImportError:
-        pytest.skip("numpy (the speedups extra) is not installed")
-    assert framing._accelerator() is not None or framing.os.environ.get("WSLOOP_NO_SPEEDUPS")

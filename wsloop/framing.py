@@ -5,12 +5,11 @@ All of it works on whole payloads with C-level operations; nothing loops over by
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from struct import Struct
-from typing import Any
+from types import ModuleType
 
 from .exc import FrameTooLargeException, ProtocolException
 
@@ -25,6 +24,8 @@ __all__ = [
     "CONTROL_OPCODES",
     "is_valid_close_code",
     "mask",
+    "mask_into",
+    "SPEEDUPS",
     "frame_header",
     "build_frame",
     "encode_close_payload",
@@ -63,9 +64,10 @@ def is_valid_close_code(code: int) -> bool:
 # one multiplication instead of building and converting the repeated key, for small payloads.
 REPEAT = tuple(int.from_bytes(b"\x00\x00\x00\x01" * m, "big") for m in range(33))
 _SMALL = 4 * (len(REPEAT) - 1)
+_TRANSLATE_FROM = 4096
 
 
-def mask(data: bytes | bytearray | memoryview, key: bytes | bytearray | memoryview) -> bytes:
+def _mask_pure(data: bytes | bytearray | memoryview, key: bytes | bytearray | memoryview) -> bytes:
     """XOR ``data`` with the 4-byte masking ``key`` (masking and unmasking are the same)."""
     if type(data) is memoryview and data.itemsize != 1:
         data = data.tobytes()  # its len() counts items, not bytes
@@ -78,8 +80,6 @@ def mask(data: bytes | bytearray | memoryview, key: bytes | bytearray | memoryvi
     if n < _TRANSLATE_FROM:
         keys = key * ((n >> 2) + 1)
         return (int.from_bytes(data, "little") ^ int.from_bytes(keys[:n], "little")).to_bytes(n, "little")
-    if _accelerator() is not None:
-        return _mask_numpy(data, key)
     return _mask_lanes(data, key)
 
 
@@ -94,38 +94,15 @@ def _mask_lanes(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
     return bytes(out)
 
 
-def _mask_numpy(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
-    """The optional accelerator (``pip install wsloop[speedups]``): numpy XORs the payload's
-    8-byte words in place, faster than the byte lanes (about 30x at 64 KiB)."""
-    numpy = _accelerator()
-    assert numpy is not None
-    out = bytearray(data)
-    words = len(out) >> 3
-    view = numpy.frombuffer(out, dtype=numpy.uint64, count=words)
-    numpy.bitwise_xor(view, numpy.frombuffer(key + key, dtype=numpy.uint64)[0], out=view)
-    del view  # release the buffer export before resizing or converting ``out``
-    for i in range(words << 3, len(out)):  # at most 7 bytes; their key index restarts at 0
-        out[i] ^= key[i & 3]
-    return bytes(out)
-
-
-_TRANSLATE_FROM = 4096
-
-
-@functools.cache
-def _accelerator() -> Any:
-    """numpy, if installed and not disabled by ``WSLOOP_NO_SPEEDUPS``, else None.
-
-    Imported on the first payload of ``_TRANSLATE_FROM`` bytes or more, not with wsloop: numpy
-    costs ~13 MB and starts OpenBLAS's thread pool, which a server that only sees small
-    messages should not pay for.
-    """
-    if os.environ.get("WSLOOP_NO_SPEEDUPS"):
-        return None
-    try:
-        return importlib.import_module("numpy")
-    except ImportError:
-        return None
+def _mask_into_pure(buffer: bytearray | memoryview, key: bytes | bytearray | memoryview) -> None:
+    """XOR the writable ``buffer`` with the 4-byte ``key`` in place."""
+    if len(key) != 4:
+        raise ValueError(f"a mask key has 4 bytes, not {len(key)}")
+    with memoryview(buffer) as view:
+        if view.readonly or not view.c_contiguous:
+            raise TypeError(f"mask_into() needs a writable, C-contiguous buffer, not {type(buffer).__name__}")
+        with view.cast("B") as flat:
+            flat[:] = _mask_pure(flat, key)
 
 
 _IDENTITY = int.from_bytes(bytes(range(256)), "big")
@@ -133,6 +110,33 @@ _IDENTITY = int.from_bytes(bytes(range(256)), "big")
 _XOR_TABLES = tuple(
     (_IDENTITY ^ int.from_bytes(bytes((k,)) * 256, "big")).to_bytes(256, "big") for k in range(256)
 )
+
+# The C extension (wsloop/speedups.c, built by setup.py when a compiler is there) unless it is
+# missing or WSLOOP_NO_SPEEDUPS is set (read once, here): it is faster at every size, also than
+# the integer XOR above for a few bytes (docs/notes/h11.md has the figures).
+_speedups: ModuleType | None
+if os.environ.get("WSLOOP_NO_SPEEDUPS"):
+    _speedups = None
+else:
+    try:
+        _speedups = importlib.import_module("wsloop._speedups")
+    except ImportError:
+        _speedups = None
+
+#: Whether masking runs in C (the ``wsloop._speedups`` extension) rather than in pure Python.
+SPEEDUPS = _speedups is not None
+
+mask: Callable[[bytes | bytearray | memoryview, bytes | bytearray | memoryview], bytes]
+mask_into: Callable[[bytearray | memoryview, bytes | bytearray | memoryview], None]
+if _speedups is not None:
+    # ``mask(data, key) -> bytes``: ``data`` (any bytes-like object) XORed with the 4-byte
+    # masking ``key`` (masking and unmasking are the same).
+    mask = _speedups.apply_mask
+    # ``mask_into(buffer, key) -> None``: the same, in place, on a writable buffer.
+    mask_into = _speedups.mask_into
+else:
+    mask = _mask_pure
+    mask_into = _mask_into_pure
 
 
 def frame_header(

@@ -28,11 +28,13 @@ from .framing import (
     OPCODE_PONG,
     OPCODE_TEXT,
     REPEAT,
+    SPEEDUPS,
     build_frame,
     encode_close_payload,
     frame_header,
     is_valid_close_code,
     mask,
+    mask_into,
 )
 from .messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
 
@@ -58,6 +60,10 @@ PONG_BURST = 16
 # once the message has _LOOSE_PARTS pieces (the common message of a few fragments copies none).
 _OWN_PART = 1024
 _LOOSE_PARTS = 8
+# A binary frame of at least _DIRECT_FROM payload bytes that is not all in the chunk parsed, but
+# at least an eighth of it is (so a peer that announces a large frame and trickles it in cannot
+# make us hold more than 8x what it sent), is read into a buffer of its size: see Protocol.into.
+_DIRECT_FROM = 64 * 1024
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 # The key of an unmasked frame: XOR with it leaves a small payload as is (see Protocol._parse).
 _NO_KEY = b"\0\0\0\0"
@@ -103,6 +109,7 @@ class Protocol:
     __slots__ = (
         "client",
         "max_message_size",
+        "into",
         "write",
         "outgoing",
         "received",
@@ -121,6 +128,7 @@ class Protocol:
         "_f_key",
         "_f_len",
         "_f_rsv1",
+        "_big",
         "_compressed",
         "_out_compressed",
         "_f_ctrl",
@@ -159,6 +167,11 @@ class Protocol:
         self._f_key: bytes | None = None
         self._f_len = 0
         self._f_rsv1 = 0
+        #: The part still to come of a large binary frame's payload buffer, else None: a transport
+        #: may ``recv_into`` it and :meth:`feed` the filled part (``into[:n]``), which is then
+        #: taken in place, without a copy. The frame is unmasked in place once whole.
+        self.into: memoryview | None = None
+        self._big: bytearray | None = None  # that buffer, whole
         self.deflate = deflate
         self._compressed = 0  # the message being received is compressed
         self._out_compressed = False  # the (fragmented) message being sent is compressed
@@ -213,6 +226,7 @@ class Protocol:
         mask_bit = self._mask_bit
         limit = self._limit
         on_message = self.on_message
+        speedups = SPEEDUPS  # (a local: read for every frame)
         # A run of pings being answered (see PONG_BURST): pending only while the next frame is a
         # whole valid ping, so the pongs are written before anything else can be.
         pongs: list[bytes] | None = None
@@ -293,15 +307,25 @@ class Protocol:
                     self._f_key = bytes(key) if mask_bit else None
                     self._f_rsv1 = b0 & 0x40
                     self._f_len = self._remaining = length
+                    if (
+                        length >= _DIRECT_FROM
+                        and (end - start) << 3 >= length
+                        and (b0 & 0x7F == OPCODE_BINARY or (not opcode and self._msg_op == OPCODE_BINARY))
+                        and not self._compressed
+                    ):
+                        # A large binary frame (not compressed): into a buffer of its size.
+                        self._big = big = bytearray(length)
+                        self.into = memoryview(big)
                     self._consume(data, start, end)
                     return
             # One frame whole: the fast path's and the general path's payloads are unmasked here.
-            if length <= 125:
-                # framing.mask's small-payload case, inline: the key repeated over the payload.
+            if length <= 125 and not speedups:
+                # Pure Python: framing.mask's small-payload case, inline (a call costs more than
+                # it does): the key repeated over the payload (an unmasked frame's is zeros).
                 keys = int.from_bytes(key, "big") * REPEAT[(length + 3) >> 2] >> (((-length) & 3) << 3)
                 payload = (int.from_bytes(data[start:pos], "big") ^ keys).to_bytes(length, "big")
             elif mask_bit:
-                payload = mask(data[start:pos], key)
+                payload = mask(data[start:pos], key)  # in C: cheaper than the inline XOR at any size
             else:
                 payload = bytes(data[start:pos])
             if b0 == 0x81:  # a whole text message: FIN, no RSV bit (so not compressed)
@@ -351,6 +375,9 @@ class Protocol:
         """Take up to the rest of the current frame's payload from ``data[pos:end]``."""
         remaining = self._remaining
         stop = pos + remaining if end - pos > remaining else end
+        into = self.into
+        if into is not None:
+            return self._fill(into, data, pos, stop)
         chunk = data[pos:stop]
         key = self._f_key
         if key is not None:
@@ -373,6 +400,28 @@ class Protocol:
             if op:
                 self._start_message(op, self._f_rsv1)
             self._data(chunk, not self._remaining and bool(self._f_fin))
+        return stop
+
+    def _fill(self, into: memoryview, data: bytes | bytearray | memoryview, pos: int, stop: int) -> int:
+        """:meth:`_consume` for a frame read into its own buffer (see :attr:`into`)."""
+        n = stop - pos
+        if not (type(data) is memoryview and data.obj is self._big):
+            into[:n] = data[pos:stop]  # else the transport received it in place, into ``into``
+        self._remaining -= n
+        if self._remaining:
+            self.into = into[n:]
+            return stop
+        big = self._big
+        assert big is not None
+        self.into = self._big = None
+        key = self._f_key
+        if key is not None:
+            mask_into(big, key)
+        op = self._f_op
+        if op:
+            self._start_message(op, 0)
+        # bytes: a message's data is bytes (one copy; the payload was never joined from pieces).
+        self._data(bytes(big), bool(self._f_fin))
         return stop
 
     def _answer_pings(self, payloads: list[bytes]) -> None:
@@ -570,6 +619,7 @@ class Protocol:
         self._hdr = b""
         self._remaining = 0
         self._parts = None
+        self.into = self._big = None
 
     def abort(self) -> None:
         """The connection is gone (dropped, reset, terminated): parse nothing more, not even
@@ -579,6 +629,7 @@ class Protocol:
         self._hdr = b""
         self._remaining = 0
         self._parts = None
+        self.into = self._big = None
 
     def _send_close(self, code: int | None, reason: str | bytes) -> None:
         message = CloseControlMessage(code, reason)

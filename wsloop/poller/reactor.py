@@ -160,8 +160,10 @@ class Connection(Handler):
     # -- reactor side
     def on_read(self) -> None:
         reactor = self.reactor
+        # A large frame's payload is read straight into its own buffer (Protocol.into).
+        into = self.ws.stream.into
         try:
-            n = self.sock.recv_into(reactor._buffer)
+            n = self.sock.recv_into(reactor._buffer if into is None else into)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -171,7 +173,7 @@ class Connection(Handler):
             self.teardown()
             return
         if not self.closing:
-            self.ws.process(reactor._view[:n])
+            self.ws.process(reactor._view[:n] if into is None else into[:n])
 
     def on_write(self) -> None:
         self.flush()
