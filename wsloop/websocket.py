@@ -488,6 +488,7 @@ class WebSocket:
             sock.close()
 
     def _report(self, exc: Exception) -> None:
+        """Hand ``exc`` to :meth:`unhandled_error`; an error there is only logged."""
         try:
             self.unhandled_error(exc)
         except Exception:
@@ -589,10 +590,7 @@ class WebSocket:
             # it had our close, delivered): nothing can be sent any more, nothing went wrong.
             logger.debug("%r: send after our close frame, dropped", self)
             return
-        try:
-            self.unhandled_error(exc)
-        except Exception:
-            logger.exception("error in %s.unhandled_error", type(self).__name__)
+        self._report(exc)
         self.stream.fail(ProtocolException("unexpected server error", 1011))
 
     def _beat(self) -> None:

@@ -572,31 +572,7 @@ class WebSocketClient(WebSocketBaseClient):
     thousands of clients.
     """
 
-    def __init__(
-        self,
-        url: str,
-        protocols: list[str] | None = None,
-        extensions: list[str] | None = None,
-        heartbeat_freq: float | None = None,
-        ssl_options: ssl.SSLContext | Mapping[str, Any] | None = None,
-        headers: Iterable[tuple[str, str]] | None = None,
-        exclude_headers: Iterable[str] | None = None,
-        *,
-        reactor: Reactor | None = None,
-        handshake_timeout: float = 10.0,
-    ) -> None:
-        super().__init__(
-            url,
-            protocols,
-            extensions,
-            heartbeat_freq,
-            ssl_options,
-            headers,
-            exclude_headers,
-            reactor=reactor,
-            handshake_timeout=handshake_timeout,
-        )
-        self._daemon = True
+    _daemon = True  # see daemon
 
     @property
     def daemon(self) -> bool:
@@ -613,18 +589,6 @@ class WebSocketClient(WebSocketBaseClient):
     def _connecting(self) -> None:
         if not self._daemon:
             _shared.keep(self, True)
-
-    def handshake_ok(self) -> None:
-        """Called once the upgrade has succeeded (ws4py's hook, which starts ws4py's client
-        thread): hands the client to its reactor, which calls :meth:`opened` and drives it."""
-        super().handshake_ok()
-
-    def run_forever(self, timeout: float | None = None) -> bool:
-        """Block until the connection has ended and :meth:`closed` has run (ws4py's method).
-
-        Returns False if ``timeout`` passed first.
-        """
-        return super().run_forever(timeout)
 
     def _call_closed(self, code: int, reason: str) -> None:
         try:
