@@ -35,6 +35,7 @@ class Server:
     raw: bool = False  # no WebSocket framing
     broadcast: str = ""
     unpinned: bool = False  # the server and its load generator may run on any core
+    env: tuple[tuple[str, str], ...] = ()  # set in the server's environment
 
 
 SERVERS = [
@@ -43,6 +44,13 @@ SERVERS = [
         "wsloop standalone (selectors)",
         ("wsloop_server.py", "selectors"),
         broadcast="reactor.broadcast()",
+    ),
+    Server(
+        "wsloop-pure",
+        "wsloop standalone (selectors), pure Python",
+        ("wsloop_server.py", "selectors"),
+        broadcast="reactor.broadcast()",
+        env=(("WSLOOP_NO_SPEEDUPS", "1"),),
     ),
     Server(
         "wsloop-threaded",
@@ -209,6 +217,7 @@ def start_server(server: Server, core: int | None, redis_url: str = "") -> Serve
         ready=r"^PORT (\d+)$",
         timeout=None,
         cwd=REPO,
+        env=dict(os.environ, **dict(server.env)) if server.env else None,
         preexec_fn=anywhere if server.unpinned else pinned(core),
         stop_timeout=STOP_SECONDS,
     )

@@ -11,6 +11,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,9 @@ class Config:
 
 
 # ---------------------------------------------------------------------------- tables
+
+#: wsloop with its C extension turned off (``WSLOOP_NO_SPEEDUPS=1``): a table of its own, no target.
+PURE = "wsloop-pure"
 
 
 def fmt(value: float | None, digits: int = 0) -> str:
@@ -226,37 +230,107 @@ class Target:
 
 
 TARGETS = [
-    Target("100 conns x 8: wsloop >= 1.0x picows", "concurrent", "rate", "picows", 1.0, True),
-    Target("100 conns x 8: wsloop >= 5x websockets (asyncio)", "concurrent", "rate", "websockets", 5.0, True),
-    Target("1 conn x 64 pipelined: wsloop >= 1.0x picows", "pipelined", "rate", "picows", 1.0, True),
+    Target("64 B, 100 conns x 8: wsloop >= 2.0x picows", "concurrent", "rate", "picows", 2.0, True),
     Target(
-        "1 conn x 64 pipelined: wsloop >= 5x websockets (asyncio)",
-        "pipelined",
+        "64 B, 100 conns x 8: wsloop >= 8x websockets (asyncio)",
+        "concurrent",
         "rate",
         "websockets",
-        5.0,
+        8.0,
         True,
     ),
-    Target("1,000 conns x 1: wsloop >= 0.8x picows", "many", "rate", "picows", 0.8, True),
-    Target("1,000 conns x 1: wsloop >= 3x websockets (asyncio)", "many", "rate", "websockets", 3.0, True),
-    Target("1 conn, 1 in flight: p50 round trip <= 1.1x picows'", "latency", "p50_us", "picows", 1.1, False),
-    Target("1 MiB binary: wsloop >= 0.7x the raw selectors TCP echo", "bin1m", "mbps", "raw", 0.7, True),
-    Target("16 KiB x 10: wsloop >= 0.7x picows", "bin16k", "mbps", "picows", 0.7, True),
-    Target("10,000 idle: RSS per connection <= 2.5 KiB", "idle", "rss_kib", "", 2.5, False),
-    Target("10,000 idle: opened in <= 1/3 of picows' time", "idle", "open_s", "picows", 1 / 3, False),
+    Target("64 B, 1 conn x 64 pipelined: wsloop >= 1.5x picows", "pipelined", "rate", "picows", 1.5, True),
+    Target("64 B, 1,000 conns x 1: wsloop >= 1.0x picows", "many", "rate", "picows", 1.0, True),
     Target(
-        "10,000 idle: one message on each echoed in <= picows' time", "idle", "echo_s", "picows", 1.0, False
+        "64 B, 1,000 conns x 1: wsloop >= 3x websockets (asyncio)", "many", "rate", "websockets", 3.0, True
+    ),
+    Target("16 KiB binary, 10 conns: wsloop >= 1.0x picows", "bin16k", "mbps", "picows", 1.0, True),
+    Target(
+        "1 MiB binary, 1 conn: wsloop >= 0.7x the raw selectors TCP echo", "bin1m", "mbps", "raw", 0.7, True
     ),
     Target(
-        "broadcast to 10,000: <= 0.7x websockets.broadcast's time",
+        "64 B, 1 conn, 1 in flight: p50 round trip <= 1.0x picows'", "latency", "p50_us", "picows", 1.0, False
+    ),
+    Target("open 10,000 connections in <= 0.33x picows' time", "idle", "open_s", "picows", 0.33, False),
+    Target(
+        "broadcast 64 B to 10,000: <= 0.5x websockets.broadcast's time",
         "broadcast",
         "broadcast_s",
         "websockets",
-        0.7,
+        0.5,
         False,
     ),
-    Target("broadcast to 10,000: <= picows' time", "broadcast", "broadcast_s", "picows", 1.0, False),
+    Target(
+        "broadcast 64 B to 10,000: <= 0.7x picows' time", "broadcast", "broadcast_s", "picows", 0.7, False
+    ),
+    Target("10,000 idle: RSS per connection <= 1.5 KiB", "idle", "rss_kib", "", 1.5, False),
 ]
+
+
+# (scenario, key, what it is, digits)
+PURE_ROWS = [
+    ("latency", "p50_us", "64 B, 1 in flight: p50 round trip, µs", 1),
+    ("pipelined", "rate", "64 B, 1 conn x 64 pipelined: msg/s", 0),
+    ("concurrent", "rate", "64 B, 100 conns x 8: msg/s", 0),
+    ("many", "rate", "64 B, 1,000 conns x 1: msg/s", 0),
+    ("bin16k", "mbps", "16 KiB binary, 10 conns: MB/s", 1),
+    ("bin1m", "mbps", "1 MiB binary, 1 conn: MB/s", 1),
+    ("idle", "open_s", "open 10,000 connections: s", 2),
+    ("idle", "rss_kib", "RSS per idle connection: KiB", 2),
+    ("broadcast", "broadcast_s", "broadcast 64 B to 10,000: ms", 1),
+]
+
+
+def scaled(results: Results, server: str, scenario: str, key: str, scale: float) -> float | None:
+    """A server's median of one figure, times ``scale`` (None where not measured)."""
+    outcome = results.get(server, {}).get(scenario)
+    value = outcome.median(key) if outcome else None
+    return None if value is None else value * scale
+
+
+def pure_table(results: Results, cfg: Config, scenarios: list[str]) -> list[str]:
+    """wsloop without its C extension beside wsloop with it and the peers (no target)."""
+    if PURE not in results:
+        return []
+    lines = [
+        "## Pure Python: wsloop with `WSLOOP_NO_SPEEDUPS=1`",
+        "",
+        "The same server with its C extension turned off (what an install without a compiler runs);"
+        " no target. pure / with C: its median / wsloop's with the extension (for rates higher is"
+        " better, for times and memory lower); the picows and websockets columns repeat their medians"
+        " from the tables above.",
+        "",
+        *header(
+            "measure",
+            ">pure Python",
+            ">min–max",
+            ">with C",
+            ">pure / with C",
+            ">picows",
+            ">websockets",
+            "notes",
+        ),
+    ]
+    for scenario, key, text, digits in PURE_ROWS:
+        if scenario not in scenarios:
+            continue
+        scale = 1e3 if key == "broadcast_s" else 1.0
+        o = results[PURE][scenario]
+        span = o.span(key)
+        text = text.replace("10,000", f"{cfg.idle_conns:,}").replace("1,000", f"{cfg.many_conns:,}")
+        row = [
+            text,
+            fmt(scaled(results, PURE, scenario, key, scale), digits),
+            fmt_span(None if span is None else (span[0] * scale, span[1] * scale), digits),
+            fmt(scaled(results, REFERENCE, scenario, key, scale), digits),
+            fmt_ratio(ratio(results, PURE, scenario, key)),
+            fmt(scaled(results, "picows", scenario, key, scale), digits),
+            fmt(scaled(results, "websockets", scenario, key, scale), digits),
+            notes(o, cfg.runs),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    return lines
 
 
 def checklist(results: Results, cfg: Config) -> tuple[list[str], int]:
@@ -341,11 +415,31 @@ def machine(
         f"- CPU: {model}; {os.cpu_count()} cores; {pin}",
         f"- Kernel: Linux {platform.release()}; Python {platform.python_version()}; {gcc}",
         f"- Packages: {', '.join(versions)}",
-        f"- wsloop: git {git_state()}",
+        f"- wsloop: git {git_state()}; {speedups()}",
         f"- Load average at the start / end: {load[0]} / {load[1]} (see the 'other CPU' columns)",
         f"- Each figure: median of {cfg.runs} run(s), min–max beside it; rate windows of {cfg.duration:g} s"
         f" after {cfg.warmup:g} s of warm-up",
     ]
+
+
+def speedups() -> str:
+    """Whether the servers' wsloop masks with its C extension (``framing.SPEEDUPS``)."""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", "import wsloop.framing as f; print(f.SPEEDUPS)"],
+            cwd=REPO,
+            env={k: v for k, v in os.environ.items() if k != "WSLOOP_NO_SPEEDUPS"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    if out == "True":
+        return "masking by its C extension (`framing.SPEEDUPS` is True)"
+    if out == "False":
+        return "masking in pure Python (`framing.SPEEDUPS` is False: the C extension is not built)"
+    return "`framing.SPEEDUPS` unknown"
 
 
 def loadavg() -> str:
@@ -390,12 +484,14 @@ def write_report(
         "## Results",
         "",
     ]
+    tabled = [s for s in servers if s.name != PURE]
     for rate in RATES:
         if rate.name in scenarios:
-            lines += rate_table(rate, cfg, servers, results)
-    lines += idle_tables(cfg, servers, results, scenarios)
+            lines += rate_table(rate, cfg, tabled, results)
+    lines += idle_tables(cfg, tabled, results, scenarios)
     check, passed = checklist(results, cfg)
     lines += check
+    lines += pure_table(results, cfg, scenarios)
     path.write_text("\n".join(lines), encoding="utf-8")
     return passed
 
@@ -579,5 +675,3 @@ def splice_section(path: Path, section: list[str]) -> None:
         end = text.find("\n## ", start + 1)
         text = text[: start + 1] + body + ("\n" + text[end + 1 :] if end >= 0 else "")
     path.write_text(text, encoding="utf-8")
-
-
