@@ -1,4 +1,5 @@
-"""Fixtures shared by every test module: standalone servers on both pollers and TLS files."""
+"""Fixtures shared by every test module: standalone servers on both pollers (in this process, or
+CLI servers in child processes) and TLS files."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.serverproc import ServerProcess
 from wsloop.servers.standalone import WebSocketServer
 
 POLLERS = ["selectors", "threaded"]
@@ -82,3 +84,29 @@ def tls_contexts(tls_files: tuple[Path, Path]) -> tuple[ssl.SSLContext, ssl.SSLC
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client.load_verify_locations(cert)
     return server, client
+
+
+@pytest.fixture(scope="module")
+def echo_url() -> Iterator[str]:
+    """A ``python -m wsloop serve`` echo server in a child process, for one test module."""
+    server = ServerProcess()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def closer_url() -> Iterator[str]:
+    """A server whose handler closes each connection (``flavour_handlers.Closer``)."""
+    server = ServerProcess("--handler", "tests.support.flavour_handlers:Closer")
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_url(tls_files: tuple[Path, Path]) -> Iterator[str]:
+    """A wss:// echo server with :func:`tls_files`' certificate."""
+    cert, key = tls_files
+    server = ServerProcess("--certfile", str(cert), "--keyfile", str(key))
+    assert server.url.startswith("wss://")
+    yield server.url
+    server.stop()

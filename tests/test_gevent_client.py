@@ -16,13 +16,12 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.serverproc import REPO, ServerProcess
+from tests.support.serverproc import REPO
 from tests.support.sockets import free_port
 from wsloop.exc import HandshakeError
 from wsloop.handshake import accept, parse_request
@@ -33,31 +32,6 @@ gevent = pytest.importorskip("gevent")
 pytest.importorskip("gevent.event")
 
 from wsloop.client.geventclient import WebSocketClient  # noqa: E402
-
-CLOSER = "tests.support.flavour_handlers:Closer"
-
-
-@pytest.fixture(scope="module")
-def echo_url() -> Iterator[str]:
-    server = ServerProcess()
-    yield server.url
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def closer_url() -> Iterator[str]:
-    server = ServerProcess("--handler", CLOSER)
-    yield server.url
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def tls_url(tls_files: tuple[Path, Path]) -> Iterator[str]:
-    cert, key = tls_files
-    server = ServerProcess("--certfile", str(cert), "--keyfile", str(key))
-    assert server.url.startswith("wss://")
-    yield server.url
-    server.stop()
 
 
 def os_threads() -> set[str]:

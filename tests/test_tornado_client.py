@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.serverproc import REPO, ServerProcess
+from tests.support.serverproc import REPO
 from tests.support.sockets import free_port
 from wsloop.handshake import accept, parse_request
 from wsloop.messaging import Message
@@ -30,31 +30,6 @@ pytest.importorskip("tornado")
 from tornado.ioloop import IOLoop  # noqa: E402
 
 from wsloop.client.tornadoclient import TornadoWebSocketClient  # noqa: E402
-
-CLOSER = "tests.support.flavour_handlers:Closer"
-
-
-@pytest.fixture(scope="module")
-def echo_url() -> Iterator[str]:
-    server = ServerProcess()
-    yield server.url
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def closer_url() -> Iterator[str]:
-    server = ServerProcess("--handler", CLOSER)
-    yield server.url
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def tls_url(tls_files: tuple[Path, Path]) -> Iterator[str]:
-    cert, key = tls_files
-    server = ServerProcess("--certfile", str(cert), "--keyfile", str(key))
-    assert server.url.startswith("wss://")
-    yield server.url
-    server.stop()
 
 
 class Recorder(TornadoWebSocketClient):
