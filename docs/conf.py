@@ -9,10 +9,11 @@ the build.
 
 from __future__ import annotations
 
-import os
 import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.abspath(".."))
+# The checkout's wsloop, for autodoc (an installed one works too).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import wsloop  # noqa: E402
 
@@ -31,7 +32,6 @@ exclude_patterns = ["_build", "notes", "Thumbs.db", ".DS_Store"]
 
 # MyST: GitHub-style heading anchors (``page.md#a-heading``), so that links work on GitHub and here.
 myst_heading_anchors = 4
-myst_enable_extensions = ["colon_fence"]
 
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "show-inheritance": True}
