@@ -1,6 +1,6 @@
 """The upgrade decision every server flavour asks for.
 
-:class:`ServeOptions` holds the server options of the README's limits table; :class:`ServerPolicy`
+:class:`ServeOptions` holds the server options of the limits table (docs/limits.md); :class:`ServerPolicy`
 (a handler class and those options) answers a parsed request with a decision value —
 :class:`Reject`, :class:`Page` (the demo page) or :class:`Accept` (the 101 and the constructed
 websocket) — that an adapter only delivers, in its framework's way.
@@ -66,7 +66,7 @@ UNSET: Final = Unset.UNSET
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """Every server option of the README's limits table, for every server flavour.
+    """Every server option of the limits table (docs/limits.md), for every server flavour.
 
     An option left :data:`UNSET` takes the handler class's attribute of the same name
     (``max_message_size``, ``close_timeout``, ``idle_timeout``) or, for

@@ -50,7 +50,7 @@ class WebSocketServer:
     """Serve ``handler_cls`` websockets on ``host:port``.
 
     ``options`` (:class:`~wsloop.upgrade.ServeOptions`; the keyword arguments ``option_kwargs``
-    override them, under the same names) set the limits of the README's table; an option not
+    override them, under the same names) set the limits of docs/limits.md's table; an option not
     given takes the handler class's attribute. ``max_pending_handshakes`` is 1,024 by default
     (and at most half the open-file limit, see :func:`~wsloop.servers.limits.pending_limit`): at
     the limit accepting pauses until an eighth of them are done; with the threaded poller it also
