@@ -153,11 +153,11 @@ def run_client(
     wake = threading.Event()
     ws = _InteractiveClient(url, console, wake, ssl_options=_ssl_options(url, ca_file, insecure))
     try:
-        ws.connect()
-    except (OSError, ValueError, WebSocketException) as exc:  # refused, TLS, a handshake error...
-        console.over_input(f"Failed to connect to {url}: {exc}.")
-        return 1
-    try:
+        try:
+            ws.connect()
+        except (OSError, ValueError, WebSocketException) as exc:  # refused, TLS, a handshake error...
+            console.over_input(f"Failed to connect to {url}: {exc}.")
+            return 1
         ws.is_open.wait(ws.handshake_timeout)  # "Connected to" comes first
         reader = threading.Thread(
             target=_read_lines,
