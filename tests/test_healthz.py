@@ -13,7 +13,6 @@ import pytest
 
 from tests.support.serverproc import FLAVOURS, ServerProcess
 from tests.support.wsclient import Client
-from wsloop.health import HealthCheck
 
 
 def health(port: int, path: str = "/healthz", method: str = "GET") -> tuple[int, bytes]:
@@ -113,6 +112,8 @@ def test_health_path_moves_or_turns_off(flavour: str) -> None:
 
 
 def test_bad_health_options_are_refused() -> None:
+    from wsloop.health import HealthCheck  # here: the module is new, the other tests run without it
+
     for args in (["--health-path", "healthz"], ["--health-path", "none", "--drain-delay", "5"]):
         server = ServerProcess(*args, timeout=None)
         assert server.proc.wait(30) == 2, server.output
