@@ -56,7 +56,7 @@ def test_healthz_turns_503_on_sigterm_before_the_1001s(flavour: str) -> None:
         assert nothing_received(client)
         assert client.echo("while draining").data == b"while draining"
         assert health(server.port)[0] == 503
-        assert server.matches("draining: /healthz answers 503")
+        assert server.matches(r"draining: /healthz answers 503; closing the websockets in 3 s")
         # Then the websocket is closed with 1001.
         assert client.recv_close(timeout=15).code == 1001
         client.flush()
@@ -114,7 +114,12 @@ def test_health_path_moves_or_turns_off(flavour: str) -> None:
 def test_bad_health_options_are_refused() -> None:
     from wsloop.health import HealthCheck  # here: the module is new, the other tests run without it
 
-    for args in (["--health-path", "healthz"], ["--health-path", "none", "--drain-delay", "5"]):
+    for args in (
+        ["--health-path", "healthz"],
+        ["--health-path", "none", "--drain-delay", "5"],
+        ["--drain-delay", "-1"],
+        ["--workers", "2", "--drain-delay", "11"],  # the supervisor kills workers 15 s after SIGTERM
+    ):
         server = ServerProcess(*args, timeout=None)
         assert server.proc.wait(30) == 2, server.output
     with pytest.raises(ValueError):

@@ -51,7 +51,7 @@ class HealthCheck:
         self.serving = False
         if self.drain_delay <= 0 or self._cut.is_set():
             return
-        logger.info("draining: /healthz answers 503; closing the websockets in %g s", self.drain_delay)
+        logger.info("draining: %s answers 503; closing the websockets in %g s", self.path, self.drain_delay)
         if sleep is None:
             self._cut.wait(self.drain_delay)
             return
