@@ -96,7 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m wsloop", description="wsloop WebSocket server")
     parser.add_argument("--version", action="version", version=f"wsloop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_client_command(sub)
     serve = sub.add_parser("serve", help="run a WebSocket server (an echo server by default)")
     serve.add_argument("--host", default="127.0.0.1", help="an IPv4 or IPv6 address (::1, ::) or a name")
     serve.add_argument("--port", type=int, default=9000, help="0 picks a free port")
@@ -223,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_health_options(serve)
     serve.add_argument("--log-level", default="INFO")
+    _add_client_command(sub)
     return parser
 
 
