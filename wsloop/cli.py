@@ -1,4 +1,5 @@
-"""``python -m wsloop serve``: run a WebSocket server from the command line."""
+"""``python -m wsloop serve``: run a WebSocket server from the command line; ``python -m wsloop
+client URL``: try one interactively; ``python -m wsloop --version``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from dataclasses import fields
 from types import FrameType
 from typing import Any
 
+from . import __version__
+from .health import DEFAULT_HEALTH_PATH, HealthCheck
 from .servers.limits import DEFAULT_MAX_PENDING_HANDSHAKES
 from .transport import DEFAULT_HIGH_WATER
 from .upgrade import ServeOptions
@@ -91,6 +94,7 @@ def _seconds_or_zero(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m wsloop", description="wsloop WebSocket server")
+    parser.add_argument("--version", action="version", version=f"wsloop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run a WebSocket server (an echo server by default)")
     serve.add_argument("--host", default="127.0.0.1", help="an IPv4 or IPv6 address (::1, ::) or a name")
@@ -216,8 +220,49 @@ def build_parser() -> argparse.ArgumentParser:
         " Redis (suffix k/m; 'none' for no limit); a larger one raises PublishTooLarge and is not"
         " sent; default 1m",
     )
+    _add_health_options(serve)
     serve.add_argument("--log-level", default="INFO")
+    _add_client_command(sub)
     return parser
+
+
+def _add_client_command(sub: Any) -> None:
+    client = sub.add_parser("client", help="an interactive client: type messages, see the answers")
+    client.add_argument("url", help="ws://host:port/path or wss://...")
+    client.add_argument("--ca-file", default=None, help="wss://: trust the CAs in this PEM file")
+    client.add_argument(
+        "--insecure", action="store_true", help="wss://: do not check the server's certificate"
+    )
+
+
+def _add_health_options(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--health-path",
+        default=DEFAULT_HEALTH_PATH,
+        help="answer a plain GET of this path with 200, and with 503 once shutdown has begun"
+        f" (SIGTERM), for load balancers; 'none': no health check; default {DEFAULT_HEALTH_PATH}",
+    )
+    serve.add_argument(
+        "--drain-delay",
+        type=_seconds_or_zero,
+        default=0.0,
+        help="seconds between SIGTERM and the websockets' 1001, health checks getting 503 (and the"
+        " websockets served) meanwhile, so load balancers stop sending clients first; a second"
+        " signal ends it; default 0",
+    )
+
+
+def _health(parser: argparse.ArgumentParser, args: argparse.Namespace) -> HealthCheck | None:
+    """The ``--health-path`` and ``--drain-delay`` health check (None: 'none')."""
+    if args.health_path.lower() == "none":
+        if args.drain_delay:
+            parser.error("--drain-delay needs a health check (--health-path)")
+        return None
+    if not args.health_path.startswith("/"):
+        parser.error("--health-path: a path starting with '/' (or 'none')")
+    if args.workers > 1 and args.drain_delay > 10:
+        parser.error("--drain-delay: at most 10 s with --workers (killed 15 s after SIGTERM)")
+    return HealthCheck(args.health_path, args.drain_delay)
 
 
 def _broker(text: str) -> str:
@@ -232,6 +277,11 @@ def _broker(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "client":
+        from .client.interactive import run_client
+
+        return run_client(args.url, ca_file=args.ca_file, insecure=args.insecure)
+    health = _health(parser, args)
     if args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
     if getattr(args, "max_buffered", None) is not None and args.max_buffered < DEFAULT_HIGH_WATER:
@@ -268,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def _signal(signum: int, frame: FrameType | None) -> None:
         if not stop.is_set():
             logger.info("shutting down")
+        elif health is not None:
+            health.cut_short()  # a second signal: no more draining
         stop.set()
 
     signal.signal(signal.SIGINT, _signal)
@@ -297,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         if flag in given and args.server not in ("standalone", "asyncio"):
             parser.error(f"--{flag.replace('_', '-')}: the {args.server} server {what} itself")
-    options: dict[str, object] = {"options": ServeOptions(**given)}
+    options: dict[str, object] = {"options": ServeOptions(**given, health=health)}
     if args.server == "standalone":
         options["poller"] = args.poller
         options["ssl_context"] = ssl_context

@@ -22,6 +22,7 @@ from .deflate import DeflateOptions, choose
 from .exc import HandshakeError
 from .handshake import MAX_HEADER_SIZE, Request, accept, parse_request
 from .headers import head_bytes, status_phrase
+from .health import HealthCheck
 from .websocket import WebSocket
 
 __all__ = [
@@ -91,6 +92,7 @@ class ServeOptions:
     :param max_buffered: unsent output a websocket whose peer has fallen behind may hold (None:
         the driver's default, 16 MiB); past it the connection is dropped, ``closed(1008)``.
     :param serve_page: answer a plain ``GET /`` (or ``HEAD /``) with the demo page.
+    :param health: answer a plain ``GET``/``HEAD`` of its path: 200, or 503 once draining.
     """
 
     protocols: Sequence[str] | None = None
@@ -105,6 +107,7 @@ class ServeOptions:
     max_pending_handshakes: int | None | Unset = UNSET
     max_buffered: int | None = None
     serve_page: bool = True
+    health: HealthCheck | None = None
 
     @classmethod
     def of(cls, options: ServeOptions | None = None, /, **given: Any) -> ServeOptions:
@@ -177,7 +180,7 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """Answer a plain ``GET /`` or ``HEAD /`` with the demo page."""
+    """Answer a plain ``GET /`` or ``HEAD /`` with the demo page (or a health check, 200 or 503)."""
 
     body: bytes
     head: bool = False  # a HEAD request: the headers only
@@ -186,7 +189,7 @@ class Page:
 
     @property
     def status_line(self) -> str:
-        return "200 OK"
+        return f"{self.status} {status_phrase(self.status)}"
 
     def to_bytes(self) -> bytes:
         return _http_bytes(self.status_line, self.headers, self.body, b"" if self.head else self.body)
@@ -212,6 +215,7 @@ Decision: TypeAlias = Reject | Page | Accept
 
 
 _HTML = "text/html; charset=utf-8"
+_TEXT = "text/plain; charset=utf-8"
 
 
 def _http_bytes(status_line: str, headers: list[tuple[str, str]], body: bytes, sent: bytes) -> bytes:
@@ -290,6 +294,9 @@ class ServerPolicy:
         options = self.options
         try:
             if not request.is_upgrade and request.method in ("GET", "HEAD"):
+                if options.health is not None and request.path.partition("?")[0] == options.health.path:
+                    status, body = options.health.answer()
+                    return Page(body, request.method == "HEAD", status, [("Content-Type", _TEXT)])
                 if options.serve_page and request.path.partition("?")[0] == "/":
                     return Page(demo_page(), head=request.method == "HEAD")
                 raise HandshakeError("this is a WebSocket endpoint: send an Upgrade request")

@@ -283,6 +283,9 @@ async def _serve(
         ready(listen_url(server.sockets[0].getsockname()))
         while not stop.is_set():
             await asyncio.sleep(0.05)
+        health = policy.options.health
+        if health is not None:  # 503 to health checks; the loop serves on during drain()'s wait
+            await loop.run_in_executor(None, health.drain)
     finally:
         server.close()
         for protocol in list(connections):

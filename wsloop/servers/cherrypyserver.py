@@ -514,4 +514,4 @@ def serve(
         engine.exit()
         plugin.unsubscribe()
 
-    run_until_stopped(stop, ready, listen_url(cherrypy.server.bound_addr), shutdown)
+    run_until_stopped(stop, ready, listen_url(cherrypy.server.bound_addr), shutdown, health=options.health)

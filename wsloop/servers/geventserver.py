@@ -312,4 +312,4 @@ def serve(
     )
     server.start()
     url = listen_url((server.server_host, server.server_port))
-    run_until_stopped(stop, ready, url, server.stop, sleep=gevent_sleep)
+    run_until_stopped(stop, ready, url, server.stop, sleep=gevent_sleep, health=options.health)

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ..health import HealthCheck
 from ..upgrade import ServeOptions
 from ..websocket import WebSocket
 
@@ -40,10 +41,12 @@ def run_until_stopped(
     url: str,
     shutdown: Callable[[], None],
     sleep: Callable[[float], object] | None = None,
+    health: HealthCheck | None = None,
 ) -> None:
     """Call ``ready(url)``, wait until ``stop`` is set, then ``shutdown()`` (whatever happens in
     between). ``sleep``: poll ``stop`` with this (a framework's own sleep, where a blocking wait
-    would stall its loop) instead of waiting on it."""
+    would stall its loop) instead of waiting on it. ``health``: once ``stop`` is set, make it
+    answer 503 and wait its ``drain_delay`` (:meth:`~wsloop.health.HealthCheck.drain`) first."""
     try:
         ready(url)
         if sleep is None:
@@ -52,6 +55,8 @@ def run_until_stopped(
         else:
             while not stop.is_set():
                 sleep(0.2)
+        if health is not None:
+            health.drain(sleep)
     finally:
         shutdown()
 

@@ -227,4 +227,4 @@ def serve(
     except BaseException:
         shutdown()
         raise
-    run_until_stopped(stop, ready, server.url, shutdown)
+    run_until_stopped(stop, ready, server.url, shutdown, health=server.options.health)

@@ -203,4 +203,4 @@ def serve(
         thread.join()
         server.server_close()
 
-    run_until_stopped(stop, ready, listen_url(server.socket.getsockname()), shutdown)
+    run_until_stopped(stop, ready, listen_url(server.socket.getsockname()), shutdown, health=options.health)
