@@ -72,6 +72,14 @@ _TEXT_HEADERS = tuple(bytes((0x81, n)) for n in range(126))
 _BINARY_HEADERS = tuple(bytes((0x82, n)) for n in range(126))
 
 
+_NOTHING_OUT: list[bytes] = []  # Protocol.outgoing when a write was given: always empty
+_NOTHING_IN: list[Message] = []  # Protocol.received when a callback was given: always empty
+
+
+def _ignore(message: Message) -> None:
+    pass
+
+
 class State(enum.Enum):
     """A connection's state.
 
@@ -101,6 +109,10 @@ class Protocol:
         the first :data:`PONG_BURST` (16), then one for the last only.
     :param on_message: called with each message as it completes (by default messages collect
         in :attr:`received`).
+    :param on_data: if given, called as ``on_data(payload, opcode)`` (``payload`` bytes) for each
+        text and binary message and each pong instead of ``on_message``, so no
+        :class:`~wsloop.messaging.Message` is made for them; the peer's close still goes to
+        ``on_message`` (as a :class:`~wsloop.messaging.CloseControlMessage`).
     :param deflate: the negotiated permessage-deflate agreement, if any: RSV1 is accepted on the
         first frame of a data message, such messages are inflated in bounded steps (the size limit
         applies to the inflated size), and every data message sent is compressed.
@@ -114,12 +126,12 @@ class Protocol:
         "outgoing",
         "received",
         "on_message",
+        "on_data",
         "deflate",
         "state",
         "close_received",
         "close_sent",
         "failure",
-        "_mask_bit",
         "_limit",
         "_hdr",
         "_remaining",
@@ -145,21 +157,31 @@ class Protocol:
         write: Callable[[bytes], Any] | None = None,
         on_message: Callable[[Message], Any] | None = None,
         deflate: PerMessageDeflate | None = None,
+        on_data: Callable[[bytes, int], Any] | None = None,
     ) -> None:
         self.client = client
         self.max_message_size = max_message_size
         self._limit = _UNLIMITED if max_message_size is None else max_message_size
-        self.outgoing: list[bytes] = []
-        self.write: Callable[[bytes], Any] = write if write is not None else self.outgoing.append
-        self.received: list[Message] = []
-        self.on_message: Callable[[Message], Any] = (
-            on_message if on_message is not None else self.received.append
-        )
+        # The lists are made only when they collect (no write, no callback): else a shared empty
+        # one, never appended to (two lists are 112 bytes a connection).
+        self.outgoing: list[bytes] = _NOTHING_OUT
+        if write is None:
+            self.outgoing = []
+            write = self.outgoing.append
+        self.write: Callable[[bytes], Any] = write
+        self.received: list[Message] = _NOTHING_IN
+        if on_message is None:
+            if on_data is None:
+                self.received = []
+                on_message = self.received.append
+            else:
+                on_message = _ignore
+        self.on_message: Callable[[Message], Any] = on_message
+        self.on_data = on_data
         self.state = OPEN
         self.close_received: CloseControlMessage | None = None
         self.close_sent: CloseControlMessage | None = None
         self.failure: ProtocolException | None = None
-        self._mask_bit = 0 if client else 0x80
         self._hdr = b""  # an incomplete frame header carried over to the next feed()
         self._remaining = 0  # payload bytes of the current frame still to come
         self._f_op = 0
@@ -223,9 +245,10 @@ class Protocol:
 
     def _parse(self, data: bytes | bytearray | memoryview, pos: int) -> None:
         end = len(data)
-        mask_bit = self._mask_bit
+        mask_bit = 0 if self.client else 0x80
         limit = self._limit
         on_message = self.on_message
+        on_data = self.on_data
         speedups = SPEEDUPS  # (a local: read for every frame)
         # A run of pings being answered (see PONG_BURST): pending only while the next frame is a
         # whole valid ping, so the pongs are written before anything else can be.
@@ -334,15 +357,20 @@ class Protocol:
                         payload.decode("utf-8")
                     except UnicodeDecodeError:
                         raise TextFrameEncodingException("text message is not valid UTF-8") from None
-                if self.state is not CLOSED:
+                # (Not CLOSED: checked before the frame's header, and nothing since calls out.)
+                if on_data is None:
                     on_message(TextMessage(payload))
-                    if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
-                        return  # failed, or dropped by the callback (a close() leaves it CLOSING)
+                else:
+                    on_data(payload, OPCODE_TEXT)
+                if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
+                    return  # failed, or dropped by the callback (a close() leaves it CLOSING)
             elif b0 == 0x82:  # a whole binary message
-                if self.state is not CLOSED:
+                if on_data is None:
                     on_message(BinaryMessage(payload))
-                    if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
-                        return
+                else:
+                    on_data(payload, OPCODE_BINARY)
+                if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
+                    return
             elif opcode == OPCODE_PING:
                 if self.state is OPEN:
                     # Pings in a row are answered together, in one write: the first
@@ -469,7 +497,10 @@ class Protocol:
             if self.state is OPEN:
                 self._answer_pings([payload])
         elif opcode == OPCODE_PONG:
-            self.on_message(PongControlMessage(payload))
+            if self.on_data is None:
+                self.on_message(PongControlMessage(payload))
+            else:
+                self.on_data(payload, OPCODE_PONG)
         elif opcode == OPCODE_CLOSE:
             self._receive_close(payload)
         else:
@@ -504,7 +535,10 @@ class Protocol:
         self._compressed = 0
         self._decoder = None
         if self.state is not CLOSED:
-            self.on_message(TextMessage(payload) if op == OPCODE_TEXT else BinaryMessage(payload))
+            if self.on_data is None:
+                self.on_message(TextMessage(payload) if op == OPCODE_TEXT else BinaryMessage(payload))
+            else:
+                self.on_data(payload, op)
 
     def _receive_close(self, payload: bytes) -> None:
         if len(payload) == 1:

@@ -25,7 +25,7 @@ from .exc import ProtocolException, StreamClosed
 from .framing import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_PONG, OPCODE_TEXT
 from .handshake import Request
 from .handshake import select_subprotocol as _select_subprotocol
-from .messaging import Message, PongControlMessage
+from .messaging import BinaryMessage, Message, PongControlMessage, TextMessage
 from .protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, Protocol, State
 from .transport import BlockingTransport, ChannelHub, TimerHandle, Transport
 
@@ -105,8 +105,14 @@ class WebSocket:
             self.max_message_size = max_message_size  # type: ignore[assignment]
         if idle_timeout is not None:
             self.idle_timeout = idle_timeout
+        # One bound method (the class's deliverer, see __init_subclass__) takes the data
+        # messages and pongs; the peer's close needs no callback here (connection_lost reports it).
         self.stream = Protocol(
-            client=client, max_message_size=self.max_message_size, on_message=self._dispatch, deflate=deflate
+            client=client,
+            max_message_size=self.max_message_size,
+            on_message=_ignore,
+            deflate=deflate,
+            on_data=self._deliver,
         )
         self.transport: Transport | None = None
         self._finished = False
@@ -154,6 +160,21 @@ class WebSocket:
     def received_message(self, message: Message) -> object:
         """Called with each complete :class:`TextMessage` or :class:`BinaryMessage`."""
         return None
+
+    def received_data(self, data: bytes, binary: bool) -> object:
+        """Called with each complete message's payload (``binary``: a binary message, else
+        UTF-8 text, already validated) *instead of* :meth:`received_message` when a handler
+        overrides it, so no message object is made: the cheaper callback for handlers that
+        only need the bytes.
+
+        Which of the two a handler gets: the one defined by the most derived class of its
+        hierarchy (below :class:`WebSocket`); a class that defines both gets this one. So a
+        subclass of :class:`EchoWebSocket` (which defines both) that overrides
+        ``received_message`` gets messages, as in ws4py. Handlers of
+        :mod:`wsloop.async_websocket` always get messages. The default (reached only when
+        called directly) makes the message and calls :meth:`received_message`.
+        """
+        return self.received_message(BinaryMessage(data) if binary else TextMessage(data))
 
     def ponged(self, pong: PongControlMessage) -> object:
         """Called with each pong the peer sends."""
@@ -547,9 +568,51 @@ class WebSocket:
         except Exception as exc:
             self._handler_failed(exc)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._deliver = _deliverer(cls)  # type: ignore[method-assign]
+
+    def _deliver(self, payload: bytes, opcode: int) -> None:
+        """The protocol's ``on_data``: a text or binary message's payload, or a pong's, to the
+        callbacks as messages (the class's choice: :meth:`__init_subclass__`). A handler that
+        gets messages is served here without a call through :meth:`_dispatch` (the hot path:
+        :meth:`_invoke`'s body inlined)."""
+        try:
+            if opcode == OPCODE_TEXT:
+                self.received_message(TextMessage(payload))
+            elif opcode == OPCODE_BINARY:
+                self.received_message(BinaryMessage(payload))
+            else:
+                self._awaiting_pong = False
+                self.ponged(PongControlMessage(payload))
+        except Exception as exc:
+            self._handler_failed(exc)
+
+    def _deliver_data(self, payload: bytes, opcode: int) -> None:
+        """:meth:`_deliver` for a handler that overrides :meth:`received_data`."""
+        try:
+            if opcode <= OPCODE_BINARY:
+                self.received_data(payload, opcode == OPCODE_BINARY)
+            else:
+                self._awaiting_pong = False
+                self.ponged(PongControlMessage(payload))
+        except Exception as exc:
+            self._handler_failed(exc)
+
+    def _deliver_dispatched(self, payload: bytes, opcode: int) -> None:
+        """:meth:`_deliver` for a class that overrides :meth:`_dispatch` (as
+        wsloop.async_websocket does): the message is made and handed to it."""
+        if opcode == OPCODE_TEXT:
+            self._dispatch(TextMessage(payload))
+        elif opcode == OPCODE_BINARY:
+            self._dispatch(BinaryMessage(payload))
+        else:
+            self._dispatch(PongControlMessage(payload))
+
     def _dispatch(self, message: Message) -> None:
-        # The hot path: _invoke's body inlined. A subclass that overrides _invoke overrides
-        # this too (wsloop.async_websocket does).
+        """A text or binary message, or a pong, to its callback. A subclass that overrides
+        :meth:`_invoke` overrides this too (wsloop.async_websocket does); only then is it called
+        (for every data message and pong): else :meth:`_deliver` does its work."""
         op = message.opcode
         try:
             if op <= OPCODE_BINARY:
@@ -639,7 +702,7 @@ class WebSocket:
         if failure is not None:
             stream.fail(failure)
         stream.abort()  # no callback after closed(), even for the rest of the read in progress
-        stream.on_message = _ignore  # drop the websocket <-> protocol reference cycle
+        stream.on_data = None  # drop the websocket <-> protocol reference cycle
         if self._hub is not None:
             self._hub.leave_all(self)
         self._call_closed(stream.close_code, stream.close_reason)
@@ -661,6 +724,23 @@ class WebSocket:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.peer_address}>"
+
+
+def _deliverer(cls: type[WebSocket]) -> Any:
+    """The ``_deliver`` of handler class ``cls``: by received_data (no message object), if it or
+    an ancestor below WebSocket defines ``received_data`` and no more derived class defines
+    ``received_message``; by ``_dispatch`` if a class overrides that; else by messages."""
+    if cls._dispatch is not WebSocket._dispatch:
+        return WebSocket._deliver_dispatched
+    for klass in cls.__mro__:
+        if klass is WebSocket:
+            break
+        attrs = vars(klass)
+        if "received_data" in attrs:
+            return WebSocket._deliver_data
+        if "received_message" in attrs:
+            break
+    return WebSocket.__dict__["_deliver"]
 
 
 class Heartbeat(threading.Thread):
@@ -704,10 +784,14 @@ class Heartbeat(threading.Thread):
 
 
 class EchoWebSocket(WebSocket):
-    """Sends every message back as it came."""
+    """Sends every message back as it came (through :meth:`received_data`: no message object
+    is made; a subclass that overrides ``received_message`` gets messages instead)."""
 
     def received_message(self, message: Message) -> None:
         self.send(message.data, message.is_binary)
+
+    def received_data(self, data: bytes, binary: bool) -> None:
+        self.send(data, binary)
 
 
 def _ignore(message: Message) -> None:
