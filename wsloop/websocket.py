@@ -26,7 +26,7 @@ from .framing import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_PONG, OPCODE_TEX
 from .handshake import Request
 from .handshake import select_subprotocol as _select_subprotocol
 from .messaging import BinaryMessage, Message, PongControlMessage, TextMessage
-from .protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, Protocol, State
+from .protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, SMALL_HEADERS, Protocol, State
 from .transport import BlockingTransport, ChannelHub, TimerHandle, Transport
 
 __all__ = ["WebSocket", "EchoWebSocket", "Heartbeat", "DEFAULT_CLOSE_TIMEOUT"]
@@ -210,7 +210,11 @@ class WebSocket:
         if transport is None or transport.in_context():
             stream = self.stream
             if type(payload) is bytes and stream.state is OPEN:
-                stream.send(payload, binary)  # the common case of _send()
+                if len(payload) < 126 and stream.deflate is None and not stream.client:
+                    # The common case of Protocol.send(), inline: one frame, nothing to mask.
+                    stream.write(SMALL_HEADERS[binary][len(payload)] + payload)
+                else:
+                    stream.send(payload, binary)  # the common case of _send()
             else:
                 self._send(payload, binary)
             return
