@@ -130,7 +130,6 @@ class Protocol:
 
     __slots__ = (
         "client",
-        "max_message_size",
         "into",
         "write",
         "outgoing",
@@ -170,7 +169,6 @@ class Protocol:
         on_data: Callable[[bytes, int], Any] | None = None,
     ) -> None:
         self.client = client
-        self.max_message_size = max_message_size
         self._limit = _UNLIMITED if max_message_size is None else max_message_size
         # The lists are made only when they collect (no write, no callback): else a shared empty
         # one, never appended to (two lists are 112 bytes a connection).
@@ -213,6 +211,26 @@ class Protocol:
         self._parts: list[bytes | bytearray] | None = None
         self._size = 0  # its size so far, as counted against the limit
         self._decoder: codecs.IncrementalDecoder | None = None
+
+    @property
+    def max_message_size(self) -> int | None:
+        """Largest message accepted, in bytes (``None``: no limit)."""
+        return None if self._limit == _UNLIMITED else self._limit
+
+    @max_message_size.setter
+    def max_message_size(self, value: int | None) -> None:
+        self._limit = _UNLIMITED if value is None else value
+
+    def redirect(self, write: Callable[[bytes], Any]) -> None:
+        """From now on write to ``write``, after writing there what :attr:`outgoing` collected
+        (a Protocol made without ``write`` collects until it has somewhere to write)."""
+        pending = self.outgoing
+        self.write = write
+        self.outgoing = _NOTHING_OUT
+        for chunk in pending:
+            write(chunk)
+        if pending is not _NOTHING_OUT:
+            pending.clear()
 
     # ------------------------------------------------------------------ input
 

@@ -100,7 +100,8 @@ class WebSocket:
         self.protocols = protocols
         self.extensions = extensions
         self.environ = environ
-        self.heartbeat_freq = heartbeat_freq
+        if heartbeat_freq is not None:
+            self.heartbeat_freq = heartbeat_freq
         if max_message_size is not _CLASS_DEFAULT:
             self.max_message_size = max_message_size  # type: ignore[assignment]
         if idle_timeout is not None:
@@ -116,12 +117,17 @@ class WebSocket:
         )
         self.transport: Transport | None = None
         self._finished = False
-        self._close_timer: TimerHandle | None = None
-        self._heartbeat: TimerHandle | None = None
-        self._awaiting_pong = False
-        self._idle_timer: TimerHandle | None = None
         self._heard = False  # something arrived since the last idle check (set by process())
-        self._silent = 0  # idle checks in a row that found nothing arrived
+
+    # Defaults of per-connection state that most connections never set (each attribute an
+    # instance has costs 8 bytes a connection, whether set or not: see docs/notes).
+    #: Seconds between keepalive pings (None: none); set by the constructor when given.
+    heartbeat_freq: float | None = None
+    _close_timer: TimerHandle | None = None
+    _heartbeat: TimerHandle | None = None
+    _awaiting_pong = False  # a keepalive ping is unanswered
+    _idle_timer: TimerHandle | None = None
+    _silent = 0  # idle checks in a row that found nothing arrived
 
     # ------------------------------------------------------ handshake hooks
 
@@ -524,13 +530,7 @@ class WebSocket:
     def attach(self, transport: Transport) -> None:
         """Bind to ``transport`` (called by the driver, in context) and call :meth:`opened`."""
         self.transport = transport
-        stream = self.stream
-        pending = stream.outgoing
-        stream.write = transport.write
-        if pending:
-            for chunk in pending:
-                transport.write(chunk)
-            pending.clear()
+        self.stream.redirect(transport.write)
         if self.heartbeat_freq:
             self._heartbeat = transport.call_later(self.heartbeat_freq, self._beat)
         if self.idle_timeout:
@@ -587,7 +587,8 @@ class WebSocket:
             elif opcode == OPCODE_BINARY:
                 self.received_message(BinaryMessage(payload))
             else:
-                self._awaiting_pong = False
+                if self._awaiting_pong:
+                    self._awaiting_pong = False
                 self.ponged(PongControlMessage(payload))
         except Exception as exc:
             self._handler_failed(exc)
@@ -598,7 +599,8 @@ class WebSocket:
             if opcode <= OPCODE_BINARY:
                 self.received_data(payload, opcode == OPCODE_BINARY)
             else:
-                self._awaiting_pong = False
+                if self._awaiting_pong:
+                    self._awaiting_pong = False
                 self.ponged(PongControlMessage(payload))
         except Exception as exc:
             self._handler_failed(exc)
@@ -622,7 +624,8 @@ class WebSocket:
             if op <= OPCODE_BINARY:
                 self.received_message(message)
             elif op == OPCODE_PONG:
-                self._awaiting_pong = False
+                if self._awaiting_pong:
+                    self._awaiting_pong = False
                 self.ponged(message)  # type: ignore[arg-type]
         except Exception as exc:
             self._handler_failed(exc)
