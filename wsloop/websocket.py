@@ -97,8 +97,10 @@ class WebSocket:
         idle_timeout: float | None = None,
     ) -> None:
         self.sock = sock
-        self.protocols = protocols
-        self.extensions = extensions
+        if protocols is not None:
+            self.protocols = protocols
+        if extensions is not None:
+            self.extensions = extensions
         self.environ = environ
         if heartbeat_freq is not None:
             self.heartbeat_freq = heartbeat_freq
@@ -123,6 +125,10 @@ class WebSocket:
     # instance has costs 8 bytes a connection, whether set or not: see docs/notes).
     #: Seconds between keepalive pings (None: none); set by the constructor when given.
     heartbeat_freq: float | None = None
+    #: The subprotocol in use, as a one-item list (None: none); set by the constructor when given.
+    protocols: list[str] | None = None
+    #: The extensions in use (None: none); set by the constructor when given.
+    extensions: list[str] | None = None
     _close_timer: TimerHandle | None = None
     _heartbeat: TimerHandle | None = None
     _awaiting_pong = False  # a keepalive ping is unanswered
