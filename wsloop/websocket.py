@@ -97,12 +97,14 @@ class WebSocket:
         idle_timeout: float | None = None,
     ) -> None:
         self.sock = sock
-        if protocols is not None:
+        # Stored only when they differ from what the class gives (None, unless a subclass set
+        # one): each attribute an instance has costs every connection 8 bytes (docs/notes).
+        if protocols is not None or self.protocols is not None:
             self.protocols = protocols
-        if extensions is not None:
+        if extensions is not None or self.extensions is not None:
             self.extensions = extensions
         self.environ = environ
-        if heartbeat_freq is not None:
+        if heartbeat_freq is not None or self.heartbeat_freq is not None:
             self.heartbeat_freq = heartbeat_freq
         if max_message_size is not _CLASS_DEFAULT:
             self.max_message_size = max_message_size  # type: ignore[assignment]
@@ -123,11 +125,9 @@ class WebSocket:
 
     # Defaults of per-connection state that most connections never set (each attribute an
     # instance has costs 8 bytes a connection, whether set or not: see docs/notes).
-    #: Seconds between keepalive pings (None: none); set by the constructor when given.
+    #: The constructor's ``heartbeat_freq``, ``protocols`` and ``extensions`` (None by default).
     heartbeat_freq: float | None = None
-    #: The subprotocol in use, as a one-item list (None: none); set by the constructor when given.
     protocols: list[str] | None = None
-    #: The extensions in use (None: none); set by the constructor when given.
     extensions: list[str] | None = None
     _close_timer: TimerHandle | None = None
     _heartbeat: TimerHandle | None = None
