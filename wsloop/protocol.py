@@ -38,7 +38,14 @@ from .framing import (
 )
 from .messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
 
-__all__ = ["State", "Protocol", "DEFAULT_MAX_MESSAGE_SIZE", "FRAGMENT_OVERHEAD", "PONG_BURST"]
+__all__ = [
+    "State",
+    "Protocol",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "FRAGMENT_OVERHEAD",
+    "PONG_BURST",
+    "SMALL_HEADERS",
+]
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 #: What each continuation frame of a fragmented message counts toward ``max_message_size``
@@ -70,6 +77,17 @@ _NO_KEY = b"\0\0\0\0"
 # The header of an unmasked, unfragmented text or binary frame of 0..125 payload bytes, by length.
 _TEXT_HEADERS = tuple(bytes((0x81, n)) for n in range(126))
 _BINARY_HEADERS = tuple(bytes((0x82, n)) for n in range(126))
+#: Those two tables, by ``binary``: ``SMALL_HEADERS[binary][len(payload)] + payload`` is the
+#: whole frame of a small message sent by a server without compression.
+SMALL_HEADERS = (_TEXT_HEADERS, _BINARY_HEADERS)
+
+
+_NOTHING_OUT: list[bytes] = []  # Protocol.outgoing when a write was given: always empty
+_NOTHING_IN: list[Message] = []  # Protocol.received when a callback was given: always empty
+
+
+def _ignore(message: Message) -> None:
+    pass
 
 
 class State(enum.Enum):
@@ -101,6 +119,10 @@ class Protocol:
         the first :data:`PONG_BURST` (16), then one for the last only.
     :param on_message: called with each message as it completes (by default messages collect
         in :attr:`received`).
+    :param on_data: if given, called as ``on_data(payload, opcode)`` (``payload`` bytes) for each
+        text and binary message and each pong instead of ``on_message``, so no
+        :class:`~wsloop.messaging.Message` is made for them; the peer's close still goes to
+        ``on_message`` (as a :class:`~wsloop.messaging.CloseControlMessage`).
     :param deflate: the negotiated permessage-deflate agreement, if any: RSV1 is accepted on the
         first frame of a data message, such messages are inflated in bounded steps (the size limit
         applies to the inflated size), and every data message sent is compressed.
@@ -108,18 +130,17 @@ class Protocol:
 
     __slots__ = (
         "client",
-        "max_message_size",
         "into",
         "write",
         "outgoing",
         "received",
         "on_message",
+        "on_data",
         "deflate",
         "state",
         "close_received",
         "close_sent",
         "failure",
-        "_mask_bit",
         "_limit",
         "_hdr",
         "_remaining",
@@ -145,21 +166,30 @@ class Protocol:
         write: Callable[[bytes], Any] | None = None,
         on_message: Callable[[Message], Any] | None = None,
         deflate: PerMessageDeflate | None = None,
+        on_data: Callable[[bytes, int], Any] | None = None,
     ) -> None:
         self.client = client
-        self.max_message_size = max_message_size
         self._limit = _UNLIMITED if max_message_size is None else max_message_size
-        self.outgoing: list[bytes] = []
-        self.write: Callable[[bytes], Any] = write if write is not None else self.outgoing.append
-        self.received: list[Message] = []
-        self.on_message: Callable[[Message], Any] = (
-            on_message if on_message is not None else self.received.append
-        )
+        # The lists are made only when they collect (no write, no callback): else a shared empty
+        # one, never appended to (two lists are 112 bytes a connection).
+        self.outgoing: list[bytes] = _NOTHING_OUT
+        if write is None:
+            self.outgoing = []
+            write = self.outgoing.append
+        self.write: Callable[[bytes], Any] = write
+        self.received: list[Message] = _NOTHING_IN
+        if on_message is None:
+            if on_data is None:
+                self.received = []
+                on_message = self.received.append
+            else:
+                on_message = _ignore
+        self.on_message: Callable[[Message], Any] = on_message
+        self.on_data = on_data
         self.state = OPEN
         self.close_received: CloseControlMessage | None = None
         self.close_sent: CloseControlMessage | None = None
         self.failure: ProtocolException | None = None
-        self._mask_bit = 0 if client else 0x80
         self._hdr = b""  # an incomplete frame header carried over to the next feed()
         self._remaining = 0  # payload bytes of the current frame still to come
         self._f_op = 0
@@ -181,6 +211,26 @@ class Protocol:
         self._parts: list[bytes | bytearray] | None = None
         self._size = 0  # its size so far, as counted against the limit
         self._decoder: codecs.IncrementalDecoder | None = None
+
+    @property
+    def max_message_size(self) -> int | None:
+        """Largest message accepted, in bytes (``None``: no limit)."""
+        return None if self._limit == _UNLIMITED else self._limit
+
+    @max_message_size.setter
+    def max_message_size(self, value: int | None) -> None:
+        self._limit = _UNLIMITED if value is None else value
+
+    def redirect(self, write: Callable[[bytes], Any]) -> None:
+        """From now on write to ``write``, after writing there what :attr:`outgoing` collected
+        (a Protocol made without ``write`` collects until it has somewhere to write)."""
+        pending = self.outgoing
+        self.write = write
+        self.outgoing = _NOTHING_OUT
+        for chunk in pending:
+            write(chunk)
+        if pending is not _NOTHING_OUT:
+            pending.clear()
 
     # ------------------------------------------------------------------ input
 
@@ -215,161 +265,167 @@ class Protocol:
             elif type(data) is not bytes and len(data) - pos <= _COPY_UNDER:
                 # Small reads are parsed from bytes: slicing bytes and int.from_bytes() on bytes
                 # cost a third of what they cost on a memoryview (no view object, no conversion).
-                data = bytes(data[pos:])
+                data = bytes(data[pos:]) if pos else bytes(data)
                 pos = 0
-            self._parse(data, pos)
-        except ProtocolException as exc:
-            self.fail(exc)
-
-    def _parse(self, data: bytes | bytearray | memoryview, pos: int) -> None:
-        end = len(data)
-        mask_bit = self._mask_bit
-        limit = self._limit
-        on_message = self.on_message
-        speedups = SPEEDUPS  # (a local: read for every frame)
-        # A run of pings being answered (see PONG_BURST): pending only while the next frame is a
-        # whole valid ping, so the pongs are written before anything else can be.
-        pongs: list[bytes] | None = None
-        while True:
-            avail = end - pos
-            if avail < 2:
-                if avail:
-                    self._hdr = bytes(data[pos:end])
-                return
-            b0 = data[pos]
-            b1 = data[pos + 1]
-            length = b1 & 0x7F
-            # The common case's header first: a whole masked text or binary message of at most
-            # 125 bytes in one frame (FIN, no RSV bit), no fragmented message in progress (the
-            # state is OPEN or CLOSING: every callback below returns on CLOSED). Its payload is
-            # unmasked and handed on below, by the code that does it for the general path (which
-            # alone sets ``opcode`` and ``fin``: only it reaches their use).
-            if (
-                (b0 == 0x81 or b0 == 0x82)
-                and mask_bit
-                and 0x80 <= b1 <= 0xFD
-                and pos + 6 + length <= end
-                and not self._msg_op
-                and length <= limit
-            ):
-                start = pos + 6
-                pos = start + length
-                key: bytes | bytearray | memoryview = data[start - 4 : start]
-            else:
-                if self.state is CLOSED:
-                    return  # (a guard: the returns after each callback below already stop on CLOSED)
-                if (b1 & 0x80) != mask_bit:
-                    raise ProtocolException(
-                        "unmasked frame from a client" if mask_bit else "masked frame from a server"
-                    )
-                # The header's size: 2 bytes, 2 or 8 more of extended length, 4 more of mask key.
-                hlen = (2 if length < 126 else 4 if length == 126 else 10) + (4 if mask_bit else 0)
-                if avail < hlen:
-                    self._hdr = bytes(data[pos:end])
+            # The frames, one after another (the parser, inline: one call less per read).
+            end = len(data)
+            mask_bit = 0 if self.client else 0x80
+            limit = self._limit
+            on_message = self.on_message
+            on_data = self.on_data
+            speedups = SPEEDUPS  # (a local: read for every frame)
+            # A run of pings being answered (see PONG_BURST): pending only while the next frame is a
+            # whole valid ping, so the pongs are written before anything else can be.
+            pongs: list[bytes] | None = None
+            while True:
+                avail = end - pos
+                if avail < 2:
+                    if avail:
+                        self._hdr = bytes(data[pos:end])
                     return
-                if length == 126:
-                    length = (data[pos + 2] << 8) | data[pos + 3]
-                elif length == 127:
-                    length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                    if length >> 63:
-                        raise ProtocolException("frame length has the most significant bit set")
-                key = data[pos + hlen - 4 : pos + hlen] if mask_bit else _NO_KEY
-                opcode = b0 & 0x0F
-                if b0 & 0x70 and ((b0 & 0x70) != 0x40 or self.deflate is None or not 1 <= opcode <= 2):
-                    raise ProtocolException("reserved bits set without a negotiated extension")
-                fin = b0 & 0x80
-                if opcode > 2:
-                    if opcode < 8 or opcode > 10:
-                        raise UnsupportedFrameTypeException(f"reserved opcode {opcode:#x}")
-                    if not fin:
-                        raise ProtocolException("fragmented control frame")
-                    if length > 125:
-                        raise ProtocolException("control frame payload over 125 bytes")
+                b0 = data[pos]
+                b1 = data[pos + 1]
+                length = b1 & 0x7F
+                # The common case's header first: a whole masked text or binary message of at most
+                # 125 bytes in one frame (FIN, no RSV bit), no fragmented message in progress (the
+                # state is OPEN or CLOSING: every callback below returns on CLOSED). Its payload is
+                # unmasked and handed on below, by the code that does it for the general path (which
+                # alone sets ``opcode`` and ``fin``: only it reaches their use).
+                if (
+                    (b0 == 0x81 or b0 == 0x82)
+                    and mask_bit
+                    and 0x80 <= b1 <= 0xFD
+                    and pos + 6 + length <= end
+                    and not self._msg_op
+                    and length <= limit
+                ):
+                    start = pos + 6
+                    pos = start + length
+                    key: bytes | bytearray | memoryview = data[start - 4 : start]
                 else:
-                    if opcode:
-                        if self._msg_op:
-                            raise ProtocolException("new data frame before the fragmented message ended")
-                    elif not self._msg_op:
-                        raise ProtocolException("continuation frame without a message to continue")
+                    if self.state is CLOSED:
+                        return  # (a guard: the returns after each callback below already stop on CLOSED)
+                    if (b1 & 0x80) != mask_bit:
+                        raise ProtocolException(
+                            "unmasked frame from a client" if mask_bit else "masked frame from a server"
+                        )
+                    # The header's size: 2 bytes, 2 or 8 more of extended length, 4 more of mask key.
+                    hlen = (2 if length < 126 else 4 if length == 126 else 10) + (4 if mask_bit else 0)
+                    if avail < hlen:
+                        self._hdr = bytes(data[pos:end])
+                        return
+                    if length == 126:
+                        length = (data[pos + 2] << 8) | data[pos + 3]
+                    elif length == 127:
+                        length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                        if length >> 63:
+                            raise ProtocolException("frame length has the most significant bit set")
+                    key = data[pos + hlen - 4 : pos + hlen] if mask_bit else _NO_KEY
+                    opcode = b0 & 0x0F
+                    if b0 & 0x70 and ((b0 & 0x70) != 0x40 or self.deflate is None or not 1 <= opcode <= 2):
+                        raise ProtocolException("reserved bits set without a negotiated extension")
+                    fin = b0 & 0x80
+                    if opcode > 2:
+                        if opcode < 8 or opcode > 10:
+                            raise UnsupportedFrameTypeException(f"reserved opcode {opcode:#x}")
+                        if not fin:
+                            raise ProtocolException("fragmented control frame")
+                        if length > 125:
+                            raise ProtocolException("control frame payload over 125 bytes")
                     else:
-                        self._size += FRAGMENT_OVERHEAD
-                        if self._size > limit:
-                            raise FrameTooLargeException(f"message over {limit} bytes (with its fragments)")
-                    if self._size + length > limit and not (b0 & 0x40 or self._compressed):
-                        # (a compressed message is held to the limit as it is inflated)
-                        raise FrameTooLargeException(f"message over {limit} bytes")
-                start = pos + hlen
-                pos = start + length
-                if pos > end:
-                    # The payload is not all here: consume what there is, the rest in later feeds.
-                    self._f_op = opcode
-                    self._f_fin = fin
-                    self._f_key = bytes(key) if mask_bit else None
-                    self._f_rsv1 = b0 & 0x40
-                    self._f_len = self._remaining = length
-                    if (
-                        length >= _DIRECT_FROM
-                        and (end - start) << 3 >= length
-                        and (b0 & 0x7F == OPCODE_BINARY or (not opcode and self._msg_op == OPCODE_BINARY))
-                        and not self._compressed
-                    ):
-                        # A large binary frame (not compressed): into a buffer of its size.
-                        self._big = big = bytearray(length)
-                        self.into = memoryview(big)
-                    self._consume(data, start, end)
-                    return
-            # One frame whole: the fast path's and the general path's payloads are unmasked here.
-            if length <= 125 and not speedups:
-                # Pure Python: framing.mask's small-payload case, inline (a call costs more than
-                # it does): the key repeated over the payload (an unmasked frame's is zeros).
-                keys = int.from_bytes(key, "big") * REPEAT[(length + 3) >> 2] >> (((-length) & 3) << 3)
-                payload = (int.from_bytes(data[start:pos], "big") ^ keys).to_bytes(length, "big")
-            elif mask_bit:
-                payload = mask(data[start:pos], key)  # in C: cheaper than the inline XOR at any size
-            else:
-                payload = bytes(data[start:pos])
-            if b0 == 0x81:  # a whole text message: FIN, no RSV bit (so not compressed)
-                if not payload.isascii():
-                    try:
-                        payload.decode("utf-8")
-                    except UnicodeDecodeError:
-                        raise TextFrameEncodingException("text message is not valid UTF-8") from None
-                if self.state is not CLOSED:
-                    on_message(TextMessage(payload))
+                        if opcode:
+                            if self._msg_op:
+                                raise ProtocolException("new data frame before the fragmented message ended")
+                        elif not self._msg_op:
+                            raise ProtocolException("continuation frame without a message to continue")
+                        else:
+                            self._size += FRAGMENT_OVERHEAD
+                            if self._size > limit:
+                                raise FrameTooLargeException(
+                                    f"message over {limit} bytes (with its fragments)"
+                                )
+                        if self._size + length > limit and not (b0 & 0x40 or self._compressed):
+                            # (a compressed message is held to the limit as it is inflated)
+                            raise FrameTooLargeException(f"message over {limit} bytes")
+                    start = pos + hlen
+                    pos = start + length
+                    if pos > end:
+                        # The payload is not all here: consume what there is, the rest in later feeds.
+                        self._f_op = opcode
+                        self._f_fin = fin
+                        self._f_key = bytes(key) if mask_bit else None
+                        self._f_rsv1 = b0 & 0x40
+                        self._f_len = self._remaining = length
+                        if (
+                            length >= _DIRECT_FROM
+                            and (end - start) << 3 >= length
+                            and (b0 & 0x7F == OPCODE_BINARY or (not opcode and self._msg_op == OPCODE_BINARY))
+                            and not self._compressed
+                        ):
+                            # A large binary frame (not compressed): into a buffer of its size.
+                            self._big = big = bytearray(length)
+                            self.into = memoryview(big)
+                        self._consume(data, start, end)
+                        return
+                # One frame whole: the fast path's and the general path's payloads are unmasked here.
+                if length <= 125 and not speedups:
+                    # Pure Python: framing.mask's small-payload case, inline (a call costs more than
+                    # it does): the key repeated over the payload (an unmasked frame's is zeros).
+                    keys = int.from_bytes(key, "big") * REPEAT[(length + 3) >> 2] >> (((-length) & 3) << 3)
+                    payload = (int.from_bytes(data[start:pos], "big") ^ keys).to_bytes(length, "big")
+                elif mask_bit:
+                    payload = mask(data[start:pos], key)  # in C: cheaper than the inline XOR at any size
+                else:
+                    payload = bytes(data[start:pos])
+                if b0 == 0x81:  # a whole text message: FIN, no RSV bit (so not compressed)
+                    if not payload.isascii():
+                        try:
+                            payload.decode("utf-8")
+                        except UnicodeDecodeError:
+                            raise TextFrameEncodingException("text message is not valid UTF-8") from None
+                    # (Not CLOSED: checked before the frame's header, and nothing since calls out.)
+                    if on_data is None:
+                        on_message(TextMessage(payload))
+                    else:
+                        on_data(payload, OPCODE_TEXT)
                     if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
                         return  # failed, or dropped by the callback (a close() leaves it CLOSING)
-            elif b0 == 0x82:  # a whole binary message
-                if self.state is not CLOSED:
-                    on_message(BinaryMessage(payload))
+                elif b0 == 0x82:  # a whole binary message
+                    if on_data is None:
+                        on_message(BinaryMessage(payload))
+                    else:
+                        on_data(payload, OPCODE_BINARY)
                     if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
                         return
-            elif opcode == OPCODE_PING:
-                if self.state is OPEN:
-                    # Pings in a row are answered together, in one write: the first
-                    # PONG_BURST each, then only the last (RFC 6455 §5.5.3 allows that).
-                    if pongs is None:
-                        pongs = [payload]
-                    elif len(pongs) <= PONG_BURST:
-                        pongs.append(payload)
-                    else:
-                        pongs[-1] = payload
-                    if (
-                        end - pos >= 2
-                        and data[pos] == 0x89
-                        and (data[pos + 1] & 0x80) == mask_bit
-                        and (data[pos + 1] & 0x7F) <= 125
-                        and pos + (6 if mask_bit else 2) + (data[pos + 1] & 0x7F) <= end
-                    ):
-                        continue  # the next frame is a whole valid ping: it joins the run
-                    self._answer_pings(pongs)
-                    pongs = None
-                    if self.state is CLOSED:
-                        return  # dropped while writing the pongs (see abort())
-                continue
-            else:  # a pong, a close, a fragment or a compressed message
-                self._frame(opcode, fin, payload, b0 & 0x40)
-                if self.failure is not None or self.state is CLOSED:
-                    return
+                elif opcode == OPCODE_PING:
+                    if self.state is OPEN:
+                        # Pings in a row are answered together, in one write: the first
+                        # PONG_BURST each, then only the last (RFC 6455 §5.5.3 allows that).
+                        if pongs is None:
+                            pongs = [payload]
+                        elif len(pongs) <= PONG_BURST:
+                            pongs.append(payload)
+                        else:
+                            pongs[-1] = payload
+                        if (
+                            end - pos >= 2
+                            and data[pos] == 0x89
+                            and (data[pos + 1] & 0x80) == mask_bit
+                            and (data[pos + 1] & 0x7F) <= 125
+                            and pos + (6 if mask_bit else 2) + (data[pos + 1] & 0x7F) <= end
+                        ):
+                            continue  # the next frame is a whole valid ping: it joins the run
+                        self._answer_pings(pongs)
+                        pongs = None
+                        if self.state is CLOSED:
+                            return  # dropped while writing the pongs (see abort())
+                    continue
+                else:  # a pong, a close, a fragment or a compressed message
+                    self._frame(opcode, fin, payload, b0 & 0x40)
+                    if self.failure is not None or self.state is CLOSED:
+                        return
+        except ProtocolException as exc:
+            self.fail(exc)
 
     def _consume(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
         """Take up to the rest of the current frame's payload from ``data[pos:end]``."""
@@ -469,7 +525,10 @@ class Protocol:
             if self.state is OPEN:
                 self._answer_pings([payload])
         elif opcode == OPCODE_PONG:
-            self.on_message(PongControlMessage(payload))
+            if self.on_data is None:
+                self.on_message(PongControlMessage(payload))
+            else:
+                self.on_data(payload, OPCODE_PONG)
         elif opcode == OPCODE_CLOSE:
             self._receive_close(payload)
         else:
@@ -504,7 +563,10 @@ class Protocol:
         self._compressed = 0
         self._decoder = None
         if self.state is not CLOSED:
-            self.on_message(TextMessage(payload) if op == OPCODE_TEXT else BinaryMessage(payload))
+            if self.on_data is None:
+                self.on_message(TextMessage(payload) if op == OPCODE_TEXT else BinaryMessage(payload))
+            else:
+                self.on_data(payload, op)
 
     def _receive_close(self, payload: bytes) -> None:
         if len(payload) == 1:

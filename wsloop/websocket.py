@@ -25,8 +25,8 @@ from .exc import ProtocolException, StreamClosed
 from .framing import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_PONG, OPCODE_TEXT
 from .handshake import Request
 from .handshake import select_subprotocol as _select_subprotocol
-from .messaging import Message, PongControlMessage
-from .protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, Protocol, State
+from .messaging import BinaryMessage, Message, PongControlMessage, TextMessage
+from .protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, SMALL_HEADERS, Protocol, State
 from .transport import BlockingTransport, ChannelHub, TimerHandle, Transport
 
 __all__ = ["WebSocket", "EchoWebSocket", "Heartbeat", "DEFAULT_CLOSE_TIMEOUT"]
@@ -97,25 +97,43 @@ class WebSocket:
         idle_timeout: float | None = None,
     ) -> None:
         self.sock = sock
-        self.protocols = protocols
-        self.extensions = extensions
+        # Stored only when they differ from what the class gives (None, unless a subclass set
+        # one): each attribute an instance has costs every connection 8 bytes (docs/notes).
+        if protocols is not None or self.protocols is not None:
+            self.protocols = protocols
+        if extensions is not None or self.extensions is not None:
+            self.extensions = extensions
         self.environ = environ
-        self.heartbeat_freq = heartbeat_freq
+        if heartbeat_freq is not None or self.heartbeat_freq is not None:
+            self.heartbeat_freq = heartbeat_freq
         if max_message_size is not _CLASS_DEFAULT:
             self.max_message_size = max_message_size  # type: ignore[assignment]
         if idle_timeout is not None:
             self.idle_timeout = idle_timeout
+        # One bound method (the class's deliverer, see __init_subclass__) takes the data
+        # messages and pongs; the peer's close needs no callback here (connection_lost reports it).
         self.stream = Protocol(
-            client=client, max_message_size=self.max_message_size, on_message=self._dispatch, deflate=deflate
+            client=client,
+            max_message_size=self.max_message_size,
+            on_message=_ignore,
+            deflate=deflate,
+            on_data=self._deliver,
         )
         self.transport: Transport | None = None
         self._finished = False
-        self._close_timer: TimerHandle | None = None
-        self._heartbeat: TimerHandle | None = None
-        self._awaiting_pong = False
-        self._idle_timer: TimerHandle | None = None
         self._heard = False  # something arrived since the last idle check (set by process())
-        self._silent = 0  # idle checks in a row that found nothing arrived
+
+    # Defaults of per-connection state that most connections never set (each attribute an
+    # instance has costs 8 bytes a connection, whether set or not: see docs/notes).
+    #: The constructor's ``heartbeat_freq``, ``protocols`` and ``extensions`` (None by default).
+    heartbeat_freq: float | None = None
+    protocols: list[str] | None = None
+    extensions: list[str] | None = None
+    _close_timer: TimerHandle | None = None
+    _heartbeat: TimerHandle | None = None
+    _awaiting_pong = False  # a keepalive ping is unanswered
+    _idle_timer: TimerHandle | None = None
+    _silent = 0  # idle checks in a row that found nothing arrived
 
     # ------------------------------------------------------ handshake hooks
 
@@ -155,6 +173,21 @@ class WebSocket:
         """Called with each complete :class:`TextMessage` or :class:`BinaryMessage`."""
         return None
 
+    def received_data(self, data: bytes, binary: bool) -> object:
+        """Called with each complete message's payload (``binary``: a binary message, else
+        UTF-8 text, already validated) *instead of* :meth:`received_message` when a handler
+        overrides it, so no message object is made: the cheaper callback for handlers that
+        only need the bytes.
+
+        Which of the two a handler gets: the one defined by the most derived class of its
+        hierarchy (below :class:`WebSocket`); a class that defines both gets this one. So a
+        subclass of :class:`EchoWebSocket` (which defines both) that overrides
+        ``received_message`` gets messages, as in ws4py. Handlers of
+        :mod:`wsloop.async_websocket` always get messages. The default (reached only when
+        called directly) makes the message and calls :meth:`received_message`.
+        """
+        return self.received_message(BinaryMessage(data) if binary else TextMessage(data))
+
     def ponged(self, pong: PongControlMessage) -> object:
         """Called with each pong the peer sends."""
         return None
@@ -189,7 +222,11 @@ class WebSocket:
         if transport is None or transport.in_context():
             stream = self.stream
             if type(payload) is bytes and stream.state is OPEN:
-                stream.send(payload, binary)  # the common case of _send()
+                if len(payload) < 126 and stream.deflate is None and not stream.client:
+                    # The common case of Protocol.send(), inline: one frame, nothing to mask.
+                    stream.write(SMALL_HEADERS[binary][len(payload)] + payload)
+                else:
+                    stream.send(payload, binary)  # the common case of _send()
             else:
                 self._send(payload, binary)
             return
@@ -499,13 +536,7 @@ class WebSocket:
     def attach(self, transport: Transport) -> None:
         """Bind to ``transport`` (called by the driver, in context) and call :meth:`opened`."""
         self.transport = transport
-        stream = self.stream
-        pending = stream.outgoing
-        stream.write = transport.write
-        if pending:
-            for chunk in pending:
-                transport.write(chunk)
-            pending.clear()
+        self.stream.redirect(transport.write)
         if self.heartbeat_freq:
             self._heartbeat = transport.call_later(self.heartbeat_freq, self._beat)
         if self.idle_timeout:
@@ -547,15 +578,60 @@ class WebSocket:
         except Exception as exc:
             self._handler_failed(exc)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._deliver = _deliverer(cls)  # type: ignore[method-assign]
+
+    def _deliver(self, payload: bytes, opcode: int) -> None:
+        """The protocol's ``on_data``: a text or binary message's payload, or a pong's, to the
+        callbacks as messages (the class's choice: :meth:`__init_subclass__`). A handler that
+        gets messages is served here without a call through :meth:`_dispatch` (the hot path:
+        :meth:`_invoke`'s body inlined)."""
+        try:
+            if opcode == OPCODE_TEXT:
+                self.received_message(TextMessage(payload))
+            elif opcode == OPCODE_BINARY:
+                self.received_message(BinaryMessage(payload))
+            else:
+                if self._awaiting_pong:
+                    self._awaiting_pong = False
+                self.ponged(PongControlMessage(payload))
+        except Exception as exc:
+            self._handler_failed(exc)
+
+    def _deliver_data(self, payload: bytes, opcode: int) -> None:
+        """:meth:`_deliver` for a handler that overrides :meth:`received_data`."""
+        try:
+            if opcode <= OPCODE_BINARY:
+                self.received_data(payload, opcode == OPCODE_BINARY)
+            else:
+                if self._awaiting_pong:
+                    self._awaiting_pong = False
+                self.ponged(PongControlMessage(payload))
+        except Exception as exc:
+            self._handler_failed(exc)
+
+    def _deliver_dispatched(self, payload: bytes, opcode: int) -> None:
+        """:meth:`_deliver` for a class that overrides :meth:`_dispatch` (as
+        wsloop.async_websocket does): the message is made and handed to it."""
+        if opcode == OPCODE_TEXT:
+            self._dispatch(TextMessage(payload))
+        elif opcode == OPCODE_BINARY:
+            self._dispatch(BinaryMessage(payload))
+        else:
+            self._dispatch(PongControlMessage(payload))
+
     def _dispatch(self, message: Message) -> None:
-        # The hot path: _invoke's body inlined. A subclass that overrides _invoke overrides
-        # this too (wsloop.async_websocket does).
+        """A text or binary message, or a pong, to its callback. A subclass that overrides
+        :meth:`_invoke` overrides this too (wsloop.async_websocket does); only then is it called
+        (for every data message and pong): else :meth:`_deliver` does its work."""
         op = message.opcode
         try:
             if op <= OPCODE_BINARY:
                 self.received_message(message)
             elif op == OPCODE_PONG:
-                self._awaiting_pong = False
+                if self._awaiting_pong:
+                    self._awaiting_pong = False
                 self.ponged(message)  # type: ignore[arg-type]
         except Exception as exc:
             self._handler_failed(exc)
@@ -639,7 +715,7 @@ class WebSocket:
         if failure is not None:
             stream.fail(failure)
         stream.abort()  # no callback after closed(), even for the rest of the read in progress
-        stream.on_message = _ignore  # drop the websocket <-> protocol reference cycle
+        stream.on_data = None  # drop the websocket <-> protocol reference cycle
         if self._hub is not None:
             self._hub.leave_all(self)
         self._call_closed(stream.close_code, stream.close_reason)
@@ -661,6 +737,23 @@ class WebSocket:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.peer_address}>"
+
+
+def _deliverer(cls: type[WebSocket]) -> Any:
+    """The ``_deliver`` of handler class ``cls``: by received_data (no message object), if it or
+    an ancestor below WebSocket defines ``received_data`` and no more derived class defines
+    ``received_message``; by ``_dispatch`` if a class overrides that; else by messages."""
+    if cls._dispatch is not WebSocket._dispatch:
+        return WebSocket._deliver_dispatched
+    for klass in cls.__mro__:
+        if klass is WebSocket:
+            break
+        attrs = vars(klass)
+        if "received_data" in attrs:
+            return WebSocket._deliver_data
+        if "received_message" in attrs:
+            break
+    return WebSocket.__dict__["_deliver"]
 
 
 class Heartbeat(threading.Thread):
@@ -704,10 +797,14 @@ class Heartbeat(threading.Thread):
 
 
 class EchoWebSocket(WebSocket):
-    """Sends every message back as it came."""
+    """Sends every message back as it came (through :meth:`received_data`: no message object
+    is made; a subclass that overrides ``received_message`` gets messages instead)."""
 
     def received_message(self, message: Message) -> None:
         self.send(message.data, message.is_binary)
+
+    def received_data(self, data: bytes, binary: bool) -> None:
+        self.send(data, binary)
 
 
 def _ignore(message: Message) -> None:
