@@ -34,7 +34,6 @@ from .framing import (
     frame_header,
     is_valid_close_code,
     mask,
-    mask_into,
 )
 from .messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
 
@@ -415,13 +414,12 @@ class Protocol:
         assert big is not None
         self.into = self._big = None
         key = self._f_key
-        if key is not None:
-            mask_into(big, key)
         op = self._f_op
         if op:
             self._start_message(op, 0)
-        # bytes: a message's data is bytes (one copy; the payload was never joined from pieces).
-        self._data(bytes(big), bool(self._f_fin))
+        # A message's data is bytes: unmasked from the buffer into a new bytes in one pass (not
+        # in place and then copied), the buffer freed; the payload was never joined from pieces.
+        self._data(mask(big, key) if key is not None else bytes(big), bool(self._f_fin))
         return stop
 
     def _answer_pings(self, payloads: list[bytes]) -> None:
