@@ -124,6 +124,45 @@ def test_fragments_around_the_threshold_make_one_message(size: int) -> None:
     assert message.data == b"".join(parts)
 
 
+@pytest.mark.parametrize("client", [False, True])
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_a_frame_begun_short_of_an_eighth_gets_its_buffer_once_an_eighth_is_in(
+    client: bool, extra: int
+) -> None:
+    size = 80_000  # an eighth is 10,000 bytes
+    payload = random.Random(extra).randbytes(size)
+    data = build_frame(OPCODE_BINARY, payload, masked=not client)
+    hlen = len(data) - size
+    p = Protocol(client=client)
+    p.feed(data[: hlen + 4_000])  # streamed: less than an eighth
+    assert p.into is None
+    p.feed(data[hlen + 4_000 : hlen + size // 8 + extra])
+    assert (p.into is not None) is (extra >= 0)
+    rest = data[hlen + size // 8 + extra :]
+    if p.into is not None:
+        assert len(p.into) == len(rest)
+        p.into[: len(rest) - 5] = rest[:-5]  # as recv_into would, then the last 5 bytes copied in
+        p.feed(p.into[: len(rest) - 5])
+        p.feed(rest[-5:])
+    else:
+        p.feed(rest)
+    [message] = p.received
+    assert type(message.data) is bytes and message.data == payload and p.into is None
+
+
+def test_a_continuation_frame_begun_short_of_an_eighth_stays_streamed() -> None:
+    first, second = os.urandom(1000), os.urandom(DIRECT * 2)
+    data = build_frame(OPCODE_BINARY, first, fin=False, masked=True) + build_frame(
+        OPCODE_CONTINUATION, second, masked=True
+    )
+    p = Protocol()
+    p.feed(data[:3000])
+    p.feed(data[3000 : len(data) // 2])
+    assert p.into is None  # its message holds the first frame's bytes: not this frame's alone
+    p.feed(data[len(data) // 2 :])
+    assert p.received.pop().data == first + second
+
+
 # ------------------------------------------------- the reactor's write path, real TCP sockets
 
 
@@ -278,6 +317,26 @@ def test_the_server_echoes_around_every_threshold(server: ServerProcess, size: i
         client.send(b"tail")
         assert client.recv(timeout=30).data == payload
         assert client.recv(timeout=30).data == b"tail"
+
+
+@pytest.mark.parametrize("size", [DIRECT, 1 << 20])
+def test_a_large_frame_trickled_in_steps_is_echoed_and_small_messages_follow(
+    server: ServerProcess, size: int
+) -> None:
+    """Less than an eighth first (streamed), then more (its own buffer, the socket's receive low
+    mark set to the rest), then the rest in two writes: a low mark above what comes would hang."""
+    payload = random.Random(size).randbytes(size)
+    frame = build_frame(OPCODE_BINARY, payload, masked=True)
+    cuts = [header_len(size) + 4 + size // 20, len(frame) // 3, len(frame) - 3, len(frame)]
+    with Client(server.port, timeout=30) as client:
+        for _ in range(2):
+            start = 0
+            for cut in cuts:
+                client.send_raw(frame[start:cut])
+                start = cut
+                time.sleep(0.05)
+            assert client.recv(timeout=30).data == payload
+            assert client.echo(b"small").data == b"small"  # the low mark is back to 1 byte
 
 
 def test_invalid_utf8_in_a_large_text_frame_fails_the_connection(server: ServerProcess) -> None:

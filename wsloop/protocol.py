@@ -34,6 +34,7 @@ from .framing import (
     frame_header,
     is_valid_close_code,
     mask,
+    mask_into,
 )
 from .messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
 
@@ -375,6 +376,8 @@ class Protocol:
         remaining = self._remaining
         stop = pos + remaining if end - pos > remaining else end
         into = self.into
+        if into is None and remaining >= _DIRECT_FROM >> 1 and self._msg_op == OPCODE_BINARY:
+            into = self._late_buffer(stop - pos)
         if into is not None:
             return self._fill(into, data, pos, stop)
         chunk = data[pos:stop]
@@ -400,6 +403,27 @@ class Protocol:
                 self._start_message(op, self._f_rsv1)
             self._data(chunk, not self._remaining and bool(self._f_fin))
         return stop
+
+    def _late_buffer(self, more: int) -> memoryview | None:
+        """A large binary frame begun with less than an eighth of it in hand (so streamed): its
+        own buffer (:attr:`into`) once an eighth has come, the part taken so far copied into it.
+        Only for the first frame of an uncompressed message (its pieces are this frame's alone)."""
+        length = self._f_len
+        got = length - self._remaining
+        if length < _DIRECT_FROM or self._compressed or self._size != got or (got + more) << 3 < length:
+            return None
+        parts = self._parts
+        assert parts is not None
+        self._big = big = bytearray(length)
+        view = memoryview(big)
+        view[:got] = parts[0] if len(parts) == 1 else b"".join(parts)
+        key = self._f_key
+        if key is not None:
+            mask_into(view[:got], key)  # masked again: the whole frame is unmasked once, at its end
+        parts.clear()
+        self._size = 0
+        self.into = into = view[got:]
+        return into
 
     def _fill(self, into: memoryview, data: bytes | bytearray | memoryview, pos: int, stop: int) -> int:
         """:meth:`_consume` for a frame read into its own buffer (see :attr:`into`)."""
