@@ -432,6 +432,8 @@ class Protocol:
         remaining = self._remaining
         stop = pos + remaining if end - pos > remaining else end
         into = self.into
+        if into is None and remaining >= _DIRECT_FROM >> 1 and self._msg_op == OPCODE_BINARY:
+            into = self._late_buffer(stop - pos)
         if into is not None:
             return self._fill(into, data, pos, stop)
         chunk = data[pos:stop]
@@ -458,6 +460,27 @@ class Protocol:
             self._data(chunk, not self._remaining and bool(self._f_fin))
         return stop
 
+    def _late_buffer(self, more: int) -> memoryview | None:
+        """A large binary frame begun with less than an eighth of it in hand (so streamed): its
+        own buffer (:attr:`into`) once an eighth has come, the part taken so far copied into it.
+        Only for the first frame of an uncompressed message (its pieces are this frame's alone)."""
+        length = self._f_len
+        got = length - self._remaining
+        if length < _DIRECT_FROM or self._compressed or self._size != got or (got + more) << 3 < length:
+            return None
+        parts = self._parts
+        assert parts is not None
+        self._big = big = bytearray(length)
+        view = memoryview(big)
+        view[:got] = parts[0] if len(parts) == 1 else b"".join(parts)
+        key = self._f_key
+        if key is not None:
+            mask_into(view[:got], key)  # masked again: the whole frame is unmasked once, at its end
+        parts.clear()
+        self._size = 0
+        self.into = into = view[got:]
+        return into
+
     def _fill(self, into: memoryview, data: bytes | bytearray | memoryview, pos: int, stop: int) -> int:
         """:meth:`_consume` for a frame read into its own buffer (see :attr:`into`)."""
         n = stop - pos
@@ -471,13 +494,12 @@ class Protocol:
         assert big is not None
         self.into = self._big = None
         key = self._f_key
-        if key is not None:
-            mask_into(big, key)
         op = self._f_op
         if op:
             self._start_message(op, 0)
-        # bytes: a message's data is bytes (one copy; the payload was never joined from pieces).
-        self._data(bytes(big), bool(self._f_fin))
+        # A message's data is bytes: unmasked from the buffer into a new bytes in one pass (not
+        # in place and then copied), the buffer freed; the payload was never joined from pieces.
+        self._data(mask(big, key) if key is not None else bytes(big), bool(self._f_fin))
         return stop
 
     def _answer_pings(self, payloads: list[bytes]) -> None:
