@@ -37,6 +37,7 @@ from .framing import (
     mask_into,
 )
 from .messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
+from .stats import UNCOUNTED, Counters
 
 __all__ = ["State", "Protocol", "DEFAULT_MAX_MESSAGE_SIZE", "FRAGMENT_OVERHEAD", "PONG_BURST"]
 
@@ -136,6 +137,7 @@ class Protocol:
         "_parts",
         "_size",
         "_decoder",
+        "counters",
     )
 
     def __init__(
@@ -181,6 +183,8 @@ class Protocol:
         self._parts: list[bytes | bytearray] | None = None
         self._size = 0  # its size so far, as counted against the limit
         self._decoder: codecs.IncrementalDecoder | None = None
+        #: Its driver's counts (:mod:`wsloop.stats`): the driver sets it; messages in and out.
+        self.counters: Counters = UNCOUNTED
 
     # ------------------------------------------------------------------ input
 
@@ -335,11 +339,13 @@ class Protocol:
                     except UnicodeDecodeError:
                         raise TextFrameEncodingException("text message is not valid UTF-8") from None
                 if self.state is not CLOSED:
+                    self.counters.messages_in += 1
                     on_message(TextMessage(payload))
                     if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
                         return  # failed, or dropped by the callback (a close() leaves it CLOSING)
             elif b0 == 0x82:  # a whole binary message
                 if self.state is not CLOSED:
+                    self.counters.messages_in += 1
                     on_message(BinaryMessage(payload))
                     if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
                         return
@@ -504,6 +510,7 @@ class Protocol:
         self._compressed = 0
         self._decoder = None
         if self.state is not CLOSED:
+            self.counters.messages_in += 1
             self.on_message(TextMessage(payload) if op == OPCODE_TEXT else BinaryMessage(payload))
 
     def _receive_close(self, payload: bytes) -> None:
@@ -542,6 +549,7 @@ class Protocol:
             payload = payload.encode("utf-8")
         if type(payload) is bytes and len(payload) < 126 and self.deflate is None and not self.client:
             # The common case: a small message, one frame, nothing to mask or compress.
+            self.counters.messages_out += 1
             self.write((_BINARY_HEADERS if binary else _TEXT_HEADERS)[len(payload)] + payload)
             return
         self.send_frame(OPCODE_BINARY if binary else OPCODE_TEXT, payload, True)
@@ -560,6 +568,8 @@ class Protocol:
                 payload = self.deflate.compress(payload, fin)
                 rsv1 = opcode != OPCODE_CONTINUATION
                 self._out_compressed = not fin
+        if fin and opcode < 8:
+            self.counters.messages_out += 1
         write = self.write
         if len(payload) <= _COALESCE:
             if self.client:

@@ -422,7 +422,9 @@ class WebSocket:
         """
         if self.sock is None:
             raise ValueError("no socket to run on")
-        transport = BlockingTransport(self.sock, linger_timeout=self.close_timeout)
+        transport = BlockingTransport(
+            self.sock, linger_timeout=self.close_timeout, counters=self.stream.counters
+        )
         with transport.lock:
             self.attach(transport)
             if received and not self.process(received):
@@ -642,6 +644,7 @@ class WebSocket:
         stream.on_message = _ignore  # drop the websocket <-> protocol reference cycle
         if self._hub is not None:
             self._hub.leave_all(self)
+        stream.counters.close(stream.close_code)
         self._call_closed(stream.close_code, stream.close_reason)
 
     def _call_closed(self, code: int, reason: str) -> None:

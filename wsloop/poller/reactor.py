@@ -24,6 +24,7 @@ from ..brokers.base import Broker
 from ..brokers.inprocess import InProcessBroker
 from ..exc import ProtocolException
 from ..framing import OPCODE_BINARY, OPCODE_TEXT, frame_header
+from ..stats import Counters, LagProbe, Stats, track
 from ..transport import (
     DEFAULT_HIGH_WATER,
     DONE,
@@ -172,6 +173,7 @@ class Connection(Handler):
         if not n:
             self.teardown()
             return
+        reactor.counters.bytes_in += n
         if not self.closing:
             self.ws.process(reactor._view[:n] if into is None else into[:n])
 
@@ -193,6 +195,7 @@ class Connection(Handler):
                 self.teardown()
                 return
             self.wsize -= sent
+            self.reactor.counters.bytes_out += sent
             if not self.wsize:
                 buf.clear()
                 if self.events == EVENT_READ and not (self.paused or self.waiters or self.closing):
@@ -262,6 +265,7 @@ class Connection(Handler):
             reactor.max_buffered,
             OVERFLOW_CODE,
         )
+        reactor.counters.slow_dropped += 1
         self.wbuf = []
         self.wsize = 0
         try:
@@ -349,6 +353,7 @@ class TLSConnection(Connection):
                 eof = True
                 break
             got += n
+        reactor.counters.bytes_in += got
         if got and not self.closing:
             self.ws.process(view[:got])
         if eof:
@@ -467,6 +472,9 @@ class Reactor:
         #: Channels and cross-process broadcast (:mod:`wsloop.poller.hub`): set by
         #: :meth:`use_broker`, or made by :meth:`get_hub` on a websocket's first ``subscribe()``.
         self.hub: Hub | None = None
+        #: What :meth:`stats` reports; the websockets' protocols count into it too.
+        self.counters = Counters()
+        track(self)
 
     # ------------------------------------------------------------ ws4py face
 
@@ -612,6 +620,19 @@ class Reactor:
     def websockets(self) -> list[WebSocket]:
         return list(self._connections)
 
+    def stats(self) -> Stats:
+        """The reactor's figures now (:class:`wsloop.stats.Stats`): open websockets, handshakes,
+        messages and bytes in and out, buffered output, closes by code, slow peers dropped, loop
+        lag. Any thread; reads counters the loop keeps (no call into the loop)."""
+        total = largest = 0
+        connections = list(self._connections.values())
+        for conn in connections:
+            size = conn.wsize
+            total += size
+            if size > largest:
+                largest = size
+        return self.counters.snapshot(len(connections), total, largest)
+
     # ------------------------------------------------------------ plumbing
 
     def run(self) -> None:
@@ -689,6 +710,7 @@ class Reactor:
         except (OSError, ValueError):  # closed before the loop got to it
             conn.teardown()
             return
+        websocket.stream.counters = self.counters
         if preamble:
             conn.write(preamble)
         websocket.attach(conn)
@@ -786,12 +808,14 @@ class Reactor:
         size = len(frame)
         full: list[Connection] = []
         dirty = self._dirty
+        shared = direct = 0  # frames queued or written as they are; bytes written at once
         for ws, conn in targets:
             if conn.paused and conn.wsize + size > conn.cap:
                 full.append(conn)  # closed after the loop: it leaves _connections
             elif not ws.takes_shared_frames():
                 ws.send_broadcast(payload, binary)  # masked or compressed there, or closing
             else:
+                shared += 1
                 wbuf = conn.wbuf
                 rest: bytes | memoryview = frame
                 if not wbuf:
@@ -802,6 +826,7 @@ class Reactor:
                     except OSError:  # full (EAGAIN, SSLWant*), or broken: flush() sees it
                         sent = 0
                     if sent:
+                        direct += sent
                         if sent == size:
                             continue
                         rest = memoryview(frame)[sent:]
@@ -810,6 +835,9 @@ class Reactor:
                 if not conn.dirty:
                     conn.dirty = True
                     dirty.append(conn)
+        counters = self.counters
+        counters.messages_out += shared
+        counters.bytes_out += direct
         for conn in full:
             if not (conn.ws.server_terminated or conn.ws.client_terminated):  # still open
                 conn.overflow()
@@ -848,6 +876,7 @@ class Reactor:
         timers = self._timers
         wake_r = self._wake_r
         self.call_later(_SWEEP_EVERY, self._sweep)
+        LagProbe(self.counters, self.call_later).start()
         try:
             while True:
                 if self._stopping and (not self._connections or time.monotonic() >= self._stop_deadline):
