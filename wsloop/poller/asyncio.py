@@ -163,8 +163,10 @@ class AsyncioTransport:
         try:
             if preamble:
                 self.write(preamble)
+                self.counters.bytes_out -= len(preamble)  # the handshake's: bytes count frames only
             ws.attach(self)
             if received and not self.closing:
+                self.counters.bytes_in += len(received)
                 ws.process(received)
         finally:
             self._reading = False

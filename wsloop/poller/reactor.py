@@ -710,11 +710,13 @@ class Reactor:
         except (OSError, ValueError):  # closed before the loop got to it
             conn.teardown()
             return
-        websocket.stream.counters = self.counters
+        counters = websocket.stream.counters = self.counters
         if preamble:
             conn.write(preamble)
+            counters.bytes_out -= len(preamble)  # the handshake's: bytes count frames only
         websocket.attach(conn)
         if received and not conn.closed:
+            counters.bytes_in += len(received)
             websocket.process(received)
         if type(conn) is TLSConnection and not conn.closed and sock.pending():  # type: ignore[attr-defined]
             # Bytes the adapter's TLS reads left decrypted inside OpenSSL: no read event for them.

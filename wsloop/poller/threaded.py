@@ -58,6 +58,7 @@ class ThreadedManager:
 
     def _serve(self, websocket: WebSocket, preamble: bytes, received: bytes) -> None:
         websocket.stream.counters = self.counters
+        self.counters.bytes_in += len(received)
         try:
             if preamble and websocket.sock is not None:
                 websocket.sock.sendall(preamble)
