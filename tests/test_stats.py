@@ -212,3 +212,31 @@ def test_live_stats_includes_a_new_reactor() -> None:
     del reactor
     gc.collect()
     assert live_stats().messages_in < mark  # gone with the reactor
+
+
+def test_broadcast_counts_each_websocket_reached() -> None:
+    server = WebSocketServer("127.0.0.1", 0, Guarded)
+    server.start()
+    try:
+        reactor = server.manager
+        assert isinstance(reactor, Reactor)
+        clients = open_idle(server.port, 3)
+        assert wait_for(lambda: reactor.stats().connections == 3)
+        small, large = b"s" * 1000, b"L" * 200_000  # large: more than a socket takes at once
+        for _ in range(10):
+            reactor.broadcast(small, binary=True)
+            reactor.broadcast(large, binary=True)
+        for ws in clients:
+            for _ in range(10):
+                assert ws.recv() == small
+                assert ws.recv() == large
+        # Headers: 4 bytes for 1000 (16-bit length), 10 for 200,000 (64-bit length).
+        sent = 3 * 10 * ((1000 + 4) + (200_000 + 10))
+        assert wait_for(lambda: reactor.stats().bytes_out == sent), (reactor.stats(), sent)
+        stats = reactor.stats()
+        assert stats.messages_out == 3 * 20
+        assert stats.buffered_bytes == 0
+        for ws in clients:
+            ws.close()
+    finally:
+        server.stop(timeout=2)

@@ -17,7 +17,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from typing import Any
 
 from ..brokers.base import Broker
@@ -800,7 +800,7 @@ class Reactor:
         payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
         frame = frame_header(OPCODE_BINARY if binary else OPCODE_TEXT, len(payload)) + payload
         connections = self._connections
-        targets: Iterable[tuple[WebSocket, Connection]] = (
+        targets: Collection[tuple[WebSocket, Connection]] = (
             connections.items()
             if websockets is None
             else [(ws, connections[ws]) for ws in websockets if ws in connections]
@@ -810,14 +810,14 @@ class Reactor:
         size = len(frame)
         full: list[Connection] = []
         dirty = self._dirty
-        shared = direct = 0  # frames queued or written as they are; bytes written at once
+        framed = queued = 0  # (for the counters) websockets that frame it themselves; bytes queued
         for ws, conn in targets:
             if conn.paused and conn.wsize + size > conn.cap:
                 full.append(conn)  # closed after the loop: it leaves _connections
             elif not ws.takes_shared_frames():
+                framed += 1
                 ws.send_broadcast(payload, binary)  # masked or compressed there, or closing
             else:
-                shared += 1
                 wbuf = conn.wbuf
                 rest: bytes | memoryview = frame
                 if not wbuf:
@@ -828,18 +828,19 @@ class Reactor:
                     except OSError:  # full (EAGAIN, SSLWant*), or broken: flush() sees it
                         sent = 0
                     if sent:
-                        direct += sent
                         if sent == size:
                             continue
                         rest = memoryview(frame)[sent:]
                 wbuf.append(rest)  # conn.write(rest), inlined
                 conn.wsize += len(rest)
+                queued += len(rest)
                 if not conn.dirty:
                     conn.dirty = True
                     dirty.append(conn)
+        shared = len(targets) - len(full) - framed  # (send_broadcast's are counted as sent)
         counters = self.counters
         counters.messages_out += shared
-        counters.bytes_out += direct
+        counters.bytes_out += shared * size - queued  # written at once; flush() counts the rest
         for conn in full:
             if not (conn.ws.server_terminated or conn.ws.client_terminated):  # still open
                 conn.overflow()
