@@ -222,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_health_options(serve)
     serve.add_argument("--log-level", default="INFO")
+    _metrics_option(serve)
     _add_client_command(sub)
     return parser
 
@@ -265,6 +266,30 @@ def _health(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Health
     return HealthCheck(args.health_path, args.drain_delay)
 
 
+def _metrics_option(serve: argparse.ArgumentParser) -> None:
+    """``--metrics [HOST:]PORT`` (wsloop.metrics)."""
+    serve.add_argument(
+        "--metrics",
+        default=None,
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics (wsloop_*) on this port, on 127.0.0.1 unless HOST is given;"
+        " with --workers, the supervisor serves the workers' sum (needs wsloop[metrics])",
+    )
+
+
+def _check_metrics(parser: argparse.ArgumentParser, spec: str | None) -> None:
+    if spec is None:
+        return
+    if importlib.util.find_spec("prometheus_client") is None:
+        parser.error("--metrics needs prometheus_client: pip install 'wsloop[metrics]'")
+    from .metrics import parse_address
+
+    try:
+        parse_address(spec)
+    except ValueError:
+        parser.error(f"--metrics {spec!r}: PORT or HOST:PORT")
+
+
 def _broker(text: str) -> str:
     from .brokers import check_broker_spec
 
@@ -298,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"cannot load the TLS certificate: {exc}")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    _check_metrics(parser, args.metrics)
     if (args.workers > 1 or args.broker) and args.server != "standalone":
         parser.error("--workers and --broker are implemented by the standalone server only (for now)")
     if args.broker and args.poller != "selectors":
@@ -369,11 +395,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ready=ready,
                 worker_timeout=args.worker_timeout,
                 broker_options=broker_options,
+                metrics=args.metrics,
                 **worker_options,
             )
         except OSError as exc:
             logger.error("cannot serve on %s:%s: %s", args.host, args.port, exc)
             return 1
+    metrics = None
+    if args.metrics is not None:
+        from .metrics import serve_metrics
+
+        try:
+            metrics = serve_metrics(args.metrics)
+        except OSError as exc:
+            logger.error("cannot serve metrics on %s: %s", args.metrics, exc)
+            return 1
+        logger.info("metrics on %s", metrics.url)
     broker = None
     if args.broker:  # made here to take broker_options; serve() leaves it open
         from .brokers import make_broker
@@ -389,4 +426,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if broker is not None:
             broker.close()
+        if metrics is not None:
+            metrics.close()
     return 0

@@ -37,6 +37,7 @@ from .framing import (
     mask_into,
 )
 from .messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
+from .stats import UNCOUNTED, Counters
 
 __all__ = [
     "State",
@@ -157,6 +158,7 @@ class Protocol:
         "_parts",
         "_size",
         "_decoder",
+        "counters",
     )
 
     def __init__(
@@ -211,6 +213,8 @@ class Protocol:
         self._parts: list[bytes | bytearray] | None = None
         self._size = 0  # its size so far, as counted against the limit
         self._decoder: codecs.IncrementalDecoder | None = None
+        #: Its driver's counts (:mod:`wsloop.stats`): the driver sets it; messages in and out.
+        self.counters: Counters = UNCOUNTED
 
     @property
     def max_message_size(self) -> int | None:
@@ -252,6 +256,7 @@ class Protocol:
         """
         if self.failure is not None or self.state is CLOSED:
             return
+        received = 0  # whole single-frame messages handed on, counted once when this read is done
         try:
             pos = 0
             if self._remaining:
@@ -384,6 +389,7 @@ class Protocol:
                         except UnicodeDecodeError:
                             raise TextFrameEncodingException("text message is not valid UTF-8") from None
                     # (Not CLOSED: checked before the frame's header, and nothing since calls out.)
+                    received += 1
                     if on_data is None:
                         on_message(TextMessage(payload))
                     else:
@@ -391,6 +397,7 @@ class Protocol:
                     if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
                         return  # failed, or dropped by the callback (a close() leaves it CLOSING)
                 elif b0 == 0x82:  # a whole binary message
+                    received += 1
                     if on_data is None:
                         on_message(BinaryMessage(payload))
                     else:
@@ -426,6 +433,9 @@ class Protocol:
                         return
         except ProtocolException as exc:
             self.fail(exc)
+        finally:
+            if received:
+                self.counters.messages_in += received
 
     def _consume(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
         """Take up to the rest of the current frame's payload from ``data[pos:end]``."""
@@ -585,6 +595,7 @@ class Protocol:
         self._compressed = 0
         self._decoder = None
         if self.state is not CLOSED:
+            self.counters.messages_in += 1
             if self.on_data is None:
                 self.on_message(TextMessage(payload) if op == OPCODE_TEXT else BinaryMessage(payload))
             else:
@@ -626,6 +637,7 @@ class Protocol:
             payload = payload.encode("utf-8")
         if type(payload) is bytes and len(payload) < 126 and self.deflate is None and not self.client:
             # The common case: a small message, one frame, nothing to mask or compress.
+            self.counters.messages_out += 1
             self.write((_BINARY_HEADERS if binary else _TEXT_HEADERS)[len(payload)] + payload)
             return
         self.send_frame(OPCODE_BINARY if binary else OPCODE_TEXT, payload, True)
@@ -644,6 +656,8 @@ class Protocol:
                 payload = self.deflate.compress(payload, fin)
                 rsv1 = opcode != OPCODE_CONTINUATION
                 self._out_compressed = not fin
+        if fin and opcode < 8:
+            self.counters.messages_out += 1
         write = self.write
         if len(payload) <= _COALESCE:
             if self.client:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
 from .exc import ProtocolException
+from .stats import UNCOUNTED, Counters
 
 __all__ = [
     "Transport",
@@ -278,8 +279,15 @@ class BlockingTransport:
     the protocol state, so ``send()`` from any thread is safe and naturally back-pressured.
     """
 
-    def __init__(self, sock: socket.socket, read_size: int = 65536, linger_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        read_size: int = 65536,
+        linger_timeout: float = 5.0,
+        counters: Counters = UNCOUNTED,
+    ) -> None:
         self.sock = sock
+        self.counters = counters  # its driver's (wsloop.stats): bytes in and out
         self.read_size = read_size
         self.linger_timeout = linger_timeout
         self.lock = threading.RLock()
@@ -323,6 +331,7 @@ class BlockingTransport:
                 self.sock.sendall(data)
             else:
                 self._write_by(data, self._deadline)
+            self.counters.bytes_out += len(data)
         except OSError:  # TimeoutError too
             self.abort()
 
@@ -384,6 +393,7 @@ class BlockingTransport:
                     data = b""
                 if not data:
                     break
+                self.counters.bytes_in += len(data)
                 with self.lock:
                     if not self.finished and not process(data):
                         break

@@ -224,6 +224,7 @@ class WebSocket:
             if type(payload) is bytes and stream.state is OPEN:
                 if len(payload) < 126 and stream.deflate is None and not stream.client:
                     # The common case of Protocol.send(), inline: one frame, nothing to mask.
+                    stream.counters.messages_out += 1
                     stream.write(SMALL_HEADERS[binary][len(payload)] + payload)
                 else:
                     stream.send(payload, binary)  # the common case of _send()
@@ -459,7 +460,9 @@ class WebSocket:
         """
         if self.sock is None:
             raise ValueError("no socket to run on")
-        transport = BlockingTransport(self.sock, linger_timeout=self.close_timeout)
+        transport = BlockingTransport(
+            self.sock, linger_timeout=self.close_timeout, counters=self.stream.counters
+        )
         with transport.lock:
             self.attach(transport)
             if received and not self.process(received):
@@ -718,6 +721,7 @@ class WebSocket:
         stream.on_data = None  # drop the websocket <-> protocol reference cycle
         if self._hub is not None:
             self._hub.leave_all(self)
+        stream.counters.close(stream.close_code)
         self._call_closed(stream.close_code, stream.close_reason)
 
     def _call_closed(self, code: int, reason: str) -> None:

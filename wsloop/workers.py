@@ -2,12 +2,15 @@
 
 :class:`Supervisor` forks ``count`` workers serving the same port (``SO_REUSEPORT`` where there
 is one), restarts those that die or stop sending heartbeats, and stops them all on SIGTERM or
-SIGINT; :func:`run` is the command line's ``--workers``. Needs ``os.fork`` (POSIX).
+SIGINT; :func:`run` is the command line's ``--workers``. Needs ``os.fork`` (POSIX). With
+``metrics``, the supervisor serves one Prometheus endpoint summing the workers' figures, which it
+asks each worker for at scrape time (:meth:`Supervisor.stats`).
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import select
@@ -17,11 +20,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 from .servers.running import host_family, listen_url
+from .stats import Stats, combine, live_stats
 from .websocket import WebSocket
 
 if TYPE_CHECKING:
@@ -57,6 +63,8 @@ class _Worker:
     last_beat: float | None = None  # when its last heartbeat came (None: none yet)
     killed_at: float | None = None  # when it was sent SIGTERM for being hung
     sigkilled: bool = False
+    stats_sock: socket.socket | None = None  # the supervisor's end of its stats line
+    last_stats: Stats | None = None  # what it answered last
 
 
 class WorkerLink:
@@ -113,6 +121,9 @@ class Supervisor:
         deemed hung: logged, sent SIGTERM, SIGKILL ``kill_grace`` seconds later, restarted.
         0 disables the watch (no heartbeat pipe is made).
     :param kill_grace: seconds a hung worker has between SIGTERM and SIGKILL.
+    :param metrics: serve the workers' figures summed (:meth:`stats`) as Prometheus metrics on
+        this address (``"PORT"`` or ``"HOST:PORT"``, host 127.0.0.1 by default; needs
+        ``wsloop[metrics]``) while :meth:`run` runs.
     """
 
     def __init__(
@@ -130,6 +141,7 @@ class Supervisor:
         max_quick_deaths: int = 5,
         worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
         kill_grace: float = 2.0,
+        metrics: str | None = None,
     ) -> None:
         if count < 1:
             raise ValueError("at least one worker")
@@ -148,6 +160,11 @@ class Supervisor:
         self.max_quick_deaths = max_quick_deaths
         self.worker_timeout = worker_timeout
         self.kill_grace = kill_grace
+        self.metrics = metrics
+        #: The metrics server while :meth:`run` runs with ``metrics``.
+        self.metrics_server: MetricsServer | None = None
+        self._stats_lock = threading.Lock()
+        self._retired = Stats()  # the counts of workers that have ended, as last seen
         #: Seconds between a worker's heartbeats.
         self.beat_interval = min(1.0, worker_timeout / 4)
         self.workers: dict[int, _Worker] = {}  # pid -> worker
@@ -221,8 +238,15 @@ class Supervisor:
         previous_wakeup = signal.set_wakeup_fd(self._wake_w.fileno())
         code = 1
         try:
+            if self.metrics is not None:
+                from .metrics import serve_metrics
+
+                self.metrics_server = serve_metrics(self.metrics, self.stats)
+                logger.info("metrics on %s", self.metrics_server.url)
             code = self._supervise(ready)
         finally:
+            if self.metrics_server is not None:
+                self.metrics_server.close()
             self._stop_all()
             signal.set_wakeup_fd(previous_wakeup)
             for sig, handler in previous.items():
@@ -285,6 +309,43 @@ class Supervisor:
             if self.worker_timeout:
                 self._check_heartbeats()
         return 0
+
+    def stats(self) -> Stats:
+        """The workers' figures summed (:func:`wsloop.stats.combine`), asked of each running
+        worker now (one that does not answer within a second counts with its last answer), plus
+        the counts of the workers that have ended as last seen. Any thread."""
+        with self._stats_lock:
+            snapshots = [self._retired]
+            for worker in list(self.workers.values()):
+                sock = worker.stats_sock
+                if sock is None:
+                    continue
+                answer = _ask_stats(sock, 1.0)
+                if answer is not None:
+                    worker.last_stats = answer
+                    snapshots.append(answer)
+                elif worker.last_stats is not None:
+                    snapshots.append(worker.last_stats)
+            return combine(snapshots)
+
+    def _retire(self, worker: _Worker) -> None:
+        """A worker has ended: keep its counts (as last seen), drop its states, close its line."""
+        with self._stats_lock:
+            last = worker.last_stats
+            if last is not None:
+                counts = replace(
+                    last,
+                    connections=0,
+                    pending_handshakes=0,
+                    buffered_bytes=0,
+                    buffered_bytes_max=0,
+                    loop_lag=0.0,
+                )
+                self._retired = combine([self._retired, counts])
+                worker.last_stats = None
+            if worker.stats_sock is not None:
+                worker.stats_sock.close()
+                worker.stats_sock = None
 
     def _check_heartbeats(self) -> None:
         """Kill the workers that stopped sending heartbeats: SIGTERM, then SIGKILL after
@@ -391,6 +452,7 @@ class Supervisor:
             if worker is None:
                 continue
             self._forget_beats(worker)
+            self._retire(worker)
             how = _how_it_ended(status)
             if self._stopping or self._stop_signal is not None:
                 logger.info("worker %d (pid %d) %s", worker.slot, pid, how)
@@ -415,6 +477,7 @@ class Supervisor:
     def _start(self, slot: int) -> None:
         """Fork the worker of ``slot``; in the child, run the target and exit."""
         sock = self._worker_socket()
+        stats_sock, worker_stats_sock = socket.socketpair()
         beat_r = beat_w = -1
         if self.worker_timeout:
             beat_r, beat_w = os.pipe()
@@ -430,10 +493,12 @@ class Supervisor:
             if pid == 0:
                 if beat_r >= 0:
                     os.close(beat_r)
-                self._child(slot, sock, supervisor, beat_w)  # never returns
+                stats_sock.close()
+                self._child(slot, sock, supervisor, beat_w, worker_stats_sock)  # never returns
         except BaseException:
             if beat_r >= 0:
                 os.close(beat_r)
+            stats_sock.close()
             raise
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)  # the parent's (the child exits)
@@ -441,12 +506,17 @@ class Supervisor:
                 os.close(beat_w)  # the child's end
             if sock is not self.sock:
                 sock.close()  # the worker's own SO_REUSEPORT socket: the child has it
-        worker = self.workers[pid] = _Worker(slot, pid, time.monotonic(), beat_fd=beat_r)
+            worker_stats_sock.close()
+        worker = self.workers[pid] = _Worker(
+            slot, pid, time.monotonic(), beat_fd=beat_r, stats_sock=stats_sock
+        )
         if beat_r >= 0:
             self._beats[beat_r] = worker
             self._poll.register(beat_r, select.POLLIN)
 
-    def _child(self, slot: int, sock: socket.socket, supervisor: int, beat_fd: int) -> None:
+    def _child(
+        self, slot: int, sock: socket.socket, supervisor: int, beat_fd: int, stats_sock: socket.socket
+    ) -> None:
         code = 1
         try:
             stop = threading.Event()
@@ -470,6 +540,14 @@ class Supervisor:
                 self.sock.close()  # the supervisor's port reservation
             for fd in self._beats:  # the other workers' heartbeat pipes
                 os.close(fd)
+            for other in self.workers.values():  # their stats lines
+                if other.stats_sock is not None:
+                    other.stats_sock.close()
+            if self.metrics_server is not None:  # the supervisor's metrics port
+                self.metrics_server.httpd.socket.close()
+            threading.Thread(
+                target=_answer_stats, args=(stats_sock,), name="wsloop-stats", daemon=True
+            ).start()
             ready = WorkerLink(os.getpid(), self._ready_w, beat_fd, self.beat_interval)
             self.target(sock, ready, stop)
             code = 0
@@ -505,8 +583,43 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is not None:
                 self._forget_beats(worker)
+                self._retire(worker)
         for worker in list(self._beats.values()):
             self._forget_beats(worker)
+
+
+def _answer_stats(sock: socket.socket) -> None:
+    """A worker's thread: answer each byte the supervisor sends with this process's figures
+    (:func:`wsloop.stats.live_stats`) as one line of JSON, until the supervisor is gone."""
+    try:
+        while sock.recv(1):
+            sock.sendall(json.dumps(live_stats().as_dict()).encode() + b"\n")
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def _ask_stats(sock: socket.socket, timeout: float) -> Stats | None:
+    """One worker's figures over its stats line (None if it does not answer in time)."""
+    try:
+        sock.setblocking(False)
+        try:
+            while sock.recv(65536):  # a late answer to an earlier question
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        sock.settimeout(timeout)
+        sock.sendall(b"?")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        return Stats.from_dict(json.loads(data))
+    except (OSError, ValueError):
+        return None
 
 
 def _stop_with_parent(supervisor: int) -> None:
@@ -558,6 +671,7 @@ def run(
     reuse_port: bool | None = None,
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
     broker_options: dict[str, Any] | None = None,
+    metrics: str | None = None,
     **options: Any,
 ) -> int:
     """Serve ``handler_cls`` on ``host:port`` from ``workers`` processes with the standalone
@@ -567,12 +681,15 @@ def run(
     ``max_message_size``, ``compression``, ``max_connections``, ...). Each worker's reactor sends
     heartbeats: one silent for ``worker_timeout`` seconds (0: never) is killed and replaced.
     ``broker_options`` go to the :class:`~wsloop.brokers.RedisBroker` each worker makes
-    (``max_publish_size``, ...). From the main thread."""
+    (``max_publish_size``, ...). ``metrics``: serve the workers' figures summed on this address
+    (:class:`Supervisor`). From the main thread."""
 
     def target(sock: socket.socket, worker_ready: Callable[[str], None], stop: threading.Event) -> None:
         _serve_worker(host, port, handler_cls, sock, worker_ready, stop, dict(options), broker_options or {})
 
-    supervisor = Supervisor(workers, host, port, target, reuse_port=reuse_port, worker_timeout=worker_timeout)
+    supervisor = Supervisor(
+        workers, host, port, target, reuse_port=reuse_port, worker_timeout=worker_timeout, metrics=metrics
+    )
     return supervisor.run(ready)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..exc import ProtocolException
+from ..stats import Counters, LagProbe, Stats, track
 from ..transport import (
     DEFAULT_HIGH_WATER,
     DONE,
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from ..transport import ChannelHub
     from ..websocket import WebSocket
 
-__all__ = ["AsyncioTransport", "DEFAULT_HIGH_WATER", "DEFAULT_LOW_WATER", "COALESCE_LIMIT"]
+__all__ = ["AsyncioTransport", "AsyncioStats", "DEFAULT_HIGH_WATER", "DEFAULT_LOW_WATER", "COALESCE_LIMIT"]
 
 logger = logging.getLogger("wsloop.websocket")
 
@@ -57,6 +58,42 @@ class _LoopTimer(TimerHandle):
         self.handle.cancel()
 
 
+class AsyncioStats:
+    """The asyncio driver's ``stats()``: the counts of the :class:`AsyncioTransport` objects made
+    with it (every one made without ``stats=`` shares :data:`SHARED`) and their open websockets.
+    Its loop lag is sampled on the loop of the first connection (again when that loop closes)."""
+
+    def __init__(self) -> None:
+        self.counters = Counters()
+        self._open: set[AsyncioTransport] = set()
+        self._probe: LagProbe | None = None
+        self._probe_loop: asyncio.AbstractEventLoop | None = None
+        track(self)
+
+    def _opened(self, driver: AsyncioTransport) -> None:
+        self._open.add(driver)
+        loop = driver.loop
+        if self._probe_loop is None or self._probe_loop.is_closed():
+            self._probe_loop = loop
+            self._probe = LagProbe(self.counters, loop.call_later, loop.time)
+            self._probe.start()
+
+    def _closed(self, driver: AsyncioTransport) -> None:
+        self._open.discard(driver)
+
+    def stats(self) -> Stats:
+        """The figures now (:class:`wsloop.stats.Stats`); ``pending_handshakes`` is 0 (the
+        asyncio server's handshakes are not counted)."""
+        total = largest = 0
+        drivers = list(self._open)
+        for driver in drivers:
+            size = driver.unsent()
+            total += size
+            if size > largest:
+                largest = size
+        return self.counters.snapshot(len(drivers), total, largest)
+
+
 class AsyncioTransport:
     """The :class:`wsloop.transport.Transport` of one websocket over an asyncio transport.
 
@@ -86,8 +123,12 @@ class AsyncioTransport:
         high_water: int = DEFAULT_HIGH_WATER,
         low_water: int = DEFAULT_LOW_WATER,
         max_buffered: int | None = None,
+        stats: AsyncioStats | None = None,
     ) -> None:
         self.transport = transport
+        #: Where its figures go (:class:`AsyncioStats`; default :data:`SHARED`).
+        self.stats = stats if stats is not None else SHARED
+        self.counters = self.stats.counters
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.ws: WebSocket | None = None
         self.high_water = high_water
@@ -116,12 +157,16 @@ class AsyncioTransport:
         """Serve ``ws``: send ``preamble`` (the 101 response), attach it (``opened()`` runs),
         then process ``received``, bytes the peer sent after its handshake."""
         self.ws = ws
+        ws.stream.counters = self.counters
+        self.stats._opened(self)
         self._reading = True  # what follows goes out in one write
         try:
             if preamble:
                 self.write(preamble)
+                self.counters.bytes_out -= len(preamble)  # the handshake's: bytes count frames only
             ws.attach(self)
             if received and not self.closing:
+                self.counters.bytes_in += len(received)
                 ws.process(received)
         finally:
             self._reading = False
@@ -158,6 +203,7 @@ class AsyncioTransport:
             else:
                 for chunk in out:  # large payloads are not copied just to join them
                     transport.write(chunk)
+            self.counters.bytes_out += self._out_size  # (taken by the transport: sent or buffered)
             out.clear()
             self._out_size = 0
             if self.writing_paused and transport.get_write_buffer_size() > self._cap:
@@ -175,6 +221,7 @@ class AsyncioTransport:
             OVERFLOW_CODE,
         )
         self.closing = True
+        self.counters.slow_dropped += 1
         self._failure = ProtocolException(OVERFLOW_REASON, OVERFLOW_CODE)  # for connection_lost
         transport.abort()  # connection_lost follows, at the loop's next turn
 
@@ -229,6 +276,7 @@ class AsyncioTransport:
 
     def data_received(self, data: bytes | memoryview) -> None:
         ws = self.ws
+        self.counters.bytes_in += len(data)
         if ws is not None and not self.closing:
             self._reading = True
             try:
@@ -263,6 +311,7 @@ class AsyncioTransport:
         if self.lost:
             return
         self.lost = self.closing = True
+        self.stats._closed(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -344,3 +393,7 @@ class AsyncioTransport:
 
     def __repr__(self) -> str:
         return f"<AsyncioTransport {self.transport.get_extra_info('peername')}>"
+
+
+#: The :class:`AsyncioStats` of every :class:`AsyncioTransport` made without ``stats=``.
+SHARED = AsyncioStats()

@@ -17,13 +17,14 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from typing import Any
 
 from ..brokers.base import Broker
 from ..brokers.inprocess import InProcessBroker
 from ..exc import ProtocolException
 from ..framing import OPCODE_BINARY, OPCODE_TEXT, frame_header
+from ..stats import Counters, LagProbe, Stats, track
 from ..transport import (
     DEFAULT_HIGH_WATER,
     DONE,
@@ -184,6 +185,7 @@ class Connection(Handler):
         if not n:
             self.teardown()
             return
+        reactor.counters.bytes_in += n
         if not self.closing:
             if into is None:
                 self.ws.process(reactor._view[:n])
@@ -226,6 +228,7 @@ class Connection(Handler):
                 self.teardown()
                 return
             self.wsize -= sent
+            self.reactor.counters.bytes_out += sent
             if not self.wsize:
                 buf.clear()
                 if self.events == EVENT_READ and not (self.paused or self.waiters or self.closing):
@@ -296,6 +299,7 @@ class Connection(Handler):
             reactor.max_buffered,
             OVERFLOW_CODE,
         )
+        reactor.counters.slow_dropped += 1
         self.wbuf = []
         self.wsize = 0
         try:
@@ -383,6 +387,7 @@ class TLSConnection(Connection):
                 eof = True
                 break
             got += n
+        reactor.counters.bytes_in += got
         if got and not self.closing:
             self.ws.process(view[:got])
         if eof:
@@ -501,6 +506,9 @@ class Reactor:
         #: Channels and cross-process broadcast (:mod:`wsloop.poller.hub`): set by
         #: :meth:`use_broker`, or made by :meth:`get_hub` on a websocket's first ``subscribe()``.
         self.hub: Hub | None = None
+        #: What :meth:`stats` reports; the websockets' protocols count into it too.
+        self.counters = Counters()
+        track(self)
 
     # ------------------------------------------------------------ ws4py face
 
@@ -646,6 +654,19 @@ class Reactor:
     def websockets(self) -> list[WebSocket]:
         return list(self._connections)
 
+    def stats(self) -> Stats:
+        """The reactor's figures now (:class:`wsloop.stats.Stats`): open websockets, handshakes,
+        messages and bytes in and out, buffered output, closes by code, slow peers dropped, loop
+        lag. Any thread; reads counters the loop keeps (no call into the loop)."""
+        total = largest = 0
+        connections = list(self._connections.values())
+        for conn in connections:
+            size = conn.wsize
+            total += size
+            if size > largest:
+                largest = size
+        return self.counters.snapshot(len(connections), total, largest)
+
     # ------------------------------------------------------------ plumbing
 
     def run(self) -> None:
@@ -723,10 +744,13 @@ class Reactor:
         except (OSError, ValueError):  # closed before the loop got to it
             conn.teardown()
             return
+        counters = websocket.stream.counters = self.counters
         if preamble:
             conn.write(preamble)
+            counters.bytes_out -= len(preamble)  # the handshake's: bytes count frames only
         websocket.attach(conn)
         if received and not conn.closed:
+            counters.bytes_in += len(received)
             websocket.process(received)
         if type(conn) is TLSConnection and not conn.closed and sock.pending():  # type: ignore[attr-defined]
             # Bytes the adapter's TLS reads left decrypted inside OpenSSL: no read event for them.
@@ -810,7 +834,7 @@ class Reactor:
         payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
         frame = frame_header(OPCODE_BINARY if binary else OPCODE_TEXT, len(payload)) + payload
         connections = self._connections
-        targets: Iterable[tuple[WebSocket, Connection]] = (
+        targets: Collection[tuple[WebSocket, Connection]] = (
             connections.items()
             if websockets is None
             else [(ws, connections[ws]) for ws in websockets if ws in connections]
@@ -820,10 +844,12 @@ class Reactor:
         size = len(frame)
         full: list[Connection] = []
         dirty = self._dirty
+        framed = queued = 0  # (for the counters) websockets that frame it themselves; bytes queued
         for ws, conn in targets:
             if conn.paused and conn.wsize + size > conn.cap:
                 full.append(conn)  # closed after the loop: it leaves _connections
             elif not ws.takes_shared_frames():
+                framed += 1
                 ws.send_broadcast(payload, binary)  # masked or compressed there, or closing
             else:
                 wbuf = conn.wbuf
@@ -841,9 +867,14 @@ class Reactor:
                         rest = memoryview(frame)[sent:]
                 wbuf.append(rest)  # conn.write(rest), inlined
                 conn.wsize += len(rest)
+                queued += len(rest)
                 if not conn.dirty:
                     conn.dirty = True
                     dirty.append(conn)
+        shared = len(targets) - len(full) - framed  # (send_broadcast's are counted as sent)
+        counters = self.counters
+        counters.messages_out += shared
+        counters.bytes_out += shared * size - queued  # written at once; flush() counts the rest
         for conn in full:
             if not (conn.ws.server_terminated or conn.ws.client_terminated):  # still open
                 conn.overflow()
@@ -882,6 +913,7 @@ class Reactor:
         timers = self._timers
         wake_r = self._wake_r
         self.call_later(_SWEEP_EVERY, self._sweep)
+        LagProbe(self.counters, self.call_later).start()
         try:
             while True:
                 if self._stopping and (not self._connections or time.monotonic() >= self._stop_deadline):

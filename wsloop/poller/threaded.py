@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from ..stats import Counters, Stats, track
 from ..transport import BlockingTransport, refuse
 from ..websocket import WebSocket
 
@@ -33,6 +34,15 @@ class ThreadedManager:
         self._threads: dict[WebSocket, threading.Thread] = {}
         self._stopping = False
         self._finished = threading.Event()
+        #: What :meth:`stats` reports; each connection's thread counts into it.
+        self.counters = Counters()
+        track(self)
+
+    def stats(self) -> Stats:
+        """The figures now (:class:`wsloop.stats.Stats`), as the reactor's: output is written
+        synchronously (``buffered_bytes`` 0, no peer dropped for being slow) and there is no
+        loop (``loop_lag`` 0)."""
+        return self.counters.snapshot(len(self._threads))
 
     def add(self, websocket: WebSocket, *, preamble: bytes = b"", received: bytes = b"") -> None:
         """Serve ``websocket`` in a new thread (``preamble`` sent first, ``received`` fed first)."""
@@ -47,6 +57,8 @@ class ThreadedManager:
         thread.start()
 
     def _serve(self, websocket: WebSocket, preamble: bytes, received: bytes) -> None:
+        websocket.stream.counters = self.counters
+        self.counters.bytes_in += len(received)
         try:
             if preamble and websocket.sock is not None:
                 websocket.sock.sendall(preamble)

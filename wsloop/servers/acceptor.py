@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from ..poller import Reactor, ThreadedManager
 from ..poller.reactor import EVENT_READ, EVENT_WRITE, Handler
 from ..transport import TimerHandle
-from ..upgrade import Accept, Decision, ServeOptions, ServerPolicy
+from ..upgrade import Accept, Decision, Reject, ServeOptions, ServerPolicy
 from .limits import ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, pending_limit
 
 __all__ = ["Acceptor", "Listener", "ReactorAcceptor", "ThreadedAcceptor", "acceptor_for"]
@@ -246,6 +246,7 @@ class ReactorAcceptor(_PendingLimit, Handler):
                 return
             self.backoff.succeeded()
             self.pending += 1
+            self.reactor.counters.handshakes_pending += 1
             sock.setblocking(False)
             if nodelay:
                 try:
@@ -277,6 +278,7 @@ class ReactorAcceptor(_PendingLimit, Handler):
     def handshake_done(self) -> None:
         """A handshake counted in ``pending`` ended (the reactor's thread)."""
         self.pending -= 1
+        self.reactor.counters.handshakes_pending -= 1
         if self.paused_full and self.pending <= self.resume_at():
             self.paused_full = False
             self.full.end()
@@ -369,6 +371,8 @@ class _Handshake(Handler):
                 self._watch()
             return
         if not isinstance(decision, Accept):
+            if isinstance(decision, Reject):
+                self.reactor.counters.refuse(decision.status)
             self.out = decision.to_bytes()
             self._watch(EVENT_WRITE)
             self.on_write()
@@ -468,6 +472,7 @@ class ThreadedAcceptor(_PendingLimit):
                 _nodelay(sock)
             with cond:
                 self.pending += 1
+                self.manager.counters.handshakes_pending += 1
             try:
                 threading.Thread(target=self._handshake_thread, args=(sock,), daemon=True).start()
             except RuntimeError:  # can't start new thread
@@ -484,6 +489,7 @@ class ThreadedAcceptor(_PendingLimit):
     def _handshake_thread_ended(self) -> None:
         with self.cond:
             self.pending -= 1
+            self.manager.counters.handshakes_pending -= 1
             self.cond.notify()
 
     def _handshake(self, sock: socket.socket) -> None:
@@ -515,6 +521,8 @@ class ThreadedAcceptor(_PendingLimit):
             sock.close()
             return
         if not isinstance(decision, Accept):
+            if isinstance(decision, Reject):
+                self.manager.counters.refuse(decision.status)
             try:
                 sock.sendall(decision.to_bytes())
                 sock.shutdown(socket.SHUT_WR)

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from ..async_websocket import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, AsyncioTransport, EchoWebSocket
 from ..exc import HandshakeError
+from ..poller.asyncio import SHARED
 from ..upgrade import Accept, Reject, ServeOptions, ServerPolicy
 from ..websocket import WebSocket
 from .limits import pending_limit
@@ -116,6 +117,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             if len(self.connections) - len(self.upgraded) >= limit:
                 logger.debug("%d handshakes in progress (max_pending_handshakes): 503", limit)
                 self._answered = True
+                SHARED.counters.refuse(503)
                 self.transport.write(_BUSY)
                 self.transport.close()
                 return
@@ -179,6 +181,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if decision is None:
             return
         if not isinstance(decision, Accept):
+            if isinstance(decision, Reject):
+                SHARED.counters.refuse(decision.status)
             self._answer(decision.to_bytes())
             return
         if self._timer is not None:

@@ -20,7 +20,7 @@ from typing import Any
 from ..deflate import DeflateOptions
 from ..exc import HandshakeError
 from ..handshake import Request
-from ..upgrade import UNSET, Accept, Page, ServeOptions, ServerPolicy, Unset, check_capacity
+from ..upgrade import UNSET, Accept, Page, Reject, ServeOptions, ServerPolicy, Unset, check_capacity
 from ..websocket import WebSocket
 
 __all__ = ["WebSocketWSGIApplication", "request_from_environ", "socket_from_environ"]
@@ -124,6 +124,10 @@ class WebSocketWSGIApplication:
             environ["wsloop.response"] = decision.response
             start_response(decision.status_line, decision.headers)
             return []
+        if isinstance(decision, Reject):  # counted by the server's driver (wsloop.stats), if any
+            counters = getattr(environ.get("wsloop.manager"), "counters", None)
+            if counters is not None:
+                counters.refuse(decision.status)
         start_response(decision.status_line, [*decision.headers, ("Content-Length", str(len(decision.body)))])
         return [] if isinstance(decision, Page) and decision.head else [decision.body]
 
