@@ -481,13 +481,13 @@ class LazyEnviron:
     :attr:`wsloop.websocket.WebSocket.environ`, which builds it then: the request head as
     received, the client's address and whether TLS is in use."""
 
-    __slots__ = ("head", "peer", "tls")
+    __slots__ = ("head", "host", "port", "tls")
 
     def __init__(self, head: bytes, peer: Any, tls: bool) -> None:
         self.head = head
-        if type(peer) is tuple and type(peer[0]) is str:
-            peer = (_intern(peer[0]), *peer[1:])  # one string for every client of a host
-        self.peer = peer
+        # The address as two fields, no tuple; one string for every client of a host.
+        self.host = _intern(str(peer[0])) if peer else None
+        self.port = peer[1] if peer else None
         self.tls = tls
 
     def build(self) -> dict[str, Any]:
@@ -495,7 +495,8 @@ class LazyEnviron:
         parsed = parse_request(self.head, len(self.head))
         if parsed is None:
             raise ValueError("not a complete request head")
-        return environ_of(parsed[0], self.peer, self.tls)
+        peer = (self.host, self.port) if self.host is not None else None
+        return environ_of(parsed[0], peer, self.tls)
 
 
 def _environ_key(name: str) -> str:
