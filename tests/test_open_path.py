@@ -302,3 +302,22 @@ def test_tls_environ_says_https(make_server: Callable[..., WebSocketServer], tls
     assert Recorded.ready.wait(10)
     environ = Recorded.environs[0]
     assert environ is not None and environ["wsgi.url_scheme"] == "https"
+
+
+def test_idle_heads_share_their_template_and_keep_their_own_key() -> None:
+    """Two clients sending the same head but for the key: one template object, each environ with
+    its own key; the templates kept stay bounded however many different heads arrive."""
+    with WebSocketServer("127.0.0.1", 0, handler_cls=NeverReadsEnviron) as server:
+        clients = [Client(server.port, path="/same") for _ in range(2)]
+        assert wait_for(lambda: len(Recorded.websockets) == 2)
+        first, second = (ws.__dict__["_environ"] for ws in Recorded.websockets)
+        assert first.template is second.template and first.key != second.key
+        keys = {ws.environ["HTTP_SEC_WEBSOCKET_KEY"] for ws in Recorded.websockets}  # type: ignore[index]
+        assert keys == {first.key.decode(), second.key.decode()}
+        for client in clients:
+            client.close()
+        for i in range(80):  # 80 different paths: 80 different templates
+            with Client(server.port, path=f"/other{i}") as client:
+                assert client.echo("x").data == b"x"
+        heads: dict[bytes, bytes] = server.policy._heads
+        assert len(heads) == 64

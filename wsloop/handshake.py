@@ -479,24 +479,57 @@ def environ_of(request: Request, peer: Any, tls: bool) -> dict[str, Any]:
 class LazyEnviron:
     """What :func:`environ_of` needs, kept instead of the environ until a handler reads
     :attr:`wsloop.websocket.WebSocket.environ`, which builds it then: the request head as
-    received, the client's address and whether TLS is in use."""
+    received, the client's address and whether TLS is in use.
 
-    __slots__ = ("head", "host", "port", "tls")
+    The heads of one client program differ only in their ``Sec-WebSocket-Key``: the head is kept
+    as the key and the rest (``template``), and equal templates are one object when ``templates``
+    (a dict the server keeps) is given; it takes at most ``_TEMPLATES`` of at most
+    ``_TEMPLATE_SIZE`` bytes each.
+    """
 
-    def __init__(self, head: bytes, peer: Any, tls: bool) -> None:
-        self.head = head
+    __slots__ = ("template", "pos", "key", "host", "port", "tls")
+
+    def __init__(
+        self, head: bytes, key: str, peer: Any, tls: bool, templates: dict[bytes, bytes] | None = None
+    ) -> None:
+        pos = head.find(key.encode("latin-1")) if len(key) == 24 else -1
+        if pos > 0 and templates is not None:
+            template = head[:pos] + head[pos + 24 :]
+            shared = templates.get(template)
+            if shared is not None:
+                template = shared
+            elif len(templates) < _TEMPLATES and len(template) <= _TEMPLATE_SIZE:
+                templates[template] = template
+            self.template = template
+            self.key: bytes | None = head[pos : pos + 24]
+        else:
+            self.template, self.key = head, None
+        self.pos = pos
         # The address as two fields, no tuple; one string for every client of a host.
         self.host = _intern(str(peer[0])) if peer else None
         self.port = peer[1] if peer else None
         self.tls = tls
 
+    @property
+    def head(self) -> bytes:
+        """The request head as received."""
+        key, template = self.key, self.template
+        if key is None:
+            return template
+        return b"".join((template[: self.pos], key, template[self.pos :]))
+
     def build(self) -> dict[str, Any]:
         """The environ (the head was parsed once already: it parses again)."""
-        parsed = parse_request(self.head, len(self.head))
+        head = self.head
+        parsed = parse_request(head, len(head))
         if parsed is None:
             raise ValueError("not a complete request head")
         peer = (self.host, self.port) if self.host is not None else None
         return environ_of(parsed[0], peer, self.tls)
+
+
+_TEMPLATES = 64
+_TEMPLATE_SIZE = 2048
 
 
 def _environ_key(name: str) -> str:

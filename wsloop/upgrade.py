@@ -250,6 +250,7 @@ class ServerPolicy:
             handler_cls.__init__ is WebSocket.__init__
             and type(self).make_websocket is ServerPolicy.make_websocket
         )
+        self._heads: dict[bytes, bytes] = {}  # LazyEnviron's shared request heads (bounded)
 
     def respond(
         self,
@@ -274,7 +275,11 @@ class ServerPolicy:
             # Built only if the handler reads ws.environ (WebSocket.environ builds it): most never
             # do, and it is kept for as long as the connection is open.
             environ = LazyEnviron(
-                data if length == len(data) else data[:length], peer, isinstance(sock, ssl.SSLSocket)
+                data if length == len(data) else data[:length],
+                request.key,
+                peer,
+                isinstance(sock, ssl.SSLSocket),
+                self._heads,
             )
         return self.decide(
             request,
