@@ -321,3 +321,20 @@ def test_idle_heads_share_their_template_and_keep_their_own_key() -> None:
                 assert client.echo("x").data == b"x"
         heads: dict[bytes, bytes] = server.policy._heads
         assert len(heads) == 64
+
+
+@pytest.mark.parametrize(
+    "head", [UPGRADE, HEADS[3], b"GET /k HTTP/1.1\r\nSec-WebSocket-Key: " + KEY.encode() + b"\r\n\r\n"]
+)
+@pytest.mark.parametrize("peer", [("10.0.0.1", 4242), ("::1", 80, 0, 0), ""])
+def test_lazy_environ_builds_what_the_eager_one_is(head: bytes, peer: Any) -> None:
+    from wsloop.handshake import environ_of
+
+    parsed = parse_request(head)
+    assert parsed is not None
+    request = parsed[0]
+    eager = environ_of(request, peer, True)
+    for templates in (None, {}):
+        lazy = LazyEnviron(head, request.key, peer, True, templates)
+        assert lazy.head == head
+        assert lazy.build() == eager
