@@ -18,9 +18,10 @@ import hashlib
 import logging
 import os
 import re
+import sys
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .deflate import DeflateOptions, PerMessageDeflate, negotiate
 from .exc import HandshakeError
@@ -52,6 +53,8 @@ __all__ = [
     "parse_response",
     "validate_response",
     "split_header_list",
+    "environ_of",
+    "LazyEnviron",
 ]
 
 logger = logging.getLogger("wsloop.handshake")
@@ -111,6 +114,12 @@ _METHOD = re.compile(_TOKEN).fullmatch
 _TARGET = re.compile(r"[^\x00-\x20\x7f]+").fullmatch
 _VERSION = re.compile(r"HTTP/[0-9]\.[0-9]").fullmatch
 _HOST = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]*").fullmatch
+# A whole ASCII request head at once: method, origin-form target, version, then the field lines
+# as _FIELD_LINES takes them; _FIELDS splits those into (name, value with no leading blanks).
+_REQUEST_HEAD = re.compile(
+    rf"({_TOKEN}) (/[^\x00-\x20\x7f]*) (HTTP/[0-9]\.[0-9])((?:\r\n{_TOKEN}:[\t\x20-\x7e]*)*)"
+).fullmatch
+_FIELDS = re.compile(r"\r\n([^:]+):[\t ]*([^\r]*)").findall
 
 
 def _parse_head(data: bytes, max_size: int) -> tuple[str, list[tuple[str, str]], int] | None:
@@ -156,6 +165,32 @@ def parse_request(data: bytes, max_size: int = MAX_HEADER_SIZE) -> tuple[Request
     Returns ``(request, head_length)``, or ``None`` if the head is not complete yet. Raises
     :class:`HandshakeError` (400, or 431 past ``max_size`` bytes) on a malformed head.
     """
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end + 4 > max_size:
+        return _parse_request_slowly(data, max_size)
+    try:
+        text = data[:end].decode("ascii")
+    except UnicodeDecodeError:
+        return _parse_request_slowly(data, max_size)
+    # One regular expression checks the request line and every field line; one findall splits
+    # the fields. Anything it does not match takes the step-by-step path, which says what is wrong.
+    match = _REQUEST_HEAD(text)
+    if match is None:
+        return _parse_request_slowly(data, max_size)
+    method, path, version, fields = match.groups()
+    raw = [(name.lower(), value.rstrip(" \t")) for name, value in _FIELDS(fields)]
+    headers = dict(raw)
+    if len(headers) != len(raw):  # a repeated name: joined, and Host checked for repeats
+        return _parse_request_slowly(data, max_size)
+    host = headers.get("host")
+    if host is not None and not _HOST(host):
+        raise HandshakeError("invalid Host header")
+    return Request(method, path, version, headers, raw), end + 4
+
+
+def _parse_request_slowly(data: bytes, max_size: int) -> tuple[Request, int] | None:
+    """:func:`parse_request` step by step, for an incomplete, oversized, repeated-field or
+    malformed head: ``None`` or the precise :class:`HandshakeError`."""
     head = _parse_head(data, max_size)
     if head is None:
         return None
@@ -225,7 +260,14 @@ def validate_request(request: Request) -> None:
 
 def accept_value(key: str) -> str:
     """The ``Sec-WebSocket-Accept`` value for a ``Sec-WebSocket-Key``."""
-    return binascii.b2a_base64(hashlib.sha1((key + GUID).encode("ascii")).digest(), newline=False).decode()
+    return _accept_digest(key).decode()
+
+
+def _accept_digest(key: str) -> bytes:
+    return binascii.b2a_base64(_sha1((key + GUID).encode("ascii")).digest(), newline=False)
+
+
+_sha1 = hashlib.sha1
 
 
 def select_subprotocol(offered: Sequence[str], supported: Sequence[str] | None) -> str | None:
@@ -273,6 +315,8 @@ def _encode_101(headers: list[tuple[str, str]]) -> bytes:
 
 
 SWITCHING_PROTOCOLS = "HTTP/1.1 101 Switching Protocols"
+_101_HEADERS = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+_101_HEAD = _encode_101(_101_HEADERS)[:-2] + b"Sec-WebSocket-Accept: "
 
 
 class Accepted(NamedTuple):
@@ -373,10 +417,16 @@ def accept(
         offers = request.extensions
         negotiated = negotiate(offers, compression) if offers else None
     extensions = [negotiated[0]] if negotiated else []
-    answer = accept_headers(request.key, subprotocol, extensions, extra_headers)
-    return Accepted(
-        _encode_101(answer), subprotocol, negotiated[1] if negotiated else None, extensions, answer
-    )
+    if subprotocol or extensions or extra_headers:
+        answer = accept_headers(request.key, subprotocol, extensions, extra_headers)
+        return Accepted(
+            _encode_101(answer), subprotocol, negotiated[1] if negotiated else None, extensions, answer
+        )
+    # The common answer: the template with the one value that varies.
+    digest = _accept_digest(request.key)
+    response = b"".join((_101_HEAD, digest, b"\r\n\r\n"))
+    answer = [*_101_HEADERS, ("Sec-WebSocket-Accept", digest.decode())]
+    return Accepted(response, None, None, extensions, answer)
 
 
 def http_response(
@@ -399,6 +449,113 @@ def http_response(
 def error_response(error: HandshakeError) -> bytes:
     """The HTTP response for a failed handshake: its status and a one-line reason."""
     return http_response(error.status, (error.reason + "\n").encode("utf-8"), headers=error.headers)
+
+
+# ---------------------------------------------------------------------- environ
+
+_intern = sys.intern
+
+
+def environ_of(request: Request, peer: Any, tls: bool) -> dict[str, Any]:
+    """A WSGI-style environ for a handshake request (``peer``: the client's address or None;
+    ``tls``: made over TLS). Every string but the key is interned: the names and most values are
+    the same on every connection, and an environ is kept for as long as its connection is open."""
+    path, _, query = request.path.partition("?")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": _intern(request.method),
+        "PATH_INFO": _intern(path),
+        "QUERY_STRING": _intern(query),
+        "SERVER_PROTOCOL": _intern(request.version),
+    }
+    if peer:
+        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = _intern(str(peer[0])), str(peer[1])
+    if tls:
+        environ["wsgi.url_scheme"] = "https"
+    for name, value in request.headers.items():
+        environ[_environ_key(name)] = value if name == "sec-websocket-key" else _intern(value)
+    return environ
+
+
+class LazyEnviron:
+    """What :func:`environ_of` needs, kept instead of the environ until a handler reads
+    :attr:`wsloop.websocket.WebSocket.environ`, which builds it then: the request head as
+    received, the client's address and whether TLS is in use.
+
+    The heads of one client program differ only in their ``Sec-WebSocket-Key``: the head is kept
+    as the key and the rest (``template``), and equal templates are one object when ``templates``
+    (a dict the server keeps) is given; it takes at most ``_TEMPLATES`` of at most
+    ``_TEMPLATE_SIZE`` bytes each.
+    """
+
+    __slots__ = ("template", "pos", "key", "host", "port", "tls")
+
+    def __init__(
+        self, head: bytes, key: str, peer: Any, tls: bool, templates: dict[bytes, bytes] | None = None
+    ) -> None:
+        pos = head.find(key.encode("latin-1")) if len(key) == 24 else -1
+        if pos > 0 and templates is not None:
+            template = head[:pos] + head[pos + 24 :]
+            shared = templates.get(template)
+            if shared is not None:
+                template = shared
+            elif len(templates) < _TEMPLATES and len(template) <= _TEMPLATE_SIZE:
+                templates[template] = template
+            self.template = template
+            self.key: bytes | None = head[pos : pos + 24]
+        else:
+            self.template, self.key = head, None
+        self.pos = pos
+        # The address as two fields, no tuple; one string for every client of a host.
+        self.host = _intern(str(peer[0])) if peer else None
+        self.port = peer[1] if peer else None
+        self.tls = tls
+
+    @property
+    def head(self) -> bytes:
+        """The request head as received."""
+        key, template = self.key, self.template
+        if key is None:
+            return template
+        return b"".join((template[: self.pos], key, template[self.pos :]))
+
+    def build(self) -> dict[str, Any]:
+        """The environ (the head was parsed once already: it parses again)."""
+        head = self.head
+        parsed = parse_request(head, len(head))
+        if parsed is None:
+            raise ValueError("not a complete request head")
+        peer = (self.host, self.port) if self.host is not None else None
+        return environ_of(parsed[0], peer, self.tls)
+
+
+_TEMPLATES = 64
+_TEMPLATE_SIZE = 2048
+
+
+def _environ_key(name: str) -> str:
+    key = _ENVIRON_KEYS.get(name)
+    return key if key is not None else _intern("HTTP_" + name.upper().replace("-", "_"))
+
+
+_ENVIRON_KEYS = {
+    name: _intern("HTTP_" + name.upper().replace("-", "_"))
+    for name in (
+        "host",
+        "upgrade",
+        "connection",
+        "origin",
+        "user-agent",
+        "pragma",
+        "cache-control",
+        "accept-encoding",
+        "accept-language",
+        "cookie",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+    )
+}
 
 
 # ---------------------------------------------------------------------- client side

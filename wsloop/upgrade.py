@@ -13,14 +13,13 @@ import importlib.resources
 import logging
 import socket
 import ssl
-import sys
 from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final, TypeAlias
 
 from .deflate import DeflateOptions, choose
 from .exc import HandshakeError
-from .handshake import MAX_HEADER_SIZE, Request, accept, parse_request
+from .handshake import MAX_HEADER_SIZE, LazyEnviron, Request, accept, environ_of, parse_request
 from .headers import head_bytes, status_phrase
 from .health import HealthCheck
 from .websocket import WebSocket
@@ -249,6 +248,13 @@ class ServerPolicy:
         self._kwargs: dict[str, Any] = {}
         if options.max_message_size is not UNSET:
             self._kwargs["max_message_size"] = options.max_message_size
+        # A handler whose constructor is WebSocket's (not overridden: it cannot read the environ
+        # argument) built by this class's make_websocket gets its environ built on first use.
+        self._lazy_environ = (
+            handler_cls.__init__ is WebSocket.__init__
+            and type(self).make_websocket is ServerPolicy.make_websocket
+        )
+        self._heads: dict[bytes, bytes] = {}  # LazyEnviron's shared request heads (bounded)
 
     def respond(
         self,
@@ -268,7 +274,26 @@ class ServerPolicy:
         if parsed is None:
             return None
         request, length = parsed
-        return self.decide(request, sock, peer=peer, served=served, upcoming=upcoming, received=data[length:])
+        environ: Any = None
+        if self._lazy_environ and peer is not None:
+            # Built only if the handler reads ws.environ (WebSocket.environ builds it): most never
+            # do, and it is kept for as long as the connection is open.
+            environ = LazyEnviron(
+                data if length == len(data) else data[:length],
+                request.key,
+                peer,
+                isinstance(sock, ssl.SSLSocket),
+                self._heads,
+            )
+        return self.decide(
+            request,
+            sock,
+            environ=environ,
+            peer=peer,
+            served=served,
+            upcoming=upcoming,
+            received=data[length:] if length < len(data) else b"",
+        )
 
     def decide(
         self,
@@ -343,8 +368,6 @@ class ServerPolicy:
 
 # ---------------------------------------------------------------------- environ
 
-_intern = sys.intern
-
 
 def request_environ(request: Request, sock: socket.socket, peer: Any = None) -> dict[str, Any]:
     """A WSGI-style environ for a handshake request, as ws4py handlers expect in ``environ``.
@@ -353,48 +376,9 @@ def request_environ(request: Request, sock: socket.socket, peer: Any = None) -> 
     ``sock``. Every string but the key is interned: the names and most values are the same on
     every connection, and an environ is kept for as long as its connection is open.
     """
-    path, _, query = request.path.partition("?")
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": _intern(request.method),
-        "PATH_INFO": _intern(path),
-        "QUERY_STRING": _intern(query),
-        "SERVER_PROTOCOL": _intern(request.version),
-    }
     if peer is None:
         try:
             peer = sock.getpeername()
         except OSError:
             peer = None
-    if peer:
-        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = _intern(str(peer[0])), str(peer[1])
-    if isinstance(sock, ssl.SSLSocket):
-        environ["wsgi.url_scheme"] = "https"
-    for name, value in request.headers.items():
-        environ[_environ_key(name)] = value if name == "sec-websocket-key" else _intern(value)
-    return environ
-
-
-def _environ_key(name: str) -> str:
-    key = _ENVIRON_KEYS.get(name)
-    return key if key is not None else _intern("HTTP_" + name.upper().replace("-", "_"))
-
-
-_ENVIRON_KEYS = {
-    name: _intern("HTTP_" + name.upper().replace("-", "_"))
-    for name in (
-        "host",
-        "upgrade",
-        "connection",
-        "origin",
-        "user-agent",
-        "pragma",
-        "cache-control",
-        "accept-encoding",
-        "accept-language",
-        "cookie",
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-    )
-}
+    return environ_of(request, peer, isinstance(sock, ssl.SSLSocket))

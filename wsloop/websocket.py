@@ -23,7 +23,7 @@ from .deflate import DEFAULT as DEFAULT_DEFLATE
 from .deflate import DeflateOptions, PerMessageDeflate
 from .exc import ProtocolException, StreamClosed
 from .framing import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_PONG, OPCODE_TEXT
-from .handshake import Request
+from .handshake import LazyEnviron, Request
 from .handshake import select_subprotocol as _select_subprotocol
 from .messaging import BinaryMessage, Message, PongControlMessage, TextMessage
 from .protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, SMALL_HEADERS, Protocol, State
@@ -77,6 +77,8 @@ class WebSocket:
     #: Bytes :meth:`once` reads from the socket at most in one call (ws4py's attribute).
     reading_buffer_size: int = 65536
 
+    _environ: dict[str, Any] | LazyEnviron | None = None
+
     #: The code :meth:`closed` received, once the connection has ended (None before).
     close_code: int | None = None
     #: The reason :meth:`closed` received, as ``str``, once the connection has ended (None
@@ -88,7 +90,7 @@ class WebSocket:
         sock: socket.socket | None,
         protocols: list[str] | None = None,
         extensions: list[str] | None = None,
-        environ: dict[str, Any] | None = None,
+        environ: dict[str, Any] | LazyEnviron | None = None,
         heartbeat_freq: float | None = None,
         *,
         client: bool = False,
@@ -134,6 +136,19 @@ class WebSocket:
     _awaiting_pong = False  # a keepalive ping is unanswered
     _idle_timer: TimerHandle | None = None
     _silent = 0  # idle checks in a row that found nothing arrived
+
+    @property
+    def environ(self) -> dict[str, Any] | None:
+        """The WSGI-style environ of the upgrade request (the standalone server builds it here,
+        on first use)."""
+        environ = self._environ
+        if isinstance(environ, LazyEnviron):
+            environ = self._environ = environ.build()
+        return environ
+
+    @environ.setter
+    def environ(self, environ: dict[str, Any] | LazyEnviron | None) -> None:
+        self._environ = environ
 
     # ------------------------------------------------------ handshake hooks
 

@@ -195,8 +195,14 @@ class _PendingLimit:
 
 
 class ReactorAcceptor(_PendingLimit, Handler):
-    """Accepts connections on the listening socket inside the reactor; each handshake is a
-    :class:`_Handshake` handler of the same reactor."""
+    """Accepts connections on the listening socket inside the reactor, up to
+    ``_ACCEPTS_PER_TURN`` per read event; each handshake is a :class:`_Handshake` handler of the
+    same reactor.
+
+    The handshakes the reactor watches (their request was not all there when accepted) share
+    one timer for ``handshake_timeout``: they all have the same timeout, so ``waiting`` (a dict,
+    in insertion order) is in the order of their deadlines, and the timer is set for the first.
+    """
 
     def __init__(self, server: Listener, reactor: Reactor) -> None:
         super().__init__(server)
@@ -206,7 +212,23 @@ class ReactorAcceptor(_PendingLimit, Handler):
         self.timer: TimerHandle | None = None  # set while paused after accept() failed
         self.paused_full = False  # paused at max_pending_handshakes
         self.listening = False  # the listener is registered
+        # TCP_NODELAY: set on the listener once; if the first connection inherited it (Linux
+        # does), no connection needs its own setsockopt.
         self.nodelay = _is_tcp(server.sock)
+        self.nodelay_inherited: bool | None = None  # not known before the first connection
+        listener = server.sock
+        # socket.accept() asks the listener's family and type as enums on every call: the
+        # numbers are asked here once, and the accepted socket built from _accept()'s descriptor.
+        self.raw_accept = type(listener) is socket.socket
+        self.kind = (int(listener.family), int(listener.type), listener.proto)
+        if self.nodelay:
+            try:
+                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError as exc:
+                logger.debug("TCP_NODELAY on the listener: %s", exc)
+                self.nodelay_inherited = False
+        self.waiting: dict[_Handshake, float] = {}  # watched handshakes -> their deadline
+        self.sweep: TimerHandle | None = None  # for the first deadline in ``waiting``
 
     def start(self) -> None:
         self.listening = True
@@ -227,14 +249,21 @@ class ReactorAcceptor(_PendingLimit, Handler):
     def on_read(self) -> None:
         server = self.server
         listener = server.sock
-        nodelay = self.nodelay
+        context = server.ssl_context
+        limit = self.limit
+        raw_accept = self.raw_accept
+        family, kind, proto = self.kind
         for _ in range(_ACCEPTS_PER_TURN):
-            if self.full_now():
+            if limit is not None and self.pending >= limit and self.full_now():
                 self.paused_full = True
                 self._update()
                 return
             try:
-                sock, peer = listener.accept()
+                if raw_accept:
+                    fd, peer = listener._accept()  # type: ignore[attr-defined]
+                    sock = socket.socket(family, kind, proto, fd)
+                else:
+                    sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -244,16 +273,13 @@ class ReactorAcceptor(_PendingLimit, Handler):
                 self.timer = self.reactor.call_later(self.backoff.failed(exc), self._resume)
                 self._update()
                 return
-            self.backoff.succeeded()
+            if self.backoff.delay:
+                self.backoff.succeeded()
             self.pending += 1
             self.reactor.counters.handshakes_pending += 1
             sock.setblocking(False)
-            if nodelay:
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError as exc:  # the peer is gone (EINVAL on some systems): the read says so
-                    logger.debug("TCP_NODELAY for %s: %s", peer, exc)
-            context = server.ssl_context
+            if self.nodelay and not self.nodelay_inherited:
+                self._set_nodelay(sock, peer)
             if context is not None:
                 try:
                     sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
@@ -270,6 +296,18 @@ class ReactorAcceptor(_PendingLimit, Handler):
             except Exception:
                 logger.exception("error in the handshake with %s", peer)
                 handshake.close()
+
+    def _set_nodelay(self, sock: socket.socket, peer: Any) -> None:
+        """TCP_NODELAY on an accepted connection, unless it inherited it from the listener (asked
+        of the first connection only)."""
+        try:
+            if self.nodelay_inherited is None:
+                self.nodelay_inherited = bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                if self.nodelay_inherited:
+                    return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:  # the peer is gone (EINVAL on some systems): the read says so
+            logger.debug("TCP_NODELAY for %s: %s", peer, exc)
 
     def _resume(self) -> None:
         self.timer = None
@@ -294,6 +332,31 @@ class ReactorAcceptor(_PendingLimit, Handler):
             else:
                 self.reactor.remove_handler(self.server.sock)
 
+    # -- the handshake timeout
+
+    def wait(self, handshake: _Handshake) -> None:
+        """Close ``handshake`` if it is still waiting ``handshake_timeout`` seconds from now."""
+        deadline = time.monotonic() + self.server.handshake_timeout
+        self.waiting[handshake] = deadline
+        if self.sweep is None:
+            self.sweep = self.reactor.call_later(self.server.handshake_timeout, self._expire)
+
+    def _expire(self) -> None:
+        """Close the handshakes past their deadline; set the timer for the next deadline."""
+        self.sweep = None
+        waiting = self.waiting
+        now = time.monotonic()
+        expired = []
+        for handshake, deadline in waiting.items():
+            if deadline > now:
+                break
+            expired.append(handshake)
+        for handshake in expired:
+            handshake.close()  # leaves ``waiting``
+        for deadline in waiting.values():
+            self.sweep = self.reactor.call_later(max(deadline - now, 0.0), self._expire)
+            break
+
     def on_write(self) -> None:
         pass
 
@@ -301,6 +364,9 @@ class ReactorAcceptor(_PendingLimit, Handler):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.sweep is not None:
+            self.sweep.cancel()
+            self.sweep = None
         # the server closes its listening socket
 
 
@@ -308,7 +374,7 @@ class _Handshake(Handler):
     """One connection's opening handshake (its TLS handshake first, for ``wss://``), read and
     answered without blocking."""
 
-    __slots__ = ("acceptor", "reactor", "sock", "peer", "data", "out", "timer", "events", "tls", "pending")
+    __slots__ = ("acceptor", "reactor", "sock", "peer", "data", "out", "watched", "events", "tls", "pending")
 
     def __init__(self, acceptor: ReactorAcceptor, sock: socket.socket, peer: Any = None) -> None:
         self.acceptor = acceptor
@@ -317,15 +383,16 @@ class _Handshake(Handler):
         self.peer = peer
         self.data = b""
         self.out = b""
-        self.timer: TimerHandle | None = None  # set once the socket is watched
+        self.watched = False  # the reactor watches the socket, within the handshake timeout
         self.events = 0
         self.tls = isinstance(sock, ssl.SSLSocket)  # its TLS handshake is still to do
         self.pending = True  # counted in the acceptor's handshakes in progress
 
     def _watch(self, events: int = EVENT_READ) -> None:
         """Have the reactor watch the socket for this handler, within the handshake timeout."""
-        if self.timer is None:
-            self.timer = self.reactor.call_later(self.acceptor.server.handshake_timeout, self.close)
+        if not self.watched:
+            self.watched = True
+            self.acceptor.wait(self)
             self.reactor.add_handler(self.sock, self, events)
         elif events != self.events:
             self.reactor.set_handler_events(self.sock, self, events)
@@ -351,11 +418,13 @@ class _Handshake(Handler):
     def on_read(self) -> None:
         if self.tls and not self._tls_handshake():
             return
-        server = self.acceptor.server
+        acceptor = self.acceptor
+        server = acceptor.server
+        sock = self.sock
         try:
-            chunk = self.sock.recv(server.options.max_header_size + 1)
+            chunk = sock.recv(server.options.max_header_size + 1)
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            if self.timer is None:
+            if not self.watched:
                 self._watch()
             return
         except OSError:
@@ -364,10 +433,10 @@ class _Handshake(Handler):
         if not chunk:
             self.close()
             return
-        self.data += chunk
-        decision = server.policy.respond(self.data, self.sock, self.peer, self.reactor)
+        data = self.data = self.data + chunk if self.data else chunk
+        decision = server.policy.respond(data, sock, self.peer, self.reactor)
         if decision is None:
-            if self.timer is None:
+            if not self.watched:
                 self._watch()
             return
         if not isinstance(decision, Accept):
@@ -377,11 +446,18 @@ class _Handshake(Handler):
             self._watch(EVENT_WRITE)
             self.on_write()
             return
-        if self.timer is not None:
-            self.timer.cancel()
         self._done()
+        response = decision.response
+        if type(sock) is socket.socket:
+            # The 101 goes out now, in one send (the socket is new: its buffer is empty), rather
+            # than through the connection's output buffer on the reactor's next flush.
+            try:
+                sent = sock.send(response)
+            except OSError:  # the reactor sends what is left, or meets the error again
+                sent = 0
+            response = response[sent:] if sent < len(response) else b""
         # The reactor takes the socket over from this handler (its registration is reused).
-        self.reactor.add(decision.websocket, preamble=decision.response, received=decision.received)
+        self.reactor.add(decision.websocket, preamble=response, received=decision.received)
 
     def on_write(self) -> None:
         if self.tls:
@@ -404,14 +480,16 @@ class _Handshake(Handler):
             self.close()
 
     def _done(self) -> None:
+        """No longer a handshake in progress: uncounted, and out of the timeout's watch."""
         if self.pending:
             self.pending = False
             self.acceptor.handshake_done()
+            if self.watched:
+                self.acceptor.waiting.pop(self, None)
 
     def close(self) -> None:
         self._done()
-        if self.timer is not None:
-            self.timer.cancel()
+        if self.watched:
             self.reactor.remove_handler(self.sock)
         self.sock.close()
 
