@@ -11,7 +11,9 @@ connection that has new output. docs/ARCHITECTURE.md describes backpressure and 
 from __future__ import annotations
 
 import collections
+import errno
 import logging
+import os
 import select
 import selectors
 import socket
@@ -916,10 +918,21 @@ class Reactor:
     def _sweep(self) -> None:
         """Every ``_SWEEP_EVERY`` seconds: drop registrations whose socket was closed behind the
         reactor's back (the poller reports nothing for them)."""
+        self._drop_closed()
+        self.call_later(_SWEEP_EVERY, self._sweep)
+
+    def _drop_closed(self, numbers: bool = False) -> None:
+        """Drop the registrations whose socket was closed behind the reactor's back: closed
+        sockets, and with ``numbers`` (select() failed with EBADF) numbers closed under them."""
         for fd, (sock, _) in list(self._registry.files.items()):
             if sock.fileno() == -1:
                 self._drop_stale(fd, reused=False)
-        self.call_later(_SWEEP_EVERY, self._sweep)
+            elif numbers:
+                try:
+                    os.fstat(fd)
+                except OSError:
+                    sock.detach()  # never close that number again: it may be reused any time
+                    self._drop_stale(fd, reused=False)
 
     def _forget(self, conn: Connection) -> None:
         self._connections.pop(conn.ws, None)
@@ -1023,7 +1036,14 @@ class Reactor:
                     timeout = timers.timeout(None) if heap else None
                     if self._stopping:
                         timeout = min(timeout or 0.05, 0.05)
-                for fd, mask in poll(timeout):
+                try:
+                    ready = poll(timeout)
+                except OSError as exc:  # select(): a number closed behind the reactor's back
+                    if exc.errno != errno.EBADF:
+                        raise
+                    self._drop_closed(numbers=True)
+                    continue
+                for fd, mask in ready:
                     handler = handlers.get(fd)
                     if handler is None:
                         continue  # unregistered by an earlier handler of this turn
