@@ -187,7 +187,7 @@ def pair() -> Iterator[tuple[Connection, socket.socket]]:
     finally:
         client.close()
         server.close()
-        reactor._selector.close()
+        reactor._registry.close()
 
 
 def receive(sock: socket.socket, size: int) -> bytes:

@@ -1,16 +1,20 @@
-"""The reactor: one thread, one ``selectors`` loop, every connection non-blocking.
+"""The reactor: one thread, one event loop (``select.epoll`` driven directly on Linux, a
+``selectors`` selector elsewhere or when one is given), every connection non-blocking.
 
 :class:`Reactor` is the driver (ws4py's ``WebSocketManager``); each websocket's transport is a
 :class:`Connection` (:class:`TLSConnection` over ``ssl.SSLSocket``). One loop turn reads every
-readable socket into one shared buffer and feeds the websockets, runs other threads' calls and
-due timers, then flushes each connection that has new output with one ``send()``.
-docs/ARCHITECTURE.md describes backpressure and ``max_buffered``.
+readable socket into one shared buffer and feeds its websocket, sending what that read produced
+with one ``send()``; then it runs other threads' calls and due timers, and flushes every other
+connection that has new output. docs/ARCHITECTURE.md describes backpressure and ``max_buffered``.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import logging
+import os
+import select
 import selectors
 import socket
 import ssl
@@ -74,6 +78,150 @@ class Handler:
 
     def on_write(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+# epoll's event bits (the Linux ABI, select.EPOLLIN/EPOLLOUT where they exist) and the epoll
+# events of a selectors mask (indexed by EVENT_READ | EVENT_WRITE).
+_EPOLLIN = 0x001
+_EPOLLOUT = 0x004
+_TO_EPOLL = (0, _EPOLLIN, _EPOLLOUT, _EPOLLIN | _EPOLLOUT)
+
+
+class _Registry:
+    """What the reactor watches: file descriptor -> handler, over ``select.epoll`` driven
+    directly (where it exists, unless a selector is given) or a ``selectors`` selector.
+
+    The loop looks each event up in :attr:`handlers`; :attr:`poll` (``timeout`` in seconds,
+    None to block) returns ``(fd, mask)`` pairs, where a mask equal to ``EVENT_READ`` (1, which
+    is EPOLLIN's value too) means readable and nothing else: the common case. Any other mask
+    goes through :meth:`mask_of`. Sockets are registered by number; :attr:`files` keeps each
+    one's socket and events, so that one closed behind the reactor's back (its number -1, or
+    reused) is still found and dropped.
+    """
+
+    __slots__ = ("handlers", "files", "selector", "epoll", "poll")
+
+    def __init__(self, selector: selectors.BaseSelector | None) -> None:
+        self.handlers: dict[int, Handler] = {}
+        self.files: dict[int, tuple[socket.socket, int]] = {}  # fd -> (socket, EVENT_* mask)
+        self.poll: Callable[[float | None], list[tuple[int, int]]]
+        self.epoll: select.epoll | None = None
+        self.selector = selector
+        if selector is None and hasattr(select, "epoll"):
+            self.epoll = select.epoll()
+            self.poll = self.epoll.poll
+        else:
+            if selector is None:
+                self.selector = selectors.DefaultSelector()
+            self.poll = self._select
+
+    def _select(self, timeout: float | None) -> list[tuple[int, int]]:
+        assert self.selector is not None
+        return [(key.fd, mask) for key, mask in self.selector.select(timeout)]
+
+    def register(self, sock: socket.socket, events: int, handler: Handler) -> None:
+        """Watch ``sock``; KeyError if its number is registered already (ValueError for a closed
+        socket, OSError if the system call fails)."""
+        fd = sock.fileno()
+        if fd < 0:
+            raise ValueError(f"{sock!r} is closed")
+        if fd in self.files:
+            raise KeyError(fd)
+        if self.epoll is not None:
+            self.epoll.register(fd, _TO_EPOLL[events])
+        else:
+            assert self.selector is not None
+            self.selector.register(sock, events, handler)
+        self.files[fd] = (sock, events)
+        self.handlers[fd] = handler
+
+    def modify(self, sock: socket.socket, events: int, handler: Handler) -> None:
+        """Change what ``sock`` is watched for and who handles it; KeyError if it is not
+        registered, OSError if the system call fails (its socket was closed behind our back)."""
+        fd = self.fd_of(sock)
+        if self.epoll is not None:
+            if self.files[fd][1] != events:
+                self.epoll.modify(fd, _TO_EPOLL[events])
+        else:
+            assert self.selector is not None
+            self.selector.modify(sock, events, handler)  # no system call when only data changes
+        self.files[fd] = (sock, events)  # ``sock`` may wrap the one registered (TLS on a socket)
+        self.handlers[fd] = handler
+
+    def unregister(self, sock: socket.socket) -> None:
+        """Stop watching ``sock`` (KeyError if it is not registered)."""
+        fd = self.fd_of(sock)
+        del self.files[fd]
+        del self.handlers[fd]
+        if self.epoll is not None:
+            try:
+                self.epoll.unregister(fd)
+            except OSError:  # closed behind our back: the kernel has dropped it already
+                pass
+        else:
+            assert self.selector is not None
+            try:
+                self.selector.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+
+    def fd_of(self, sock: socket.socket) -> int:
+        """The number ``sock`` is registered under (KeyError if it is not): its own, as
+        selectors does, or when it was closed (-1), the one it was registered with."""
+        fd = sock.fileno()
+        if fd >= 0:
+            if fd in self.files:
+                return fd
+            raise KeyError(sock)
+        for fd, (registered, _) in self.files.items():
+            if registered is sock:
+                return fd
+        raise KeyError(sock)
+
+    def mask_of(self, fd: int, mask: int) -> int:
+        """The ``EVENT_READ | EVENT_WRITE`` mask of an event :attr:`poll` returned for ``fd``
+        (from epoll: errors and hang-ups wake both directions, as selectors does), limited to
+        what ``fd`` is watched for."""
+        if self.epoll is None:
+            return mask
+        entry = self.files.get(fd)
+        if entry is None:
+            return 0
+        ready = (EVENT_READ if mask & ~_EPOLLOUT else 0) | (EVENT_WRITE if mask & ~_EPOLLIN else 0)
+        return ready & entry[1]
+
+    def close(self) -> None:
+        self.files.clear()
+        self.handlers.clear()
+        if self.epoll is not None:
+            self.epoll.close()
+        else:
+            assert self.selector is not None
+            self.selector.close()
+
+
+class _Waker(Handler):
+    """The handler of the reactor's wake-up socket: other threads write a byte to it after
+    queueing a call (:meth:`Reactor.call_soon_threadsafe`)."""
+
+    __slots__ = ("reactor",)
+
+    def __init__(self, reactor: Reactor) -> None:
+        self.reactor = reactor
+
+    def on_read(self) -> None:
+        reactor = self.reactor
+        try:
+            while reactor._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            return  # closed: the loop is ending
+        reactor._woken = False
+
+    def on_write(self) -> None:  # pragma: no cover - never watched for writing
+        pass
 
 
 class Connection(Handler):
@@ -186,16 +334,27 @@ class Connection(Handler):
             self.teardown()
             return
         reactor.counters.bytes_in += n
-        if not self.closing:
-            if into is None:
-                self.ws.process(reactor._view[:n])
-                if n < _LOWAT_READ:
-                    return  # (too short to have started a frame read into its own buffer)
-            else:
-                self.ws.process(into[:n])
-            rest = self.ws.stream.into
-            if rest is not None or into is not None:
-                self._await_frame(rest)
+        if self.closing:
+            return
+        data = reactor._view[:n] if into is None else into[:n]
+        if self.dirty:  # output queued earlier this turn: flushed after the turn, with the rest
+            self.ws.process(data)
+        else:
+            # What this read produces is sent at once, with one send(), rather than after the turn:
+            # marked dirty meanwhile so that write() does not list it for the end-of-turn flush.
+            self.dirty = True
+            try:
+                self.ws.process(data)
+            finally:
+                if self.wbuf or self.closing:
+                    self.flush()
+                else:
+                    self.dirty = False
+        if into is None and n < _LOWAT_READ:
+            return  # (too short to have started a frame read into its own buffer)
+        rest = self.ws.stream.into
+        if rest is not None or into is not None:
+            self._await_frame(rest)
 
     def _await_frame(self, rest: memoryview | None) -> None:
         """Wake for a large frame's payload only once ``rest`` (the part still to come) is all
@@ -269,7 +428,7 @@ class Connection(Handler):
         if events != self.events:
             self.events = events
             try:
-                reactor._selector.modify(self.sock, events, self)
+                reactor._registry.modify(self.sock, events, self)
             except (OSError, ValueError, KeyError):  # its socket was closed behind our back
                 self.teardown()
 
@@ -320,7 +479,7 @@ class Connection(Handler):
         if self.events != EVENT_READ:
             self.events = EVENT_READ
             try:
-                self.reactor._selector.modify(self.sock, EVENT_READ, self)
+                self.reactor._registry.modify(self.sock, EVENT_READ, self)
             except (OSError, ValueError, KeyError):
                 self.teardown()
                 return
@@ -475,7 +634,10 @@ class Reactor:
         self.low_water = low_water
         self.max_buffered = max_buffered_for(high_water, max_buffered)
         self.close_timeout = close_timeout
-        self._selector = selector if selector is not None else selectors.DefaultSelector()
+        self._registry = _Registry(selector)
+        #: The ``selectors`` selector the loop runs on (the one given), or None when it drives
+        #: ``select.epoll`` itself.
+        self._selector = self._registry.selector
         self._buffer = bytearray(read_size)
         self._view = memoryview(self._buffer)
         self._connections: dict[WebSocket, Connection] = {}
@@ -492,7 +654,7 @@ class Reactor:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._woken = False
-        self._selector.register(self._wake_r, EVENT_READ, None)
+        self._registry.register(self._wake_r, EVENT_READ, _Waker(self))
         self._tid: int | None = None
         # Looked up when the reactor is made, not when the module is imported, so a reactor made
         # after gevent's monkey-patching compares greenlet identities.
@@ -695,13 +857,13 @@ class Reactor:
         self._handlers[sock.fileno()] = handler
 
     def set_handler_events(self, sock: socket.socket, handler: Handler, events: int) -> None:
-        self._selector.modify(sock, events, handler)
+        self._registry.modify(sock, events, handler)
 
     def remove_handler(self, sock: socket.socket) -> None:
         self._handlers.pop(sock.fileno(), None)
         try:
-            self._selector.unregister(sock)
-        except (KeyError, ValueError):
+            self._registry.unregister(sock)
+        except KeyError:
             pass
 
     def in_loop(self) -> bool:
@@ -738,10 +900,10 @@ class Reactor:
         sock = conn.sock
         try:
             if handed_over:
-                self._selector.modify(sock, EVENT_READ, conn)
+                self._registry.modify(sock, EVENT_READ, conn)
             else:
                 self._register(sock, EVENT_READ, conn)
-        except (OSError, ValueError):  # closed before the loop got to it
+        except (OSError, ValueError, KeyError):  # closed before the loop got to it
             conn.teardown()
             return
         counters = websocket.stream.counters = self.counters
@@ -767,7 +929,7 @@ class Reactor:
         handed_over = self._handlers.pop(sock.fileno(), None) is not None
         if self._stopping:
             if handed_over:
-                self._selector.unregister(sock)
+                self._registry.unregister(sock)
             refuse(websocket)
             return None, handed_over
         if sock.gettimeout() != 0.0:
@@ -775,34 +937,35 @@ class Reactor:
         cls = TLSConnection if isinstance(sock, ssl.SSLSocket) else Connection
         return cls(self, sock, websocket), handed_over
 
-    def _register(self, sock: socket.socket, events: int, data: Handler) -> None:
+    def _register(self, sock: socket.socket, events: int, handler: Handler) -> None:
         """Register ``sock``; an old registration of its file descriptor number is stale (that
         socket was closed behind the reactor's back and the number reused): it is dropped first."""
-        selector = self._selector
+        registry = self._registry
         try:
-            selector.register(sock, events, data)
+            registry.register(sock, events, handler)
         except KeyError:
-            key = selector.get_key(sock.fileno())
-            if key.fileobj is sock:
+            fd = sock.fileno()
+            if registry.files[fd][0] is sock:
                 raise
-            self._drop_stale(key, reused=True)
-            selector.register(sock, events, data)
+            self._drop_stale(fd, reused=True)
+            registry.register(sock, events, handler)
 
-    def _drop_stale(self, key: selectors.SelectorKey, reused: bool) -> None:
-        """Forget a registration whose socket was closed by someone else: a websocket's
-        connection is torn down (``closed(1006)``), a handler closed. ``reused``: its number is
-        another socket's now (never close that one)."""
-        sock = key.fileobj
-        handler = key.data
-        logger.warning("fd %d was closed behind the reactor's back; dropping %r", key.fd, handler)
-        if reused and isinstance(sock, socket.socket) and sock.fileno() != -1:
+    def _drop_stale(self, fd: int, reused: bool) -> None:
+        """Forget the registration of ``fd``, whose socket was closed by someone else: a
+        websocket's connection is torn down (``closed(1006)``), a handler closed. ``reused``: its
+        number is another socket's now (never close that one)."""
+        registry = self._registry
+        sock = registry.files[fd][0]
+        handler = registry.handlers[fd]
+        logger.warning("fd %d was closed behind the reactor's back; dropping %r", fd, handler)
+        if reused and sock.fileno() != -1:
             sock.detach()  # closed with os.close(): the number is the new socket's
         try:
-            self._selector.unregister(sock)
-        except (KeyError, ValueError):
+            registry.unregister(sock)
+        except KeyError:
             pass
-        if self._handlers.get(key.fd) is handler:
-            del self._handlers[key.fd]
+        if self._handlers.get(fd) is handler:
+            del self._handlers[fd]
         if isinstance(handler, Connection):
             handler.teardown()
         else:
@@ -810,18 +973,28 @@ class Reactor:
 
     def _sweep(self) -> None:
         """Every ``_SWEEP_EVERY`` seconds: drop registrations whose socket was closed behind the
-        reactor's back (the selector reports nothing for them)."""
-        for key in list(self._selector.get_map().values()):
-            fileobj = key.fileobj
-            if key.data is not None and isinstance(fileobj, socket.socket) and fileobj.fileno() == -1:
-                self._drop_stale(key, reused=False)
+        reactor's back (the poller reports nothing for them)."""
+        self._drop_closed()
         self.call_later(_SWEEP_EVERY, self._sweep)
+
+    def _drop_closed(self, numbers: bool = False) -> None:
+        """Drop the registrations whose socket was closed behind the reactor's back: closed
+        sockets, and with ``numbers`` (select() failed with EBADF) numbers closed under them."""
+        for fd, (sock, _) in list(self._registry.files.items()):
+            if sock.fileno() == -1:
+                self._drop_stale(fd, reused=False)
+            elif numbers:
+                try:
+                    os.fstat(fd)
+                except OSError:
+                    sock.detach()  # never close that number again: it may be reused any time
+                    self._drop_stale(fd, reused=False)
 
     def _forget(self, conn: Connection) -> None:
         self._connections.pop(conn.ws, None)
         try:
-            self._selector.unregister(conn.sock)
-        except (KeyError, ValueError):
+            self._registry.unregister(conn.sock)
+        except KeyError:
             pass
 
     def _close_all(self, code: int, message: str) -> None:
@@ -908,32 +1081,41 @@ class Reactor:
     def _run_loop(self) -> None:
         self._tid = self._get_ident()
         self._finished.clear()
-        select = self._selector.select
+        registry = self._registry
+        poll = registry.poll
+        handlers = registry.handlers
         calls = self._calls
         timers = self._timers
-        wake_r = self._wake_r
+        heap = timers.heap
+        monotonic = time.monotonic
         self.call_later(_SWEEP_EVERY, self._sweep)
         LagProbe(self.counters, self.call_later).start()
         try:
             while True:
-                if self._stopping and (not self._connections or time.monotonic() >= self._stop_deadline):
+                if self._stopping and (not self._connections or monotonic() >= self._stop_deadline):
                     break
-                timeout = timers.timeout(None) if timers.heap else None
                 if calls or self._dirty:
-                    timeout = 0
-                elif self._stopping:
-                    timeout = min(timeout or 0.05, 0.05)
-                for key, mask in select(timeout):
-                    handler = key.data
+                    timeout: float | None = 0
+                else:
+                    timeout = timers.timeout(None) if heap else None
+                    if self._stopping:
+                        timeout = min(timeout or 0.05, 0.05)
+                try:
+                    ready = poll(timeout)
+                except OSError as exc:  # select(): a number closed behind the reactor's back
+                    if exc.errno != errno.EBADF:
+                        raise
+                    self._drop_closed(numbers=True)
+                    continue
+                for fd, mask in ready:
+                    handler = handlers.get(fd)
                     if handler is None:
-                        try:
-                            while wake_r.recv(4096):
-                                pass
-                        except (BlockingIOError, InterruptedError):
-                            pass
-                        self._woken = False
-                        continue
+                        continue  # unregistered by an earlier handler of this turn
                     try:
+                        if mask == EVENT_READ:  # readable, nothing else: the common case
+                            handler.on_read()
+                            continue
+                        mask = registry.mask_of(fd, mask)
                         if mask & EVENT_READ:
                             handler.on_read()
                         if mask & EVENT_WRITE:
@@ -952,7 +1134,7 @@ class Reactor:
                         # max_buffered by one burst (the rest run on the next turn, at once).
                         break
                 self._burst = 0
-                if timers.heap:
+                if heap and heap[0][0] <= monotonic():
                     for handle in timers.due():
                         try:
                             handle.callback(*handle.args)
@@ -983,7 +1165,7 @@ class Reactor:
                 refuse(websocket)
             except Exception:
                 logger.exception("error refusing %r", websocket)
-        self._selector.close()
+        self._registry.close()
         self._wake_r.close()
         self._wake_w.close()
         self._tid = None
