@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.components import require_module
 from tests.support.metrics_load import open_idle, run_load, scrape, wait_for
 from tests.support.serverproc import FLAVOURS, ServerProcess
 from tests.support.sockets import free_port
 
-pytest.importorskip("prometheus_client")
+require_module("prometheus_client")  # in the test extra: CI fails rather than skips without it
 
 HANDLER = ("--handler", "tests.support.metrics_load:Guarded")
 METRICS_LOGGED = re.compile(r"metrics on (http://\S+)")
