@@ -73,7 +73,7 @@ _LOOSE_PARTS = 8
 # make us hold more than 8x what it sent), is read into a buffer of its size: see Protocol.into.
 _DIRECT_FROM = 64 * 1024
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
-# The key of an unmasked frame: XOR with it leaves a small payload as is (see Protocol._parse).
+# The key of an unmasked frame: XOR with it leaves a small payload as is (see Protocol.feed).
 _NO_KEY = b"\0\0\0\0"
 # The header of an unmasked, unfragmented text or binary frame of 0..125 payload bytes, by length.
 _TEXT_HEADERS = tuple(bytes((0x81, n)) for n in range(126))
