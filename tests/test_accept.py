@@ -12,11 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
+from tests.support.waiting import eventually
 from tests.support.wsclient import Client
 from wsloop.servers.standalone import WebSocketServer
 
@@ -204,15 +205,6 @@ def first_bytes(socks: list[socket.socket], count: int, within: float) -> dict[s
     return answers
 
 
-def wait_for(condition: Callable[[], bool], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 @pytest.mark.parametrize("poller", ["selectors", "threaded"])
 def test_pending_handshakes_are_bounded(poller: str) -> None:
     """300 connections that send nothing, with max_pending_handshakes=16: 16 are accepted, the
@@ -224,7 +216,7 @@ def test_pending_handshakes_are_bounded(poller: str) -> None:
         base = threading.active_count()
         idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(300)]
         try:
-            assert wait_for(lambda: server.pending_handshakes == 16, 10.0), server.pending_handshakes
+            assert eventually(lambda: server.pending_handshakes == 16, 10.0), server.pending_handshakes
             time.sleep(0.5)  # the server would have accepted more by now
             threads = threading.active_count() - base
             assert server.pending_handshakes == 16
@@ -234,7 +226,7 @@ def test_pending_handshakes_are_bounded(poller: str) -> None:
             for sock in idle:
                 sock.close()
         assert served_within(server.port, 10.0)
-        assert wait_for(lambda: server.pending_handshakes == 0, 10.0), server.pending_handshakes
+        assert eventually(lambda: server.pending_handshakes == 0, 10.0), server.pending_handshakes
     finally:
         server.stop(timeout=2)
 
@@ -249,7 +241,7 @@ def test_burst_over_pending_limit_is_served(poller: str) -> None:
     try:
         socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(60)]
         try:
-            assert wait_for(lambda: server.pending_handshakes == 8, 10.0)
+            assert eventually(lambda: server.pending_handshakes == 8, 10.0)
             for sock in socks:
                 sock.sendall(UPGRADE)
             assert sum(got_101(sock, 10.0) for sock in socks) == 60
@@ -305,11 +297,11 @@ def test_pause_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> No
         with caplog.at_level("DEBUG", logger="wsloop.server"):
             for _ in range(5):
                 idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
-                assert wait_for(lambda: server.pending_handshakes == 2, 5.0)
+                assert eventually(lambda: server.pending_handshakes == 2, 5.0)
                 time.sleep(0.05)
                 for sock in idle:
                     sock.close()
-                assert wait_for(lambda: server.pending_handshakes == 0, 5.0)
+                assert eventually(lambda: server.pending_handshakes == 0, 5.0)
         pauses = [r for r in caplog.records if "max_pending_handshakes" in r.getMessage()]
         # At least one episode per round (the closed connections still queued can start another
         # when accepting resumes); one warning in all.

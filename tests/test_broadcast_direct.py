@@ -11,12 +11,13 @@ import threading
 import time
 import tracemalloc
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.waiting import wait_for
 from tests.support.wsclient import Client
 from wsloop.deflate import DeflateOptions, client_accept, client_offer
 from wsloop.handshake import Response, client_request, new_key
@@ -27,14 +28,6 @@ from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import WebSocket
 
 Contexts = tuple[ssl.SSLContext, ssl.SSLContext]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 class Fan(WebSocket):
@@ -127,7 +120,7 @@ def test_a_broadcast_goes_out_at_once_to_every_idle_socket_in_order(fan: type[Fa
     server = _serve()
     clients = [Client(server.port) for _ in range(30)]
     try:
-        wait_for(lambda: len(fan.instances) == 30)
+        wait_for(lambda: len(fan.instances) == 30, timeout=20.0)
         count = 200
         clients[0].send(b"go %d" % count)
         for client in clients:
@@ -167,7 +160,7 @@ def test_output_queued_before_a_broadcast_goes_first(fan: type[Fan]) -> None:
     server = _serve()
     sender, other = Client(server.port), Client(server.port)
     try:
-        wait_for(lambda: len(fan.instances) == 2)
+        wait_for(lambda: len(fan.instances) == 2, timeout=20.0)
         sender.send(b"mix 100")
         expected = [m for i in range(100) for m in (b"own %d" % i, b"all %d" % i)]
         assert [sender.recv().data for _ in range(200)] == expected
@@ -186,7 +179,7 @@ def test_output_queued_by_another_thread_keeps_its_place(fan: type[Fan]) -> None
     assert isinstance(reactor, Reactor)
     a, b = Client(server.port), Client(server.port)
     try:
-        wait_for(lambda: len(fan.instances) == 2)
+        wait_for(lambda: len(fan.instances) == 2, timeout=20.0)
         first = fan.instances[0]
         for i in range(300):
             first.send(b"own %d" % i, binary=True)
@@ -228,7 +221,7 @@ def test_a_slow_reader_gets_every_broadcast_in_order_through_partial_writes(fan:
     slow = _upgraded(server.port, 4096)
     fast = Client(server.port)
     try:
-        wait_for(lambda: len(fan.instances) == 2)
+        wait_for(lambda: len(fan.instances) == 2, timeout=20.0)
         count = 300
         got = bytearray()
         reader = Protocol(client=True, max_message_size=None)
@@ -270,7 +263,7 @@ def test_a_non_reader_among_direct_writes_still_hits_max_buffered(fan: type[Fan]
     stuck = _upgraded(server.port, 4096)
     good = Client(server.port)
     try:
-        wait_for(lambda: len(fan.instances) == 2)
+        wait_for(lambda: len(fan.instances) == 2, timeout=20.0)
         stuck_ws = next(ws for ws in fan.instances if ws.peer_address[1] == stuck.getsockname()[1])
         conn = reactor._connections[stuck_ws]
         count = 400  # 6.4 MiB to each: far past max_buffered plus what the sockets hold
@@ -285,10 +278,10 @@ def test_a_non_reader_among_direct_writes_still_hits_max_buffered(fan: type[Fan]
         for i in range(0, count, 20):  # from another thread, 20 at a time, the good one reading
             for j in range(i, i + 20):
                 reactor.broadcast(_numbered(j, fan.size), binary=True)
-            wait_for(lambda i=i: len(received) >= i + 20)
+            wait_for(lambda i=i: len(received) >= i + 20, timeout=20.0)
         thread.join(30)
         _check_numbered(received, count, fan.size)
-        wait_for(lambda: fan.codes)
+        wait_for(lambda: fan.codes, timeout=20.0)
         assert fan.codes == [1008], "the non-reader is reset with 1008, the reader is not"
         assert conn.closed and conn.wbuf == [] and stuck_ws not in reactor
         assert good.echo(b"still here").data == b"still here"
@@ -307,7 +300,7 @@ def test_tls_clients_get_broadcasts_written_at_once_and_in_order(
     server = _serve(certfile=str(cert), keyfile=str(key))
     clients = [Client(server.port, ssl_context=tls_contexts[1]) for _ in range(5)]
     try:
-        wait_for(lambda: len(fan.instances) == 5)
+        wait_for(lambda: len(fan.instances) == 5, timeout=20.0)
         count = 100
         clients[0].send(b"go %d" % count)
         for client in clients:
@@ -348,7 +341,7 @@ def test_a_broadcast_reaches_compressing_and_plain_clients(fan: type[Fan]) -> No
     server.start()
     plain, deflating = Client(server.port), DeflateClient(server.port)
     try:
-        wait_for(lambda: len(fan.instances) == 2)
+        wait_for(lambda: len(fan.instances) == 2, timeout=20.0)
         fan.size = 5000
         plain.send(b"go 50")
         _check_numbered([plain.recv().data for _ in range(50)], 50, 5000)
@@ -444,7 +437,7 @@ def test_a_16_mib_send_through_the_reactor_copies_nothing(fan: type[Fan]) -> Non
         head = b""
         while b"\r\n\r\n" not in head:
             head += reader.recv(1)
-        wait_for(lambda: len(fan.instances) == 1)
+        wait_for(lambda: len(fan.instances) == 1, timeout=20.0)
         ws = fan.instances[0]
         payload = _pattern(BIG)
         buffer = bytearray(1 << 20)

@@ -20,6 +20,7 @@ import pytest
 import wsloop
 import wsloop.client
 from tests.support.frames import frame
+from tests.support.waiting import eventually
 from wsloop.client import WebSocketBaseClient, WebSocketClient, threadedclient
 from wsloop.exc import HandshakeError
 from wsloop.framing import OPCODE_TEXT
@@ -130,15 +131,6 @@ def one_shot() -> Iterator[Callable[..., OneShotServer]]:
     yield make
     for server in servers:
         server.close()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 # ------------------------------------------------------------ the classes
@@ -351,7 +343,7 @@ def test_bytes_after_the_101_follow_the_client_to_a_manager(
         )
         client = Managed(server.url, reactor=reactor, ssl_options=client_ctx)
         client.connect()
-        assert wait_for(lambda: len(client.events) >= 4)
+        assert eventually(lambda: len(client.events) >= 4)
         assert client.events[:4] == ["handshake_ok", "opened", ("message", b"first"), ("message", b"second")]
         assert all(thread is m._thread for thread in client.threads)
         assert client.reactor is m and client in m and len(m) == 1

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.waiting import eventually
 from tests.support.wsclient import Client
 from wsloop.framing import OPCODE_CONTINUATION, OPCODE_PING, OPCODE_TEXT, build_frame
 from wsloop.messaging import Message
@@ -23,16 +24,6 @@ from wsloop.poller.reactor import Reactor
 from wsloop.protocol import PONG_BURST
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import WebSocket
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
-
 
 # ------------------------------------------------ item 9: no callback after closed()
 
@@ -64,7 +55,7 @@ def test_no_callback_after_closed_when_terminated_inside_a_callback(
         frames = b"".join(build_frame(OPCODE_TEXT, b"msg %d" % i, masked=True) for i in range(1, 6))
         client.send_raw(frames + build_frame(0xA, b"pong", masked=True) + frames)
         assert client.wait_eof(5)
-    assert wait_for(lambda: any(e[0] == "closed" for e in TerminatesOnFirst.events))
+    assert eventually(lambda: any(e[0] == "closed" for e in TerminatesOnFirst.events))
     time.sleep(0.2)  # anything late would show up by now
     events = TerminatesOnFirst.events
     closed_at = [i for i, e in enumerate(events) if e[0] == "closed"]
@@ -121,11 +112,11 @@ def test_cross_thread_send_of_fragments_waits_above_high_water(form: str) -> Non
     try:
         with Client(server.port) as client:  # it never reads
             client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            assert wait_for(lambda: SendsFromAThread.instances)
+            assert eventually(lambda: SendsFromAThread.instances)
             ws = SendsFromAThread.instances[0]
             conn = reactor._connections[ws]
             # The sender either finishes (no backpressure) or waits for the client to read.
-            assert wait_for(lambda: ws.returned == ws.count or conn.waiters, timeout=20)
+            assert eventually(lambda: ws.returned == ws.count or conn.waiters, timeout=20)
             time.sleep(0.3)
             unsent = conn.wsize + conn.queued
             assert ws.returned < ws.count and ws.error is None
@@ -191,7 +182,7 @@ def test_ping_flood_makes_one_pong_buffer_per_read_not_per_ping() -> None:
             for _ in range(100):
                 client.send_raw(ping * 1000)
             client.send_raw(build_frame(OPCODE_TEXT, b"done", masked=True))
-            assert wait_for(lambda: CountsWrites.instances and CountsWrites.instances[0].done)
+            assert eventually(lambda: CountsWrites.instances and CountsWrites.instances[0].done)
             ws = CountsWrites.instances[0]
             assert ws.writes <= 100_000 // PONG_BURST, ws.writes
             assert ws.written <= ws.writes * (PONG_BURST + 1) * 2

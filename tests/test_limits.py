@@ -34,12 +34,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
 from tests.support.serverproc import FLAVOURS, ServerProcess
+from tests.support.waiting import wait_for
 from tests.support.wsclient import Client
 from wsloop.exc import StreamClosed
 from wsloop.framing import OPCODE_CLOSE, OPCODE_TEXT, build_frame
@@ -365,13 +366,6 @@ class Held(EchoWebSocket):
 
     def opened(self) -> None:
         Held.instances.append(self)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
 
 
 @pytest.mark.parametrize("poller", ["selectors", "threaded"])

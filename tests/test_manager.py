@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.serverproc import ServerProcess
+from tests.support.waiting import eventually
 from tests.support.wsclient import Client
 from wsloop.client import WebSocketBaseClient
 from wsloop.manager import EPollPoller, KQueuePoller, SelectPoller, WebSocketManager
@@ -42,15 +43,6 @@ POLLERS = [
         marks=pytest.mark.skipif(not hasattr(select, "kqueue"), reason="no kqueue here"),
     ),
 ]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +85,7 @@ def test_poller_reports_readable_sockets(poller_cls: type[SelectPoller], selecto
         poller.register(c)
         assert list(poller.poll()) == []  # nothing to read yet
         b.send(b"x")
-        assert wait_for(lambda: list(poller.poll()) == [a.fileno()], 5)
+        assert eventually(lambda: list(poller.poll()) == [a.fileno()], 5)
         d.send(b"y")
         assert sorted(poller.poll()) == sorted([a.fileno(), c.fileno()])
         poller.unregister(a.fileno())
@@ -148,7 +140,7 @@ def test_manager_on_a_select_poller_serves_real_clients(manager: Callable[..., W
         try:
             idents = {client.recv().data for client in clients}
             assert m._thread is not None and idents == {str(m._thread.ident).encode()}  # m's thread
-            assert wait_for(lambda: len(m) == 3)
+            assert eventually(lambda: len(m) == 3)
             # The manager's loop runs on the poller's select() selector: its sockets are there.
             registered = {key.fd for key in poller.selector.get_map().values()}
             served = m.websockets
@@ -163,7 +155,7 @@ def test_manager_on_a_select_poller_serves_real_clients(manager: Callable[..., W
         finally:
             for client in clients:
                 client.close()
-        assert wait_for(lambda: len(m) == 0)
+        assert eventually(lambda: len(m) == 0)
 
 
 def test_manager_add_twice_is_ignored(manager: Callable[..., WebSocketManager]) -> None:
@@ -179,12 +171,12 @@ def test_manager_add_twice_is_ignored(manager: Callable[..., WebSocketManager]) 
     try:
         ws = Counting(a)
         m.add(ws)
-        assert wait_for(lambda: ws in m)
+        assert eventually(lambda: ws in m)
         m.add(ws)  # ws4py: a websocket already managed is left as it is
         time.sleep(0.1)
         assert opened == [1] and len(m) == 1
         m.remove(ws)
-        assert wait_for(lambda: ws not in m) and len(m) == 0
+        assert eventually(lambda: ws not in m) and len(m) == 0
         assert a.fileno() != -1  # remove() does not close it
     finally:
         a.close()
@@ -220,7 +212,7 @@ def test_the_ws4py_manager_docstring_recipe(
         client.connect()
     assert handshakes == clients
     assert len(m) == 2  # counted at once; served (iterated, ``in``) once m's loop takes them
-    assert wait_for(lambda: set(m) == set(clients))
+    assert eventually(lambda: set(m) == set(clients))
     m.broadcast("hello everyone")  # the clients send it; the echo server sends it back
     with got:
         assert got.wait_for(lambda: len(received) == 2, 10)
@@ -233,7 +225,7 @@ def test_the_ws4py_manager_docstring_recipe(
     for client in clients:
         client.close()
     assert all(client.run_forever(10) for client in clients)
-    assert wait_for(lambda: len(m) == 0)
+    assert eventually(lambda: len(m) == 0)
 
 
 _NON_DAEMON_MANAGER = """

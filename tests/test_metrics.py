@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.components import require_module
-from tests.support.metrics_load import open_idle, run_load, scrape, wait_for
+from tests.support.metrics_load import open_idle, run_load, scrape
 from tests.support.serverproc import FLAVOURS, ServerProcess
 from tests.support.sockets import free_port
+from tests.support.waiting import eventually
 
 require_module("prometheus_client")  # in the test extra: CI fails rather than skips without it
 
@@ -32,7 +33,7 @@ COUNTS_REFUSALS = {"standalone", "threaded", "asyncio", "gevent", "wsgiref"}
 
 
 def _metrics_url(server: ServerProcess) -> str:
-    assert wait_for(lambda: METRICS_LOGGED.search(server.output) is not None, 10), server.output
+    assert eventually(lambda: METRICS_LOGGED.search(server.output) is not None, 10), server.output
     found = METRICS_LOGGED.search(server.output)
     assert found is not None
     return found.group(1)
@@ -44,7 +45,7 @@ def _load_and_check(server: ServerProcess, refusals: bool, clients: int = 6, idl
     assert before["wsloop_connections"] == 0
     assert before["wsloop_messages_received_total"] == 0
     held = open_idle(server.port, idle)
-    assert wait_for(lambda: scrape(url)["wsloop_connections"] == idle), scrape(url)
+    assert eventually(lambda: scrape(url)["wsloop_connections"] == idle, 15.0), scrape(url)
     expected = run_load(server.port, clients=clients, messages=100, size=50, code=4321)
     for ws in held:
         ws.close()  # 1000, no reason
@@ -56,7 +57,7 @@ def _load_and_check(server: ServerProcess, refusals: bool, clients: int = 6, idl
         samples = scrape(url)
         return samples["wsloop_connections"] == 0 and samples.get('wsloop_closes_total{code="1000"}') == idle
 
-    assert wait_for(settled), scrape(url)
+    assert eventually(settled, 15.0), scrape(url)
     samples = scrape(url)
     assert samples["wsloop_messages_received_total"] == expected.messages
     assert samples["wsloop_messages_sent_total"] == expected.messages
@@ -155,7 +156,7 @@ def test_a_real_prometheus_scrapes_it() -> None:
                     return False
                 return bool(result) and result[0]["value"][1] == "2"
 
-            ok = wait_for(answered, 60)
+            ok = eventually(answered, 60)
             for ws in held:
                 ws.close()
             assert ok, Path(tmp, "prometheus.log").read_text(errors="replace")[-3000:]

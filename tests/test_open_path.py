@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.waiting import eventually
 from tests.support.wsclient import Client
 from wsloop.handshake import (
     LazyEnviron,
@@ -33,15 +34,6 @@ UPGRADE = (
     f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: burst\r\n\r\n"
 ).encode()
 RESPONSE_101 = accept_response(KEY)
-
-
-def wait_for(condition: Callable[[], bool], within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def read_all(socks: list[socket.socket], size: int, within: float) -> dict[socket.socket, bytes]:
@@ -95,12 +87,12 @@ def test_burst_of_200_connections_is_served(send_first: bool) -> None:
                 sock.sendall(UPGRADE)
             socks.append(sock)
         if not send_first:
-            assert wait_for(lambda: server.pending_handshakes == 200)
+            assert eventually(lambda: server.pending_handshakes == 200)
             for sock in socks:
                 sock.sendall(UPGRADE)
         answers = read_all(socks, len(RESPONSE_101), 20.0)
         assert sum(answer == RESPONSE_101 for answer in answers.values()) == 200
-        assert wait_for(lambda: len(server.manager) == 200 and server.pending_handshakes == 0)
+        assert eventually(lambda: len(server.manager) == 200 and server.pending_handshakes == 0)
         frame = masked_text(b"hi")
         for sock in socks:
             sock.setblocking(True)
@@ -121,16 +113,16 @@ def test_handshake_timeouts_share_one_timer() -> None:
     server.start()
     silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
     try:
-        assert wait_for(lambda: server.pending_handshakes == 5)
+        assert eventually(lambda: server.pending_handshakes == 5)
         late = socket.create_connection(("127.0.0.1", server.port))
-        assert wait_for(lambda: server.pending_handshakes == 6)
+        assert eventually(lambda: server.pending_handshakes == 6)
         late.sendall(UPGRADE)  # within its timeout: upgraded
         assert read_all([late], len(RESPONSE_101), 5.0)[late] == RESPONSE_101
         closed = read_all(silent, 1, 10.0)
         assert all(data == b"" for data in closed.values())  # EOF: closed by the server
-        assert wait_for(lambda: server.pending_handshakes == 0)
+        assert eventually(lambda: server.pending_handshakes == 0)
         acceptor: Any = server.acceptor
-        assert wait_for(lambda: not acceptor.waiting and acceptor.sweep is None)
+        assert eventually(lambda: not acceptor.waiting and acceptor.sweep is None)
         # The upgraded one is still served.
         late.setblocking(True)
         late.sendall(masked_text(b"ok"))
@@ -272,7 +264,7 @@ def test_handler_that_never_reads_environ_never_builds_it() -> None:
     with WebSocketServer("127.0.0.1", 0, handler_cls=NeverReadsEnviron) as server:
         with Client(server.port, path="/x?y=1") as client:
             assert client.echo("hello").data == b"hello"
-            assert wait_for(lambda: len(Recorded.websockets) == 1)
+            assert eventually(lambda: len(Recorded.websockets) == 1)
             ws = Recorded.websockets[0]
             pending = ws.__dict__["_environ"]
             assert isinstance(pending, LazyEnviron)  # not built
@@ -309,7 +301,7 @@ def test_idle_heads_share_their_template_and_keep_their_own_key() -> None:
     its own key; the templates kept stay bounded however many different heads arrive."""
     with WebSocketServer("127.0.0.1", 0, handler_cls=NeverReadsEnviron) as server:
         clients = [Client(server.port, path="/same") for _ in range(2)]
-        assert wait_for(lambda: len(Recorded.websockets) == 2)
+        assert eventually(lambda: len(Recorded.websockets) == 2)
         first, second = (ws.__dict__["_environ"] for ws in Recorded.websockets)
         assert first.template is second.template and first.key != second.key
         keys = {ws.environ["HTTP_SEC_WEBSOCKET_KEY"] for ws in Recorded.websockets}  # type: ignore[index]

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from tests.support.handlers import ScaleWebSocket
-from tests.support.redisproc import RedisServer, numsub, redis_fixture, wait_for
+from tests.support.redisproc import RedisServer, numsub, redis_fixture
 from tests.support.serverproc import LoggedServer
+from tests.support.waiting import wait_for
 from tests.support.wsclient import Client
 from wsloop.brokers import InProcessBroker, PublishTooLarge, RedisBroker
 from wsloop.messaging import CloseControlMessage, Message
@@ -76,7 +77,7 @@ def test_channels_in_one_process() -> None:
         hub = server.manager.hub  # type: ignore[union-attr]
         assert hub is not None and hub.members("room") == 1
         a.close()
-        wait_for(lambda: hub.members("room") == 0, "a closed websocket leaves its channels")
+        wait_for(lambda: hub.members("room") == 0, "a closed websocket leaves its channels", timeout=30.0)
         assert hub.channels() == set()
         for client in (b, c):
             client.close()
@@ -217,7 +218,9 @@ def test_channels_across_two_servers_through_redis_and_a_redis_restart(redis_ser
         for client in (a1, b1, b2):
             client.send("sub:room")
             nothing_pending(client)
-        wait_for(lambda: numsub(url, "room") == 2, "one Redis subscription per server for 'room'")
+        wait_for(
+            lambda: numsub(url, "room") == 2, "one Redis subscription per server for 'room'", timeout=30.0
+        )
 
         # Published on server A, it reaches the subscribers on B, and A's own subscriber once.
         a2.send("pub:room:hello")
@@ -255,8 +258,12 @@ def test_channels_across_two_servers_through_redis_and_a_redis_restart(redis_ser
         redis_server.start()
         for server, mark in zip((a, b), marks, strict=True):
             server.wait_for_line(r"redis at .* reachable again after", after=mark)
-        wait_for(lambda: numsub(url, "room") == 2, "both servers resubscribed")
-        wait_for(lambda: numsub(url, BROADCAST_CHANNEL) == 2, "both servers resubscribed to broadcasts")
+        wait_for(lambda: numsub(url, "room") == 2, "both servers resubscribed", timeout=30.0)
+        wait_for(
+            lambda: numsub(url, BROADCAST_CHANNEL) == 2,
+            "both servers resubscribed to broadcasts",
+            timeout=30.0,
+        )
         a2.send("pub:room:after the restart")
         for client in (a1, b1, b2):
             expect_text(client, "after the restart")
@@ -445,7 +452,7 @@ def test_a_failed_redis_subscriber_is_logged_and_restarted(
     try:
         inbox = Inbox()
         broker.subscribe("room", inbox)
-        wait_for(lambda: broker.failed, "the subscriber failed")
+        wait_for(lambda: broker.failed, "the subscriber failed", timeout=30.0)
         assert not broker.wait_ready(0.2), "not ready while the subscriber is down"
         assert broker.wait_ready(15.0), "the subscriber is restarted"
         publish_until(redis_server.url, "room", b"after the restart", inbox)
@@ -486,7 +493,9 @@ def test_max_publish_size_refuses_a_huge_publish_and_sends_nothing(redis_server:
         clients = [sender, member]
         member.send("sub:room")
         nothing_pending(member)
-        wait_for(lambda: numsub(redis_server.url, "room") == 2, "both brokers subscribed to 'room'")
+        wait_for(
+            lambda: numsub(redis_server.url, "room") == 2, "both brokers subscribed to 'room'", timeout=30.0
+        )
 
         huge = "x" * (2 * 1024 * 1024)
         sender.send("pub:room:" + huge)
@@ -528,7 +537,7 @@ def broker_payload(inbox: Inbox, channel: str, payload: bytes, timeout: float = 
                 return data
         return None
 
-    wait_for(lambda: found() is not None, f"{payload[:20]!r}... on {channel!r}", timeout)
+    wait_for(lambda: found() is not None, f"{payload[:20]!r}... on {channel!r}", timeout=timeout)
     data = found()
     assert data is not None
     return data
@@ -554,7 +563,9 @@ def test_max_publish_size_flag(redis_server: RedisServer, workers: str) -> None:
         clients = [sender, member]
         member.send("sub:room")
         nothing_pending(member)
-        wait_for(lambda: numsub(redis_server.url, "room") == 1, "the member's worker subscribed")
+        wait_for(
+            lambda: numsub(redis_server.url, "room") == 1, "the member's worker subscribed", timeout=30.0
+        )
         sender.send("pub:room:" + "x" * 5000)
         assert sender.recv().data.startswith(b"refused: a message of 5022 bytes is over"), server.output
         sender.send("pub:room:" + "y" * 3000)
@@ -591,7 +602,7 @@ def test_a_failed_redis_publisher_is_logged_and_restarted(
         observer.subscribe("room", inbox)
         assert observer.wait_ready(15.0)
         broker.publish("room", b"lost with the failure")
-        wait_for(lambda: broker.failed, "the publisher failed")
+        wait_for(lambda: broker.failed, "the publisher failed", timeout=30.0)
 
         def crossed() -> bool:
             broker.publish("room", b"after the restart")

@@ -6,25 +6,17 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
 from tests.support.sockets import open_fds
+from tests.support.waiting import wait_for
 from tests.support.wsclient import Client
 from wsloop.exc import StreamClosed
 from wsloop.messaging import Message, PongControlMessage
 from wsloop.poller import Reactor
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 class Registry(EchoWebSocket):

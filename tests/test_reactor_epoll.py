@@ -11,12 +11,12 @@ import select
 import selectors
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.support.frames import TEXT, frame, parse_frames
+from tests.support.waiting import wait_for
 from tests.support.wsclient import Client
 from wsloop.messaging import Message
 from wsloop.poller import Reactor
@@ -36,14 +36,6 @@ if hasattr(selectors, "EpollSelector"):
 if hasattr(selectors, "KqueueSelector"):
     SELECTORS["kqueue"] = selectors.KqueueSelector
 POLLERS = (["epoll"] if HAS_EPOLL else []) + list(SELECTORS)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 def make_reactor(poller: str) -> Reactor:

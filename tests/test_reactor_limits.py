@@ -8,25 +8,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tests.support.waiting import wait_for
 from tests.support.wsclient import Client
 from wsloop.framing import OPCODE_PING, build_frame
 from wsloop.handshake import client_request, new_key
 from wsloop.poller import Connection, Reactor, ThreadedManager
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
-
 
 # ------------------------------------------------------------------ timers (item 13)
 

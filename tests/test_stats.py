@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.metrics_load import Guarded, open_idle, run_load, wait_for
+from tests.support.metrics_load import Guarded, open_idle, run_load
+from tests.support.waiting import eventually
 from tests.support.wsclient import upgrade
 from wsloop.poller import Reactor
 from wsloop.poller.asyncio import SHARED
@@ -31,11 +32,13 @@ def test_standalone_drivers_count_what_the_clients_did(poller: str) -> None:
         driver = server.manager
         assert driver.stats() == Stats(loop_lag=driver.stats().loop_lag)  # nothing yet
         held = open_idle(server.port, 2)
-        assert wait_for(lambda: driver.stats().connections == 2)
+        assert eventually(lambda: driver.stats().connections == 2, 15.0)
         expected = run_load(server.port, clients=5, messages=100, size=40, code=4000)
         for ws in held:
             ws.close()
-        assert wait_for(lambda: driver.stats().closes.get(1000) == 2 and driver.stats().connections == 0)
+        assert eventually(
+            lambda: driver.stats().closes.get(1000) == 2 and driver.stats().connections == 0, 15.0
+        )
         stats = driver.stats()
         assert stats.messages_in == stats.messages_out == expected.messages
         assert stats.bytes_in == expected.bytes_in + 2 * 8
@@ -58,10 +61,14 @@ def test_pending_handshakes_count_requests_not_complete() -> None:
             sock = socket.create_connection(("127.0.0.1", server.port))
             sock.sendall(upgrade()[:20])  # the start of a request
             socks.append(sock)
-        assert wait_for(lambda: server.manager.stats().pending_handshakes == 3), server.manager.stats()
+        assert eventually(
+            lambda: server.manager.stats().pending_handshakes == 3, 15.0
+        ), server.manager.stats()
         for sock in socks:
             sock.close()
-        assert wait_for(lambda: server.manager.stats().pending_handshakes == 0), server.manager.stats()
+        assert eventually(
+            lambda: server.manager.stats().pending_handshakes == 0, 15.0
+        ), server.manager.stats()
     finally:
         for sock in socks:
             sock.close()
@@ -94,12 +101,12 @@ def asyncio_server() -> Iterator[int]:
 def test_asyncio_driver_counts_what_the_clients_did(asyncio_server: int) -> None:
     before = SHARED.stats()
     held = open_idle(asyncio_server, 2)
-    assert wait_for(lambda: SHARED.stats().connections == before.connections + 2)
+    assert eventually(lambda: SHARED.stats().connections == before.connections + 2, 15.0)
     expected = run_load(asyncio_server, clients=4, messages=100, size=30, code=4001)
     for ws in held:
         ws.close()
-    assert wait_for(lambda: SHARED.stats().closes.get(1000, 0) - before.closes.get(1000, 0) == 2)
-    assert wait_for(lambda: SHARED.stats().connections == before.connections)
+    assert eventually(lambda: SHARED.stats().closes.get(1000, 0) - before.closes.get(1000, 0) == 2, 15.0)
+    assert eventually(lambda: SHARED.stats().connections == before.connections, 15.0)
     stats = SHARED.stats()
     assert stats.messages_in - before.messages_in == expected.messages
     assert stats.messages_out - before.messages_out == expected.messages
@@ -143,9 +150,9 @@ def test_a_slow_reader_is_buffered_then_dropped() -> None:
             assert stats.buffered_bytes >= stats.buffered_bytes_max
             return stats.slow_consumers_dropped == 1
 
-        assert wait_for(dropped, 30), reactor.stats()
+        assert eventually(dropped, 30), reactor.stats()
         assert largest > 128 * 1024  # seen above the high-water mark before the drop
-        assert wait_for(lambda: reactor.stats().closes.get(1008) == 1)
+        assert eventually(lambda: reactor.stats().closes.get(1008) == 1, 15.0)
         assert reactor.stats().buffered_bytes == 0
         client.close()
     finally:
@@ -221,7 +228,7 @@ def test_broadcast_counts_each_websocket_reached() -> None:
         reactor = server.manager
         assert isinstance(reactor, Reactor)
         clients = open_idle(server.port, 3)
-        assert wait_for(lambda: reactor.stats().connections == 3)
+        assert eventually(lambda: reactor.stats().connections == 3, 15.0)
         small, large = b"s" * 1000, b"L" * 200_000  # large: more than a socket takes at once
         for _ in range(10):
             reactor.broadcast(small, binary=True)
@@ -232,7 +239,7 @@ def test_broadcast_counts_each_websocket_reached() -> None:
                 assert ws.recv() == large
         # Headers: 4 bytes for 1000 (16-bit length), 10 for 200,000 (64-bit length).
         sent = 3 * 10 * ((1000 + 4) + (200_000 + 10))
-        assert wait_for(lambda: reactor.stats().bytes_out == sent), (reactor.stats(), sent)
+        assert eventually(lambda: reactor.stats().bytes_out == sent, 15.0), (reactor.stats(), sent)
         stats = reactor.stats()
         assert stats.messages_out == 3 * 20
         assert stats.buffered_bytes == 0

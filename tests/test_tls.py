@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.serverproc import ServerProcess
 from tests.support.sockets import open_fds
+from tests.support.waiting import eventually
 from tests.support.wsclient import Client, text_frame
 from wsloop.client import WebSocketClient
 from wsloop.framing import OPCODE_CLOSE, OPCODE_TEXT, build_frame
@@ -36,15 +37,6 @@ Contexts = tuple[ssl.SSLContext, ssl.SSLContext]
 def tls_server(make_server: Callable[..., WebSocketServer], tls_files: tuple[Path, Path]) -> WebSocketServer:
     cert, key = tls_files
     return make_server(certfile=str(cert), keyfile=str(key), handshake_timeout=1.0, close_timeout=1.0)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_echo_over_tls(tls_server: WebSocketServer, tls_contexts: Contexts) -> None:
@@ -163,7 +155,7 @@ def test_failed_tls_handshakes_cost_only_their_connection(
     slow.close()
 
     assert good.echo("still here").data == b"still here"
-    assert wait_until(lambda: open_fds() <= baseline), open_fds() - baseline
+    assert eventually(lambda: open_fds() <= baseline), open_fds() - baseline
     good.close()
 
 

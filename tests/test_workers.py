@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.handlers import ScaleWebSocket
-from tests.support.redisproc import RedisServer, redis_fixture, wait_for
+from tests.support.redisproc import RedisServer, redis_fixture
 from tests.support.serverproc import LoggedServer
+from tests.support.waiting import wait_for
 from tests.support.wsclient import Client
 from wsloop.messaging import CloseControlMessage, Message
 from wsloop.workers import reuse_port_supported
@@ -34,7 +35,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 def worker_pids(server: LoggedServer, count: int) -> set[int]:
     """The pids of the first ``count`` workers that reported ready (waited for)."""
     pattern = r"wsloop\.workers INFO worker \d+ ready \(pid (\d+)\)"
-    wait_for(lambda: len(server.matches(pattern)) >= count, f"{count} workers ready")
+    wait_for(lambda: len(server.matches(pattern)) >= count, f"{count} workers ready", timeout=30.0)
     return {int(m.group(1)) for m in server.matches(pattern)[:count]}
 
 
@@ -214,7 +215,7 @@ def test_workers_stop_when_the_supervisor_is_killed() -> None:
         def gone() -> bool:
             return not any(os.path.exists(f"/proc/{pid}") for pid in pids)
 
-        wait_for(gone, "both workers exited")
+        wait_for(gone, "both workers exited", timeout=30.0)
     finally:
         server.stop()
 
@@ -267,7 +268,7 @@ def test_hung_workers_are_killed_and_replaced() -> None:
                 after=mark,
             )
         ready = r"worker \d+ ready \(pid (\d+)\)"
-        wait_for(lambda: len(server.matches(ready, after=mark)) >= 2, "two new workers ready")
+        wait_for(lambda: len(server.matches(ready, after=mark)) >= 2, "two new workers ready", timeout=30.0)
         new_pids = {int(m.group(1)) for m in server.matches(ready, after=mark)}
         assert len(new_pids) == 2 and not new_pids & pids
 

@@ -30,6 +30,7 @@ from tests.support.frames import (
     parse_close,
     parse_frames,
 )
+from tests.support.waiting import eventually
 from tests.support.wsclient import Client
 from wsloop import async_websocket
 from wsloop.client import WebSocketBaseClient
@@ -42,16 +43,6 @@ from wsloop.protocol import CLOSED, CLOSING, Protocol
 from wsloop.servers.asyncioserver import WebSocketProtocol
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import WebSocket
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
-
 
 # ------------------------------------------------------------------ exc.HandshakeError(msg)
 
@@ -115,7 +106,7 @@ def test_manager_run_in_the_calling_thread_and_stop() -> None:
     manager = WebSocketManager()
     runner = threading.Thread(target=manager.run, daemon=True)
     runner.start()
-    assert wait_for(lambda: manager._tid is not None)
+    assert eventually(lambda: manager._tid is not None)
     manager.stop(timeout=1)
     runner.join(5)
     assert not runner.is_alive() and manager.finished

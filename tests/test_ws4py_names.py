@@ -8,13 +8,13 @@ import base64
 import hashlib
 import logging
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import wsloop
+from tests.support.waiting import wait_for
 from tests.support.wsclient import Client
 from wsloop import compat
 from wsloop.framing import OPCODE_CLOSE
@@ -142,13 +142,6 @@ class Beating(WebSocket):
         self.ended_with.append(code)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def beating_server() -> Iterator[WebSocketServer]:
     Beating.instances.clear()
@@ -165,20 +158,20 @@ def test_heartbeat_sends_unsolicited_pongs_until_the_connection_ends(beating_ser
     client.recv_close()
     ws.heartbeat.join(5)
     assert not ws.heartbeat.is_alive() and not ws.heartbeat.running
-    wait_for(lambda: ws.ended_with == [1000])
+    wait_for(lambda: ws.ended_with == [1000], timeout=5.0)
 
 
 def test_close_connection_drops_a_served_connection_without_a_close_frame(
     beating_server: WebSocketServer,
 ) -> None:
     client = Client(beating_server.port)
-    wait_for(lambda: len(Beating.instances) == 1)
+    wait_for(lambda: len(Beating.instances) == 1, timeout=5.0)
     (ws,) = Beating.instances
     ws.heartbeat.stop()
     ws.close_connection()  # from this thread, not the reactor's
     assert client.wait_eof(5)
     assert not [m for m in client.stream.received if isinstance(m, CloseControlMessage)]
-    wait_for(lambda: ws.ended_with == [1006])
+    wait_for(lambda: ws.ended_with == [1006], timeout=5.0)
 
 
 def test_close_connection_of_an_unattached_websocket_closes_its_socket() -> None:

@@ -10,7 +10,6 @@ import socket
 import ssl
 import struct
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 
 import wsloop.messaging
 import wsloop.websocket
+from tests.support.waiting import wait_for
 from tests.support.wsclient import Client
 from wsloop.client import WebSocketClient
 from wsloop.handshake import accept, client_request, new_key, parse_request
@@ -25,14 +25,6 @@ from wsloop.messaging import BinaryMessage, CloseControlMessage, Message, TextMe
 from wsloop.poller import Reactor
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 class Ends(EchoWebSocket):

@@ -10,9 +10,7 @@ prometheus_client's own parser.
 from __future__ import annotations
 
 import threading
-import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import websocket  # websocket-client
@@ -107,13 +105,3 @@ def scrape(url: str) -> dict[str, float]:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples
-
-
-def wait_for(check: Callable[[], bool], seconds: float = 15.0) -> bool:
-    """Poll ``check`` until it holds (the server counts a close once its side is done)."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True

@@ -1,4 +1,4 @@
-"""A real ``redis-server`` for the tests (and ``stress/bench.py``), and waiting for a condition.
+"""A real ``redis-server`` for the tests (and ``stress/bench.py``).
 
 ``redis-server`` runs on a free loopback port in a temporary folder, with persistence off
 (``--save '' --appendonly no``); it can be stopped and started again on the same port, as a Redis
@@ -96,11 +96,3 @@ def numsub(redis_url: str, channel: str) -> int:
         return int(client.pubsub_numsub(channel)[0][1])
     finally:
         client.close()
-
-
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout:g} s: {what}")
-        time.sleep(0.02)
