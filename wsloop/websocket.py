@@ -17,6 +17,7 @@ import threading
 import time
 import types
 from collections.abc import Collection, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar
 
 from .deflate import DEFAULT as DEFAULT_DEFLATE
@@ -517,27 +518,24 @@ class WebSocket:
                 self._end_once()
             return False
         if data:
-            mine = self._once_transport
-            if mine is None:  # attached by someone else, who answers for its threads
+            with self._once_lock():
                 if self.process(data):
                     return True
-            else:
-                with mine.lock:
-                    if self.process(data):
-                        return True
         self._end_once()
         return False
 
     #: The transport once() made for the socket (None: once() never ran).
     _once_transport: BlockingTransport | None = None
 
+    def _once_lock(self) -> AbstractContextManager[object]:
+        """The lock of the transport once() made, which other threads' sends take; nothing to
+        take when someone else attached the websocket (they answer for their threads)."""
+        mine = self._once_transport
+        return nullcontext() if mine is None else mine.lock
+
     def _end_once(self) -> None:
-        transport = self._once_transport
-        if transport is None:
+        with self._once_lock():
             self.connection_lost()
-        else:
-            with transport.lock:
-                self.connection_lost()
         sock = self.sock
         if sock is not None:
             sock.close()
