@@ -152,6 +152,8 @@ PyDoc_STRVAR(send_shared_doc,
 "the bytes it took, 0 when it took none (full, an error, or a closed socket: the caller\n"
 "queues the rest, and its flush meets the error).");
 
+static PyObject *fileno_name; /* "fileno", interned on the first call */
+
 static PyObject *
 send_shared(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -168,19 +170,30 @@ send_shared(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     PyObject *socks = args[1];
-    PyObject *missed = PyList_New(0);
+    PyObject *missed = NULL;
+    if (fileno_name == NULL && (fileno_name = PyUnicode_InternFromString("fileno")) == NULL)
+        goto fail;
+    missed = PyList_New(0);
     if (missed == NULL)
         goto fail;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(socks); i++) {
         PyObject *sock = PyList_GET_ITEM(socks, i);
-        Py_INCREF(sock); /* fileno() could run Python code (a subclass) that changes the list */
-        int fd = PyObject_AsFileDescriptor(sock); /* -1 and ValueError once it is closed */
+        /* sock.fileno() (-1 once closed) by an interned name: PyObject_AsFileDescriptor interns
+           "fileno" on every call, most of this loop's own cost. A reference is held: fileno()
+           could run Python code (a subclass) that changes the list. */
+        Py_INCREF(sock);
+        PyObject *number = PyObject_CallMethodNoArgs(sock, fileno_name);
         Py_DECREF(sock);
+        long fd = -1;
+        if (number != NULL) {
+            fd = PyLong_AsLong(number);
+            Py_DECREF(number);
+        }
         Py_ssize_t sent = 0;
-        if (fd < 0) {
-            PyErr_Clear();
+        if (fd < 0 || fd > INT_MAX) {
+            PyErr_Clear(); /* not a socket any more (closed, or fileno() failed): nothing sent */
         } else {
-            sent = send(fd, view.buf, (size_t)view.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+            sent = send((int)fd, view.buf, (size_t)view.len, MSG_DONTWAIT | MSG_NOSIGNAL);
             if (sent < 0)
                 sent = 0;
         }
