@@ -135,9 +135,94 @@ mask_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* send_shared(frame, socks): a broadcast's one frame written to many plain sockets, one
+ * send(MSG_DONTWAIT | MSG_NOSIGNAL) each, without a Python call per socket (the reactor's
+ * broadcast, wsloop/poller/reactor.py). The GIL is held throughout: no other thread can close a
+ * socket (and have its fd reused) between reading its fd and writing to it; the caller passes a
+ * few hundred sockets at a time so other threads still get their turn. POSIX only (MSG_NOSIGNAL);
+ * without it the reactor keeps its Python loop. */
+#ifndef _WIN32
+#include <sys/socket.h>
+#endif
+#if !defined(_WIN32) && defined(MSG_NOSIGNAL) && defined(MSG_DONTWAIT)
+PyDoc_STRVAR(send_shared_doc,
+"send_shared(frame, socks, /) -> list[tuple[int, int]]\n\n"
+"Write the bytes-like frame to each socket of the list socks with one non-blocking\n"
+"send() each. Returns (index, sent) for each socket that did not take all of it: sent is\n"
+"the bytes it took, 0 when it took none (full, an error, or a closed socket: the caller\n"
+"queues the rest, and its flush meets the error).");
+
+static PyObject *fileno_name; /* "fileno", interned on the first call */
+
+static PyObject *
+send_shared(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "send_shared() takes exactly 2 arguments");
+        return NULL;
+    }
+    if (!PyList_Check(args[1])) {
+        PyErr_Format(PyExc_TypeError, "send_shared() needs a list of sockets, not %.100s",
+                     Py_TYPE(args[1])->tp_name);
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *socks = args[1];
+    PyObject *missed = NULL;
+    if (fileno_name == NULL && (fileno_name = PyUnicode_InternFromString("fileno")) == NULL)
+        goto fail;
+    missed = PyList_New(0);
+    if (missed == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(socks); i++) {
+        PyObject *sock = PyList_GET_ITEM(socks, i);
+        /* sock.fileno() (-1 once closed) by an interned name: PyObject_AsFileDescriptor interns
+           "fileno" on every call, most of this loop's own cost. A reference is held: fileno()
+           could run Python code (a subclass) that changes the list. */
+        Py_INCREF(sock);
+        PyObject *number = PyObject_CallMethodNoArgs(sock, fileno_name);
+        Py_DECREF(sock);
+        long fd = -1;
+        if (number != NULL) {
+            fd = PyLong_AsLong(number);
+            Py_DECREF(number);
+        }
+        Py_ssize_t sent = 0;
+        if (fd < 0 || fd > INT_MAX) {
+            PyErr_Clear(); /* not a socket any more (closed, or fileno() failed): nothing sent */
+        } else {
+            sent = send((int)fd, view.buf, (size_t)view.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (sent < 0)
+                sent = 0;
+        }
+        if (sent != view.len) {
+            PyObject *item = Py_BuildValue("(nn)", i, sent);
+            if (item == NULL || PyList_Append(missed, item) < 0) {
+                Py_XDECREF(item);
+                goto fail;
+            }
+            Py_DECREF(item);
+        }
+    }
+    PyBuffer_Release(&view);
+    return missed;
+fail:
+    Py_XDECREF(missed);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+#define SEND_SHARED_METHOD \
+    {"send_shared", (PyCFunction)(void (*)(void))send_shared, METH_FASTCALL, send_shared_doc},
+#else
+#define SEND_SHARED_METHOD
+#endif
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL, apply_mask_doc},
     {"mask_into", (PyCFunction)(void (*)(void))mask_into, METH_FASTCALL, mask_into_doc},
+    SEND_SHARED_METHOD
     {NULL, NULL, 0, NULL},
 };
 

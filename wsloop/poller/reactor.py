@@ -27,7 +27,7 @@ from typing import Any
 from ..brokers.base import Broker
 from ..brokers.inprocess import InProcessBroker
 from ..exc import ProtocolException
-from ..framing import OPCODE_BINARY, OPCODE_TEXT, frame_header
+from ..framing import OPCODE_BINARY, OPCODE_TEXT, _speedups, frame_header
 from ..stats import Counters, LagProbe, Stats, track
 from ..transport import (
     DEFAULT_HIGH_WATER,
@@ -68,6 +68,14 @@ _LOWAT_READ = 8 * 1024
 _OVERHEAD = 64
 _SWEEP_EVERY = 1.0  # seconds between looks for sockets closed behind the reactor's back
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets and frees the kernel's buffer
+# The C extension's writer of one frame to many plain sockets (wsloop/speedups.c): a broadcast's
+# sends without a Python call each. None without the extension, with WSLOOP_NO_SPEEDUPS, or with
+# an extension built before it existed: then each socket's send() is called from Python.
+_send_shared: Callable[[bytes, list[socket.socket]], list[tuple[int, int]]] | None = getattr(
+    _speedups, "send_shared", None
+)
+_SHARED_BATCH = 256  # sockets per send_shared() call (it holds the GIL: ~2 ms per call)
+_PLAIN_SOCKET = socket.socket  # only these take send_shared (not TLS, not gevent's)
 
 
 class Handler:
@@ -1018,6 +1026,14 @@ class Reactor:
         full: list[Connection] = []
         dirty = self._dirty
         framed = queued = 0  # (for the counters) websockets that frame it themselves; bytes queued
+        # Plain sockets with nothing queued are collected and written in C, _SHARED_BATCH at a
+        # time (send_shared); not when a websocket is listed twice (its second frame must wait
+        # behind the first's unsent rest, which is known only once the first is sent).
+        shared = _send_shared
+        if shared is not None and websockets is not None and len({ws for ws, _ in targets}) != len(targets):
+            shared = None
+        socks: list[socket.socket] = []
+        held: list[Connection] = []
         for ws, conn in targets:
             if conn.paused and conn.wsize + size > conn.cap:
                 full.append(conn)  # closed after the loop: it leaves _connections
@@ -1028,10 +1044,19 @@ class Reactor:
                 wbuf = conn.wbuf
                 rest: bytes | memoryview = frame
                 if not wbuf:
+                    sock = conn.sock
+                    if shared is not None and sock.__class__ is _PLAIN_SOCKET:
+                        socks.append(sock)
+                        held.append(conn)
+                        if len(socks) == _SHARED_BATCH:
+                            queued += self._send_shared(shared, frame, socks, held)
+                            socks = []
+                            held = []
+                        continue
                     # Nothing queued before it: written at once, one send() and no flush for
                     # it (TLS too: an SSLSocket takes all or raises; a retry starts with it).
                     try:
-                        sent = conn.sock.send(frame)
+                        sent = sock.send(frame)
                     except OSError:  # full (EAGAIN, SSLWant*), or broken: flush() sees it
                         sent = 0
                     if sent:
@@ -1044,14 +1069,39 @@ class Reactor:
                 if not conn.dirty:
                     conn.dirty = True
                     dirty.append(conn)
-        shared = len(targets) - len(full) - framed  # (send_broadcast's are counted as sent)
+        if socks and shared is not None:
+            queued += self._send_shared(shared, frame, socks, held)
+        shared_count = len(targets) - len(full) - framed  # (send_broadcast's are counted as sent)
         counters = self.counters
-        counters.messages_out += shared
-        counters.bytes_out += shared * size - queued  # written at once; flush() counts the rest
+        counters.messages_out += shared_count
+        counters.bytes_out += shared_count * size - queued  # written at once; flush() counts the rest
         for conn in full:
             if not (conn.ws.server_terminated or conn.ws.client_terminated):  # still open
                 conn.overflow()
         self._burst += len(frame)
+
+    def _send_shared(
+        self,
+        shared: Callable[[bytes, list[socket.socket]], list[tuple[int, int]]],
+        frame: bytes,
+        socks: list[socket.socket],
+        held: list[Connection],
+    ) -> int:
+        """Write ``frame`` to each of ``socks`` (the plain sockets of ``held``, nothing queued on
+        them) in C; queue what a socket did not take (full, or broken: flush() sees it) as
+        :meth:`_broadcast` does. Returns the bytes queued."""
+        queued = 0
+        dirty = self._dirty
+        for index, sent in shared(frame, socks):
+            conn = held[index]
+            rest: bytes | memoryview = memoryview(frame)[sent:] if sent else frame
+            conn.wbuf.append(rest)
+            conn.wsize += len(rest)
+            queued += len(rest)
+            if not conn.dirty:
+                conn.dirty = True
+                dirty.append(conn)
+        return queued
 
     def _admit(self, conn: Connection, size: int) -> None:
         """Account for ``size`` bytes another thread submits; wait first while ``conn`` is
