@@ -80,6 +80,10 @@ from tests.support.redisproc import RedisServer
 LOADGEN_SRC = HERE / "loadgen.c"
 OPEN_TIMEOUT = 45.0  # per connection-opening phase
 PHASE_TIMEOUT = 30.0  # per echo / broadcast phase of the idle scenarios
+# Broadcasts per server process; the run's figure is their median. The first one after the
+# 10,000 opens costs 10-20% more CPU than the ones after it (docs/ARCHITECTURE.md, "Broadcast").
+BROADCASTS = 3
+BROADCAST_PAUSE = 0.3
 SETTLE_SECONDS = 0.5  # after the server is ready, before its RSS is read
 
 
@@ -332,9 +336,14 @@ def run_idle(cfg: Config, server: Server, want: list[str]) -> tuple[dict[str, fl
             figures["echo_s"] = float(echoed["secs"])
             figures["echo_gen_cpu"] = float(echoed["gen_cpu"])
         if "broadcast" in want and not server.raw:
-            sent = answer("broadcast", PHASE_TIMEOUT + 10)
-            if "error" in sent:
-                return figures, describe_failure(sent["error"], proc, "broadcasting")
+            rounds = []
+            for _ in range(BROADCASTS):
+                sent = answer("broadcast", PHASE_TIMEOUT + 10)
+                if "error" in sent:
+                    return figures, describe_failure(sent["error"], proc, "broadcasting")
+                rounds.append(sent)
+                time.sleep(BROADCAST_PAUSE)
+            sent = sorted(rounds, key=lambda r: float(r["secs"]))[len(rounds) // 2]
             figures["broadcast_s"] = float(sent["secs"])
             figures["broadcast_gen_cpu"] = float(sent["gen_cpu"])
             figures["broadcast_srv_cpu"] = float(sent["srv_cpu"])
