@@ -13,6 +13,7 @@ import itertools
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
@@ -52,6 +53,20 @@ DEFAULT_HIGH_WATER = 4 * 1024 * 1024
 DEFAULT_MAX_BUFFERED = 16 * 1024 * 1024
 OVERFLOW_CODE = 1008
 OVERFLOW_REASON = "output buffer limit exceeded"
+
+
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s
+
+
+def reset_on_close(sock: socket.socket | None) -> None:
+    """Make closing ``sock`` reset the connection (SO_LINGER 0): the kernel frees what it still
+    holds for the peer instead of delivering it, as a dropped slow peer's output must be."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+    except OSError:
+        pass  # already closed, or not a TCP socket: nothing is held for a peer
 
 
 def max_buffered_for(high_water: int, max_buffered: int | None) -> int:

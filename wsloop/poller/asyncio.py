@@ -19,6 +19,7 @@ from ..transport import (
     OVERFLOW_REASON,
     TimerHandle,
     max_buffered_for,
+    reset_on_close,
 )
 
 if TYPE_CHECKING:
@@ -223,6 +224,7 @@ class AsyncioTransport:
         self.closing = True
         self.counters.slow_dropped += 1
         self._failure = ProtocolException(OVERFLOW_REASON, OVERFLOW_CODE)  # for connection_lost
+        reset_on_close(transport.get_extra_info("socket"))  # the kernel's share is dropped too
         transport.abort()  # connection_lost follows, at the loop's next turn
 
     def in_context(self) -> bool:
