@@ -409,9 +409,12 @@ def origin_allowed(origin: str | None, allowed: Collection[str | None]) -> bool:
     return any(item is not None and item.lower() == folded for item in allowed)
 
 
+def _policy_name(policy: HandshakePolicy) -> str:
+    return getattr(policy, "__name__", type(policy).__name__)
+
+
 def _apply_policy(policy: HandshakePolicy, request: Request, protocols: Sequence[str] | None) -> str | None:
     """Run the policy's checks (raising :class:`HandshakeError`); return the chosen subprotocol."""
-    name = getattr(policy, "__name__", type(policy).__name__)
     try:
         origins = policy.origins
         if origins is not None and not origin_allowed(request.headers.get("origin"), origins):
@@ -424,10 +427,14 @@ def _apply_policy(policy: HandshakePolicy, request: Request, protocols: Sequence
     except HandshakeError:
         raise
     except Exception:
-        logger.exception("error in the handshake hooks of %s", name)
+        logger.exception("error in the handshake hooks of %s", _policy_name(policy))
         raise HandshakeError("internal server error", 500) from None
     if subprotocol is not None and subprotocol not in offered:
-        logger.error("%s.select_subprotocol chose %r, which the client did not offer", name, subprotocol)
+        logger.error(
+            "%s.select_subprotocol chose %r, which the client did not offer",
+            _policy_name(policy),
+            subprotocol,
+        )
         raise HandshakeError("internal server error", 500)
     return subprotocol
 
