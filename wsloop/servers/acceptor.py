@@ -302,13 +302,17 @@ class ReactorAcceptor(_PendingLimit, Handler):
             # last reads found nothing (clients that send once connected, accepted at once), the
             # socket is watched without trying, but for a read now and then to see if that changed.
             handshake = _Handshake(self, sock, peer)
+            read = True
             if self.misses >= _EAGER_MISSES:
                 self.skipped += 1
                 if self.skipped < _EAGER_PROBE:
+                    read = False
+                else:
+                    self.skipped = 0
+            try:
+                if not read:
                     handshake._watch()
                     continue
-                self.skipped = 0
-            try:
                 handshake.on_read()
             except Exception:
                 logger.exception("error in the handshake with %s", peer)
