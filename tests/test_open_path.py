@@ -475,3 +475,26 @@ def test_silent_connections_watched_without_a_read_still_time_out() -> None:
         for sock in silent:
             sock.close()
         server.stop(timeout=2)
+
+
+class OwnEnvironProperty(WebSocket):
+    """A handler class with its own ``environ`` property: the constructor assigns through it."""
+
+    seen: list[Any] = []
+
+    @property  # type: ignore[override]
+    def environ(self) -> Any:
+        return self._own
+
+    @environ.setter
+    def environ(self, value: Any) -> None:
+        OwnEnvironProperty.seen.append(value)
+        self._own = value
+
+
+def test_a_subclass_environ_property_still_gets_the_constructor_assignment() -> None:
+    marker = {"PATH_INFO": "/x"}
+    ws = OwnEnvironProperty(None, environ=marker)
+    assert OwnEnvironProperty.seen[-1] is marker and ws.environ is marker
+    plain = WebSocket(None, environ=marker)
+    assert plain.environ is marker
