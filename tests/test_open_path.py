@@ -330,3 +330,171 @@ def test_lazy_environ_builds_what_the_eager_one_is(head: bytes, peer: Any) -> No
         lazy = LazyEnviron(head, request.key, peer, True, templates)
         assert lazy.head == head
         assert lazy.build() == eager
+
+
+# ---------------------------------------------------------------------- h19: the parse cache
+
+
+def _with_key(key: str, extra: bytes = b"") -> bytes:
+    return UPGRADE.replace(KEY.encode(), key.encode()) + extra
+
+
+CACHED_HEADS = [
+    UPGRADE,
+    UPGRADE + b"\x81\x80abcd",  # a frame after the head
+    b"GET / HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: " + KEY.encode() + b"\r\nX-Dup: 1\r\nx-dup: 2\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Latin: caf\xe9\r\nSec-WebSocket-Key: " + KEY.encode() + b"\r\n\r\n",
+    # the key repeated (joined): never cached
+    b"GET / HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: " + KEY.encode() + b"\r\nsec-websocket-key: x\r\n\r\n",
+    # a key with a trailing blank, or not of base64 characters: not the cached form
+    b"GET / HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: " + KEY.encode() + b" \r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=!\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("head", CACHED_HEADS)
+def test_parse_cache_gives_what_a_fresh_parse_gives(head: bytes) -> None:
+    """A head parsed through the cache, the first time and again with another key, is equal to
+    the same head parsed without it; each parse is a fresh Request (its own headers)."""
+    cache: dict[bytes, Any] = {}
+    for key in (KEY, "AAAAAAAAAAAAAAAAAAAAAA==", "x3JJHMbDL1EzLkh9GBhXDw=="):
+        data = head.replace(KEY.encode(), key.encode())
+        fresh = parse_request(data)
+        cached = parse_request(data, cache=cache)
+        assert cached == fresh
+        assert cached is not None
+        cached[0].headers["x-mutated"] = "1"
+        cached[0].raw_headers.append(("x-mutated", "1"))
+    again = parse_request(head, cache=cache)
+    assert again == parse_request(head)
+    repeated_key = b"sec-websocket-key: x" in head
+    assert len(cache) == (0 if repeated_key or b"== \r\n" in head or b"=!" in head else 1)
+
+
+def test_parse_cache_refuses_what_a_fresh_parse_refuses() -> None:
+    """Errors are never cached: a malformed head with a valid key field is refused each time as
+    without the cache; a head past max_size gets 431 even when its template was cached."""
+    from wsloop.exc import HandshakeError
+
+    bad = b"GET / HTTP/1.1\r\nHost: a b\r\nSec-WebSocket-Key: " + KEY.encode() + b"\r\n\r\n"
+    cache: dict[bytes, Any] = {}
+    for _ in range(2):
+        with pytest.raises(HandshakeError) as raised:
+            parse_request(bad, cache=cache)
+        assert raised.value.reason == "invalid Host header"
+    assert cache == {}
+    assert parse_request(UPGRADE, cache=cache) is not None and len(cache) == 1
+    with pytest.raises(HandshakeError) as raised:
+        parse_request(UPGRADE, len(UPGRADE) - 1, cache=cache)
+    assert raised.value.status == 431
+
+
+def test_parse_cache_is_bounded() -> None:
+    from wsloop.handshake import _PARSED
+
+    cache: dict[bytes, Any] = {}
+    for i in range(_PARSED + 10):
+        head = UPGRADE.replace(b"/chat?room=7", f"/chat?room={i}".encode())
+        assert parse_request(head, cache=cache) == parse_request(head)
+    assert len(cache) == _PARSED
+
+
+def test_server_serves_many_keys_through_the_cache() -> None:
+    """The standalone server's answers carry each request's own accept value."""
+    from wsloop.handshake import accept_value
+
+    server = WebSocketServer("127.0.0.1", 0)
+    server.start()
+    socks = []
+    try:
+        keys = ["AAAAAAAAAAAAAAAAAAAAAA==", KEY, "x3JJHMbDL1EzLkh9GBhXDw==", KEY]
+        for key in keys:
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(_with_key(key))
+            socks.append(sock)
+        answers = read_all(socks, len(RESPONSE_101), 10.0)
+        for sock, key in zip(socks, keys, strict=True):
+            assert answers[sock] == accept_response(key)
+            assert accept_value(key).encode() in answers[sock]
+    finally:
+        for sock in socks:
+            sock.close()
+        server.stop(timeout=2)
+
+
+# ---------------------------------------------------------------------- h19: reading at accept
+
+
+def test_connections_whose_requests_come_late_are_watched_without_a_read() -> None:
+    """After two connections whose requests were not there when accepted, the next ones are
+    watched at once (a probe read every 16th); requests that then come first are read at once
+    again. Every connection is served either way, within the handshake timeout."""
+    server = WebSocketServer("127.0.0.1", 0, handshake_timeout=30)
+    server.start()
+    acceptor: Any = server.acceptor
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(40):
+            socks.append(socket.create_connection(("127.0.0.1", server.port)))
+        assert eventually(lambda: server.pending_handshakes == 40)
+        assert acceptor.misses == 2
+        for sock in socks:
+            sock.sendall(UPGRADE)
+        answers = read_all(socks, len(RESPONSE_101), 20.0)
+        assert sum(answer == RESPONSE_101 for answer in answers.values()) == 40
+        assert eventually(lambda: len(server.manager) == 40 and server.pending_handshakes == 0)
+        # Requests sent with the connect: the probe finds one there, and reading at once resumes.
+        more = []
+        for _ in range(200):  # the first probe reads at once (unless accepted before the send)
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(UPGRADE)
+            more.append(sock)
+            socks.append(sock)
+            assert eventually(lambda: len(server.manager) == 40 + len(more))
+            if acceptor.misses == 0:
+                break
+        assert acceptor.misses == 0
+        answers = read_all(more, len(RESPONSE_101), 20.0)
+        assert all(answer == RESPONSE_101 for answer in answers.values())
+    finally:
+        for sock in socks:
+            sock.close()
+        server.stop(timeout=2)
+
+
+def test_silent_connections_watched_without_a_read_still_time_out() -> None:
+    server = WebSocketServer("127.0.0.1", 0, handshake_timeout=0.5)
+    server.start()
+    silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(6)]
+    try:
+        assert eventually(lambda: server.pending_handshakes == 6)
+        closed = read_all(silent, 1, 10.0)
+        assert all(data == b"" for data in closed.values())
+        assert eventually(lambda: server.pending_handshakes == 0)
+    finally:
+        for sock in silent:
+            sock.close()
+        server.stop(timeout=2)
+
+
+class OwnEnvironProperty(WebSocket):
+    """A handler class with its own ``environ`` property: the constructor assigns through it."""
+
+    seen: list[Any] = []
+
+    @property  # type: ignore[override]
+    def environ(self) -> Any:
+        return self._own
+
+    @environ.setter
+    def environ(self, value: Any) -> None:
+        OwnEnvironProperty.seen.append(value)
+        self._own = value
+
+
+def test_a_subclass_environ_property_still_gets_the_constructor_assignment() -> None:
+    marker = {"PATH_INFO": "/x"}
+    ws = OwnEnvironProperty(None, environ=marker)
+    assert OwnEnvironProperty.seen[-1] is marker and ws.environ is marker
+    plain = WebSocket(None, environ=marker)
+    assert plain.environ is marker

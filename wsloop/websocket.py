@@ -106,7 +106,10 @@ class WebSocket:
             self.protocols = protocols
         if extensions is not None or self.extensions is not None:
             self.extensions = extensions
-        self.environ = environ
+        if type(self).environ is _ENVIRON:
+            self._environ = environ  # what the property's setter does, without the call
+        else:
+            self.environ = environ
         if heartbeat_freq is not None or self.heartbeat_freq is not None:
             self.heartbeat_freq = heartbeat_freq
         if max_message_size is not _CLASS_DEFAULT:
@@ -115,13 +118,8 @@ class WebSocket:
             self.idle_timeout = idle_timeout
         # One bound method (the class's deliverer, see __init_subclass__) takes the data
         # messages and pongs; the peer's close needs no callback here (connection_lost reports it).
-        self.stream = Protocol(
-            client=client,
-            max_message_size=self.max_message_size,
-            on_message=_ignore,
-            deflate=deflate,
-            on_data=self._deliver,
-        )
+        # (positional: client, max_message_size, write, on_message, deflate, on_data)
+        self.stream = Protocol(client, self.max_message_size, None, _ignore, deflate, self._deliver)
         self.transport: Transport | None = None
         self._finished = False
         self._heard = False  # something arrived since the last idle check (set by process())
@@ -754,6 +752,9 @@ class WebSocket:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.peer_address}>"
+
+
+_ENVIRON = WebSocket.__dict__["environ"]
 
 
 def _deliverer(cls: type[WebSocket]) -> Any:

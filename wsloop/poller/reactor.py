@@ -146,14 +146,19 @@ class _Registry:
     def modify(self, sock: socket.socket, events: int, handler: Handler) -> None:
         """Change what ``sock`` is watched for and who handles it; KeyError if it is not
         registered, OSError if the system call fails (its socket was closed behind our back)."""
-        fd = self.fd_of(sock)
+        fd = sock.fileno()
+        entry = self.files.get(fd) if fd >= 0 else None
+        if entry is None:
+            fd = self.fd_of(sock)
+            entry = self.files[fd]
         if self.epoll is not None:
-            if self.files[fd][1] != events:
+            if entry[1] != events:
                 self.epoll.modify(fd, _TO_EPOLL[events])
         else:
             assert self.selector is not None
             self.selector.modify(sock, events, handler)  # no system call when only data changes
-        self.files[fd] = (sock, events)  # ``sock`` may wrap the one registered (TLS on a socket)
+        if entry[0] is not sock or entry[1] != events:
+            self.files[fd] = (sock, events)  # ``sock`` may wrap the one registered (TLS)
         self.handlers[fd] = handler
 
     def unregister(self, sock: socket.socket) -> None:
@@ -895,14 +900,18 @@ class Reactor:
         thread handed it over); it moves to ``_connections`` in one step under the lock, so
         ``len()`` never sees it twice or not at all."""
         conn: Connection | None = None
-        try:
+        if counted:
+            try:
+                conn, handed_over = self._connection_for(websocket)
+            finally:
+                with self._adding_lock:
+                    if conn is not None:
+                        self._connections[websocket] = conn
+                    self._adding -= 1  # served now, or not at all (stopping, or an error)
+        else:  # nothing to move from _adding: one dict store, which len() sees whole
             conn, handed_over = self._connection_for(websocket)
-        finally:
-            with self._adding_lock:
-                if conn is not None:
-                    self._connections[websocket] = conn
-                if counted:  # served now, or not at all (stopping, or an error)
-                    self._adding -= 1
+            if conn is not None:
+                self._connections[websocket] = conn
         if conn is None:
             return
         sock = conn.sock

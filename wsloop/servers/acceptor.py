@@ -29,6 +29,11 @@ __all__ = ["Acceptor", "Listener", "ReactorAcceptor", "ThreadedAcceptor", "accep
 logger = logging.getLogger("wsloop.server")
 
 _ACCEPTS_PER_TURN = 256
+# After this many reads in a row found no request at accept time, the next connections are
+# watched at once (a read that finds nothing is a system call and an exception for nothing),
+# except every _EAGER_PROBE-th, read at once to see whether requests have started to come first.
+_EAGER_MISSES = 2
+_EAGER_PROBE = 16
 
 # accept() errors that concern one connection only (it was reset before it was accepted): the
 # next one is accepted at once. Any other error (EMFILE, ENFILE, ENOBUFS, ENOMEM, ...) would
@@ -228,6 +233,10 @@ class ReactorAcceptor(_PendingLimit, Handler):
                 logger.debug("TCP_NODELAY on the listener: %s", exc)
                 self.nodelay_inherited = False
         self.waiting: dict[_Handshake, float] = {}  # watched handshakes -> their deadline
+        # Reads at accept time that found nothing, in a row (up to _EAGER_MISSES), and the
+        # connections since watched without one (see on_read).
+        self.misses = 0
+        self.skipped = 0
         self.sweep: TimerHandle | None = None  # for the first deadline in ``waiting``
 
     def start(self) -> None:
@@ -289,13 +298,31 @@ class ReactorAcceptor(_PendingLimit, Handler):
                     sock.close()
                     continue
             # The request has often arrived by the time the connection is accepted: read it at
-            # once, and watch the socket (with a timeout) only if it is not all there.
+            # once, and watch the socket (with a timeout) only if it is not all there. When the
+            # last reads found nothing (clients that send once connected, accepted at once), the
+            # socket is watched without trying, but for a read now and then to see if that changed.
             handshake = _Handshake(self, sock, peer)
+            read = True
+            if self.misses >= _EAGER_MISSES:
+                self.skipped += 1
+                if self.skipped < _EAGER_PROBE:
+                    read = False
+                else:
+                    self.skipped = 0
             try:
+                if not read:
+                    handshake._watch()
+                    continue
                 handshake.on_read()
             except Exception:
                 logger.exception("error in the handshake with %s", peer)
                 handshake.close()
+                continue
+            if handshake.watched:
+                if self.misses < _EAGER_MISSES:
+                    self.misses += 1
+            elif self.misses:
+                self.misses = 0
 
     def _set_nodelay(self, sock: socket.socket, peer: Any) -> None:
         """TCP_NODELAY on an accepted connection, unless it inherited it from the listener (asked
