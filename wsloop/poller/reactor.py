@@ -1114,7 +1114,7 @@ class Reactor:
                     if handler is None:
                         continue  # unregistered by an earlier handler of this turn
                     try:
-                        if mask == EVENT_READ:  # readable, nothing else: the common case
+                        if mask == 1:  # EVENT_READ: readable, nothing else (the common case)
                             handler.on_read()
                             continue
                         mask = registry.mask_of(fd, mask)
