@@ -138,6 +138,15 @@ else:
     mask = _mask_pure
     mask_into = _mask_into_pure
 
+#: ``small_frame(data, pos) -> bytes | None``, in C (None without the extension, or with one
+#: built before it had it): the unmasked payload of the frame at ``data[pos:]`` if that is a whole
+#: masked, final, uncompressed text or binary frame of at most 125 bytes (so its header is 6
+#: bytes) and a text frame's payload is valid UTF-8; else None. The protocol's fast path for a
+#: client's small messages (Protocol.feed); the Python parser takes every other frame.
+small_frame: Callable[[bytes | bytearray | memoryview, int], bytes | None] | None = getattr(
+    _speedups, "small_frame", None
+)
+
 
 def frame_header(
     opcode: int, length: int, fin: bool = True, rsv1: bool = False, mask_key: bytes | None = None

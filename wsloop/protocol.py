@@ -36,6 +36,7 @@ from .framing import (
     mask,
     mask_into,
 )
+from .framing import small_frame as _small_frame
 from .messaging import BinaryMessage, CloseControlMessage, Message, PongControlMessage, TextMessage
 from .stats import UNCOUNTED, Counters
 
@@ -263,19 +264,45 @@ class Protocol:
                 pos = self._consume(data, 0, len(data))
                 if self._remaining or self.failure is not None or self.state is CLOSED:
                     return
+            limit = self._limit
             if self._hdr:
                 data = self._hdr + bytes(data[pos:])
                 self._hdr = b""
                 pos = 0
-            elif type(data) is not bytes and len(data) - pos <= _COPY_UNDER:
-                # Small reads are parsed from bytes: slicing bytes and int.from_bytes() on bytes
-                # cost a third of what they cost on a memoryview (no view object, no conversion).
-                data = bytes(data[pos:]) if pos else bytes(data)
-                pos = 0
+            else:
+                on_data = self.on_data
+                if (
+                    _small_frame is not None
+                    and on_data is not None
+                    and not self._msg_op
+                    and limit >= 125
+                    and not self.client
+                ):
+                    # The C fast path (framing.small_frame): whole small masked text and binary
+                    # frames, one call each, parsed from the caller's buffer as it is; the first
+                    # frame it does not take goes to the parser below. (_msg_op stays 0: no
+                    # callback can start a fragmented message in this direction.)
+                    end = len(data)
+                    while True:
+                        payload = _small_frame(data, pos)
+                        if payload is None:
+                            break
+                        opcode = data[pos] & 0x0F
+                        pos += 6 + len(payload)
+                        received += 1
+                        on_data(payload, opcode)
+                        if self.state is not OPEN and (self.failure is not None or self.state is CLOSED):
+                            return
+                        if pos == end:
+                            return
+                if type(data) is not bytes and len(data) - pos <= _COPY_UNDER:
+                    # Small reads are parsed from bytes: slicing bytes and int.from_bytes() on bytes
+                    # cost a third of what they cost on a memoryview (no view object, no conversion).
+                    data = bytes(data[pos:]) if pos else bytes(data)
+                    pos = 0
             # The frames, one after another (the parser, inline: one call less per read).
             end = len(data)
             mask_bit = 0 if self.client else 0x80
-            limit = self._limit
             on_message = self.on_message
             on_data = self.on_data
             speedups = SPEEDUPS  # (a local: read for every frame)

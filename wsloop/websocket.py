@@ -616,8 +616,8 @@ class WebSocket:
     def _deliver_data(self, payload: bytes, opcode: int) -> None:
         """:meth:`_deliver` for a handler that overrides :meth:`received_data`."""
         try:
-            if opcode <= OPCODE_BINARY:
-                self.received_data(payload, opcode == OPCODE_BINARY)
+            if opcode <= 2:  # OPCODE_TEXT or OPCODE_BINARY (constants: no global lookups)
+                self.received_data(payload, opcode == 2)
             else:
                 if self._awaiting_pong:
                     self._awaiting_pong = False

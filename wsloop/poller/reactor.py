@@ -393,7 +393,9 @@ class Connection(Handler):
         buf = self.wbuf
         if buf:
             try:
-                sent = self._send(buf)
+                # One buffer (the common case) straight to send(), as _send() does; TLS's too: an
+                # SSLSocket's send() takes all of one buffer or raises.
+                sent = self.sock.send(buf[0]) if len(buf) == 1 else self._send(buf)
             except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 sent = 0
             except OSError:
@@ -403,8 +405,8 @@ class Connection(Handler):
             self.reactor.counters.bytes_out += sent
             if not self.wsize:
                 buf.clear()
-                if self.events == EVENT_READ and not (self.paused or self.waiters or self.closing):
-                    return  # all written and nothing to change: the common case
+                if self.events == 1 and not (self.paused or self.waiters or self.closing):
+                    return  # all written, watched for reading only (EVENT_READ), nothing to change
             else:
                 i = 0
                 while sent:
@@ -1171,7 +1173,7 @@ class Reactor:
                     if handler is None:
                         continue  # unregistered by an earlier handler of this turn
                     try:
-                        if mask == EVENT_READ:  # readable, nothing else: the common case
+                        if mask == 1:  # EVENT_READ: readable, nothing else (the common case)
                             handler.on_read()
                             continue
                         mask = registry.mask_of(fd, mask)
