@@ -332,74 +332,14 @@ def test_lazy_environ_builds_what_the_eager_one_is(head: bytes, peer: Any) -> No
         assert lazy.build() == eager
 
 
-# ---------------------------------------------------------------------- h19: the parse cache
+# ---------------------------------------------------------------------- each request's own key
 
 
 def _with_key(key: str, extra: bytes = b"") -> bytes:
     return UPGRADE.replace(KEY.encode(), key.encode()) + extra
 
 
-CACHED_HEADS = [
-    UPGRADE,
-    UPGRADE + b"\x81\x80abcd",  # a frame after the head
-    b"GET / HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: " + KEY.encode() + b"\r\nX-Dup: 1\r\nx-dup: 2\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: a\r\nX-Latin: caf\xe9\r\nSec-WebSocket-Key: " + KEY.encode() + b"\r\n\r\n",
-    # the key repeated (joined): never cached
-    b"GET / HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: " + KEY.encode() + b"\r\nsec-websocket-key: x\r\n\r\n",
-    # a key with a trailing blank, or not of base64 characters: not the cached form
-    b"GET / HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: " + KEY.encode() + b" \r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=!\r\n\r\n",
-]
-
-
-@pytest.mark.parametrize("head", CACHED_HEADS)
-def test_parse_cache_gives_what_a_fresh_parse_gives(head: bytes) -> None:
-    """A head parsed through the cache, the first time and again with another key, is equal to
-    the same head parsed without it; each parse is a fresh Request (its own headers)."""
-    cache: dict[bytes, Any] = {}
-    for key in (KEY, "AAAAAAAAAAAAAAAAAAAAAA==", "x3JJHMbDL1EzLkh9GBhXDw=="):
-        data = head.replace(KEY.encode(), key.encode())
-        fresh = parse_request(data)
-        cached = parse_request(data, cache=cache)
-        assert cached == fresh
-        assert cached is not None
-        cached[0].headers["x-mutated"] = "1"
-        cached[0].raw_headers.append(("x-mutated", "1"))
-    again = parse_request(head, cache=cache)
-    assert again == parse_request(head)
-    repeated_key = b"sec-websocket-key: x" in head
-    assert len(cache) == (0 if repeated_key or b"== \r\n" in head or b"=!" in head else 1)
-
-
-def test_parse_cache_refuses_what_a_fresh_parse_refuses() -> None:
-    """Errors are never cached: a malformed head with a valid key field is refused each time as
-    without the cache; a head past max_size gets 431 even when its template was cached."""
-    from wsloop.exc import HandshakeError
-
-    bad = b"GET / HTTP/1.1\r\nHost: a b\r\nSec-WebSocket-Key: " + KEY.encode() + b"\r\n\r\n"
-    cache: dict[bytes, Any] = {}
-    for _ in range(2):
-        with pytest.raises(HandshakeError) as raised:
-            parse_request(bad, cache=cache)
-        assert raised.value.reason == "invalid Host header"
-    assert cache == {}
-    assert parse_request(UPGRADE, cache=cache) is not None and len(cache) == 1
-    with pytest.raises(HandshakeError) as raised:
-        parse_request(UPGRADE, len(UPGRADE) - 1, cache=cache)
-    assert raised.value.status == 431
-
-
-def test_parse_cache_is_bounded() -> None:
-    from wsloop.handshake import _PARSED
-
-    cache: dict[bytes, Any] = {}
-    for i in range(_PARSED + 10):
-        head = UPGRADE.replace(b"/chat?room=7", f"/chat?room={i}".encode())
-        assert parse_request(head, cache=cache) == parse_request(head)
-    assert len(cache) == _PARSED
-
-
-def test_server_serves_many_keys_through_the_cache() -> None:
+def test_server_answers_each_request_with_its_own_key() -> None:
     """The standalone server's answers carry each request's own accept value."""
     from wsloop.handshake import accept_value
 
@@ -422,7 +362,7 @@ def test_server_serves_many_keys_through_the_cache() -> None:
         server.stop(timeout=2)
 
 
-# ---------------------------------------------------------------------- h19: reading at accept
+# ---------------------------------------------------------------------- reading at accept
 
 
 def test_connections_whose_requests_come_late_are_watched_without_a_read() -> None:

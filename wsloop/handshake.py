@@ -159,61 +159,16 @@ def _join_headers(raw: list[tuple[str, str]]) -> dict[str, str]:
     return joined
 
 
-def parse_request(
-    data: bytes, max_size: int = MAX_HEADER_SIZE, cache: dict[bytes, _Parsed] | None = None
-) -> tuple[Request, int] | None:
+def parse_request(data: bytes, max_size: int = MAX_HEADER_SIZE) -> tuple[Request, int] | None:
     """Parse a request head at the start of ``data``.
 
     Returns ``(request, head_length)``, or ``None`` if the head is not complete yet. Raises
     :class:`HandshakeError` (400, or 431 past ``max_size`` bytes) on a malformed head.
-
-    ``cache`` (a dict a server keeps, bounded here): the parses of heads that differ only in
-    their ``Sec-WebSocket-Key``, as one client program's do; a head seen before is not parsed
-    again (the result is the same: a fresh :class:`Request`).
     """
     end = data.find(b"\r\n\r\n")
     if end < 0 or end + 4 > max_size:
         return _parse_request_slowly(data, max_size)
-    if cache is not None:
-        # The key's field as clients write it, with a key of base64 characters (no blank, no
-        # control character: the rest of the head parses the same whatever key it carries).
-        at = data.find(b"\r\nSec-WebSocket-Key: ", 0, end)
-        if at > 0 and _KEY_VALUE(data, at + 21):
-            pos = at + 21
-            template = data[:pos] + data[pos + 24 : end + 4]
-            hit = cache.get(template)
-            key = data[pos : pos + 24].decode("ascii")
-            if hit is not None:
-                method, path, version, headers, raw, index = hit
-                headers = headers.copy()
-                headers["sec-websocket-key"] = key
-                raw = raw.copy()
-                raw[index] = ("sec-websocket-key", key)
-                return Request(method, path, version, headers, raw), end + 4
-            parsed = _parse_request_once(data, end, max_size)
-            if parsed is not None and len(cache) < _PARSED and len(template) <= _PARSED_SIZE:
-                request = parsed[0]
-                names = [name for name, _ in request.raw_headers]
-                if names.count("sec-websocket-key") == 1 and request.headers["sec-websocket-key"] == key:
-                    cache[template] = (
-                        request.method,
-                        request.path,
-                        request.version,
-                        request.headers.copy(),
-                        request.raw_headers.copy(),
-                        names.index("sec-websocket-key"),
-                    )
-            return parsed
     return _parse_request_once(data, end, max_size)
-
-
-# parse_request's cache: the parts of a parsed head (its method, path, version, headers and raw
-# headers with some key, and the index of the key in the raw headers), at most _PARSED heads of
-# at most _PARSED_SIZE bytes.
-_Parsed = tuple[str, str, str, dict[str, str], list[tuple[str, str]], int]
-_PARSED = 64
-_PARSED_SIZE = 2048
-_KEY_VALUE = re.compile(rb"[A-Za-z0-9+/]{22}==\r\n").match
 
 
 def _parse_request_once(data: bytes, end: int, max_size: int) -> tuple[Request, int] | None:

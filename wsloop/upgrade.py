@@ -255,7 +255,6 @@ class ServerPolicy:
             and type(self).make_websocket is ServerPolicy.make_websocket
         )
         self._heads: dict[bytes, bytes] = {}  # LazyEnviron's shared request heads (bounded)
-        self._parsed: dict[bytes, Any] = {}  # parse_request's cache of heads parsed (bounded)
 
     def respond(
         self,
@@ -268,7 +267,7 @@ class ServerPolicy:
         """The decision for the request at the start of ``data`` (None while it is incomplete),
         bounded by ``max_header_size``; the bytes after it go to :attr:`Accept.received`."""
         try:
-            parsed = parse_request(data, self.options.max_header_size, self._parsed)
+            parsed = parse_request(data, self.options.max_header_size)
         except HandshakeError as exc:
             logger.debug("handshake refused (%s %s)", exc.status, exc.reason)
             return Reject.of(exc)
