@@ -391,7 +391,7 @@ def test_broadcast_compresses_for_connections_that_negotiated_it(make_server, re
     message = "broadcast " * 200
     server.manager.broadcast(message)
     assert plain.recv().data == message.encode()
-    data = head[parsed[1]:]
+    data = head[parsed[1] :]
     while not stream.received:
         if data:
             assert data[0] & 0x40, "the frame to the compressing connection has RSV1 set"
