@@ -1,5 +1,5 @@
 """Fixtures shared by every test module: standalone servers on both pollers (in this process, or
-CLI servers in child processes) and TLS files."""
+CLI servers in child processes) and TLS files; and which tests pytest-xdist keeps on one worker."""
 
 from __future__ import annotations
 
@@ -15,6 +15,26 @@ from tests.support.serverproc import ServerProcess
 from wsloop.servers.standalone import WebSocketServer
 
 POLLERS = ["selectors", "threaded"]
+
+#: Modules whose tests share an expensive module- or session-scoped fixture (a Sphinx build, npm
+#: install of Node's ws, every ws4py program run at once, a server per flavour): under
+#: ``pytest -n N --dist loadgroup`` each is one group, so one worker builds the fixture once. The
+#: other modules' tests are spread one by one (their fixtures are cheap: a server start).
+ONE_WORKER_MODULES = {
+    "test_docs_site.py",
+    "test_interop.py",
+    "test_ws4py_parity.py",
+    "test_flavours.py",
+    "test_hooks.py",
+    "test_large_messages2.py",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in ONE_WORKER_MODULES and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 @pytest.fixture(params=POLLERS)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.sockets import raw_upgraded
 from tests.support.waiting import wait_for
 from tests.support.wsclient import Client
 from wsloop.deflate import DeflateOptions, client_accept, client_offer
@@ -195,30 +196,13 @@ def test_output_queued_by_another_thread_keeps_its_place(fan: type[Fan]) -> None
         server.stop(timeout=1)
 
 
-def _upgraded(port: int, rcvbuf: int) -> socket.socket:
-    """An upgraded raw socket with a small receive buffer (set before connecting); nothing after
-    the 101 is read."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(client_request(f"127.0.0.1:{port}", "/", new_key()))
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(1)
-        assert chunk, "closed during the handshake"
-        data += chunk
-    assert data.startswith(b"HTTP/1.1 101"), data
-    return sock
-
-
 def test_a_slow_reader_gets_every_broadcast_in_order_through_partial_writes(fan: type[Fan]) -> None:
     """A small send buffer on the server's side and a client that reads a little at a time:
     broadcasts are partly written at once, the rest queued (a memoryview of the shared frame)
     and sent later; everything arrives, in order, and the readers that keep up get it all too."""
     fan.sndbuf, fan.size = 4096, 3000
     server = _serve()
-    slow = _upgraded(server.port, 4096)
+    slow = raw_upgraded(server.port, 4096)
     fast = Client(server.port)
     try:
         wait_for(lambda: len(fan.instances) == 2, timeout=20.0)
@@ -260,7 +244,7 @@ def test_a_non_reader_among_direct_writes_still_hits_max_buffered(fan: type[Fan]
     fan.size = 16 << 10
     reactor = Reactor(high_water=256 << 10, low_water=64 << 10, max_buffered=1 << 20)
     server = _serve(reactor)
-    stuck = _upgraded(server.port, 4096)
+    stuck = raw_upgraded(server.port, 4096)
     good = Client(server.port)
     try:
         wait_for(lambda: len(fan.instances) == 2, timeout=20.0)

@@ -92,6 +92,7 @@ def app() -> Iterator[Child]:
 # ---------------------------------------------------------------------- 1. ws4py's example
 
 
+@pytest.mark.xdist_group("port-9000")  # ws4py's examples listen on the fixed port 9000
 @pytest.mark.timeout(300)
 def test_ws4py_example_runs_unmodified_and_passes_autobahn(tmp_path: Path) -> None:
     example_path(EXAMPLE.name)  # skips, saying why, where the shared examples are not here

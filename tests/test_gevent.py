@@ -190,6 +190,7 @@ def more_files(count: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))  # the child inherits it
 
 
+@pytest.mark.xdist_group("port-9000")  # ws4py's examples listen on the fixed port 9000
 @pytest.mark.timeout(300)
 def test_ws4py_example_passes_autobahn(tmp_path: Path) -> None:
     """ws4py's gevent example, unmodified (monkey-patched, 'localhost', port 9000)."""

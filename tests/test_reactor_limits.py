@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tests.support.sockets import raw_upgraded
 from tests.support.waiting import wait_for
 from tests.support.wsclient import Client
 from wsloop.framing import OPCODE_PING, build_frame
-from wsloop.handshake import client_request, new_key
 from wsloop.poller import Connection, Reactor, ThreadedManager
 from wsloop.servers.standalone import WebSocketServer
 from wsloop.websocket import EchoWebSocket, WebSocket
@@ -144,23 +144,6 @@ def test_add_while_stopping_is_refused_with_1001() -> None:
 # ------------------------------------------ output cap and memory accounting (items 4, 5)
 
 
-def raw_upgrade(port: int, rcvbuf: int = 4096) -> socket.socket:
-    """A connected, upgraded socket with a small receive buffer (set before connecting, so the
-    window stays small), the 101 read and nothing else."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(client_request(f"127.0.0.1:{port}", "/", new_key()))
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(1)  # byte by byte: nothing after the 101 is taken
-        assert chunk, "closed during the handshake"
-        data += chunk
-    assert data.startswith(b"HTTP/1.1 101"), data
-    return sock
-
-
 class Codes(EchoWebSocket):
     instances: list[Codes] = []
     codes: list[int] = []
@@ -178,7 +161,7 @@ def test_broadcast_to_a_peer_that_never_reads_is_capped_and_others_get_everythin
     server.start()
     reactor = server.manager
     assert isinstance(reactor, Reactor) and reactor.max_buffered == 16 << 20
-    slow = raw_upgrade(server.port)
+    slow = raw_upgraded(server.port, 4096)
     good = Client(server.port)
     try:
         wait_for(lambda: len(Codes.instances) == 2)
@@ -283,7 +266,7 @@ def test_callbacks_relaying_to_a_non_reader_are_capped() -> None:
     reactor = Reactor(max_buffered=16 << 20)
     server = WebSocketServer("127.0.0.1", 0, Relay, manager=reactor)
     server.start()
-    slow = raw_upgrade(server.port)
+    slow = raw_upgraded(server.port, 4096)
     try:
         wait_for(lambda: len(Codes.instances) == 1)
         driver = Client(server.port)
@@ -347,7 +330,7 @@ def slow_connection() -> Iterator[tuple[Reactor, Connection, socket.socket]]:
     reactor = Reactor()
     server = WebSocketServer("127.0.0.1", 0, Codes, manager=reactor)
     server.start()
-    slow = raw_upgrade(server.port)
+    slow = raw_upgraded(server.port, 4096)
     try:
         wait_for(lambda: len(Codes.instances) == 1)
         conn = reactor._connections[Codes.instances[0]]

@@ -61,14 +61,14 @@ def test_pending_handshakes_count_requests_not_complete() -> None:
             sock = socket.create_connection(("127.0.0.1", server.port))
             sock.sendall(upgrade()[:20])  # the start of a request
             socks.append(sock)
-        assert eventually(
-            lambda: server.manager.stats().pending_handshakes == 3, 15.0
-        ), server.manager.stats()
+        assert eventually(lambda: server.manager.stats().pending_handshakes == 3, 15.0), (
+            server.manager.stats()
+        )
         for sock in socks:
             sock.close()
-        assert eventually(
-            lambda: server.manager.stats().pending_handshakes == 0, 15.0
-        ), server.manager.stats()
+        assert eventually(lambda: server.manager.stats().pending_handshakes == 0, 15.0), (
+            server.manager.stats()
+        )
     finally:
         for sock in socks:
             sock.close()

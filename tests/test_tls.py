@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.serverproc import ServerProcess
-from tests.support.sockets import open_fds
+from tests.support.sockets import open_fds, read_101
 from tests.support.waiting import eventually
 from tests.support.wsclient import Client, text_frame
 from wsloop.client import WebSocketClient
@@ -312,13 +312,7 @@ def _raw_tls_upgrade(port: int, context: ssl.SSLContext) -> ssl.SSLSocket:
     close_notify as an error (``suppress_ragged_eofs=False``); nothing after the 101 is read."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock = context.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
-    sock.sendall(client_request(f"127.0.0.1:{port}", "/", new_key()))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        assert chunk, "closed during the handshake"
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head
+    read_101(sock, port)
     return sock
 
 

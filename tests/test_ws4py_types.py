@@ -17,10 +17,11 @@ import pytest
 
 import wsloop.messaging
 import wsloop.websocket
+from tests.support.sockets import raw_upgraded
 from tests.support.waiting import wait_for
 from tests.support.wsclient import Client
 from wsloop.client import WebSocketClient
-from wsloop.handshake import accept, client_request, new_key, parse_request
+from wsloop.handshake import accept, parse_request
 from wsloop.messaging import BinaryMessage, CloseControlMessage, Message, TextMessage
 from wsloop.poller import Reactor
 from wsloop.servers.standalone import WebSocketServer
@@ -64,23 +65,6 @@ class Ends(EchoWebSocket):
 def ends(make_server: Callable[..., WebSocketServer]) -> WebSocketServer:
     Ends.instances, Ends.ends = [], []
     return make_server(handler_cls=Ends)
-
-
-def upgraded_socket(port: int, rcvbuf: int | None = None) -> socket.socket:
-    """A connected socket past its handshake (the 101 read byte by byte, nothing after it)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(client_request(f"127.0.0.1:{port}", "/", new_key()))
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(1)
-        assert chunk, "closed during the handshake"
-        data += chunk
-    assert data.startswith(b"HTTP/1.1 101"), data
-    return sock
 
 
 # ------------------------------------------------------- close reasons as bytes, every path
@@ -136,7 +120,7 @@ def test_closed_gets_bytes_for_1008_past_the_output_limit() -> None:
     reactor = Reactor(max_buffered=4 << 20)
     server = WebSocketServer("127.0.0.1", 0, Ends, manager=reactor)
     server.start()
-    sock = upgraded_socket(server.port, rcvbuf=4096)
+    sock = raw_upgraded(server.port, rcvbuf=4096)
     try:
         wait_for(lambda: Ends.instances)
         # A masked "flood" text frame: the server then sends 1 MiB a turn to a peer that never reads.

@@ -50,6 +50,7 @@ def wsgiref_server():  # type: ignore[no-untyped-def]
     server.server_close()
 
 
+@pytest.mark.xdist_group("port-9000")  # ws4py's examples listen on the fixed port 9000
 @pytest.mark.timeout(300)
 def test_ws4py_example_passes_autobahn(tmp_path: Path) -> None:
     example = ExampleProcess("wsgiref_echo.py", 9000)
