@@ -25,6 +25,7 @@ __all__ = [
     "is_valid_close_code",
     "mask",
     "mask_into",
+    "empty_bytearray",
     "SPEEDUPS",
     "frame_header",
     "build_frame",
@@ -137,6 +138,13 @@ if _speedups is not None:
 else:
     mask = _mask_pure
     mask_into = _mask_into_pure
+
+#: ``empty_bytearray(n) -> bytearray``: a buffer of ``n`` bytes to read into; with the C
+#: extension its bytes are left uninitialised (``bytearray(n)`` zero-fills them, a pass over a
+#: large frame's buffer that ``recv_into`` then overwrites).
+empty_bytearray: Callable[[int], bytearray] = (
+    bytearray if _speedups is None else _speedups.empty_bytearray
+)
 
 
 def frame_header(
