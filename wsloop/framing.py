@@ -25,6 +25,7 @@ __all__ = [
     "is_valid_close_code",
     "mask",
     "mask_into",
+    "empty_bytearray",
     "SPEEDUPS",
     "frame_header",
     "build_frame",
@@ -146,6 +147,10 @@ else:
 small_frame: Callable[[bytes | bytearray | memoryview, int], bytes | None] | None = getattr(
     _speedups, "small_frame", None
 )
+#: ``empty_bytearray(n) -> bytearray``: a buffer of ``n`` bytes to read into; with the C
+#: extension its bytes are left uninitialised (``bytearray(n)`` zero-fills them, a pass over a
+#: large frame's buffer that ``recv_into`` then overwrites).
+empty_bytearray: Callable[[int], bytearray] = getattr(_speedups, "empty_bytearray", bytearray)
 
 
 def frame_header(

@@ -30,6 +30,7 @@ from .framing import (
     REPEAT,
     SPEEDUPS,
     build_frame,
+    empty_bytearray,
     encode_close_payload,
     frame_header,
     is_valid_close_code,
@@ -395,7 +396,7 @@ class Protocol:
                             and not self._compressed
                         ):
                             # A large binary frame (not compressed): into a buffer of its size.
-                            self._big = big = bytearray(length)
+                            self._big = big = empty_bytearray(length)
                             self.into = memoryview(big)
                         self._consume(data, start, end)
                         return
@@ -507,7 +508,7 @@ class Protocol:
             return None
         parts = self._parts
         assert parts is not None
-        self._big = big = bytearray(length)
+        self._big = big = empty_bytearray(length)
         view = memoryview(big)
         view[:got] = parts[0] if len(parts) == 1 else b"".join(parts)
         key = self._f_key

@@ -226,11 +226,17 @@ PyDoc_STRVAR(small_frame_doc,
 "text or binary frame of at most 125 bytes (its header 6 bytes), a text frame's payload valid\n"
 "UTF-8; else None (for the general parser). data: bytes or any C-contiguous bytes-like object.");
 
+static PyObject *empty_bytearray(PyObject *module, PyObject *arg);
+PyDoc_STRVAR(empty_bytearray_doc,
+"empty_bytearray(n, /) -> bytearray\n\n"
+"A bytearray of n bytes left uninitialised (no zero fill): for a buffer that is read into.");
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL, apply_mask_doc},
     {"mask_into", (PyCFunction)(void (*)(void))mask_into, METH_FASTCALL, mask_into_doc},
     SEND_SHARED_METHOD
     {"small_frame", (PyCFunction)(void (*)(void))small_frame, METH_FASTCALL, small_frame_doc},
+    {"empty_bytearray", (PyCFunction)empty_bytearray, METH_O, empty_bytearray_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -339,4 +345,24 @@ small_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     result = small_frame_at(view.buf, view.len, pos);
     PyBuffer_Release(&view);
     return result;
+}
+
+/* empty_bytearray(n): a bytearray of n bytes whose contents are not initialised (bytearray(n)
+ * zero-fills them): the buffer a large frame's payload is received into (recv_into) overwrites
+ * every byte, so the zero fill would be one wasted pass over it. */
+static PyObject *
+empty_bytearray(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t n;
+
+    (void)module;
+    n = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative size");
+        return NULL;
+    }
+    return PyByteArray_FromStringAndSize(NULL, n);
 }
