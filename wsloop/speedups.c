@@ -157,6 +157,7 @@ static PyObject *fileno_name; /* "fileno", interned on the first call */
 static PyObject *
 send_shared(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "send_shared() takes exactly 2 arguments");
         return NULL;
