@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.broadcasting import Fan, reset_fan
 from tests.support.serverproc import ServerProcess
 from wsloop.servers.standalone import WebSocketServer
 
@@ -130,3 +131,11 @@ def tls_url(tls_files: tuple[Path, Path]) -> Iterator[str]:
     assert server.url.startswith("wss://")
     yield server.url
     server.stop()
+
+
+@pytest.fixture
+def fan() -> Iterator[type[Fan]]:
+    """The broadcasting handler of tests/support/broadcasting.py, its records cleared."""
+    reset_fan()
+    yield Fan
+    Fan.sndbuf = 0

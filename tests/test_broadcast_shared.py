@@ -17,17 +17,22 @@ from typing import Any
 
 import pytest
 
+from tests.support.broadcasting import (
+    Compressing,
+    DeflateClient,
+    Fan,
+    check_numbered,
+    numbered,
+    serve,
+    written_at_once,
+)
+from tests.support.sockets import raw_upgraded
 from tests.support.waiting import wait_for
 from tests.support.wsclient import Client
 from wsloop import framing
-from wsloop.deflate import DeflateOptions, client_accept, client_offer
-from wsloop.handshake import Response, client_request, new_key
-from wsloop.messaging import Message
 from wsloop.poller import Reactor
 from wsloop.poller import reactor as reactor_module
 from wsloop.protocol import Protocol
-from wsloop.servers.standalone import WebSocketServer
-from wsloop.websocket import WebSocket
 
 SendShared = Callable[[bytes, list[socket.socket]], list[tuple[int, int]]]
 C_SEND_SHARED: SendShared | None = getattr(framing._speedups, "send_shared", None)
@@ -65,86 +70,6 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
 
     monkeypatch.setattr(reactor_module, "_send_shared", watched)
     yield calls
-
-
-class Fan(WebSocket):
-    """``go N``: broadcast N numbered messages of ``size`` bytes, noting after each one how
-    many connections hold output and whether the last buffer of any is a frame's rest. Anything
-    else is echoed."""
-
-    compression: DeflateOptions | None = None
-    instances: list[Fan] = []
-    codes: list[int] = []
-    holding: list[int] = []  # per broadcast: connections with output queued right after it
-    partial = 0
-    size = 64
-    sndbuf = 0
-
-    def opened(self) -> None:
-        if Fan.sndbuf and self.sock is not None:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, Fan.sndbuf)
-        Fan.instances.append(self)
-
-    def closed(self, code: int, reason: bytes | None = None) -> None:
-        Fan.codes.append(code)
-
-    def received_message(self, message: Message) -> None:
-        command, _, arg = message.data.partition(b" ")
-        transport: Any = self.transport
-        reactor: Reactor = transport.reactor
-        if command == b"go":
-            for i in range(int(arg)):
-                reactor.broadcast(_numbered(i, Fan.size), binary=True)
-                conns = list(reactor._connections.values())
-                Fan.holding.append(sum(1 for c in conns if c.wbuf))
-                Fan.partial += sum(1 for c in conns if c.wbuf and type(c.wbuf[-1]) is memoryview)
-        else:
-            self.send(message.data, message.is_binary)
-
-
-class Compressing(Fan):
-    compression = DeflateOptions()
-
-
-@pytest.fixture
-def fan() -> Iterator[type[Fan]]:
-    Fan.instances, Fan.codes, Fan.holding = [], [], []
-    Fan.partial, Fan.size, Fan.sndbuf = 0, 64, 0
-    yield Fan
-    Fan.sndbuf = 0
-
-
-def _numbered(i: int, size: int) -> bytes:
-    head = b"%08d:" % i
-    return head + bytes([i % 251]) * (size - len(head))
-
-
-def _check_numbered(messages: list[bytes], count: int, size: int) -> None:
-    assert [m[:8] for m in messages] == [b"%08d" % i for i in range(count)], "all, in order"
-    assert all(m == _numbered(i, size) for i, m in enumerate(messages)), "intact"
-
-
-def _serve(handler: type[WebSocket] = Fan, reactor: Reactor | None = None, **options: Any) -> WebSocketServer:
-    server = WebSocketServer("127.0.0.1", 0, handler, manager=reactor, **options)
-    server.start()
-    return server
-
-
-def _upgraded(port: int, rcvbuf: int = 0) -> socket.socket:
-    """An upgraded raw socket (receive buffer ``rcvbuf`` if given); nothing after the 101 read."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(client_request(f"127.0.0.1:{port}", "/", new_key()))
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(1)
-        assert chunk, "closed during the handshake"
-        data += chunk
-    assert data.startswith(b"HTTP/1.1 101"), data
-    return sock
 
 
 # --------------------------------------------------------------- send_shared itself
@@ -204,7 +129,7 @@ def test_a_broadcast_to_more_sockets_than_one_call_takes(fan: type[Fan], path: C
     """More connections than _SHARED_BATCH: each gets every message once, in order, written at
     once; in C, in calls of at most _SHARED_BATCH sockets, every connection in one of them per
     broadcast. The counters are exact: one message and its frame's bytes per connection."""
-    server = _serve()
+    server = serve()
     n = reactor_module._SHARED_BATCH + 44
     clients = [Client(server.port) for _ in range(n)]
     try:
@@ -214,8 +139,8 @@ def test_a_broadcast_to_more_sockets_than_one_call_takes(fan: type[Fan], path: C
         count = 5
         clients[0].send(b"go %d" % count)
         for client in clients:
-            _check_numbered([client.recv(timeout=30).data for _ in range(count)], count, 64)
-        assert fan.holding == [0] * count, "written at once"
+            check_numbered([client.recv(timeout=30).data for _ in range(count)], count, 64)
+        assert len(fan.queued_after) == count and written_at_once(), "written at once"
         expected_bytes = n * count * (2 + 64)
         wait_for(lambda: reactor.stats().bytes_out - before.bytes_out == expected_bytes, timeout=10.0)
         after = reactor.stats()
@@ -238,8 +163,8 @@ def test_a_slow_reader_gets_every_broadcast_through_partial_writes(
     written at once and the rest (a memoryview of the shared frame) queued and sent later:
     everything arrives in order, on the fast connection too."""
     fan.sndbuf, fan.size = 4096, 3000
-    server = _serve()
-    slow = _upgraded(server.port, 4096)
+    server = serve()
+    slow = raw_upgraded(server.port, 4096)
     fast = Client(server.port)
     try:
         wait_for(lambda: len(fan.instances) == 2, timeout=20.0)
@@ -260,10 +185,10 @@ def test_a_slow_reader_gets_every_broadcast_through_partial_writes(
         thread = threading.Thread(target=read_slowly)
         thread.start()
         fast.send(b"go %d" % count)
-        _check_numbered([fast.recv(timeout=30).data for _ in range(count)], count, fan.size)
+        check_numbered([fast.recv(timeout=30).data for _ in range(count)], count, fan.size)
         assert done.wait(60)
         thread.join(5)
-        _check_numbered([m.data for m in reader.received], count, fan.size)
+        check_numbered([m.data for m in reader.received], count, fan.size)
         assert fan.partial > 0, "some frame was written in part, the rest queued"
         assert fan.codes == []
         if path is not None:
@@ -281,8 +206,8 @@ def test_a_peer_that_never_reads_is_bounded_counted_and_reset(fan: type[Fan], pa
     fan.size = 16 << 10
     limit = 1 << 20
     reactor = Reactor(high_water=256 << 10, low_water=64 << 10, max_buffered=limit)
-    server = _serve(reactor=reactor)
-    stuck = _upgraded(server.port, 4096)
+    server = serve(reactor=reactor)
+    stuck = raw_upgraded(server.port, 4096)
     good = Client(server.port)
     try:
         wait_for(lambda: len(fan.instances) == 2, timeout=20.0)
@@ -300,17 +225,18 @@ def test_a_peer_that_never_reads_is_bounded_counted_and_reset(fan: type[Fan], pa
         thread.start()
         for i in range(0, count, 20):
             for j in range(i, i + 20):
-                reactor.broadcast(_numbered(j, fan.size), binary=True)
+                reactor.broadcast(numbered(j, fan.size), binary=True)
             wait_for(lambda: len(received) >= i + 20, timeout=20.0)  # noqa: B023 (waited for here)
             held.append(reactor.stats().buffered_bytes_max)
         thread.join(30)
-        _check_numbered(received, count, fan.size)
+        check_numbered(received, count, fan.size)
         wait_for(lambda: fan.codes, timeout=20.0)
         assert fan.codes == [1008], "the non-reader is reset with 1008, the reader is not"
         assert conn.closed and conn.wbuf == [] and stuck_ws not in reactor
         assert max(held) > 0, "its backlog was counted"
         assert max(held) <= limit + 21 * (fan.size + 128), "and bounded by max_buffered"
         assert reactor.stats().slow_consumers_dropped == 1
+        assert good.echo(b"still here").data == b"still here"
         if path is not None:
             assert path.count() > 0, "the frames went through send_shared while it had room"
     finally:
@@ -328,13 +254,13 @@ def test_tls_connections_never_take_the_raw_path(
     """TLS connections get the frame through their SSLSocket (never a raw write to its file
     descriptor, which would bypass the encryption): intact and in order."""
     cert, key = tls_files
-    server = _serve(certfile=str(cert), keyfile=str(key))
+    server = serve(certfile=str(cert), keyfile=str(key))
     clients = [Client(server.port, ssl_context=tls_contexts[1]) for _ in range(4)]
     try:
         wait_for(lambda: len(fan.instances) == 4, timeout=20.0)
         clients[0].send(b"go 50")
         for client in clients:
-            _check_numbered([client.recv(timeout=30).data for _ in range(50)], 50, 64)
+            check_numbered([client.recv(timeout=30).data for _ in range(50)], 50, 64)
         if path is not None:
             assert path.batches == [], "no TLS socket was given to send_shared"
     finally:
@@ -343,21 +269,10 @@ def test_tls_connections_never_take_the_raw_path(
         server.stop(timeout=1)
 
 
-class DeflateClient(Client):
-    def __init__(self, port: int) -> None:
-        self.options = DeflateOptions()
-        super().__init__(port, extensions=[client_offer(self.options)], timeout=30)
-
-    def make_stream(self, response: Response) -> Protocol:
-        header = response.headers.get("sec-websocket-extensions")
-        assert header, "the server accepted permessage-deflate"
-        return Protocol(client=True, max_message_size=None, deflate=client_accept(header, self.options))
-
-
 def test_compressing_connections_frame_it_themselves(fan: type[Fan], path: Calls | None) -> None:
     """A permessage-deflate connection cannot share the frame: it compresses its own (and is
     never given to send_shared); the plain ones share it."""
-    server = _serve(Compressing)
+    server = serve(Compressing)
     plain = [Client(server.port) for _ in range(3)]
     deflating = [DeflateClient(server.port) for _ in range(2)]
     try:
@@ -365,7 +280,7 @@ def test_compressing_connections_frame_it_themselves(fan: type[Fan], path: Calls
         fan.size = 5000
         plain[0].send(b"go 30")
         for client in plain + deflating:
-            _check_numbered([client.recv(timeout=30).data for _ in range(30)], 30, 5000)
+            check_numbered([client.recv(timeout=30).data for _ in range(30)], 30, 5000)
         if path is not None:
             assert path.count() == 3 * 30, "the plain ones only"
             compressing = {id(ws.sock) for ws in fan.instances if ws.stream.deflate is not None}
@@ -381,9 +296,9 @@ def test_closing_and_closed_connections(fan: type[Fan], path: Calls | None) -> N
     """A connection whose close the server started (the peer has not answered) gets nothing
     after its Close frame; one whose socket was closed behind the reactor's back is dropped
     (no write to its old descriptor); the others get every message."""
-    server = _serve()
+    server = serve()
     reactor: Any = server.manager
-    closing = _upgraded(server.port)
+    closing = raw_upgraded(server.port)
     gone = Client(server.port)
     good = [Client(server.port) for _ in range(3)]
     try:
@@ -398,7 +313,7 @@ def test_closing_and_closed_connections(fan: type[Fan], path: Calls | None) -> N
         wait_for(lambda: gone_sock.fileno() == -1, timeout=10.0)
         good[0].send(b"go 20")
         for client in good:
-            _check_numbered([client.recv(timeout=30).data for _ in range(20)], 20, 64)
+            check_numbered([client.recv(timeout=30).data for _ in range(20)], 20, 64)
         # the closing peer: its Close frame, then nothing
         closing.settimeout(0.5)
         data = b""
@@ -429,7 +344,7 @@ def test_closing_and_closed_connections(fan: type[Fan], path: Calls | None) -> N
 def test_a_websocket_listed_twice_gets_the_message_twice_in_order(fan: type[Fan], path: Calls | None) -> None:
     """local_broadcast() to a list naming one websocket twice: it gets two messages (the
     second one waits behind the first's rest; not given to send_shared in one call)."""
-    server = _serve()
+    server = serve()
     reactor: Any = server.manager
     a, b = Client(server.port), Client(server.port)
     try:
@@ -437,11 +352,11 @@ def test_a_websocket_listed_twice_gets_the_message_twice_in_order(fan: type[Fan]
         by_port = {ws.peer_address[1]: ws for ws in fan.instances}
         first, second = by_port[a.sock.getsockname()[1]], by_port[b.sock.getsockname()[1]]
         for i in range(10):
-            reactor.local_broadcast(_numbered(i, 64), binary=True, websockets=[first, first, second])
+            reactor.local_broadcast(numbered(i, 64), binary=True, websockets=[first, first, second])
         assert [a.recv(timeout=30).data for _ in range(20)] == [
-            _numbered(i, 64) for i in range(10) for _ in range(2)
+            numbered(i, 64) for i in range(10) for _ in range(2)
         ]
-        _check_numbered([b.recv(timeout=30).data for _ in range(10)], 10, 64)
+        check_numbered([b.recv(timeout=30).data for _ in range(10)], 10, 64)
         if path is not None:
             assert path.batches == []
     finally:
