@@ -28,7 +28,7 @@ extensions = [
 ]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "notes", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 
 # MyST: GitHub-style heading anchors (``page.md#a-heading``), so that links work on GitHub and here.
 myst_heading_anchors = 4

@@ -1,7 +1,7 @@
 """Memory per idle connection, counted (not timed): tracemalloc bytes that a standalone server
 (selectors) allocates for each open, idle connection, in total and in the two modules whose
 objects every connection has (wsloop/websocket.py: the handler; wsloop/protocol.py: its protocol).
-Figures in docs/notes/h15.md."""
+Figures in docs/ARCHITECTURE.md, "Memory per connection"."""
 
 from __future__ import annotations
 

@@ -114,7 +114,7 @@ _XOR_TABLES = tuple(
 
 # The C extension (wsloop/speedups.c, built by setup.py when a compiler is there) unless it is
 # missing or WSLOOP_NO_SPEEDUPS is set (read once, here): it is faster at every size, also than
-# the integer XOR above for a few bytes (docs/notes/h11.md has the figures).
+# the integer XOR above for a few bytes (docs/ARCHITECTURE.md has the figures).
 _speedups: ModuleType | None
 if os.environ.get("WSLOOP_NO_SPEEDUPS"):
     _speedups = None

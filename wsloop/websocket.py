@@ -101,7 +101,8 @@ class WebSocket:
     ) -> None:
         self.sock = sock
         # Stored only when they differ from what the class gives (None, unless a subclass set
-        # one): each attribute an instance has costs every connection 8 bytes (docs/notes).
+        # one): each attribute an instance has costs every connection 8 bytes
+        # (docs/ARCHITECTURE.md, "Memory per connection").
         if protocols is not None or self.protocols is not None:
             self.protocols = protocols
         if extensions is not None or self.extensions is not None:
@@ -125,7 +126,8 @@ class WebSocket:
         self._heard = False  # something arrived since the last idle check (set by process())
 
     # Defaults of per-connection state that most connections never set (each attribute an
-    # instance has costs 8 bytes a connection, whether set or not: see docs/notes).
+    # instance has costs 8 bytes a connection, whether set or not: docs/ARCHITECTURE.md,
+    # "Memory per connection").
     #: The constructor's ``heartbeat_freq``, ``protocols`` and ``extensions`` (None by default).
     heartbeat_freq: float | None = None
     protocols: list[str] | None = None

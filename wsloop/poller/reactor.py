@@ -53,8 +53,9 @@ _IOV_MAX = 1024
 # Output of up to _JOIN_UNDER bytes is joined into one send(); up to _JOIN_SMALL_UNDER it is
 # joined too unless its buffers average _IOV_FROM bytes or more (a header and its payload: one
 # sendmsg() beats copying the payload); above that, one sendmsg() of up to _IOV_MAX buffers.
-# Measured crossovers (docs/notes/h16.md): sendmsg of a 4-byte header + 16 KiB payload costs what
-# the join does, +32 KiB saves 0.4 us, +64 KiB 1.8 us; 256 x 128 B costs 10 us more than a join.
+# Measured crossovers (docs/ARCHITECTURE.md, "Large messages"): sendmsg of a 4-byte header +
+# 16 KiB payload costs what the join does, +32 KiB saves 0.4 us, +64 KiB 1.8 us; 256 x 128 B
+# costs 10 us more than a join.
 _JOIN_UNDER = 16 * 1024
 _JOIN_SMALL_UNDER = 64 * 1024
 _IOV_FROM = 4096
