@@ -168,11 +168,6 @@ def parse_request(data: bytes, max_size: int = MAX_HEADER_SIZE) -> tuple[Request
     end = data.find(b"\r\n\r\n")
     if end < 0 or end + 4 > max_size:
         return _parse_request_slowly(data, max_size)
-    return _parse_request_once(data, end, max_size)
-
-
-def _parse_request_once(data: bytes, end: int, max_size: int) -> tuple[Request, int] | None:
-    """:func:`parse_request` of a head that ends at ``end`` (its ``\\r\\n\\r\\n``)."""
     try:
         text = data[:end].decode("ascii")
     except UnicodeDecodeError:

@@ -18,7 +18,6 @@ import select
 import selectors
 import socket
 import ssl
-import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
@@ -39,6 +38,7 @@ from ..transport import (
     close_notify,
     max_buffered_for,
     refuse,
+    reset_on_close,
 )
 from ..websocket import WebSocket
 from .hub import Hub
@@ -68,7 +68,6 @@ _LOWAT_READ = 8 * 1024
 # rounding): 1.25 M two-byte pongs held 83 MB, not 2.5 MB.
 _OVERHEAD = 64
 _SWEEP_EVERY = 1.0  # seconds between looks for sockets closed behind the reactor's back
-_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets and frees the kernel's buffer
 # The C extension's writer of one frame to many plain sockets (wsloop/speedups.c): a broadcast's
 # sends without a Python call each. None without the extension, with WSLOOP_NO_SPEEDUPS, or with
 # an extension built before it existed: then each socket's send() is called from Python.
@@ -292,7 +291,7 @@ class Connection(Handler):
             self.queued -= size
         fn(*args)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.wbuf.append(data)
         self.wsize += len(data)
         if not self.dirty:
@@ -477,10 +476,7 @@ class Connection(Handler):
         reactor.counters.slow_dropped += 1
         self.wbuf = []
         self.wsize = 0
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-        except OSError:
-            pass
+        reset_on_close(self.sock)
         # Not TLSConnection's teardown: no close_notify behind unread output.
         Connection.teardown(self, ProtocolException(OVERFLOW_REASON, OVERFLOW_CODE))
 
@@ -1103,16 +1099,10 @@ class Reactor:
         them) in C; queue what a socket did not take (full, or broken: flush() sees it) as
         :meth:`_broadcast` does. Returns the bytes queued."""
         queued = 0
-        dirty = self._dirty
         for index, sent in shared(frame, socks):
-            conn = held[index]
             rest: bytes | memoryview = memoryview(frame)[sent:] if sent else frame
-            conn.wbuf.append(rest)
-            conn.wsize += len(rest)
+            held[index].write(rest)
             queued += len(rest)
-            if not conn.dirty:
-                conn.dirty = True
-                dirty.append(conn)
         return queued
 
     def _admit(self, conn: Connection, size: int) -> None:
